@@ -1,0 +1,48 @@
+//! A change: one pushed commit (or one injected by hand), before it is stored.
+
+use std::collections::BTreeMap;
+
+/// What a change source hands to the store. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewChange {
+    /// `Name <email>`, as Buildbot writes it.
+    pub author: String,
+    pub committer: Option<String>,
+    pub comments: String,
+    /// The git branch name (`main`), not the configured label (`3.x`).
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    /// A link to the commit, shown on pages.
+    pub revlink: Option<String>,
+    /// When the commit was made (from the commit), Unix seconds.
+    pub when_timestamp: i64,
+    pub category: Option<String>,
+    pub repository: String,
+    pub codebase: String,
+    pub project: String,
+    pub files: Vec<String>,
+    /// Property values as JSON; their source is always "Change".
+    pub properties: BTreeMap<String, serde_json::Value>,
+}
+
+/// Formats a git identity the way Buildbot stores it.
+pub fn format_identity(name: &str, email: &str) -> String {
+    match (name.trim(), email.trim()) {
+        ("", "") => String::new(),
+        (n, "") => n.to_string(),
+        ("", e) => format!("<{e}>"),
+        (n, e) => format!("{n} <{e}>"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_formats() {
+        assert_eq!(format_identity("Ann", "ann@example.org"), "Ann <ann@example.org>");
+        assert_eq!(format_identity("Ann", ""), "Ann");
+        assert_eq!(format_identity("", "a@b"), "<a@b>");
+    }
+}

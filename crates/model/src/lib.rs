@@ -1,0 +1,19 @@
+//! Cascade's domain model: plain data and the pure decisions made over it.
+//!
+//! Nothing in this crate does I/O. The store persists these types, the master
+//! moves them around; the rules (which change matters, when a scheduler fires,
+//! which requests one build covers, what a result means) live here so they can
+//! be tested on their own.
+
+pub mod change;
+pub mod coalesce;
+pub mod glob;
+pub mod gitref;
+pub mod results;
+pub mod scheduling;
+
+pub use change::NewChange;
+pub use coalesce::{Claim, PendingRequest, plan_claim};
+pub use glob::Glob;
+pub use gitref::GitRef;
+pub use results::Results;
