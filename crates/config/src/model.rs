@@ -1,0 +1,249 @@
+//! The typed configuration, after parsing and cross-checking.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cascade_model::Glob;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::secret::{Secret, SecretString};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub master: MasterConfig,
+    pub github: GithubConfig,
+    pub branches: Vec<BranchConfig>,
+    pub workers: Vec<WorkerConfig>,
+    pub factories: Vec<FactoryConfig>,
+    /// Builders after expansion: one per (definition, branch).
+    pub builders: Vec<BuilderConfig>,
+    pub schedulers: Vec<SchedulerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub title: String,
+    /// Public base URL, used in links (ends with `/`).
+    pub url: String,
+    /// This master's name in the `masters` table; defaults to the host name.
+    pub name: Option<String>,
+    pub http: String,
+    pub pb: String,
+    pub msgpack: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    /// `owner/name`; pushes for other repositories are ignored.
+    pub repository: Option<String>,
+    pub webhook_secret: Option<Secret>,
+    pub insecure_webhook: bool,
+    /// Accept the legacy `X-Hub-Signature` (HMAC-SHA1) header.
+    pub allow_sha1_signature: bool,
+    /// Turn pushed tags into changes (branch = the tag name).
+    pub build_tags: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchConfig {
+    /// The label used in builder names and schedulers (`3.x`).
+    pub name: String,
+    /// The git branch it builds (`main`).
+    pub git: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub name: String,
+    pub password: WorkerPassword,
+    pub max_builds: u32,
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum WorkerPassword {
+    Plain(Secret),
+    /// A PHC string from `cascade hash-password` (argon2).
+    Hash(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct FactoryConfig {
+    pub name: String,
+    pub steps: Vec<StepConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepConfig {
+    pub name: String,
+    pub kind: StepKind,
+    pub halt_on_failure: bool,
+    pub flunk_on_failure: bool,
+    pub warn_on_failure: bool,
+    pub always_run: bool,
+    /// Kill the step after this long without output.
+    pub timeout: Option<Duration>,
+    /// Kill the step after this long in all.
+    pub max_time: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Git(GitStep),
+    Shell(ShellStep),
+    Upload(UploadStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitStep {
+    /// Defaults to `https://github.com/<github.repository>.git`.
+    pub repo: Option<String>,
+    pub mode: GitMode,
+    pub method: GitMethod,
+    pub submodules: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitMode {
+    Full,
+    Incremental,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitMethod {
+    Fresh,
+    Clobber,
+    Copy,
+    Clean,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellStep {
+    pub command: Command,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    /// Exit code -> result name (`success`, `warnings`, `failure`, ...).
+    pub decode_rc: BTreeMap<i64, cascade_model::Results>,
+    pub warning_pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run through the worker's shell.
+    Shell(String),
+    /// Run directly, no shell.
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStep {
+    /// Path on the worker, relative to the build folder.
+    pub src: String,
+    /// Name under the build's artifact folder on the master.
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderConfig {
+    /// Expanded name: `"<definition> <branch>"`, or the definition's name
+    /// when it lists no branches.
+    pub name: String,
+    pub definition: String,
+    /// The branch label this builder builds.
+    pub branch: Option<String>,
+    pub workers: Vec<String>,
+    pub factory: String,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub name: String,
+    pub kind: SchedulerKind,
+    /// Restricts the builders this scheduler feeds (definition or expanded
+    /// names). `None`: every builder of its branch (or, for `force`, all).
+    pub builders: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SchedulerKind {
+    Branch { branch: String, tree_stable: Duration, ignore_files: Vec<Glob> },
+    Periodic { branch: String, cron: String },
+    Force,
+}
+
+impl SchedulerKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SchedulerKind::Branch { .. } => "branch",
+            SchedulerKind::Periodic { .. } => "periodic",
+            SchedulerKind::Force => "force",
+        }
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            SchedulerKind::Branch { branch, .. } | SchedulerKind::Periodic { branch, .. } => Some(branch),
+            SchedulerKind::Force => None,
+        }
+    }
+}
+
+/// Secrets read from their sources, ready for use.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedSecrets {
+    pub webhook_secret: Option<SecretString>,
+    /// Plain worker passwords by worker name (hashed ones stay in the config).
+    pub worker_passwords: BTreeMap<String, SecretString>,
+}
+
+impl Config {
+    pub fn branch(&self, label: &str) -> Option<&BranchConfig> {
+        self.branches.iter().find(|b| b.name == label)
+    }
+
+    /// The label of the branch configured for a git branch name.
+    pub fn branch_for_git(&self, git: &str) -> Option<&BranchConfig> {
+        self.branches.iter().find(|b| b.git == git)
+    }
+
+    /// Builders a scheduler feeds, in config order.
+    pub fn scheduler_builders(&self, scheduler: &SchedulerConfig) -> Vec<&BuilderConfig> {
+        let branch = scheduler.kind.branch();
+        self.builders
+            .iter()
+            .filter(|b| branch.is_none() || b.branch.as_deref() == branch)
+            .filter(|b| match &scheduler.builders {
+                None => true,
+                Some(names) => names.iter().any(|n| *n == b.name || *n == b.definition),
+            })
+            .collect()
+    }
+
+    /// Reads every secret; all failures are reported together.
+    pub fn resolve_secrets(&self) -> Result<ResolvedSecrets, ConfigErrors> {
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let mut out = ResolvedSecrets::default();
+        if let Some(secret) = &self.github.webhook_secret {
+            match secret.resolve() {
+                Ok(v) => out.webhook_secret = Some(v),
+                Err(e) => errors.push(e),
+            }
+        }
+        for w in &self.workers {
+            if let WorkerPassword::Plain(secret) = &w.password {
+                match secret.resolve() {
+                    Ok(v) => {
+                        out.worker_passwords.insert(w.name.clone(), v);
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        if errors.is_empty() { Ok(out) } else { Err(ConfigErrors(errors)) }
+    }
+}

@@ -1,0 +1,740 @@
+//! Walks the spanned TOML tree into typed config, collecting every error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{ConfigError, ConfigErrors, Location};
+use crate::model::*;
+use crate::secret::{Secret, SecretSource, SecretString};
+use crate::validate;
+
+type Val<'i> = Spanned<DeValue<'i>>;
+
+pub(crate) struct Ctx<'s> {
+    text: &'s str,
+    file: &'s Path,
+    pub(crate) base_dir: &'s Path,
+    errors: Vec<(usize, ConfigError)>,
+}
+
+impl<'s> Ctx<'s> {
+    pub(crate) fn error(&mut self, offset: usize, key: &str, message: impl Into<String>) {
+        let location = self.location(offset);
+        self.errors.push((offset, ConfigError { location, key: key.to_string(), message: message.into() }));
+    }
+
+    pub(crate) fn location(&self, offset: usize) -> Location {
+        Location::at(self.file, self.text, offset)
+    }
+}
+
+/// A table being read: remembers which keys were used so that the rest can
+/// be reported as unknown.
+pub(crate) struct Table<'t, 'i> {
+    map: &'t DeTable<'i>,
+    offset: usize,
+    path: String,
+    used: BTreeSet<&'t str>,
+}
+
+impl<'t, 'i> Table<'t, 'i> {
+    fn new(map: &'t DeTable<'i>, offset: usize, path: String) -> Self {
+        Table { map, offset, path, used: BTreeSet::new() }
+    }
+
+    pub(crate) fn key(&self, k: &str) -> String {
+        if self.path.is_empty() { k.to_string() } else { format!("{}.{k}", self.path) }
+    }
+
+    pub(crate) fn offset(&self) -> usize {
+        self.offset
+    }
+
+    fn take(&mut self, k: &str) -> Option<&'t Val<'i>> {
+        let (key, v) = self.map.get_key_value(k)?;
+        self.used.insert(key.get_ref().as_ref());
+        Some(v)
+    }
+
+    fn missing(&self, ctx: &mut Ctx, k: &str) {
+        ctx.error(self.offset, &self.key(k), "missing required key");
+    }
+
+    fn opt_str(&mut self, ctx: &mut Ctx, k: &str) -> Option<String> {
+        let v = self.take(k)?;
+        as_str(ctx, v, &self.key(k))
+    }
+
+    fn req_str(&mut self, ctx: &mut Ctx, k: &str) -> Option<String> {
+        if self.map.get(k).is_none() {
+            self.missing(ctx, k);
+            return None;
+        }
+        self.opt_str(ctx, k)
+    }
+
+    fn opt_bool(&mut self, ctx: &mut Ctx, k: &str) -> Option<bool> {
+        let v = self.take(k)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                ctx.error(v.span().start, &self.key(k), format!("expected true or false, found {}", kind(v)));
+                None
+            }
+        }
+    }
+
+    fn bool_or(&mut self, ctx: &mut Ctx, k: &str, default: bool) -> bool {
+        self.opt_bool(ctx, k).unwrap_or(default)
+    }
+
+    fn opt_int(&mut self, ctx: &mut Ctx, k: &str) -> Option<(i64, usize)> {
+        let v = self.take(k)?;
+        as_int(ctx, v, &self.key(k)).map(|i| (i, v.span().start))
+    }
+
+    fn opt_str_list(&mut self, ctx: &mut Ctx, k: &str) -> Option<Vec<(String, usize)>> {
+        let v = self.take(k)?;
+        str_list(ctx, v, &self.key(k))
+    }
+
+    fn opt_duration(&mut self, ctx: &mut Ctx, k: &str) -> Option<Duration> {
+        let v = self.take(k)?;
+        let key = self.key(k);
+        match v.get_ref() {
+            DeValue::Integer(_) => {
+                let secs = as_int(ctx, v, &key)?;
+                if secs < 0 {
+                    ctx.error(v.span().start, &key, "a duration cannot be negative");
+                    return None;
+                }
+                Some(Duration::from_secs(secs as u64))
+            }
+            DeValue::String(s) => match humantime::parse_duration(s) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    ctx.error(v.span().start, &key, format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"2h\""));
+                    None
+                }
+            },
+            _ => {
+                ctx.error(v.span().start, &key, format!("expected a duration such as \"30s\", found {}", kind(v)));
+                None
+            }
+        }
+    }
+
+    fn opt_table(&mut self, ctx: &mut Ctx, k: &str) -> Option<Table<'t, 'i>> {
+        let v = self.take(k)?;
+        as_table(ctx, v, self.key(k))
+    }
+
+    fn opt_str_map(&mut self, ctx: &mut Ctx, k: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(mut t) = self.opt_table(ctx, k) else { return out };
+        let keys: Vec<String> = t.map.keys().map(|k| k.get_ref().to_string()).collect();
+        for name in keys {
+            if let Some(v) = t.opt_str(ctx, &name) {
+                out.insert(name, v);
+            }
+        }
+        t.finish(ctx);
+        out
+    }
+
+    fn opt_secret(&mut self, ctx: &mut Ctx, k: &str) -> Option<Secret> {
+        let v = self.take(k)?;
+        let key = self.key(k);
+        let location = ctx.location(v.span().start);
+        let source = match v.get_ref() {
+            DeValue::String(s) => SecretSource::Literal(SecretString::new(s.to_string())),
+            DeValue::Table(_) => {
+                let mut t = as_table(ctx, v, key.clone())?;
+                let env = t.opt_str(ctx, "env");
+                let file = t.opt_str(ctx, "file");
+                t.finish(ctx);
+                match (env, file) {
+                    (Some(e), None) => SecretSource::Env(e),
+                    (None, Some(f)) => SecretSource::File(ctx.base_dir.join(f)),
+                    _ => {
+                        ctx.error(v.span().start, &key, "a secret table takes exactly one of `env` or `file`");
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                ctx.error(v.span().start, &key, format!("expected a string, {{ env = \"…\" }} or {{ file = \"…\" }}, found {}", kind(v)));
+                return None;
+            }
+        };
+        Some(Secret { source, location, key })
+    }
+
+    /// Reports every key nobody asked for.
+    pub(crate) fn finish(self, ctx: &mut Ctx) {
+        for k in self.map.keys() {
+            let name: &str = k.get_ref().as_ref();
+            if !self.used.contains(name) {
+                ctx.error(k.span().start, &self.key(name), "unknown key");
+            }
+        }
+    }
+}
+
+fn kind(v: &Val) -> &'static str {
+    match v.get_ref() {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn as_str(ctx: &mut Ctx, v: &Val, key: &str) -> Option<String> {
+    match v.get_ref() {
+        DeValue::String(s) => Some(s.to_string()),
+        _ => {
+            ctx.error(v.span().start, key, format!("expected a string, found {}", kind(v)));
+            None
+        }
+    }
+}
+
+fn as_int(ctx: &mut Ctx, v: &Val, key: &str) -> Option<i64> {
+    match v.get_ref() {
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                ctx.error(v.span().start, key, "integer out of range");
+                None
+            }
+        },
+        _ => {
+            ctx.error(v.span().start, key, format!("expected an integer, found {}", kind(v)));
+            None
+        }
+    }
+}
+
+fn as_table<'t, 'i>(ctx: &mut Ctx, v: &'t Val<'i>, key: String) -> Option<Table<'t, 'i>> {
+    match v.get_ref() {
+        DeValue::Table(t) => Some(Table::new(t, v.span().start, key)),
+        _ => {
+            ctx.error(v.span().start, &key, format!("expected a table, found {}", kind(v)));
+            None
+        }
+    }
+}
+
+fn str_list(ctx: &mut Ctx, v: &Val, key: &str) -> Option<Vec<(String, usize)>> {
+    let DeValue::Array(items) = v.get_ref() else {
+        ctx.error(v.span().start, key, format!("expected an array of strings, found {}", kind(v)));
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(s) = as_str(ctx, item, &format!("{key}[{i}]")) {
+            out.push((s, item.span().start));
+        }
+    }
+    Some(out)
+}
+
+/// `[[name]]` sections: an array of tables.
+fn array_of_tables<'t, 'i>(ctx: &mut Ctx, root: &mut Table<'t, 'i>, name: &str) -> Vec<Table<'t, 'i>> {
+    let Some(v) = root.take(name) else { return Vec::new() };
+    let DeValue::Array(items) = v.get_ref() else {
+        ctx.error(v.span().start, name, format!("expected [[{name}]] sections (an array of tables), found {}", kind(v)));
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| as_table(ctx, item, format!("{name}[{i}]")))
+        .collect()
+}
+
+pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx { text, file, base_dir, errors: Vec::new() };
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            ctx.error(offset, "", format!("TOML syntax error: {}", e.message()));
+        }
+        return Err(finish_errors(ctx));
+    }
+    let mut root = Table::new(doc.get_ref(), 0, String::new());
+
+    let master = read_master(&mut ctx, &mut root);
+    let github = read_github(&mut ctx, &mut root);
+    let branches = read_branches(&mut ctx, &mut root);
+    let workers = read_workers(&mut ctx, &mut root);
+    let factories = read_factories(&mut ctx, &mut root);
+    let builders = read_builders(&mut ctx, &mut root, &branches, &workers, &factories);
+    let schedulers = read_schedulers(&mut ctx, &mut root, &branches, &builders);
+    root.finish(&mut ctx);
+
+    if !ctx.errors.is_empty() {
+        return Err(finish_errors(ctx));
+    }
+    Ok(Config {
+        path: file.to_path_buf(),
+        master,
+        github,
+        branches: branches,
+        workers: workers,
+        factories: factories,
+        builders: builders,
+        schedulers,
+    })
+}
+
+fn finish_errors(mut ctx: Ctx) -> ConfigErrors {
+    ctx.errors.sort_by_key(|(offset, _)| *offset);
+    ConfigErrors(ctx.errors.into_iter().map(|(_, e)| e).collect())
+}
+
+
+fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
+    let mut master = MasterConfig {
+        title: "Cascade".into(),
+        url: "http://localhost:8010/".into(),
+        name: None,
+        http: "127.0.0.1:8010".into(),
+        pb: "0.0.0.0:9989".into(),
+        msgpack: "0.0.0.0:9990".into(),
+        database: "sqlite://cascade.sqlite".into(),
+    };
+    let Some(mut t) = root.opt_table(ctx, "master") else { return master };
+    if let Some(v) = t.opt_str(ctx, "title") {
+        master.title = v;
+    }
+    if let Some(mut v) = t.opt_str(ctx, "url") {
+        if !v.ends_with('/') {
+            v.push('/');
+        }
+        master.url = v;
+    }
+    master.name = t.opt_str(ctx, "name");
+    for (key, slot) in [("http", &mut master.http), ("pb", &mut master.pb), ("msgpack", &mut master.msgpack)] {
+        if let Some(v) = t.take(key) {
+            if let Some(s) = as_str(ctx, v, &t.key(key)) {
+                if validate::listen_address(&s).is_err() {
+                    ctx.error(v.span().start, &t.key(key), format!("{s:?} is not a listen address such as \"127.0.0.1:8010\""));
+                }
+                *slot = s;
+            }
+        }
+    }
+    if let Some(v) = t.take("database") {
+        if let Some(s) = as_str(ctx, v, &t.key("database")) {
+            if !validate::database_url(&s) {
+                ctx.error(v.span().start, &t.key("database"), "expected a URL starting with sqlite:// or postgres://");
+            }
+            master.database = s;
+        }
+    }
+    t.finish(ctx);
+    master
+}
+
+fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
+    let mut github = GithubConfig {
+        repository: None,
+        webhook_secret: None,
+        insecure_webhook: false,
+        allow_sha1_signature: false,
+        build_tags: false,
+    };
+    let section_offset = root.map.get("github").map(|v| v.span().start).unwrap_or(0);
+    if let Some(mut t) = root.opt_table(ctx, "github") {
+        if let Some(v) = t.take("repository") {
+            if let Some(s) = as_str(ctx, v, &t.key("repository")) {
+                if !validate::repository_name(&s) {
+                    ctx.error(v.span().start, &t.key("repository"), format!("{s:?} is not of the form \"owner/name\""));
+                }
+                github.repository = Some(s);
+            }
+        }
+        github.webhook_secret = t.opt_secret(ctx, "webhook_secret");
+        github.insecure_webhook = t.bool_or(ctx, "insecure_webhook", false);
+        github.allow_sha1_signature = t.bool_or(ctx, "allow_sha1_signature", false);
+        github.build_tags = t.bool_or(ctx, "build_tags", false);
+        t.finish(ctx);
+    }
+    if github.webhook_secret.is_none() && !github.insecure_webhook {
+        ctx.error(
+            section_offset,
+            "github.webhook_secret",
+            "no webhook secret configured: set github.webhook_secret, or github.insecure_webhook = true to accept unsigned webhooks",
+        );
+    }
+    github
+}
+
+fn read_branches(ctx: &mut Ctx, root: &mut Table) -> Vec<BranchConfig> {
+    let mut out: Vec<BranchConfig> = Vec::new();
+    for mut t in array_of_tables(ctx, root, "branch") {
+        let name = t.req_str(ctx, "name");
+        let git = t.opt_str(ctx, "git");
+        if let Some(name) = name {
+            let git = git.unwrap_or_else(|| name.clone());
+            if out.iter().any(|b| b.name == name) {
+                ctx.error(t.offset(), &t.key("name"), format!("duplicate branch name {name:?}"));
+            } else if let Some(other) = out.iter().find(|b| b.git == git) {
+                ctx.error(t.offset(), &t.key("git"), format!("git branch {git:?} is already configured as {:?}", other.name));
+            }
+            out.push(BranchConfig { name, git });
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn read_workers(ctx: &mut Ctx, root: &mut Table) -> Vec<WorkerConfig> {
+    let mut out: Vec<WorkerConfig> = Vec::new();
+    for mut t in array_of_tables(ctx, root, "worker") {
+        let name = t.req_str(ctx, "name");
+        let password = t.opt_secret(ctx, "password");
+        let hash_offset = t.map.get("password_hash").map(|v| v.span().start);
+        let hash = t.opt_str(ctx, "password_hash");
+        let max_builds = match t.opt_int(ctx, "max_builds") {
+            None => 1,
+            Some((n, _)) if n >= 1 && n <= u32::MAX as i64 => n as u32,
+            Some((_, offset)) => {
+                ctx.error(offset, &t.key("max_builds"), "must be at least 1");
+                1
+            }
+        };
+        let properties = t.opt_str_map(ctx, "properties");
+        let password = match (password, hash) {
+            (Some(p), None) => Some(WorkerPassword::Plain(p)),
+            (None, Some(h)) => {
+                if !h.starts_with("$argon2") {
+                    ctx.error(hash_offset.unwrap_or(t.offset()), &t.key("password_hash"), "expected an argon2 hash from `cascade hash-password`");
+                }
+                Some(WorkerPassword::Hash(h))
+            }
+            (Some(_), Some(_)) => {
+                ctx.error(t.offset(), &t.key("password"), "give either password or password_hash, not both");
+                None
+            }
+            (None, None) => {
+                ctx.error(t.offset(), &t.key("password"), "missing required key (or password_hash)");
+                None
+            }
+        };
+        if let (Some(name), Some(password)) = (name, password) {
+            if out.iter().any(|w| w.name == name) {
+                ctx.error(t.offset(), &t.key("name"), format!("duplicate worker name {name:?}"));
+            }
+            out.push(WorkerConfig { name, password, max_builds, properties });
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn read_factories(ctx: &mut Ctx, root: &mut Table) -> Vec<FactoryConfig> {
+    let mut out: Vec<FactoryConfig> = Vec::new();
+    for mut t in array_of_tables(ctx, root, "factory") {
+        let name = t.req_str(ctx, "name");
+        let mut steps = Vec::new();
+        match t.take("steps") {
+            None => t.missing(ctx, "steps"),
+            Some(v) => match v.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(mut st) = as_table(ctx, item, t.key(&format!("steps[{i}]"))) {
+                            if let Some(step) = read_step(ctx, &mut st, i) {
+                                steps.push(step);
+                            }
+                            st.finish(ctx);
+                        }
+                    }
+                }
+                _ => ctx.error(v.span().start, &t.key("steps"), format!("expected an array of steps, found {}", kind(v))),
+            },
+        }
+        let mut names = BTreeSet::new();
+        for s in &steps {
+            if !names.insert(s.name.clone()) {
+                ctx.error(t.offset(), &t.key("steps"), format!("two steps are named {:?}; step names must be unique in a factory", s.name));
+            }
+        }
+        if let Some(name) = name {
+            if out.iter().any(|f| f.name == name) {
+                ctx.error(t.offset(), &t.key("name"), format!("duplicate factory name {name:?}"));
+            }
+            out.push(FactoryConfig { name, steps });
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
+    let name = t.opt_str(ctx, "name");
+    let halt_on_failure = t.bool_or(ctx, "halt_on_failure", false);
+    let flunk_on_failure = t.bool_or(ctx, "flunk_on_failure", true);
+    let warn_on_failure = t.bool_or(ctx, "warn_on_failure", false);
+    let always_run = t.bool_or(ctx, "always_run", false);
+    let timeout = t.opt_duration(ctx, "timeout");
+    let max_time = t.opt_duration(ctx, "max_time");
+
+    let (default_name, kind) = if let Some(mut g) = t.opt_table(ctx, "git") {
+        let repo = g.opt_str(ctx, "repo");
+        let mode = match g.take("mode") {
+            None => GitMode::Full,
+            Some(v) => match as_str(ctx, v, &g.key("mode")).as_deref() {
+                Some("full") => GitMode::Full,
+                Some("incremental") => GitMode::Incremental,
+                Some(other) => {
+                    ctx.error(v.span().start, &g.key("mode"), format!("unknown mode {other:?}; expected \"full\" or \"incremental\""));
+                    GitMode::Full
+                }
+                None => GitMode::Full,
+            },
+        };
+        let method = match g.take("method") {
+            None => GitMethod::Fresh,
+            Some(v) => match as_str(ctx, v, &g.key("method")).as_deref() {
+                Some("fresh") => GitMethod::Fresh,
+                Some("clobber") => GitMethod::Clobber,
+                Some("copy") => GitMethod::Copy,
+                Some("clean") => GitMethod::Clean,
+                Some(other) => {
+                    ctx.error(v.span().start, &g.key("method"), format!("unknown method {other:?}; expected \"fresh\", \"clobber\", \"copy\" or \"clean\""));
+                    GitMethod::Fresh
+                }
+                None => GitMethod::Fresh,
+            },
+        };
+        let submodules = g.bool_or(ctx, "submodules", false);
+        g.finish(ctx);
+        ("git".to_string(), StepKind::Git(GitStep { repo, mode, method, submodules }))
+    } else if let Some(mut u) = t.opt_table(ctx, "upload") {
+        let src = u.req_str(ctx, "src");
+        let dest = u.req_str(ctx, "dest");
+        if let Some(d) = &dest {
+            if d.starts_with('/') || d.split('/').any(|part| part == "..") {
+                ctx.error(u.offset(), &u.key("dest"), "must be a relative path inside the build's artifact folder");
+            }
+        }
+        u.finish(ctx);
+        let (src, dest) = (src?, dest?);
+        (format!("upload {dest}"), StepKind::Upload(UploadStep { src, dest }))
+    } else {
+        let command = match t.take("command") {
+            None => {
+                ctx.error(t.offset(), &t.key("command"), "missing required key (a step needs `command`, `git` or `upload`)");
+                None
+            }
+            Some(v) => match v.get_ref() {
+                DeValue::String(s) if !s.trim().is_empty() => Some(Command::Shell(s.to_string())),
+                DeValue::Array(_) => {
+                    let argv: Vec<String> = str_list(ctx, v, &t.key("command"))?.into_iter().map(|(s, _)| s).collect();
+                    if argv.is_empty() {
+                        ctx.error(v.span().start, &t.key("command"), "an empty command");
+                        None
+                    } else {
+                        Some(Command::Argv(argv))
+                    }
+                }
+                _ => {
+                    ctx.error(v.span().start, &t.key("command"), "expected a non-empty string or an array of strings");
+                    None
+                }
+            },
+        };
+        let env = t.opt_str_map(ctx, "env");
+        let workdir = t.opt_str(ctx, "workdir");
+        let mut decode_rc = BTreeMap::new();
+        if let Some(mut d) = t.opt_table(ctx, "decode_rc") {
+            let entries: Vec<(String, usize)> = d.map.iter().map(|(k, v)| (k.get_ref().to_string(), v.span().start)).collect();
+            for (code, offset) in entries {
+                let value = d.opt_str(ctx, &code);
+                let Ok(rc) = code.parse::<i64>() else {
+                    ctx.error(offset, &d.key(&code), "keys of decode_rc are exit codes (integers)");
+                    continue;
+                };
+                match value.as_deref().and_then(validate::result_by_name) {
+                    Some(r) => {
+                        decode_rc.insert(rc, r);
+                    }
+                    None => ctx.error(offset, &d.key(&code), "expected one of \"success\", \"warnings\", \"failure\", \"skipped\", \"exception\", \"retry\", \"cancelled\""),
+                }
+            }
+            d.finish(ctx);
+        }
+        let warning_pattern = t.opt_str(ctx, "warning_pattern");
+        let command = command?;
+        let default_name = match &command {
+            Command::Shell(s) => s.split_whitespace().next().unwrap_or("shell").to_string(),
+            Command::Argv(a) => a[0].rsplit('/').next().unwrap_or("shell").to_string(),
+        };
+        (default_name, StepKind::Shell(ShellStep { command, env, workdir, decode_rc, warning_pattern }))
+    };
+    let name = name.unwrap_or_else(|| if index == 0 { default_name.clone() } else { format!("{default_name}_{index}") });
+    Some(StepConfig { name, kind, halt_on_failure, flunk_on_failure, warn_on_failure, always_run, timeout, max_time })
+}
+
+fn read_builders(
+    ctx: &mut Ctx,
+    root: &mut Table,
+    branches: &[BranchConfig],
+    workers: &[WorkerConfig],
+    factories: &[FactoryConfig],
+) -> Vec<BuilderConfig> {
+    let mut out: Vec<BuilderConfig> = Vec::new();
+    for mut t in array_of_tables(ctx, root, "builder") {
+        let name = t.req_str(ctx, "name");
+        let worker_names = t.opt_str_list(ctx, "workers");
+        if worker_names.is_none() && t.map.get("workers").is_none() {
+            t.missing(ctx, "workers");
+        }
+        let factory_offset = t.map.get("factory").map(|v| v.span().start).unwrap_or(t.offset());
+        let factory = t.req_str(ctx, "factory");
+        let branch_names = t.opt_str_list(ctx, "branches");
+        let tags: Vec<String> = t.opt_str_list(ctx, "tags").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+        let description = t.opt_str(ctx, "description");
+
+        let worker_names = worker_names.unwrap_or_default();
+        if worker_names.is_empty() && t.map.get("workers").is_some() {
+            ctx.error(t.offset(), &t.key("workers"), "a builder needs at least one worker");
+        }
+        for (i, (w, offset)) in worker_names.iter().enumerate() {
+            if !workers.iter().any(|c| c.name == *w) {
+                ctx.error(*offset, &t.key(&format!("workers[{i}]")), format!("unknown worker {w:?}"));
+            }
+        }
+        if let Some(f) = &factory {
+            if !factories.iter().any(|c| c.name == *f) {
+                ctx.error(factory_offset, &t.key("factory"), format!("unknown factory {f:?}"));
+            }
+        }
+        let mut labels: Vec<Option<String>> = Vec::new();
+        match &branch_names {
+            None => labels.push(None),
+            Some(list) => {
+                if list.is_empty() {
+                    ctx.error(t.offset(), &t.key("branches"), "an empty list; leave `branches` out for a builder without a branch");
+                }
+                for (i, (b, offset)) in list.iter().enumerate() {
+                    if !branches.iter().any(|c| c.name == *b) {
+                        ctx.error(*offset, &t.key(&format!("branches[{i}]")), format!("unknown branch {b:?}"));
+                    }
+                    labels.push(Some(b.clone()));
+                }
+            }
+        }
+        if let (Some(name), Some(factory)) = (name, factory) {
+            for label in labels {
+                let expanded = match &label {
+                    Some(l) => format!("{name} {l}"),
+                    None => name.clone(),
+                };
+                if out.iter().any(|b| b.name == expanded) {
+                    ctx.error(t.offset(), &t.key("name"), format!("duplicate builder name {expanded:?}"));
+                    continue;
+                }
+                out.push(BuilderConfig {
+                        name: expanded,
+                        definition: name.clone(),
+                        branch: label,
+                        workers: worker_names.iter().map(|(w, _)| w.clone()).collect(),
+                        factory: factory.clone(),
+                        tags: tags.clone(),
+                        description: description.clone(),
+                    });
+            }
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn read_schedulers(
+    ctx: &mut Ctx,
+    root: &mut Table,
+    branches: &[BranchConfig],
+    builders: &[BuilderConfig],
+) -> Vec<SchedulerConfig> {
+    let mut out: Vec<SchedulerConfig> = Vec::new();
+    for mut t in array_of_tables(ctx, root, "scheduler") {
+        let name = t.req_str(ctx, "name");
+        let kind_offset = t.map.get("kind").map(|v| v.span().start).unwrap_or(t.offset());
+        let kind_name = t.req_str(ctx, "kind");
+        let branch_offset = t.map.get("branch").map(|v| v.span().start).unwrap_or(t.offset());
+        let mut branch = || -> Option<String> {
+            let b = t.req_str(ctx, "branch")?;
+            if !branches.iter().any(|c| c.name == b) {
+                ctx.error(branch_offset, &t.key("branch"), format!("unknown branch {b:?}"));
+            }
+            Some(b)
+        };
+        let kind = match kind_name.as_deref() {
+            Some("branch") => {
+                let branch = branch();
+                let tree_stable = t.opt_duration(ctx, "tree_stable").unwrap_or(Duration::from_secs(0));
+                let mut ignore_files = Vec::new();
+                for (i, (p, offset)) in t.opt_str_list(ctx, "ignore_files").unwrap_or_default().into_iter().enumerate() {
+                    match cascade_model::Glob::new(&p) {
+                        Ok(g) => ignore_files.push(g),
+                        Err(e) => ctx.error(offset, &t.key(&format!("ignore_files[{i}]")), e.to_string()),
+                    }
+                }
+                branch.map(|branch| SchedulerKind::Branch { branch, tree_stable, ignore_files })
+            }
+            Some("periodic") => {
+                let branch = branch();
+                let cron_offset = t.map.get("cron").map(|v| v.span().start).unwrap_or(t.offset());
+                let cron = t.req_str(ctx, "cron");
+                if let Some(c) = &cron {
+                    if let Err(e) = validate::cron(c) {
+                        ctx.error(cron_offset, &t.key("cron"), format!("invalid cron expression {c:?}: {e}"));
+                    }
+                }
+                match (branch, cron) {
+                    (Some(branch), Some(cron)) => Some(SchedulerKind::Periodic { branch, cron }),
+                    _ => None,
+                }
+            }
+            Some("force") => Some(SchedulerKind::Force),
+            Some(other) => {
+                ctx.error(kind_offset, &t.key("kind"), format!("unknown scheduler kind {other:?}; expected \"branch\", \"periodic\" or \"force\""));
+                None
+            }
+            None => None,
+        };
+        let builder_list = t.opt_str_list(ctx, "builders");
+        if let Some(list) = &builder_list {
+            for (i, (b, offset)) in list.iter().enumerate() {
+                let known = builders.iter().any(|c| c.name == *b || c.definition == *b);
+                if !known {
+                    ctx.error(*offset, &t.key(&format!("builders[{i}]")), format!("unknown builder {b:?}"));
+                }
+            }
+        }
+        if let (Some(name), Some(kind)) = (name, kind) {
+            if out.iter().any(|s| s.name == name) {
+                ctx.error(t.offset(), &t.key("name"), format!("duplicate scheduler name {name:?}"));
+            }
+            out.push(SchedulerConfig {
+                name,
+                kind,
+                builders: builder_list.map(|l| l.into_iter().map(|(s, _)| s).collect()),
+            });
+        }
+        t.finish(ctx);
+    }
+    out
+}

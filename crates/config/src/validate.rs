@@ -1,0 +1,26 @@
+//! Small value checks shared by the reader.
+
+use std::str::FromStr;
+
+use cascade_model::Results;
+
+pub(crate) fn listen_address(s: &str) -> Result<std::net::SocketAddr, std::net::AddrParseError> {
+    std::net::SocketAddr::from_str(s)
+}
+
+pub(crate) fn database_url(s: &str) -> bool {
+    ["sqlite:", "postgres://", "postgresql://"].iter().any(|p| s.starts_with(p))
+}
+
+pub(crate) fn repository_name(s: &str) -> bool {
+    let mut parts = s.split('/');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(o), Some(n), None) if !o.is_empty() && !n.is_empty())
+}
+
+pub(crate) fn result_by_name(name: &str) -> Option<Results> {
+    Results::ALL.into_iter().find(|r| r.name() == name)
+}
+
+pub(crate) fn cron(expr: &str) -> Result<(), String> {
+    croner::Cron::from_str(expr).map(|_| ()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,207 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cascade_config::{Command, SchedulerKind, SecretSource, StepKind, WorkerPassword, load, parse};
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml")
+}
+
+const MINIMAL: &str = r#"
+[github]
+webhook_secret = "s3cret"
+
+[[branch]]
+name = "3.x"
+git = "main"
+
+[[worker]]
+name = "w1"
+password = "pw"
+
+[[factory]]
+name = "f"
+steps = [{ command = "make" }]
+"#;
+
+#[test]
+fn example_config_loads_and_expands_builders_per_branch() {
+    let config = load(&example_path()).unwrap_or_else(|e| panic!("example config rejected:\n{e}"));
+    let names: Vec<&str> = config.builders.iter().map(|b| b.name.as_str()).collect();
+    assert!(names.contains(&"AMD64 Fedora Stable 3.x"));
+    assert!(names.contains(&"AMD64 Fedora Stable 3.13"));
+    assert!(names.contains(&"PPC64 AIX 3.x"));
+    assert_eq!(names.len(), 3 + 3 + 2 + 1 + 2);
+    let fedora = config.builders.iter().find(|b| b.name == "AMD64 Fedora Stable 3.14").expect("builder");
+    assert_eq!(fedora.branch.as_deref(), Some("3.14"));
+    assert_eq!(fedora.tags, vec!["stable", "tier-1"]);
+    assert_eq!(config.branch("3.x").expect("3.x").git, "main");
+    assert_eq!(config.branch("3.14").expect("3.14").git, "3.14");
+
+    let sched = config.schedulers.iter().find(|s| s.name == "3.x").expect("scheduler 3.x");
+    match &sched.kind {
+        SchedulerKind::Branch { branch, tree_stable, ignore_files } => {
+            assert_eq!(branch, "3.x");
+            assert_eq!(*tree_stable, Duration::from_secs(30));
+            assert_eq!(ignore_files.len(), 3);
+        }
+        other => panic!("unexpected kind {other:?}"),
+    }
+    // The 3.x scheduler lists 4 definitions; refleaks are left to the nightly one.
+    let fed: Vec<_> = config.scheduler_builders(sched).iter().map(|b| b.name.clone()).collect();
+    assert_eq!(fed.len(), 4);
+    assert!(!fed.iter().any(|n| n.contains("Refleaks")));
+    let nightly = config.schedulers.iter().find(|s| s.name == "nightly-refleaks").expect("nightly");
+    let fed: Vec<_> = config.scheduler_builders(nightly).iter().map(|b| b.name.clone()).collect();
+    assert_eq!(fed, vec!["AMD64 Fedora Refleaks 3.x"]);
+
+    let unix = config.factories.iter().find(|f| f.name == "unix").expect("unix factory");
+    let test = unix.steps.iter().find(|s| s.name == "test").expect("test step");
+    assert_eq!(test.timeout, Some(Duration::from_secs(30 * 60)));
+    let StepKind::Shell(shell) = &test.kind else { panic!("test is a shell step") };
+    assert_eq!(shell.decode_rc.get(&5), Some(&cascade_model::Results::Warnings));
+    assert!(matches!(shell.command, Command::Argv(_)));
+    assert!(matches!(unix.steps[0].kind, StepKind::Git(_)));
+    assert!(matches!(config.workers[0].password, WorkerPassword::Hash(_)));
+    assert!(matches!(
+        config.github.webhook_secret.as_ref().map(|s| &s.source),
+        Some(SecretSource::Env(name)) if name == "CASCADE_WEBHOOK_SECRET"
+    ));
+}
+
+#[test]
+fn every_error_is_reported_with_line_column_and_key() {
+    let text = r#"[master]
+title = "x"
+colour = "blue"
+
+[github]
+webhook_secret = "s"
+
+[[branch]]
+name = "3.x"
+
+[[worker]]
+name = "w1"
+password = "pw"
+
+[[worker]]
+name = "w1"
+password = "pw"
+
+[[factory]]
+name = "f"
+steps = [{ command = "make", bogus = 1 }]
+
+[[builder]]
+name = "B"
+workers = ["w1", "nope"]
+factory = "missing"
+branches = ["3.x", "9.9"]
+
+[[scheduler]]
+name = "s"
+kind = "branch"
+branch = "3.x"
+tree_stable = "soon"
+"#;
+    let errors = parse(text, Path::new("cascade.toml")).expect_err("config must be rejected").0;
+    let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        "cascade.toml:3:1: master.colour: unknown key",
+        "cascade.toml:15:1: worker[1].name: duplicate worker name \"w1\"",
+        "cascade.toml:21:30: factory[0].steps[0].bogus: unknown key",
+        "cascade.toml:25:18: builder[0].workers[1]: unknown worker \"nope\"",
+        "cascade.toml:26:11: builder[0].factory: unknown factory \"missing\"",
+        "cascade.toml:27:20: builder[0].branches[1]: unknown branch \"9.9\"",
+        "cascade.toml:33:15: scheduler[0].tree_stable: invalid duration \"soon\"",
+    ];
+    for want in expect {
+        assert!(lines.iter().any(|l| l.starts_with(want)), "missing error {want:?} in:\n{}", lines.join("\n"));
+    }
+    assert_eq!(lines.len(), expect.len(), "unexpected extra errors:\n{}", lines.join("\n"));
+    // reported in file order
+    let positions: Vec<usize> = errors.iter().map(|e| e.location.line).collect();
+    let mut sorted = positions.clone();
+    sorted.sort();
+    assert_eq!(positions, sorted);
+}
+
+#[test]
+fn syntax_errors_name_the_position() {
+    let errors = parse("[master]\ntitle = \"unterminated\n", Path::new("c.toml")).expect_err("syntax error").0;
+    assert!(!errors.is_empty());
+    assert_eq!(errors[0].location.line, 2, "{}", errors[0]);
+    assert!(errors[0].message.contains("TOML syntax error"));
+}
+
+#[test]
+fn wrong_types_are_errors_not_panics() {
+    let text = format!("{MINIMAL}\n[[builder]]\nname = 5\nworkers = \"w1\"\nfactory = \"f\"\ntags = [1]\n");
+    let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
+    let all = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("builder[0].name: expected a string, found an integer"), "{all}");
+    assert!(all.contains("builder[0].workers: expected an array of strings, found a string"), "{all}");
+    assert!(all.contains("builder[0].tags[0]: expected a string, found an integer"), "{all}");
+}
+
+#[test]
+fn webhook_secret_is_required_unless_insecure() {
+    let text = MINIMAL.replace("webhook_secret = \"s3cret\"", "repository = \"python/cpython\"");
+    let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "github.webhook_secret");
+    let insecure = MINIMAL.replace("webhook_secret = \"s3cret\"", "insecure_webhook = true");
+    let config = parse(&insecure, Path::new("c.toml")).expect("insecure accepted");
+    assert!(config.github.insecure_webhook);
+    assert!(config.github.webhook_secret.is_none());
+}
+
+#[test]
+fn secrets_come_from_literal_env_and_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hook.secret"), "from-file\n").expect("write");
+    let path = dir.path().join("cascade.toml");
+    let text = MINIMAL
+        .replace("webhook_secret = \"s3cret\"", "webhook_secret = { file = \"hook.secret\" }")
+        .replace("password = \"pw\"", "password = { env = \"CASCADE_TEST_WORKER_PW_THAT_IS_UNSET\" }");
+    let config = parse(&text, &path).expect("parses");
+    let err = config.resolve_secrets().expect_err("env var is unset").0;
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].key, "worker[0].password");
+    assert!(err[0].message.contains("CASCADE_TEST_WORKER_PW_THAT_IS_UNSET"));
+    assert_eq!(err[0].location.line, 11);
+
+    let text = text.replace("{ env = \"CASCADE_TEST_WORKER_PW_THAT_IS_UNSET\" }", "\"literal-pw\"");
+    let config = parse(&text, &path).expect("parses");
+    let secrets = config.resolve_secrets().expect("resolves");
+    assert_eq!(secrets.webhook_secret.as_ref().map(|s| s.expose()), Some("from-file"));
+    assert_eq!(secrets.worker_passwords["w1"].expose(), "literal-pw");
+    // never printed
+    assert!(!format!("{secrets:?}").contains("literal-pw"));
+    assert!(!format!("{config:?}").contains("literal-pw"));
+}
+
+#[test]
+fn scheduler_checks() {
+    let text = format!(
+        "{MINIMAL}\n[[builder]]\nname = \"B\"\nworkers = [\"w1\"]\nfactory = \"f\"\nbranches = [\"3.x\"]\n\
+         [[scheduler]]\nname = \"n\"\nkind = \"periodic\"\nbranch = \"3.x\"\ncron = \"not cron\"\n\
+         [[scheduler]]\nname = \"n\"\nkind = \"sometimes\"\n\
+         [[scheduler]]\nname = \"b\"\nkind = \"branch\"\nbranch = \"3.x\"\nignore_files = [\"[oops\"]\nbuilders = [\"Nope\"]\n"
+    );
+    let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
+    let all = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("scheduler[0].cron: invalid cron expression"), "{all}");
+    assert!(all.contains("scheduler[1].kind: unknown scheduler kind \"sometimes\""), "{all}");
+    assert!(all.contains("scheduler[2].ignore_files[0]: invalid glob"), "{all}");
+    assert!(all.contains("scheduler[2].builders[0]: unknown builder \"Nope\""), "{all}");
+}
+
+#[test]
+fn builders_without_branches_keep_their_name() {
+    let text = format!("{MINIMAL}\n[[builder]]\nname = \"docs\"\nworkers = [\"w1\"]\nfactory = \"f\"\n");
+    let config = parse(&text, Path::new("c.toml")).expect("parses");
+    assert_eq!(config.builders[0].name, "docs");
+    assert_eq!(config.builders[0].branch, None);
+}
