@@ -1,1 +1,29 @@
+//! Cascade's store: changes, schedulers' state, buildsets, build requests,
+//! builds, builders, workers and masters, on PostgreSQL or SQLite.
+//!
+//! One query text serves both backends through sqlx's `Any` driver: `$N`
+//! placeholders, BIGINT/TEXT columns, times as Unix seconds, flags as 0/1.
+//! Every write that must be atomic (a webhook delivery and its changes, a
+//! scheduler firing, a claim) is one transaction.
 
+mod buildrequests;
+mod buildsets;
+mod changes;
+mod error;
+mod infra;
+mod masters;
+mod query;
+pub mod records;
+mod schedulers;
+mod workers_builders;
+
+pub use buildrequests::{ClaimedBuild, cancel_summary};
+pub use buildsets::{NewBuildset, NewSourceStamp};
+pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
+pub use error::StoreError;
+pub use infra::{Backend, Store};
+pub use query::{Filter, ListQuery, Op, Order, Page};
+pub use schedulers::{SchedulerRow, WaitingChange};
+pub use workers_builders::{BuilderSpec, WorkerSpec};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

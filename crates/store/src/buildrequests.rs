@@ -1,0 +1,278 @@
+//! Build requests: listing, the atomic claim that starts a build (merging
+//! every compatible pending request into it), and cancellation.
+
+use cascade_model::{PendingRequest, Results, plan_claim};
+use sqlx::AssertSqlSafe;
+
+use crate::changes::placeholders;
+use crate::query::{FieldType, ListQuery, Page, compile, fetch_page, field};
+use crate::records::{BuildRecord, BuildRequestRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, get, sourcestamp_from};
+use crate::{Result, Store, StoreError};
+
+const REQUEST_FIELDS: &[crate::query::Field] = &[
+    field("buildrequestid", "r.id", FieldType::Int),
+    field("buildsetid", "r.buildset_id", FieldType::Int),
+    field("builderid", "r.builder_id", FieldType::Int),
+    field("priority", "r.priority", FieldType::Int),
+    field("complete", "r.complete", FieldType::Flag),
+    field("claimed", "r.claimed_by_master_id", FieldType::Present),
+    field("claimed_by_masterid", "r.claimed_by_master_id", FieldType::Int),
+    field("results", "r.results", FieldType::Int),
+    field("submitted_at", "r.submitted_at", FieldType::Int),
+    field("complete_at", "r.complete_at", FieldType::Int),
+    field("claimed_at", "r.claimed_at", FieldType::Int),
+    field("waited_for", "r.waited_for", FieldType::Flag),
+];
+
+/// A build just started by a claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedBuild {
+    pub build_id: i64,
+    pub number: i64,
+    pub builder_id: i64,
+    /// The request taken; the build's `buildrequestid`.
+    pub build_request_id: i64,
+    /// Every request the build covers, ascending (includes the taken one).
+    pub covered: Vec<i64>,
+    /// What the build runs: the newest covered request's source stamp.
+    pub source: SourceStampRecord,
+}
+
+/// Counts for a cancellation, for logs and answers.
+pub fn cancel_summary(requests: u64, waiting: u64) -> String {
+    format!("cancelled {requests} pending build request(s), dropped {waiting} waiting change(s)")
+}
+
+/// How often a claim is retried when another master wins a race for the
+/// same rows; each retry sees the other's commit.
+const CLAIM_ATTEMPTS: usize = 8;
+
+impl Store {
+    pub async fn list_buildrequests(&self, q: &ListQuery) -> Result<Page<BuildRequestRecord>> {
+        let compiled = compile(REQUEST_FIELDS, q, "r.id")?;
+        let (rows, total) = fetch_page(
+            &self.pool,
+            "r.id, r.buildset_id, r.builder_id, r.priority, r.claimed_by_master_id, r.claimed_at, r.complete, \
+             r.results, r.submitted_at, r.complete_at, r.waited_for",
+            "buildrequests r",
+            &compiled,
+        )
+        .await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let master: Option<i64> = get(r, "claimed_by_master_id")?;
+                Ok(BuildRequestRecord {
+                    buildrequestid: get(r, "id")?,
+                    buildsetid: get(r, "buildset_id")?,
+                    builderid: get(r, "builder_id")?,
+                    priority: get(r, "priority")?,
+                    claimed: master.is_some(),
+                    claimed_at: get(r, "claimed_at")?,
+                    claimed_by_masterid: master,
+                    complete: get::<i64>(r, "complete")? != 0,
+                    results: get(r, "results")?,
+                    submitted_at: get(r, "submitted_at")?,
+                    complete_at: get(r, "complete_at")?,
+                    waited_for: get::<i64>(r, "waited_for")? != 0,
+                    properties: None,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
+
+    pub async fn get_buildrequest(&self, id: i64) -> Result<Option<BuildRequestRecord>> {
+        Ok(self.list_buildrequests(&ListQuery::default().eq("buildrequestid", id)).await?.items.into_iter().next())
+    }
+
+    /// Takes the next request for `builder_id` and every pending request
+    /// that merges with it, and starts one build covering them all. Safe
+    /// against other masters claiming at the same time: a request is
+    /// claimed by exactly one build.
+    pub async fn claim_build(
+        &self,
+        builder_id: i64,
+        master_id: i64,
+        worker_id: Option<i64>,
+        now: i64,
+    ) -> Result<Option<ClaimedBuild>> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            match self.try_claim(builder_id, master_id, worker_id, now).await {
+                Ok(Attempt::Claimed(b)) => return Ok(Some(b)),
+                Ok(Attempt::Nothing) => return Ok(None),
+                Ok(Attempt::Raced) => continue,
+                Err(e) if e.is_unique_violation() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "could not claim a request for builder {builder_id} after {CLAIM_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn try_claim(&self, builder_id: i64, master_id: i64, worker_id: Option<i64>, now: i64) -> Result<Attempt> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT id, builder_id, repository, branch, pinned_revision, priority FROM buildrequests \
+             WHERE builder_id = $1 AND complete = 0 AND claimed_by_master_id IS NULL",
+        )
+        .bind(builder_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let pending: Vec<PendingRequest> = rows
+            .iter()
+            .map(|r| {
+                Ok(PendingRequest {
+                    id: get(r, "id")?,
+                    builder_id: get(r, "builder_id")?,
+                    repository: get(r, "repository")?,
+                    branch: get(r, "branch")?,
+                    pinned_revision: get(r, "pinned_revision")?,
+                    priority: get(r, "priority")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let Some(claim) = plan_claim(&pending, builder_id) else {
+            tx.rollback().await?;
+            return Ok(Attempt::Nothing);
+        };
+        let covered = claim.all();
+        let ids = placeholders(3, covered.len());
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE buildrequests SET claimed_by_master_id = $1, claimed_at = $2 \
+             WHERE id IN ({ids}) AND complete = 0 AND claimed_by_master_id IS NULL"
+        )))
+        .bind(master_id)
+        .bind(now);
+        for id in &covered {
+            q = q.bind(*id);
+        }
+        if q.execute(&mut *tx).await?.rows_affected() != covered.len() as u64 {
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
+        }
+        let row = sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 AS next FROM builds WHERE builder_id = $1")
+            .bind(builder_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let number: i64 = get(&row, "next")?;
+        let row = sqlx::query(
+            "INSERT INTO builds (number, builder_id, build_request_id, worker_id, master_id, started_at, state_string) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'created') RETURNING id",
+        )
+        .bind(number)
+        .bind(builder_id)
+        .bind(claim.taken)
+        .bind(worker_id)
+        .bind(master_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let build_id: i64 = get(&row, "id")?;
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE buildrequests SET build_id = $1, merged_into = CASE WHEN id = $2 THEN NULL ELSE $2 END \
+             WHERE id IN ({ids})"
+        )))
+        .bind(build_id)
+        .bind(claim.taken);
+        for id in &covered {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SOURCESTAMP_COLUMNS} FROM buildrequests r \
+             JOIN buildset_sourcestamps bss ON bss.buildset_id = r.buildset_id \
+             JOIN sourcestamps ss ON ss.id = bss.sourcestamp_id WHERE r.id = $1"
+        )))
+        .bind(claim.source)
+        .fetch_one(&mut *tx)
+        .await?;
+        let source = sourcestamp_from(&row)?;
+        tx.commit().await?;
+        Ok(Attempt::Claimed(ClaimedBuild {
+            build_id,
+            number,
+            builder_id,
+            build_request_id: claim.taken,
+            covered,
+            source,
+        }))
+    }
+
+    /// Cancels the unclaimed requests for a branch (the branch was deleted)
+    /// and completes buildsets left with nothing to do.
+    pub async fn cancel_pending_for_branch(&self, repository: &str, branch: &str, now: i64) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let cancelled = sqlx::query(
+            "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 \
+             WHERE complete = 0 AND claimed_by_master_id IS NULL AND branch = $3 AND repository = $4 \
+             RETURNING buildset_id",
+        )
+        .bind(now)
+        .bind(Results::Cancelled.code())
+        .bind(branch.to_string())
+        .bind(repository.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut buildsets: Vec<i64> = cancelled.iter().map(|r| get(r, "buildset_id")).collect::<Result<_>>()?;
+        buildsets.sort_unstable();
+        buildsets.dedup();
+        for bsid in &buildsets {
+            // Cancelled ranks worst of all results, so it is the buildset's result.
+            sqlx::query(
+                "UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 WHERE id = $3 AND complete = 0 \
+                 AND NOT EXISTS (SELECT 1 FROM buildrequests r WHERE r.buildset_id = $3 AND r.complete = 0)",
+            )
+            .bind(now)
+            .bind(Results::Cancelled.code())
+            .bind(*bsid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(cancelled.len() as u64)
+    }
+
+    pub async fn get_build(&self, build_id: i64) -> Result<Option<BuildRecord>> {
+        let row = sqlx::query(
+            "SELECT id, number, builder_id, build_request_id, worker_id, master_id, started_at, complete_at, \
+             state_string, results FROM builds WHERE id = $1",
+        )
+        .bind(build_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let complete_at: Option<i64> = get(&r, "complete_at")?;
+            Ok(BuildRecord {
+                buildid: get(&r, "id")?,
+                number: get(&r, "number")?,
+                builderid: get(&r, "builder_id")?,
+                buildrequestid: get(&r, "build_request_id")?,
+                workerid: get(&r, "worker_id")?,
+                masterid: get(&r, "master_id")?,
+                started_at: get(&r, "started_at")?,
+                complete_at,
+                complete: complete_at.is_some(),
+                state_string: get(&r, "state_string")?,
+                results: get(&r, "results")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The requests a build covers, ascending.
+    pub async fn build_request_ids(&self, build_id: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM buildrequests WHERE build_id = $1 ORDER BY id")
+            .bind(build_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| get(r, "id")).collect()
+    }
+}
+
+enum Attempt {
+    Claimed(ClaimedBuild),
+    Nothing,
+    Raced,
+}

@@ -1,0 +1,187 @@
+//! Buildsets: one per scheduler firing, with one build request per builder.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sqlx::{Any, AssertSqlSafe, Transaction};
+
+use crate::changes::{placeholders, sourcestamp_id};
+use crate::query::{Bind, FieldType, ListQuery, Page, bind_all, compile, fetch_page, field};
+use crate::records::{BuildsetRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, get, sourcestamp_from};
+use crate::{Result, Store};
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewSourceStamp {
+    pub repository: String,
+    pub branch: Option<String>,
+    /// `None`: the branch's tip when the build starts.
+    pub revision: Option<String>,
+    pub project: String,
+    pub codebase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewBuildset {
+    pub reason: String,
+    pub scheduler_id: Option<i64>,
+    pub external_idstring: Option<String>,
+    pub sourcestamp: NewSourceStamp,
+    pub change_ids: Vec<i64>,
+    /// Property name -> (value, source), as Buildbot.
+    pub properties: BTreeMap<String, (Value, String)>,
+    pub builder_ids: Vec<i64>,
+    pub priority: i64,
+}
+
+const BUILDSET_FIELDS: &[crate::query::Field] = &[
+    field("bsid", "b.id", FieldType::Int),
+    field("complete", "b.complete", FieldType::Flag),
+    field("submitted_at", "b.submitted_at", FieldType::Int),
+    field("complete_at", "b.complete_at", FieldType::Int),
+    field("results", "b.results", FieldType::Int),
+    field("reason", "b.reason", FieldType::Text),
+    field("external_idstring", "b.external_idstring", FieldType::Text),
+    field("parent_buildid", "b.parent_build_id", FieldType::Int),
+];
+
+/// Inserts a buildset with its source stamp, changes, properties and one
+/// request per builder, inside the caller's transaction.
+pub(crate) async fn insert_buildset(
+    tx: &mut Transaction<'static, Any>,
+    bs: &NewBuildset,
+    now: i64,
+) -> Result<(i64, Vec<i64>)> {
+    let ss = &bs.sourcestamp;
+    let ssid = sourcestamp_id(tx, &ss.codebase, &ss.repository, ss.branch.as_deref(), ss.revision.as_deref(), &ss.project, now)
+        .await?;
+    let row = sqlx::query(
+        "INSERT INTO buildsets (external_idstring, reason, scheduler_id, submitted_at, complete) \
+         VALUES ($1, $2, $3, $4, 0) RETURNING id",
+    )
+    .bind(bs.external_idstring.clone())
+    .bind(bs.reason.clone())
+    .bind(bs.scheduler_id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let bsid: i64 = get(&row, "id")?;
+    sqlx::query("INSERT INTO buildset_sourcestamps (buildset_id, sourcestamp_id) VALUES ($1, $2)")
+        .bind(bsid)
+        .bind(ssid)
+        .execute(&mut **tx)
+        .await?;
+    for chunk in bs.change_ids.chunks(400) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect();
+        let sql = format!("INSERT INTO buildset_changes (buildset_id, change_id) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(bsid);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for (name, value) in &bs.properties {
+        sqlx::query("INSERT INTO buildset_properties (buildset_id, name, value) VALUES ($1, $2, $3)")
+            .bind(bsid)
+            .bind(name.clone())
+            .bind(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
+            .execute(&mut **tx)
+            .await?;
+    }
+    // A revision asked for with no changes behind it is pinned: the request
+    // must build exactly that commit, so it only merges with its like.
+    let pinned = if bs.change_ids.is_empty() { ss.revision.clone() } else { None };
+    let mut request_ids = Vec::with_capacity(bs.builder_ids.len());
+    for chunk in bs.builder_ids.chunks(200) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|i| format!("($1, $2, $3, $4, $5, $6, ${}, 0, -1, 0)", i + 7)).collect();
+        let sql = format!(
+            "INSERT INTO buildrequests (buildset_id, priority, repository, branch, pinned_revision, submitted_at, \
+             builder_id, complete, results, waited_for) VALUES {} RETURNING id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(bsid)
+            .bind(bs.priority)
+            .bind(ss.repository.clone())
+            .bind(ss.branch.clone())
+            .bind(pinned.clone())
+            .bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            request_ids.push(get(&row, "id")?);
+        }
+    }
+    request_ids.sort_unstable();
+    Ok((bsid, request_ids))
+}
+
+impl Store {
+    /// Creates a buildset outside any scheduler firing (forced builds, rebuilds).
+    pub async fn create_buildset(&self, bs: &NewBuildset, now: i64) -> Result<(i64, Vec<i64>)> {
+        let mut tx = self.begin_write().await?;
+        let created = insert_buildset(&mut tx, bs, now).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn get_buildset(&self, bsid: i64) -> Result<Option<BuildsetRecord>> {
+        Ok(self.list_buildsets(&ListQuery::default().eq("bsid", bsid)).await?.items.into_iter().next())
+    }
+
+    pub async fn list_buildsets(&self, q: &ListQuery) -> Result<Page<BuildsetRecord>> {
+        let compiled = compile(BUILDSET_FIELDS, q, "b.id")?;
+        let (rows, total) = fetch_page(
+            &self.pool,
+            "b.id, b.external_idstring, b.reason, b.submitted_at, b.complete, b.complete_at, b.results, \
+             b.parent_build_id, b.parent_relationship",
+            "buildsets b",
+            &compiled,
+        )
+        .await?;
+        let ids: Vec<i64> = rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
+        let mut stamps: BTreeMap<i64, Vec<SourceStampRecord>> = BTreeMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT bss.buildset_id, {SOURCESTAMP_COLUMNS} FROM buildset_sourcestamps bss \
+                 JOIN sourcestamps ss ON ss.id = bss.sourcestamp_id WHERE bss.buildset_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let binds: Vec<Bind> = chunk.iter().map(|&i| Bind::Int(i)).collect();
+            for row in bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await? {
+                stamps.entry(get(&row, "buildset_id")?).or_default().push(sourcestamp_from(&row)?);
+            }
+        }
+        let items = rows
+            .iter()
+            .map(|r| {
+                let bsid: i64 = get(r, "id")?;
+                Ok(BuildsetRecord {
+                    bsid,
+                    external_idstring: get(r, "external_idstring")?,
+                    reason: get(r, "reason")?,
+                    submitted_at: get(r, "submitted_at")?,
+                    complete: get::<i64>(r, "complete")? != 0,
+                    complete_at: get(r, "complete_at")?,
+                    results: get(r, "results")?,
+                    sourcestamps: stamps.remove(&bsid).unwrap_or_default(),
+                    parent_buildid: get(r, "parent_build_id")?,
+                    parent_relationship: get(r, "parent_relationship")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
+
+    /// Buildset properties as `name -> [value, source]`.
+    pub async fn buildset_properties(&self, bsid: i64) -> Result<BTreeMap<String, Value>> {
+        let rows = sqlx::query("SELECT name, value FROM buildset_properties WHERE buildset_id = $1")
+            .bind(bsid)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((get::<String>(r, "name")?, crate::records::json_or_null(&get::<String>(r, "value")?))))
+            .collect()
+    }
+}

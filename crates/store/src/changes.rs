@@ -1,0 +1,295 @@
+//! Changes: written in one transaction with the webhook delivery that
+//! brought them and with the scheduler entries that will build them.
+
+use std::collections::BTreeMap;
+
+use cascade_model::NewChange;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Transaction};
+
+use crate::query::{FieldType, ListQuery, Page, bind_all, compile, fetch_page, field};
+use crate::records::{ChangeRecord, SOURCESTAMP_COLUMNS, get, json_or_null, sourcestamp_from};
+use crate::{Result, Store};
+
+/// Identifies a webhook delivery; GitHub repeats both ids on a redelivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub hook_id: String,
+    pub delivery_id: String,
+    pub event: String,
+}
+
+/// A scheduler that wants a change, and whether the change is important to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerTouch {
+    pub scheduler_id: i64,
+    pub important: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// This delivery was stored before; nothing was written.
+    Duplicate,
+    Stored { change_ids: Vec<i64> },
+}
+
+const CHANGE_FIELDS: &[crate::query::Field] = &[
+    field("changeid", "c.id", FieldType::Int),
+    field("author", "c.author", FieldType::Text),
+    field("committer", "c.committer", FieldType::Text),
+    field("comments", "c.comments", FieldType::Text),
+    field("branch", "c.branch", FieldType::Text),
+    field("revision", "c.revision", FieldType::Text),
+    field("when_timestamp", "c.when_timestamp", FieldType::Int),
+    field("category", "c.category", FieldType::Text),
+    field("repository", "c.repository", FieldType::Text),
+    field("codebase", "c.codebase", FieldType::Text),
+    field("project", "c.project", FieldType::Text),
+];
+
+const CHANGE_SELECT: &str = "c.id, c.author, c.committer, c.comments, c.branch, c.revision, c.revlink, \
+     c.when_timestamp, c.category, c.repository, c.codebase, c.project, c.parent_change_id";
+
+/// `$a, $a+1, ...` for an IN list of `n` values starting at placeholder `a`.
+pub(crate) fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+impl Store {
+    /// Stores a delivery's changes and their scheduler entries atomically.
+    /// When this returns, the changes are committed.
+    pub async fn ingest_changes(
+        &self,
+        delivery: Option<&Delivery>,
+        changes: &[(NewChange, Vec<SchedulerTouch>)],
+        now: i64,
+    ) -> Result<IngestOutcome> {
+        let mut tx = self.begin_write().await?;
+        if let Some(d) = delivery {
+            let inserted = sqlx::query(
+                "INSERT INTO webhook_deliveries (hook_id, delivery_id, event, received_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id",
+            )
+            .bind(d.hook_id.clone())
+            .bind(d.delivery_id.clone())
+            .bind(d.event.clone())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_none() {
+                tx.rollback().await?;
+                return Ok(IngestOutcome::Duplicate);
+            }
+        }
+        let mut change_ids = Vec::with_capacity(changes.len());
+        let mut previous: Option<(Option<String>, i64)> = None;
+        for (change, touches) in changes {
+            // Consecutive commits of one push on one branch form a chain.
+            let parent = match &previous {
+                Some((branch, id)) if *branch == change.branch => Some(*id),
+                _ => None,
+            };
+            let id = insert_change(&mut tx, change, parent, now).await?;
+            for t in touches {
+                sqlx::query(
+                    "INSERT INTO scheduler_changes (scheduler_id, change_id, important, received_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(t.scheduler_id)
+                .bind(id)
+                .bind(crate::infra::flag(t.important))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            previous = Some((change.branch.clone(), id));
+            change_ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(IngestOutcome::Stored { change_ids })
+    }
+
+    pub async fn get_change(&self, id: i64) -> Result<Option<ChangeRecord>> {
+        let page = self.list_changes(&ListQuery::default().eq("changeid", id)).await?;
+        Ok(page.items.into_iter().next())
+    }
+
+    pub async fn list_changes(&self, q: &ListQuery) -> Result<Page<ChangeRecord>> {
+        let compiled = compile(CHANGE_FIELDS, q, "c.id")?;
+        let select = format!("{CHANGE_SELECT}, {SOURCESTAMP_COLUMNS}");
+        let (rows, total) =
+            fetch_page(&self.pool, &select, "changes c JOIN sourcestamps ss ON ss.id = c.sourcestamp_id", &compiled)
+                .await?;
+        let items = self.hydrate_changes(rows).await?;
+        Ok(Page { items, total })
+    }
+
+    /// The changes a buildset was created for, oldest first.
+    pub async fn buildset_changes(&self, buildset_id: i64) -> Result<Vec<ChangeRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHANGE_SELECT}, {SOURCESTAMP_COLUMNS} FROM buildset_changes bc \
+             JOIN changes c ON c.id = bc.change_id JOIN sourcestamps ss ON ss.id = c.sourcestamp_id \
+             WHERE bc.buildset_id = $1 ORDER BY c.id"
+        )))
+        .bind(buildset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        self.hydrate_changes(rows).await
+    }
+
+    /// A build's blamelist: every change of every request it covers, oldest first.
+    pub async fn build_changes(&self, build_id: i64) -> Result<Vec<ChangeRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHANGE_SELECT}, {SOURCESTAMP_COLUMNS} FROM changes c \
+             JOIN sourcestamps ss ON ss.id = c.sourcestamp_id \
+             WHERE c.id IN (SELECT bc.change_id FROM buildrequests r \
+                            JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id = $1) \
+             ORDER BY c.id"
+        )))
+        .bind(build_id)
+        .fetch_all(&self.pool)
+        .await?;
+        self.hydrate_changes(rows).await
+    }
+
+    /// Turns change rows into records, loading files and properties for all
+    /// of them in two queries.
+    async fn hydrate_changes(&self, rows: Vec<AnyRow>) -> Result<Vec<ChangeRecord>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| get::<i64>(r, "id")).collect::<Result<_>>()?;
+        let mut files: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        let mut props: BTreeMap<i64, BTreeMap<String, (serde_json::Value, String)>> = BTreeMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT change_id, filename FROM change_files WHERE change_id IN ({}) ORDER BY change_id, filename",
+                placeholders(1, chunk.len())
+            );
+            let binds: Vec<_> = chunk.iter().map(|&i| crate::query::Bind::Int(i)).collect();
+            for row in bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await? {
+                files.entry(get(&row, "change_id")?).or_default().push(get(&row, "filename")?);
+            }
+            let sql = format!(
+                "SELECT change_id, name, value FROM change_properties WHERE change_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            for row in bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await? {
+                let value: String = get(&row, "value")?;
+                props
+                    .entry(get(&row, "change_id")?)
+                    .or_default()
+                    .insert(get(&row, "name")?, (json_or_null(&value), "Change".to_string()));
+            }
+        }
+        rows.iter()
+            .map(|row| {
+                let id: i64 = get(row, "id")?;
+                let parent: Option<i64> = get(row, "parent_change_id")?;
+                Ok(ChangeRecord {
+                    changeid: id,
+                    author: get(row, "author")?,
+                    committer: get(row, "committer")?,
+                    comments: get(row, "comments")?,
+                    branch: get(row, "branch")?,
+                    revision: get(row, "revision")?,
+                    revlink: get(row, "revlink")?,
+                    when_timestamp: get(row, "when_timestamp")?,
+                    category: get(row, "category")?,
+                    repository: get(row, "repository")?,
+                    codebase: get(row, "codebase")?,
+                    project: get(row, "project")?,
+                    files: files.remove(&id).unwrap_or_default(),
+                    properties: props.remove(&id).unwrap_or_default(),
+                    parent_changeids: parent.into_iter().collect(),
+                    sourcestamp: sourcestamp_from(row)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Finds or creates the source stamp for (codebase, repository, branch,
+/// revision, project); source stamps are shared, as in Buildbot.
+pub(crate) async fn sourcestamp_id(
+    tx: &mut Transaction<'static, Any>,
+    codebase: &str,
+    repository: &str,
+    branch: Option<&str>,
+    revision: Option<&str>,
+    project: &str,
+    now: i64,
+) -> Result<i64> {
+    // Separators keep distinct tuples distinct; \u{1e} marks "none" (PostgreSQL refuses NUL in text).
+    let key = [codebase, repository, branch.unwrap_or("\u{1e}"), revision.unwrap_or("\u{1e}"), project].join("\u{1f}");
+    let inserted = sqlx::query(
+        "INSERT INTO sourcestamps (ss_key, branch, revision, repository, project, codebase, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (ss_key) DO NOTHING RETURNING id",
+    )
+    .bind(key.clone())
+    .bind(branch.map(str::to_string))
+    .bind(revision.map(str::to_string))
+    .bind(repository.to_string())
+    .bind(project.to_string())
+    .bind(codebase.to_string())
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = inserted {
+        return get(&row, "id");
+    }
+    let row = sqlx::query("SELECT id FROM sourcestamps WHERE ss_key = $1").bind(key).fetch_one(&mut **tx).await?;
+    get(&row, "id")
+}
+
+async fn insert_change(
+    tx: &mut Transaction<'static, Any>,
+    c: &NewChange,
+    parent: Option<i64>,
+    now: i64,
+) -> Result<i64> {
+    let ssid = sourcestamp_id(tx, &c.codebase, &c.repository, c.branch.as_deref(), c.revision.as_deref(), &c.project, now)
+        .await?;
+    let row = sqlx::query(
+        "INSERT INTO changes (author, committer, comments, branch, revision, revlink, when_timestamp, category, \
+         repository, codebase, project, sourcestamp_id, parent_change_id, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+    )
+    .bind(c.author.clone())
+    .bind(c.committer.clone())
+    .bind(c.comments.clone())
+    .bind(c.branch.clone())
+    .bind(c.revision.clone())
+    .bind(c.revlink.clone())
+    .bind(c.when_timestamp)
+    .bind(c.category.clone())
+    .bind(c.repository.clone())
+    .bind(c.codebase.clone())
+    .bind(c.project.clone())
+    .bind(ssid)
+    .bind(parent)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let id: i64 = get(&row, "id")?;
+    let mut files: Vec<&String> = c.files.iter().collect();
+    files.sort();
+    files.dedup();
+    for chunk in files.chunks(400) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect();
+        let sql = format!("INSERT INTO change_files (change_id, filename) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id);
+        for f in chunk {
+            q = q.bind((*f).clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for (name, value) in &c.properties {
+        sqlx::query("INSERT INTO change_properties (change_id, name, value) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name.clone())
+            .bind(value.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(id)
+}

@@ -1,0 +1,124 @@
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, SqlStr, Transaction};
+
+use crate::{Result, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+fn migrations(backend: Backend) -> Migrator {
+    let (init,) = match backend {
+        Backend::Sqlite => (include_str!("../../../migrations/sqlite/0001_init.sql"),),
+        Backend::Postgres => (include_str!("../../../migrations/postgres/0001_init.sql"),),
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        SqlStr::from_static(init),
+        false,
+    )])
+}
+
+/// `sqlite://x.sqlite` would fail on a missing file; a first run should
+/// create it, so `mode=rwc` is added unless the URL chooses a mode.
+fn normalize_url(url: &str) -> Result<(String, Backend)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_string(), Backend::Postgres));
+    }
+    if url.starts_with("sqlite:") {
+        if url.contains("mode=") || url.contains(":memory:") {
+            return Ok((url.to_string(), Backend::Sqlite));
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        return Ok((format!("{url}{sep}mode=rwc"), Backend::Sqlite));
+    }
+    Err(StoreError::UnsupportedUrl(url.to_string()))
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = normalize_url(url)?;
+        let options: AnyConnectOptions = url.parse()?;
+        // Migrate on a short-lived connection first, so the pool never caches
+        // statements prepared against an older schema.
+        {
+            let migrate_pool = AnyPoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+            migrations(backend).run(&migrate_pool).await?;
+            migrate_pool.close().await;
+        }
+        let max = match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A transaction that will write. SQLite takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads, then writes,
+    /// can fail with "database is locked" instead of waiting its turn.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A cheap round trip, for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Encodes a 0/1 flag column.
+pub(crate) fn flag(b: bool) -> i64 {
+    i64::from(b)
+}

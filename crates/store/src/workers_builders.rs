@@ -1,0 +1,207 @@
+//! Builders and workers: rows mirrored from the configuration at start-up.
+
+use std::collections::BTreeMap;
+
+use sqlx::AssertSqlSafe;
+
+use crate::changes::placeholders;
+use crate::query::{Bind, FieldType, ListQuery, Page, bind_all, compile, fetch_page, field};
+use crate::records::{BuilderMaster, BuilderRecord, ConnectedMaster, WorkerRecord, get, json_or_null};
+use crate::{Result, Store};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderSpec {
+    pub name: String,
+    pub definition: String,
+    pub branch: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub workers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    pub name: String,
+}
+
+const BUILDER_FIELDS: &[crate::query::Field] = &[
+    field("builderid", "b.id", FieldType::Int),
+    field("name", "b.name", FieldType::Text),
+    field("description", "b.description", FieldType::Text),
+    field("tags", "b.tags", FieldType::Text),
+];
+
+const WORKER_FIELDS: &[crate::query::Field] = &[
+    field("workerid", "w.id", FieldType::Int),
+    field("name", "w.name", FieldType::Text),
+    field("paused", "w.paused", FieldType::Flag),
+    field("graceful", "w.graceful", FieldType::Flag),
+];
+
+impl Store {
+    /// Mirrors the configured builders and workers into the database.
+    /// Builders and workers no longer configured keep their rows (their
+    /// history stays reachable) but are marked unconfigured.
+    pub async fn sync_configuration(
+        &self,
+        builders: &[BuilderSpec],
+        workers: &[WorkerSpec],
+    ) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE builders SET configured = 0").execute(&mut *tx).await?;
+        sqlx::query("UPDATE workers SET configured = 0").execute(&mut *tx).await?;
+        let mut builder_ids = BTreeMap::new();
+        for b in builders {
+            let tags = serde_json::to_string(&b.tags).unwrap_or_else(|_| "[]".into());
+            let row = sqlx::query(
+                "INSERT INTO builders (name, definition, branch, description, tags, configured) \
+                 VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
+                 branch = excluded.branch, description = excluded.description, tags = excluded.tags, configured = 1 \
+                 RETURNING id",
+            )
+            .bind(b.name.clone())
+            .bind(b.definition.clone())
+            .bind(b.branch.clone())
+            .bind(b.description.clone())
+            .bind(tags)
+            .fetch_one(&mut *tx)
+            .await?;
+            builder_ids.insert(b.name.clone(), get::<i64>(&row, "id")?);
+        }
+        let mut worker_ids = BTreeMap::new();
+        for w in workers {
+            let row = sqlx::query(
+                "INSERT INTO workers (name, configured) VALUES ($1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET configured = 1 RETURNING id",
+            )
+            .bind(w.name.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+            worker_ids.insert(w.name.clone(), get::<i64>(&row, "id")?);
+        }
+        sqlx::query("DELETE FROM builder_workers").execute(&mut *tx).await?;
+        for b in builders {
+            for w in &b.workers {
+                if let (Some(bid), Some(wid)) = (builder_ids.get(&b.name), worker_ids.get(w)) {
+                    sqlx::query("INSERT INTO builder_workers (builder_id, worker_id) VALUES ($1, $2)")
+                        .bind(*bid)
+                        .bind(*wid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok((builder_ids, worker_ids))
+    }
+
+    async fn active_master_ids(&self) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM masters WHERE active = 1 ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| get(r, "id")).collect()
+    }
+
+    pub async fn list_builders(&self, q: &ListQuery) -> Result<Page<BuilderRecord>> {
+        // Tags are a JSON list in one column; `tags__contains=stable` must not
+        // match "unstable", so the quoted form is searched.
+        let mut q = q.clone();
+        for f in q.filters.iter_mut().filter(|f| f.field == "tags") {
+            if f.op != crate::Op::Contains {
+                return Err(crate::StoreError::BadQuery("field tags: use tags__contains=TAG".into()));
+            }
+            for v in f.values.iter_mut() {
+                *v = serde_json::to_string(v).unwrap_or_default();
+            }
+        }
+        let compiled = compile(BUILDER_FIELDS, &q, "b.id")?;
+        let (rows, total) =
+            fetch_page(&self.pool, "b.id, b.name, b.description, b.tags, b.configured", "builders b", &compiled).await?;
+        let masters = self.active_master_ids().await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let tags: String = get(r, "tags")?;
+                let configured = get::<i64>(r, "configured")? != 0;
+                Ok(BuilderRecord {
+                    builderid: get(r, "id")?,
+                    name: get(r, "name")?,
+                    masterids: if configured { masters.clone() } else { Vec::new() },
+                    description: get(r, "description")?,
+                    description_format: None,
+                    description_html: None,
+                    projectid: None,
+                    tags: serde_json::from_str(&tags).unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
+
+    pub async fn get_builder(&self, id: i64) -> Result<Option<BuilderRecord>> {
+        Ok(self.list_builders(&ListQuery::default().eq("builderid", id)).await?.items.into_iter().next())
+    }
+
+    pub async fn get_builder_by_name(&self, name: &str) -> Result<Option<BuilderRecord>> {
+        Ok(self.list_builders(&ListQuery::default().eq("name", name)).await?.items.into_iter().next())
+    }
+
+    pub async fn list_workers(&self, q: &ListQuery) -> Result<Page<WorkerRecord>> {
+        let compiled = compile(WORKER_FIELDS, q, "w.id")?;
+        let (rows, total) = fetch_page(
+            &self.pool,
+            "w.id, w.name, w.info, w.paused, w.pause_reason, w.graceful, w.configured",
+            "workers w",
+            &compiled,
+        )
+        .await?;
+        let ids: Vec<i64> = rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
+        let masters = self.active_master_ids().await?;
+        let mut configured_on: BTreeMap<i64, Vec<BuilderMaster>> = BTreeMap::new();
+        let mut connected_to: BTreeMap<i64, Vec<ConnectedMaster>> = BTreeMap::new();
+        for chunk in ids.chunks(500) {
+            let binds: Vec<Bind> = chunk.iter().map(|&i| Bind::Int(i)).collect();
+            let sql = format!(
+                "SELECT worker_id, builder_id FROM builder_workers WHERE worker_id IN ({}) ORDER BY builder_id",
+                placeholders(1, chunk.len())
+            );
+            for row in bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await? {
+                let list = configured_on.entry(get(&row, "worker_id")?).or_default();
+                let builderid: i64 = get(&row, "builder_id")?;
+                for &masterid in &masters {
+                    list.push(BuilderMaster { builderid, masterid });
+                }
+            }
+            let sql = format!(
+                "SELECT worker_id, master_id FROM worker_connections WHERE worker_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            for row in bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await? {
+                connected_to
+                    .entry(get(&row, "worker_id")?)
+                    .or_default()
+                    .push(ConnectedMaster { masterid: get(&row, "master_id")? });
+            }
+        }
+        let items = rows
+            .iter()
+            .map(|r| {
+                let id: i64 = get(r, "id")?;
+                let info: String = get(r, "info")?;
+                Ok(WorkerRecord {
+                    workerid: id,
+                    name: get(r, "name")?,
+                    workerinfo: json_or_null(&info),
+                    paused: get::<i64>(r, "paused")? != 0,
+                    pause_reason: get(r, "pause_reason")?,
+                    graceful: get::<i64>(r, "graceful")? != 0,
+                    configured_on: configured_on.remove(&id).unwrap_or_default(),
+                    connected_to: connected_to.remove(&id).unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
+
+    pub async fn get_worker(&self, id: i64) -> Result<Option<WorkerRecord>> {
+        Ok(self.list_workers(&ListQuery::default().eq("workerid", id)).await?.items.into_iter().next())
+    }
+}

@@ -1,0 +1,340 @@
+//! Store behaviour, each test run on SQLite and on PostgreSQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cascade_model::NewChange;
+use cascade_store::{
+    BuilderSpec, Delivery, IngestOutcome, ListQuery, NewBuildset, NewSourceStamp, SchedulerTouch, Store, WorkerSpec,
+};
+use cascade_testkit::test_both;
+
+const REPO: &str = "https://github.com/python/cpython";
+
+fn change(branch: &str, revision: &str, files: &[&str]) -> NewChange {
+    NewChange {
+        author: "Ann <ann@example.org>".into(),
+        committer: Some("Bob <bob@example.org>".into()),
+        comments: format!("commit {revision}"),
+        branch: Some(branch.into()),
+        revision: Some(revision.into()),
+        revlink: Some(format!("{REPO}/commit/{revision}")),
+        when_timestamp: 1_700_000_000,
+        category: None,
+        repository: REPO.into(),
+        codebase: String::new(),
+        project: "python/cpython".into(),
+        files: files.iter().map(|s| s.to_string()).collect(),
+        properties: BTreeMap::from([("event".to_string(), serde_json::json!("push"))]),
+    }
+}
+
+async fn setup(store: &Store) -> (BTreeMap<String, i64>, i64) {
+    let builders: Vec<BuilderSpec> = ["Fedora 3.x", "Windows 3.x", "Fedora 3.14"]
+        .iter()
+        .map(|name| BuilderSpec {
+            name: name.to_string(),
+            definition: name.rsplit_once(' ').map(|(d, _)| d.to_string()).unwrap_or_default(),
+            branch: name.rsplit_once(' ').map(|(_, b)| b.to_string()),
+            description: None,
+            tags: vec!["stable".into(), "tier-1".into()],
+            workers: vec!["w1".into()],
+        })
+        .collect();
+    let (ids, _) = store
+        .sync_configuration(&builders, &[WorkerSpec { name: "w1".into() }])
+        .await
+        .expect("sync configuration");
+    let master = store.register_master("m1", 100).await.expect("register master");
+    (ids, master)
+}
+
+async fn buildset_for(store: &Store, change_ids: &[i64], revision: &str, builders: &[i64], now: i64) -> Vec<i64> {
+    let bs = NewBuildset {
+        reason: "test".into(),
+        sourcestamp: NewSourceStamp {
+            repository: REPO.into(),
+            branch: Some("main".into()),
+            revision: Some(revision.into()),
+            project: "python/cpython".into(),
+            codebase: String::new(),
+        },
+        change_ids: change_ids.to_vec(),
+        builder_ids: builders.to_vec(),
+        ..Default::default()
+    };
+    store.create_buildset(&bs, now).await.expect("create buildset").1
+}
+
+async fn ingest(store: &Store, changes: Vec<NewChange>) -> Vec<i64> {
+    let with_touches: Vec<_> = changes.into_iter().map(|c| (c, vec![])).collect();
+    match store.ingest_changes(None, &with_touches, 1000).await.expect("ingest") {
+        IngestOutcome::Stored { change_ids } => change_ids,
+        IngestOutcome::Duplicate => panic!("not a duplicate"),
+    }
+}
+
+test_both!(changes_round_trip_with_files_properties_and_filters, |db| {
+    let store = db.store().await;
+    let ids = ingest(
+        &store,
+        vec![
+            change("main", "aaa", &["Lib/os.py", "Doc/os.rst"]),
+            change("main", "bbb", &[]),
+            change("3.14", "ccc", &["README"]),
+        ],
+    )
+    .await;
+    assert_eq!(ids.len(), 3);
+    let first = store.get_change(ids[0]).await.expect("get").expect("exists");
+    assert_eq!(first.revision.as_deref(), Some("aaa"));
+    assert_eq!(first.files, vec!["Doc/os.rst", "Lib/os.py"]);
+    assert_eq!(first.properties["event"], (serde_json::json!("push"), "Change".to_string()));
+    assert_eq!(first.sourcestamp.revision.as_deref(), Some("aaa"));
+    assert_eq!(first.sourcestamp.branch.as_deref(), Some("main"));
+    let second = store.get_change(ids[1]).await.expect("get").expect("exists");
+    assert_eq!(second.parent_changeids, vec![ids[0]], "commits of one push chain");
+    assert!(store.get_change(ids[2] + 100).await.expect("get").is_none());
+
+    let main = store
+        .list_changes(&ListQuery::default().eq("branch", "main").order_by("changeid", true).limit(1))
+        .await
+        .expect("list");
+    assert_eq!(main.total, 2);
+    assert_eq!(main.items.len(), 1);
+    assert_eq!(main.items[0].changeid, ids[1]);
+    let bad = store.list_changes(&ListQuery::default().eq("colour", "red")).await;
+    assert!(matches!(bad, Err(cascade_store::StoreError::BadQuery(_))));
+});
+
+test_both!(a_redelivered_webhook_writes_nothing, |db| {
+    let store = db.store().await;
+    let delivery = Delivery { hook_id: "1".into(), delivery_id: "guid-1".into(), event: "push".into() };
+    let batch = vec![(change("main", "aaa", &[]), vec![])];
+    let first = store.ingest_changes(Some(&delivery), &batch, 10).await.expect("first");
+    assert!(matches!(first, IngestOutcome::Stored { ref change_ids } if change_ids.len() == 1));
+    let again = store.ingest_changes(Some(&delivery), &batch, 11).await.expect("again");
+    assert_eq!(again, IngestOutcome::Duplicate);
+    // Same GUID from another hook is a different delivery.
+    let other_hook = Delivery { hook_id: "2".into(), ..delivery.clone() };
+    let other = store.ingest_changes(Some(&other_hook), &batch, 12).await.expect("other hook");
+    assert!(matches!(other, IngestOutcome::Stored { .. }));
+    assert_eq!(store.list_changes(&ListQuery::default()).await.expect("list").total, 2);
+});
+
+test_both!(a_branch_scheduler_fires_once_for_all_waiting_changes, |db| {
+    let store = db.store().await;
+    let (builders, _) = setup(&store).await;
+    let scheds = store
+        .sync_schedulers(&[("3.x".into(), "branch".into()), ("3.14".into(), "branch".into())], 50)
+        .await
+        .expect("sync schedulers");
+    let sid = scheds["3.x"].id;
+    let mut all = Vec::new();
+    for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
+        let touches = vec![SchedulerTouch { scheduler_id: sid, important: i != 1 }];
+        let out = store.ingest_changes(None, &[(change("main", rev, &[]), touches)], 100 + i as i64).await.expect("ingest");
+        let IngestOutcome::Stored { change_ids } = out else { panic!("stored") };
+        all.extend(change_ids);
+    }
+    let waiting = store.waiting_changes().await.expect("waiting");
+    assert_eq!(waiting.len(), 3);
+    assert_eq!(waiting.iter().filter(|w| w.important).count(), 2);
+    assert_eq!(waiting.iter().map(|w| w.received_at).max(), Some(102));
+
+    let template = NewBuildset {
+        reason: "The branch scheduler named '3.x' triggered this build".into(),
+        builder_ids: vec![builders["Fedora 3.x"], builders["Windows 3.x"]],
+        ..Default::default()
+    };
+    let max_id = *all.iter().max().expect("ids");
+    let (bsid, requests) = store.fire_branch_scheduler(sid, max_id, &template, 200).await.expect("fire").expect("fired");
+    assert_eq!(requests.len(), 2);
+    assert!(store.fire_branch_scheduler(sid, max_id, &template, 201).await.expect("fire again").is_none());
+    assert!(store.waiting_changes().await.expect("waiting").is_empty());
+
+    let bs = store.get_buildset(bsid).await.expect("get").expect("exists");
+    assert_eq!(bs.sourcestamps.len(), 1);
+    assert_eq!(bs.sourcestamps[0].revision.as_deref(), Some("r3"), "built at the newest change");
+    assert!(!bs.complete);
+    let covered: Vec<i64> = store.buildset_changes(bsid).await.expect("changes").iter().map(|c| c.changeid).collect();
+    assert_eq!(covered, all);
+    let reqs = store
+        .list_buildrequests(&ListQuery::default().eq("buildsetid", bsid).order_by("builderid", false))
+        .await
+        .expect("requests");
+    assert_eq!(reqs.total, 2);
+    assert!(reqs.items.iter().all(|r| !r.complete && !r.claimed && r.results == -1));
+    let schedulers = store.list_schedulers().await.expect("schedulers");
+    assert_eq!(schedulers.iter().find(|s| s.id == sid).and_then(|s| s.last_fired_at), Some(200));
+});
+
+test_both!(a_claim_merges_every_pending_request_of_the_builder_and_branch, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let fedora = builders["Fedora 3.x"];
+    let windows = builders["Windows 3.x"];
+    let mut change_ids = Vec::new();
+    for i in 0..5 {
+        let rev = format!("rev{i}");
+        let ids = ingest(&store, vec![change("main", &rev, &[])]).await;
+        buildset_for(&store, &ids, &rev, &[fedora, windows], 100 + i).await;
+        change_ids.extend(ids);
+    }
+    // A build forced at one exact revision stays separate.
+    let forced = NewBuildset {
+        reason: "forced".into(),
+        sourcestamp: NewSourceStamp { repository: REPO.into(), branch: Some("main".into()), revision: Some("pinned".into()), ..Default::default() },
+        builder_ids: vec![fedora],
+        ..Default::default()
+    };
+    let (_, forced_req) = store.create_buildset(&forced, 150).await.expect("forced");
+
+    let build = store.claim_build(fedora, master, None, 200).await.expect("claim").expect("a build");
+    assert_eq!(build.number, 1);
+    assert_eq!(build.covered.len(), 5);
+    assert_eq!(build.source.revision.as_deref(), Some("rev4"), "the newest revision is built");
+    let blamelist: Vec<i64> = store.build_changes(build.build_id).await.expect("blamelist").iter().map(|c| c.changeid).collect();
+    assert_eq!(blamelist, change_ids);
+    assert_eq!(store.build_request_ids(build.build_id).await.expect("ids"), build.covered);
+    let record = store.get_build(build.build_id).await.expect("get").expect("exists");
+    assert_eq!((record.builderid, record.number, record.masterid), (fedora, 1, master));
+    assert_eq!(record.buildrequestid, build.build_request_id);
+
+    let forced_build = store.claim_build(fedora, master, None, 201).await.expect("claim").expect("forced build");
+    assert_eq!(forced_build.covered, forced_req);
+    assert_eq!(forced_build.number, 2);
+    assert_eq!(forced_build.source.revision.as_deref(), Some("pinned"));
+    assert!(store.claim_build(fedora, master, None, 202).await.expect("claim").is_none());
+
+    let other = store.claim_build(windows, master, None, 203).await.expect("claim").expect("windows build");
+    assert_eq!(other.number, 1);
+    assert_eq!(other.covered.len(), 5);
+    let claimed = store
+        .list_buildrequests(&ListQuery::default().eq("claimed", "true"))
+        .await
+        .expect("claimed");
+    assert_eq!(claimed.total, 11);
+    assert!(claimed.items.iter().all(|r| r.claimed_by_masterid == Some(master)));
+});
+
+test_both!(concurrent_claims_from_two_masters_never_share_a_request, |db| {
+    let store = db.store().await;
+    let (builders, m1) = setup(&store).await;
+    let m2 = store.register_master("m2", 100).await.expect("m2");
+    let targets = [builders["Fedora 3.x"], builders["Windows 3.x"], builders["Fedora 3.14"]];
+    // Requests on two branches so that several builds per builder are needed.
+    for i in 0..12 {
+        let branch = if i % 2 == 0 { "main" } else { "feature" };
+        let rev = format!("r{i}");
+        let mut c = change(branch, &rev, &[]);
+        c.branch = Some(branch.into());
+        let ids = ingest(&store, vec![c]).await;
+        let bs = NewBuildset {
+            reason: "t".into(),
+            sourcestamp: NewSourceStamp { repository: REPO.into(), branch: Some(branch.into()), revision: Some(rev), ..Default::default() },
+            change_ids: ids,
+            builder_ids: targets.to_vec(),
+            ..Default::default()
+        };
+        store.create_buildset(&bs, 100 + i).await.expect("buildset");
+    }
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let s = store.clone();
+        let master = if n % 2 == 0 { m1 } else { m2 };
+        tasks.push(tokio::spawn(async move {
+            let mut builds = Vec::new();
+            for &b in targets.iter().cycle().skip(n).take(9) {
+                if let Some(build) = s.claim_build(b, master, None, 500).await.expect("claim") {
+                    builds.push(build);
+                }
+            }
+            builds
+        }));
+    }
+    let mut seen = BTreeSet::new();
+    let mut per_builder_branch: BTreeMap<(i64, Option<String>), usize> = BTreeMap::new();
+    for t in tasks {
+        for build in t.await.expect("task") {
+            for r in &build.covered {
+                assert!(seen.insert(*r), "request {r} claimed twice");
+            }
+            *per_builder_branch.entry((build.builder_id, build.source.branch.clone())).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 36, "every request claimed exactly once");
+    // All requests were pending before any claim: one build per builder and branch.
+    assert!(per_builder_branch.values().all(|&n| n == 1), "{per_builder_branch:?}");
+    assert_eq!(per_builder_branch.len(), 6);
+});
+
+test_both!(deleting_a_branch_cancels_its_pending_requests, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let fedora = builders["Fedora 3.x"];
+    let windows = builders["Windows 3.x"];
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    buildset_for(&store, &ids, "a", &[fedora], 10).await;
+    let claimed = store.claim_build(fedora, master, None, 11).await.expect("claim").expect("build");
+    let reqs = buildset_for(&store, &ids, "a", &[fedora, windows], 12).await;
+    let cancelled = store.cancel_pending_for_branch(REPO, "main", 13).await.expect("cancel");
+    assert_eq!(cancelled, 2);
+    for r in &reqs {
+        let rec = store.get_buildrequest(*r).await.expect("get").expect("exists");
+        assert!(rec.complete);
+        assert_eq!(rec.results, 6);
+    }
+    let claimed_req = store.get_buildrequest(claimed.build_request_id).await.expect("get").expect("exists");
+    assert!(!claimed_req.complete, "a running build is left alone");
+    let complete = store.list_buildsets(&ListQuery::default().eq("complete", "true")).await.expect("list");
+    assert_eq!(complete.total, 1);
+    assert_eq!(complete.items[0].results, Some(6));
+});
+
+test_both!(a_periodic_scheduler_fires_once_per_occurrence, |db| {
+    let store = db.store().await;
+    let (builders, _) = setup(&store).await;
+    let sid = store.sync_schedulers(&[("nightly".into(), "periodic".into())], 0).await.expect("sync")["nightly"].id;
+    let bs = NewBuildset {
+        reason: "nightly".into(),
+        sourcestamp: NewSourceStamp { repository: REPO.into(), branch: Some("main".into()), ..Default::default() },
+        builder_ids: vec![builders["Fedora 3.x"]],
+        ..Default::default()
+    };
+    assert!(store.fire_periodic_scheduler(sid, 86_400, &bs, 86_401).await.expect("fire").is_some());
+    assert!(store.fire_periodic_scheduler(sid, 86_400, &bs, 86_402).await.expect("again").is_none());
+    assert!(store.fire_periodic_scheduler(sid, 2 * 86_400, &bs, 2 * 86_400).await.expect("next").is_some());
+    assert_eq!(store.list_buildsets(&ListQuery::default()).await.expect("list").total, 2);
+});
+
+test_both!(configuration_sync_is_idempotent_and_listable, |db| {
+    let store = db.store().await;
+    let (first, _) = setup(&store).await;
+    let (second, _) = setup(&store).await;
+    assert_eq!(first, second, "ids are stable across restarts");
+    let stable = store
+        .list_builders(&ListQuery { filters: vec![cascade_store::Filter { field: "tags".into(), op: cascade_store::Op::Contains, values: vec!["stable".into()] }], ..Default::default() })
+        .await
+        .expect("builders");
+    assert_eq!(stable.total, 3);
+    assert!(stable.items[0].masterids.len() == 1);
+    // "table" is inside "stable" but is not a tag.
+    let none = store
+        .list_builders(&ListQuery { filters: vec![cascade_store::Filter { field: "tags".into(), op: cascade_store::Op::Contains, values: vec!["table".into()] }], ..Default::default() })
+        .await
+        .expect("builders");
+    assert_eq!(none.total, 0);
+    let by_name = store.get_builder_by_name("Windows 3.x").await.expect("get").expect("exists");
+    assert_eq!(by_name.tags, vec!["stable", "tier-1"]);
+    let workers = store.list_workers(&ListQuery::default()).await.expect("workers");
+    assert_eq!(workers.total, 1);
+    assert_eq!(workers.items[0].configured_on.len(), 3);
+    assert!(workers.items[0].connected_to.is_empty());
+    // A builder dropped from the config keeps its row but no masters.
+    store
+        .sync_configuration(&[], &[WorkerSpec { name: "w1".into() }])
+        .await
+        .expect("sync");
+    let gone = store.get_builder(first["Fedora 3.x"]).await.expect("get").expect("row kept");
+    assert!(gone.masterids.is_empty());
+});
