@@ -1,1 +1,14 @@
+//! The Cascade master: webhook receiver, schedulers, API and pages.
+//! `cascade` (main.rs) is its command line; everything else is here so that
+//! tests and the load tools can run a master in-process.
 
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod home;
+pub mod password;
+pub mod scheduler;
+pub mod sendchange;
+pub mod webhook;
+
+pub use app::{Master, router, serve};

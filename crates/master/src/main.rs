@@ -1,1 +1,181 @@
-fn main() {}
+//! `cascade`: the master and its command-line tools.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cascade", version, about = "Cascade, a Buildbot-style CI master")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the master.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `master.database` from the config.
+        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+    },
+    /// Check a config file; print every error with file, line, column and key.
+    CheckConfig { config: PathBuf },
+    /// Inject a change by hand, as Buildbot's sendchange.
+    Sendchange {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// Author, e.g. "Ann <ann@example.org>".
+        #[arg(long, short = 'W')]
+        who: String,
+        /// Git branch name or configured branch label.
+        #[arg(long, short)]
+        branch: Option<String>,
+        #[arg(long, short)]
+        revision: Option<String>,
+        #[arg(long, short = 'm', default_value = "")]
+        comments: String,
+        #[arg(long)]
+        repository: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, short = 'C')]
+        category: Option<String>,
+        #[arg(long)]
+        revlink: Option<String>,
+        /// Commit time, Unix seconds (default: now).
+        #[arg(long)]
+        when: Option<i64>,
+        /// A property NAME=VALUE (repeatable).
+        #[arg(long = "property", short = 'p', value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+        /// Files the change touches.
+        files: Vec<String>,
+    },
+    /// Print an argon2 hash of a password read from standard input.
+    HashPassword,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn,tower_http=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn load_config(path: &PathBuf) -> anyhow::Result<cascade_config::Config> {
+    cascade_config::load(path).map_err(|e| anyhow::anyhow!("{} error(s) in the configuration:\n{e}", e.0.len()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cascade: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, database } => {
+            init_tracing();
+            let config = load_config(&config)?;
+            cascade_master::serve(config, database).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => match cascade_config::load(&config) {
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+                Ok(ExitCode::FAILURE)
+            }
+            Ok(cfg) => {
+                // Secrets belong to the machine that runs the master; a
+                // missing one here is worth a warning, not a failure.
+                if let Err(missing) = cfg.resolve_secrets() {
+                    for e in &missing.0 {
+                        eprintln!("warning: {e}");
+                    }
+                }
+                println!(
+                    "{}: ok ({} builders, {} workers, {} schedulers)",
+                    config.display(),
+                    cfg.builders.len(),
+                    cfg.workers.len(),
+                    cfg.schedulers.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Sendchange {
+            config,
+            database,
+            who,
+            branch,
+            revision,
+            comments,
+            repository,
+            project,
+            category,
+            revlink,
+            when,
+            properties,
+            files,
+        } => {
+            let cfg = load_config(&config)?;
+            let url = database.unwrap_or_else(|| cfg.master.database.clone());
+            let store = cascade_store::Store::connect(&url).await.with_context(|| "opening the store")?;
+            let change = cascade_master::sendchange::SendChange {
+                who,
+                branch,
+                revision,
+                comments,
+                files,
+                repository,
+                project,
+                category,
+                revlink,
+                when,
+                properties: properties.into_iter().collect(),
+            };
+            let id = cascade_master::sendchange::send(&store, &cfg, change, cascade_master::clock::now()).await?;
+            store.close().await;
+            println!("change {id} stored");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashPassword => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("password (then Enter; it is echoed):");
+            }
+            let mut line = String::new();
+            stdin.lock().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("empty password");
+            }
+            println!("{}", cascade_master::password::hash(password)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

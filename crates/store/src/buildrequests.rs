@@ -38,11 +38,6 @@ pub struct ClaimedBuild {
     pub source: SourceStampRecord,
 }
 
-/// Counts for a cancellation, for logs and answers.
-pub fn cancel_summary(requests: u64, waiting: u64) -> String {
-    format!("cancelled {requests} pending build request(s), dropped {waiting} waiting change(s)")
-}
-
 /// How often a claim is retried when another master wins a race for the
 /// same rows; each retry sees the other's commit.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -200,40 +195,6 @@ impl Store {
         }))
     }
 
-    /// Cancels the unclaimed requests for a branch (the branch was deleted)
-    /// and completes buildsets left with nothing to do.
-    pub async fn cancel_pending_for_branch(&self, repository: &str, branch: &str, now: i64) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let cancelled = sqlx::query(
-            "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 \
-             WHERE complete = 0 AND claimed_by_master_id IS NULL AND branch = $3 AND repository = $4 \
-             RETURNING buildset_id",
-        )
-        .bind(now)
-        .bind(Results::Cancelled.code())
-        .bind(branch.to_string())
-        .bind(repository.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut buildsets: Vec<i64> = cancelled.iter().map(|r| get(r, "buildset_id")).collect::<Result<_>>()?;
-        buildsets.sort_unstable();
-        buildsets.dedup();
-        for bsid in &buildsets {
-            // Cancelled ranks worst of all results, so it is the buildset's result.
-            sqlx::query(
-                "UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 WHERE id = $3 AND complete = 0 \
-                 AND NOT EXISTS (SELECT 1 FROM buildrequests r WHERE r.buildset_id = $3 AND r.complete = 0)",
-            )
-            .bind(now)
-            .bind(Results::Cancelled.code())
-            .bind(*bsid)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(cancelled.len() as u64)
-    }
-
     pub async fn get_build(&self, build_id: i64) -> Result<Option<BuildRecord>> {
         let row = sqlx::query(
             "SELECT id, number, builder_id, build_request_id, worker_id, master_id, started_at, complete_at, \
@@ -269,6 +230,43 @@ impl Store {
             .await?;
         rows.iter().map(|r| get(r, "id")).collect()
     }
+}
+
+/// Cancels the unclaimed requests for a branch and completes buildsets left
+/// with nothing to do, inside the caller's transaction.
+pub(crate) async fn cancel_pending_for_branch(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    repository: &str,
+    branch: &str,
+    now: i64,
+) -> Result<u64> {
+    let cancelled = sqlx::query(
+        "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 \
+         WHERE complete = 0 AND claimed_by_master_id IS NULL AND branch = $3 AND repository = $4 \
+         RETURNING buildset_id",
+    )
+    .bind(now)
+    .bind(Results::Cancelled.code())
+    .bind(branch.to_string())
+    .bind(repository.to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut buildsets: Vec<i64> = cancelled.iter().map(|r| get(r, "buildset_id")).collect::<Result<_>>()?;
+    buildsets.sort_unstable();
+    buildsets.dedup();
+    for bsid in &buildsets {
+        // Cancelled ranks worst of all results, so it is the buildset's result.
+        sqlx::query(
+            "UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 WHERE id = $3 AND complete = 0 \
+             AND NOT EXISTS (SELECT 1 FROM buildrequests r WHERE r.buildset_id = $3 AND r.complete = 0)",
+        )
+        .bind(now)
+        .bind(Results::Cancelled.code())
+        .bind(*bsid)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(cancelled.len() as u64)
 }
 
 enum Attempt {

@@ -66,17 +66,7 @@ impl Store {
     ) -> Result<IngestOutcome> {
         let mut tx = self.begin_write().await?;
         if let Some(d) = delivery {
-            let inserted = sqlx::query(
-                "INSERT INTO webhook_deliveries (hook_id, delivery_id, event, received_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id",
-            )
-            .bind(d.hook_id.clone())
-            .bind(d.delivery_id.clone())
-            .bind(d.event.clone())
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if inserted.is_none() {
+            if !record_delivery(&mut tx, d, now).await? {
                 tx.rollback().await?;
                 return Ok(IngestOutcome::Duplicate);
             }
@@ -206,6 +196,21 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Records a delivery; false if it was recorded before (a redelivery).
+pub(crate) async fn record_delivery(tx: &mut Transaction<'static, Any>, d: &Delivery, now: i64) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_deliveries (hook_id, delivery_id, event, received_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING id",
+    )
+    .bind(d.hook_id.clone())
+    .bind(d.delivery_id.clone())
+    .bind(d.event.clone())
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(inserted.is_some())
 }
 
 /// Finds or creates the source stamp for (codebase, repository, branch,

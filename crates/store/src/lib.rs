@@ -17,13 +17,13 @@ pub mod records;
 mod schedulers;
 mod workers_builders;
 
-pub use buildrequests::{ClaimedBuild, cancel_summary};
+pub use buildrequests::ClaimedBuild;
 pub use buildsets::{NewBuildset, NewSourceStamp};
 pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
 pub use error::StoreError;
 pub use infra::{Backend, Store};
 pub use query::{Filter, ListQuery, Op, Order, Page};
-pub use schedulers::{SchedulerRow, WaitingChange};
+pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange};
 pub use workers_builders::{BuilderSpec, WorkerSpec};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

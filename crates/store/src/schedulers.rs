@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::buildrequests::cancel_pending_for_branch;
 use crate::buildsets::{NewBuildset, NewSourceStamp, insert_buildset};
+use crate::changes::{Delivery, record_delivery};
 use crate::changes::placeholders;
 use crate::records::get;
 use crate::{Result, Store};
@@ -174,9 +176,23 @@ impl Store {
         Ok(Some(created))
     }
 
-    /// A deleted branch: schedulers stop waiting on its changes.
-    pub async fn drop_waiting_for_branch(&self, repository: &str, branch: &str) -> Result<u64> {
+    /// A deleted branch, atomically with its delivery record: schedulers
+    /// stop waiting on its changes and its unclaimed requests are cancelled.
+    /// `None` when the delivery was seen before.
+    pub async fn delete_branch(
+        &self,
+        delivery: Option<&Delivery>,
+        repository: &str,
+        branch: &str,
+        now: i64,
+    ) -> Result<Option<BranchDeletion>> {
         let mut tx = self.begin_write().await?;
+        if let Some(d) = delivery {
+            if !record_delivery(&mut tx, d, now).await? {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
         let ids = sqlx::query(
             "SELECT sc.change_id FROM scheduler_changes sc JOIN changes c ON c.id = sc.change_id \
              WHERE c.branch = $1 AND c.repository = $2",
@@ -186,16 +202,24 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let ids: Vec<i64> = ids.iter().map(|r| get(r, "change_id")).collect::<Result<_>>()?;
-        let mut dropped = 0;
+        let mut dropped_changes = 0;
         for chunk in ids.chunks(500) {
             let sql = format!("DELETE FROM scheduler_changes WHERE change_id IN ({})", placeholders(1, chunk.len()));
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(*id);
             }
-            dropped += q.execute(&mut *tx).await?.rows_affected();
+            dropped_changes += q.execute(&mut *tx).await?.rows_affected();
         }
+        let cancelled_requests = cancel_pending_for_branch(&mut tx, repository, branch, now).await?;
         tx.commit().await?;
-        Ok(dropped)
+        Ok(Some(BranchDeletion { cancelled_requests, dropped_changes }))
     }
+}
+
+/// What deleting a branch undid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchDeletion {
+    pub cancelled_requests: u64,
+    pub dropped_changes: u64,
 }

@@ -277,8 +277,10 @@ test_both!(deleting_a_branch_cancels_its_pending_requests, |db| {
     buildset_for(&store, &ids, "a", &[fedora], 10).await;
     let claimed = store.claim_build(fedora, master, None, 11).await.expect("claim").expect("build");
     let reqs = buildset_for(&store, &ids, "a", &[fedora, windows], 12).await;
-    let cancelled = store.cancel_pending_for_branch(REPO, "main", 13).await.expect("cancel");
-    assert_eq!(cancelled, 2);
+    let delivery = Delivery { hook_id: "1".into(), delivery_id: "del".into(), event: "push".into() };
+    let deletion = store.delete_branch(Some(&delivery), REPO, "main", 13).await.expect("delete").expect("first delivery");
+    assert_eq!(deletion.cancelled_requests, 2);
+    assert!(store.delete_branch(Some(&delivery), REPO, "main", 14).await.expect("again").is_none(), "redelivery");
     for r in &reqs {
         let rec = store.get_buildrequest(*r).await.expect("get").expect("exists");
         assert!(rec.complete);

@@ -1,0 +1,172 @@
+//! `/api/v2`: a read API in the shape of Buildbot's Data API v2.
+//! Lists answer `{"<resource>": [...], "meta": {"total": N}}`; a single
+//! object answers the same envelope with one element; errors are JSON.
+
+pub mod query;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cascade_store::{ListQuery, Page, StoreError};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::app::Master;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::BadQuery(m) => ApiError::bad_request(m),
+            other => {
+                tracing::error!(error = %other, "API query failed");
+                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: "the store is unavailable".into() }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Keeps only the requested fields of each object (Buildbot's `field=`).
+fn project(items: Vec<Value>, fields: &[String]) -> Vec<Value> {
+    if fields.is_empty() {
+        return items;
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(map) => {
+                Value::Object(map.into_iter().filter(|(k, _)| fields.iter().any(|f| f == k)).collect::<Map<_, _>>())
+            }
+            other => other,
+        })
+        .collect()
+}
+
+fn envelope<T: Serialize>(name: &str, page: Page<T>, fields: &[String]) -> ApiResult {
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
+        .collect();
+    Ok(Json(json!({ name: project(items, fields), "meta": { "total": page.total } })))
+}
+
+fn one<T: Serialize>(name: &str, item: Option<T>, what: &str) -> ApiResult {
+    match item {
+        Some(i) => envelope(name, Page { items: vec![i], total: 1 }, &[]),
+        None => Err(ApiError::not_found(format!("no such {what}"))),
+    }
+}
+
+fn id(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().map_err(|_| ApiError::not_found(format!("no such {what}: {raw:?}")))
+}
+
+async fn changes(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    envelope("changes", m.store.list_changes(&p.query).await?, &p.fields)
+}
+
+async fn change(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    one("changes", m.store.get_change(id(&raw, "change")?).await?, "change")
+}
+
+async fn buildsets(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    envelope("buildsets", m.store.list_buildsets(&p.query).await?, &p.fields)
+}
+
+async fn buildset(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    one("buildsets", m.store.get_buildset(id(&raw, "buildset")?).await?, "buildset")
+}
+
+async fn buildrequests(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    envelope("buildrequests", m.store.list_buildrequests(&p.query).await?, &p.fields)
+}
+
+async fn buildrequest(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    one("buildrequests", m.store.get_buildrequest(id(&raw, "build request")?).await?, "build request")
+}
+
+async fn builders(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    envelope("builders", m.store.list_builders(&p.query).await?, &p.fields)
+}
+
+/// `/builders/{id_or_name}`, as Buildbot accepts both.
+async fn builder(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    let found = match raw.parse::<i64>() {
+        Ok(i) => m.store.get_builder(i).await?,
+        Err(_) => m.store.get_builder_by_name(&raw).await?,
+    };
+    one("builders", found, "builder")
+}
+
+async fn builder_buildrequests(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    let query: ListQuery = p.query.eq("builderid", id(&raw, "builder")?);
+    envelope("buildrequests", m.store.list_buildrequests(&query).await?, &p.fields)
+}
+
+async fn workers(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    envelope("workers", m.store.list_workers(&p.query).await?, &p.fields)
+}
+
+async fn worker(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    one("workers", m.store.get_worker(id(&raw, "worker")?).await?, "worker")
+}
+
+async fn masters(State(m): State<Arc<Master>>) -> ApiResult {
+    let items = m.store.list_masters().await?;
+    let total = items.len() as i64;
+    envelope("masters", Page { items, total }, &[])
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+pub fn router() -> Router<Arc<Master>> {
+    Router::new()
+        .route("/changes", get(changes))
+        .route("/changes/{id}", get(change))
+        .route("/buildsets", get(buildsets))
+        .route("/buildsets/{id}", get(buildset))
+        .route("/buildrequests", get(buildrequests))
+        .route("/buildrequests/{id}", get(buildrequest))
+        .route("/builders", get(builders))
+        .route("/builders/{id_or_name}", get(builder))
+        .route("/builders/{id}/buildrequests", get(builder_buildrequests))
+        .route("/workers", get(workers))
+        .route("/workers/{id}", get(worker))
+        .route("/masters", get(masters))
+        .fallback(not_found)
+}

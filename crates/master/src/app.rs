@@ -1,0 +1,176 @@
+//! The master: its state, its HTTP router, and `serve`, which runs it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use cascade_config::{Config, ResolvedSecrets, SecretString};
+use cascade_store::{BuilderSpec, Store, StoreError, WorkerSpec};
+use tokio::sync::Notify;
+
+use crate::scheduler::{SchedulerError, Schedulers};
+
+/// Everything a request handler or background task needs.
+pub struct Master {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub master_id: i64,
+    pub builder_ids: BTreeMap<String, i64>,
+    pub worker_ids: BTreeMap<String, i64>,
+    pub schedulers: Arc<Schedulers>,
+    pub webhook_secret: Option<SecretString>,
+    /// Nudges the scheduler loop when new changes are stored.
+    pub wake_schedulers: Arc<Notify>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+}
+
+/// This master's row name: host and config path, so two masters on one
+/// machine (or one master restarted) are told apart correctly.
+pub fn default_master_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "cascade".into());
+    let path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
+    format!("{host}:{}", path.display())
+}
+
+impl Master {
+    /// Mirrors the config into the store and registers this master.
+    pub async fn start(config: Config, secrets: ResolvedSecrets, store: Store, now: i64) -> Result<Arc<Master>, StartError> {
+        let builders: Vec<BuilderSpec> = config
+            .builders
+            .iter()
+            .map(|b| BuilderSpec {
+                name: b.name.clone(),
+                definition: b.definition.clone(),
+                branch: b.branch.clone(),
+                description: b.description.clone(),
+                tags: b.tags.clone(),
+                workers: b.workers.clone(),
+            })
+            .collect();
+        let workers: Vec<WorkerSpec> = config.workers.iter().map(|w| WorkerSpec { name: w.name.clone() }).collect();
+        let (builder_ids, worker_ids) = store.sync_configuration(&builders, &workers).await?;
+        let rows = store.sync_schedulers(&Schedulers::config_rows(&config), now).await?;
+        let schedulers = Arc::new(Schedulers::new(&config, &rows, &builder_ids)?);
+        let name = config.master.name.clone().unwrap_or_else(|| default_master_name(&config));
+        let master_id = store.register_master(&name, now).await?;
+        tracing::info!(master = %name, master_id, builders = builder_ids.len(), workers = worker_ids.len(), "master registered");
+        Ok(Arc::new(Master {
+            config: Arc::new(config),
+            store,
+            master_id,
+            builder_ids,
+            worker_ids,
+            schedulers,
+            webhook_secret: secrets.webhook_secret,
+            wake_schedulers: Arc::new(Notify::new()),
+        }))
+    }
+}
+
+async fn healthz(State(m): State<Arc<Master>>) -> impl IntoResponse {
+    match m.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+        }
+    }
+}
+
+pub fn router(master: Arc<Master>) -> Router {
+    Router::new()
+        .route(
+            "/change_hook/github",
+            post(crate::webhook::github).layer(DefaultBodyLimit::max(crate::webhook::MAX_BODY_BYTES)),
+        )
+        .route("/healthz", get(healthz))
+        .route("/", get(crate::home::page))
+        .route("/static/cascade.css", get(crate::home::stylesheet))
+        .nest("/api/v2", crate::api::router())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(master)
+}
+
+/// How often a master proves it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Runs the master until SIGINT/SIGTERM.
+pub async fn serve(config: Config, database_override: Option<String>) -> anyhow::Result<()> {
+    let secrets = config.resolve_secrets().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if secrets.webhook_secret.is_none() {
+        tracing::warn!("github.insecure_webhook is on: unsigned webhooks are accepted");
+    }
+    let url = database_override.unwrap_or_else(|| config.master.database.clone());
+    let store = Store::connect(&url).await?;
+    tracing::info!(backend = ?store.backend(), "store ready");
+    let http: SocketAddr = config.master.http.parse()?;
+    let master = Master::start(config, secrets, store.clone(), crate::clock::now()).await?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(master.schedulers.clone().run(store.clone(), master.wake_schedulers.clone(), stopped.clone()));
+    let heartbeat = {
+        let (store, id, mut stopped) = (store.clone(), master.master_id, stopped.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HEARTBEAT) => {
+                        if let Err(e) = store.master_heartbeat(id, crate::clock::now()).await {
+                            tracing::warn!(error = %e, "heartbeat failed");
+                        }
+                    }
+                    _ = stopped.changed() => return,
+                }
+            }
+        })
+    };
+
+    let listener = tokio::net::TcpListener::bind(http).await?;
+    tracing::info!(address = %listener.local_addr()?, "HTTP listening");
+    axum::serve(listener, router(master.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = tokio::join!(scheduler, heartbeat);
+    store.deactivate_master(master.master_id).await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

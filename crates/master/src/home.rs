@@ -1,0 +1,72 @@
+//! `/`: a first page with what the master holds so far.
+
+use std::sync::Arc;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use cascade_store::ListQuery;
+
+use crate::app::Master;
+
+pub struct ChangeRow {
+    pub id: i64,
+    pub revision: String,
+    pub author: String,
+    pub branch: String,
+    pub title: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+pub struct Home {
+    pub title: String,
+    pub builders: i64,
+    pub workers: i64,
+    pub pending: i64,
+    pub changes_total: i64,
+    pub changes: Vec<ChangeRow>,
+}
+
+pub async fn page(State(m): State<Arc<Master>>) -> Response {
+    let load = async {
+        let changes = m.store.list_changes(&ListQuery::default().order_by("changeid", true).limit(25)).await?;
+        let pending = m
+            .store
+            .list_buildrequests(&ListQuery::default().eq("complete", "false").eq("claimed", "false").limit(0))
+            .await?;
+        let builders = m.store.list_builders(&ListQuery::default().limit(0)).await?;
+        let workers = m.store.list_workers(&ListQuery::default().limit(0)).await?;
+        Ok::<_, cascade_store::StoreError>(Home {
+            title: m.config.master.title.clone(),
+            builders: builders.total,
+            workers: workers.total,
+            pending: pending.total,
+            changes_total: changes.total,
+            changes: changes
+                .items
+                .into_iter()
+                .map(|c| ChangeRow {
+                    id: c.changeid,
+                    revision: c.revision.unwrap_or_default().chars().take(12).collect(),
+                    author: c.author,
+                    branch: c.branch.unwrap_or_default(),
+                    title: c.comments.lines().next().unwrap_or("").to_string(),
+                })
+                .collect(),
+        })
+    };
+    match load.await {
+        Ok(page) => page.into_response(),
+        Err(e) => crate::api::ApiError::from(e).into_response(),
+    }
+}
+
+/// The stylesheet, compiled in so the master stays one file to deploy.
+pub async fn stylesheet() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../../static/cascade.css"),
+    )
+}

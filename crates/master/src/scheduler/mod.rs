@@ -1,0 +1,312 @@
+//! Schedulers turn changes (branch), the clock (periodic) and people
+//! (force) into buildsets with one build request per builder.
+//!
+//! Their state lives in the store, so the loop here holds nothing that a
+//! restart could lose: a change is classified in the same transaction that
+//! stores it, and a firing consumes the waiting changes atomically.
+
+pub mod periodic;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use cascade_config::{Config, SchedulerKind};
+use cascade_model::scheduling::{Waiting, is_important, tree_stable_fire_at};
+use cascade_model::{Glob, NewChange};
+use cascade_store::{NewBuildset, NewSourceStamp, SchedulerRow, SchedulerTouch, Store, StoreError};
+use serde_json::json;
+use tokio::sync::Notify;
+
+/// How often the loop looks at the store even without a nudge: changes
+/// stored by another master or by `cascade sendchange` arrive this way.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug)]
+enum Kind {
+    Branch { git_branch: String, tree_stable: i64, ignore: Vec<Glob> },
+    Periodic { git_branch: String, cron: croner::Cron },
+    Force,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: i64,
+    name: String,
+    kind: Kind,
+    /// Builders fed, with the git branch each builds (if any).
+    builders: Vec<(String, i64, Option<String>)>,
+}
+
+/// A forced build, as the force scheduler's API will take it.
+#[derive(Debug, Clone, Default)]
+pub struct ForceRequest {
+    pub scheduler: String,
+    /// Builder names; empty means every builder of the scheduler.
+    pub builders: Vec<String>,
+    /// A git branch; by default each builder's own branch.
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub reason: String,
+    pub owner: String,
+    pub properties: BTreeMap<String, serde_json::Value>,
+}
+
+/// What one pass of the loop did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// (scheduler name, buildset id, build request ids)
+    pub fired: Vec<(String, i64, Vec<i64>)>,
+    /// When something is next due, if anything is waiting.
+    pub next_due: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct Schedulers {
+    entries: Vec<Entry>,
+    /// `owner/name` from the config; changes of other projects are not built.
+    project: Option<String>,
+    repository_url: String,
+    disabled: RwLock<BTreeSet<i64>>,
+}
+
+impl Schedulers {
+    pub fn new(
+        config: &Config,
+        rows: &BTreeMap<String, SchedulerRow>,
+        builder_ids: &BTreeMap<String, i64>,
+    ) -> Result<Schedulers, SchedulerError> {
+        let git_of = |label: &str| config.branch(label).map(|b| b.git.clone());
+        let mut entries = Vec::new();
+        for s in &config.schedulers {
+            let row = rows
+                .get(&s.name)
+                .ok_or_else(|| SchedulerError::Invalid(format!("scheduler {:?} has no row in the store", s.name)))?;
+            let builders = config
+                .scheduler_builders(s)
+                .into_iter()
+                .filter_map(|b| {
+                    let id = *builder_ids.get(&b.name)?;
+                    Some((b.name.clone(), id, b.branch.as_deref().and_then(git_of)))
+                })
+                .collect();
+            let kind = match &s.kind {
+                SchedulerKind::Branch { branch, tree_stable, ignore_files } => Kind::Branch {
+                    git_branch: git_of(branch)
+                        .ok_or_else(|| SchedulerError::Invalid(format!("unknown branch {branch:?}")))?,
+                    tree_stable: tree_stable.as_secs() as i64,
+                    ignore: ignore_files.clone(),
+                },
+                SchedulerKind::Periodic { branch, cron } => Kind::Periodic {
+                    git_branch: git_of(branch)
+                        .ok_or_else(|| SchedulerError::Invalid(format!("unknown branch {branch:?}")))?,
+                    cron: periodic::parse(cron).map_err(SchedulerError::Invalid)?,
+                },
+                SchedulerKind::Force => Kind::Force,
+            };
+            entries.push(Entry { id: row.id, name: s.name.clone(), kind, builders });
+        }
+        let project = config.github.repository.clone();
+        let repository_url = project.as_ref().map(|p| format!("https://github.com/{p}")).unwrap_or_default();
+        let disabled = rows.values().filter(|r| !r.enabled).map(|r| r.id).collect();
+        Ok(Schedulers { entries, project, repository_url, disabled: RwLock::new(disabled) })
+    }
+
+    /// The (name, kind) of every configured scheduler, for `sync_schedulers`.
+    pub fn config_rows(config: &Config) -> Vec<(String, String)> {
+        config.schedulers.iter().map(|s| (s.name.clone(), s.kind.name().to_string())).collect()
+    }
+
+    fn is_disabled(&self, id: i64) -> bool {
+        self.disabled.read().map(|d| d.contains(&id)).unwrap_or(false)
+    }
+
+    /// Which branch schedulers want this change, and whether it is
+    /// important to each (its `ignore_files` decide).
+    pub fn classify(&self, change: &NewChange) -> Vec<SchedulerTouch> {
+        if let Some(p) = &self.project {
+            if !change.project.is_empty() && change.project != *p {
+                return Vec::new();
+            }
+        }
+        self.entries
+            .iter()
+            .filter(|e| !self.is_disabled(e.id))
+            .filter_map(|e| match &e.kind {
+                Kind::Branch { git_branch, ignore, .. } if change.branch.as_deref() == Some(git_branch.as_str()) => {
+                    Some(SchedulerTouch { scheduler_id: e.id, important: is_important(&change.files, ignore) })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn template(&self, e: &Entry, reason: String) -> NewBuildset {
+        NewBuildset {
+            reason,
+            scheduler_id: Some(e.id),
+            properties: BTreeMap::from([("scheduler".to_string(), (json!(e.name), "Scheduler".to_string()))]),
+            builder_ids: e.builders.iter().map(|(_, id, _)| *id).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Fires every scheduler that is due at `now`.
+    pub async fn tick(&self, store: &Store, now: i64) -> Result<TickReport, SchedulerError> {
+        let rows = store.list_schedulers().await?;
+        if let Ok(mut d) = self.disabled.write() {
+            *d = rows.iter().filter(|r| !r.enabled).map(|r| r.id).collect();
+        }
+        let rows: BTreeMap<i64, SchedulerRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+        let mut waiting: BTreeMap<i64, Vec<(i64, Waiting)>> = BTreeMap::new();
+        for w in store.waiting_changes().await? {
+            waiting
+                .entry(w.scheduler_id)
+                .or_default()
+                .push((w.change_id, Waiting { important: w.important, received_at: w.received_at }));
+        }
+        let mut report = TickReport::default();
+        let mut due = |t: i64| report.next_due = Some(report.next_due.map_or(t, |n: i64| n.min(t)));
+        let mut fired = Vec::new();
+        for e in &self.entries {
+            if self.is_disabled(e.id) {
+                continue;
+            }
+            match &e.kind {
+                Kind::Branch { tree_stable, .. } => {
+                    let Some(list) = waiting.get(&e.id) else { continue };
+                    let plain: Vec<Waiting> = list.iter().map(|(_, w)| *w).collect();
+                    let Some(fire_at) = tree_stable_fire_at(&plain, *tree_stable) else { continue };
+                    if fire_at > now {
+                        due(fire_at);
+                        continue;
+                    }
+                    let up_to = list.iter().map(|(id, _)| *id).max().unwrap_or(0);
+                    let reason = format!("The SingleBranchScheduler scheduler named '{}' triggered this build", e.name);
+                    if let Some((bsid, brids)) =
+                        store.fire_branch_scheduler(e.id, up_to, &self.template(e, reason), now).await?
+                    {
+                        tracing::info!(scheduler = %e.name, buildset = bsid, requests = brids.len(), "branch scheduler fired");
+                        fired.push((e.name.clone(), bsid, brids));
+                    }
+                }
+                Kind::Periodic { git_branch, cron } => {
+                    let since = rows.get(&e.id).map(|r| r.last_fired_at.unwrap_or(r.created_at)).unwrap_or(now);
+                    if let Some(occurrence) = periodic::due_occurrence(cron, since, now) {
+                        let reason = format!("The Nightly scheduler named '{}' triggered this build", e.name);
+                        let mut bs = self.template(e, reason);
+                        bs.sourcestamp = NewSourceStamp {
+                            repository: self.repository_url.clone(),
+                            branch: Some(git_branch.clone()),
+                            revision: None,
+                            project: self.project.clone().unwrap_or_default(),
+                            codebase: String::new(),
+                        };
+                        if let Some((bsid, brids)) = store.fire_periodic_scheduler(e.id, occurrence, &bs, now).await? {
+                            tracing::info!(scheduler = %e.name, buildset = bsid, requests = brids.len(), "periodic scheduler fired");
+                            fired.push((e.name.clone(), bsid, brids));
+                        }
+                    }
+                    if let Some(next) = periodic::next_occurrence(cron, now) {
+                        due(next);
+                    }
+                }
+                Kind::Force => {}
+            }
+        }
+        report.fired = fired;
+        Ok(report)
+    }
+
+    /// Creates the buildsets for a forced build: one per branch among the
+    /// chosen builders.
+    pub async fn force(&self, store: &Store, req: &ForceRequest, now: i64) -> Result<Vec<(i64, Vec<i64>)>, SchedulerError> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.name == req.scheduler && matches!(e.kind, Kind::Force))
+            .ok_or_else(|| SchedulerError::Invalid(format!("no force scheduler named {:?}", req.scheduler)))?;
+        let chosen: Vec<&(String, i64, Option<String>)> = if req.builders.is_empty() {
+            entry.builders.iter().collect()
+        } else {
+            req.builders
+                .iter()
+                .map(|name| {
+                    entry.builders.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
+                        SchedulerError::Invalid(format!("builder {name:?} cannot be forced by {:?}", req.scheduler))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        if chosen.is_empty() {
+            return Err(SchedulerError::Invalid("no builders to force".into()));
+        }
+        let mut by_branch: BTreeMap<Option<String>, Vec<i64>> = BTreeMap::new();
+        for (_, id, branch) in chosen {
+            let branch = req.branch.clone().or_else(|| branch.clone());
+            by_branch.entry(branch).or_default().push(*id);
+        }
+        let mut properties: BTreeMap<String, (serde_json::Value, String)> = req
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.clone(), "Force Build Form".to_string())))
+            .collect();
+        properties.insert("scheduler".into(), (json!(entry.name), "Scheduler".into()));
+        properties.insert("owner".into(), (json!(req.owner), "Force Build Form".into()));
+        properties.insert("reason".into(), (json!(req.reason), "Force Build Form".into()));
+        let mut created = Vec::new();
+        for (branch, builder_ids) in by_branch {
+            let bs = NewBuildset {
+                reason: format!("A build was forced by '{}': {}", req.owner, req.reason),
+                scheduler_id: Some(entry.id),
+                sourcestamp: NewSourceStamp {
+                    repository: self.repository_url.clone(),
+                    branch,
+                    revision: req.revision.clone().filter(|r| !r.is_empty()),
+                    project: self.project.clone().unwrap_or_default(),
+                    codebase: String::new(),
+                },
+                properties: properties.clone(),
+                builder_ids,
+                ..Default::default()
+            };
+            created.push(store.create_buildset(&bs, now).await?);
+        }
+        Ok(created)
+    }
+
+    /// Runs until `stopped` turns true: fires what is due, sleeps until the
+    /// next due time, a nudge (`wake`), or the poll interval.
+    pub async fn run(self: Arc<Self>, store: Store, wake: Arc<Notify>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            let now = crate::clock::now();
+            let sleep_for = match self.tick(&store, now).await {
+                Ok(report) => report
+                    .next_due
+                    .map(|t| Duration::from_secs((t - now).max(0) as u64))
+                    .unwrap_or(POLL_INTERVAL)
+                    .min(POLL_INTERVAL),
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler pass failed; retrying");
+                    POLL_INTERVAL
+                }
+            };
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! A GitHub `push` payload, and what it means for Cascade: changes to
+//! store, a deleted branch to clean up, or nothing.
+
+use std::collections::BTreeMap;
+
+use cascade_model::change::format_identity;
+use cascade_model::gitref::is_null_sha;
+use cascade_model::{GitRef, NewChange};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+pub struct PushEvent {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    #[serde(default)]
+    pub before: Option<String>,
+    pub after: String,
+    #[serde(default)]
+    pub created: bool,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub forced: bool,
+    #[serde(default)]
+    pub compare: Option<String>,
+    #[serde(default)]
+    pub commits: Vec<Commit>,
+    #[serde(default)]
+    pub head_commit: Option<Commit>,
+    pub repository: Repository,
+    #[serde(default)]
+    pub pusher: Option<Person>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Commit {
+    pub id: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub author: Option<Person>,
+    #[serde(default)]
+    pub committer: Option<Person>,
+    #[serde(default)]
+    pub added: Vec<String>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    #[serde(default)]
+    pub modified: Vec<String>,
+    #[serde(default)]
+    pub distinct: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Person {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Repository {
+    #[serde(default)]
+    pub full_name: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub html_url: Option<String>,
+    /// In 2012-era payloads this is the web URL; today it is the API URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub owner: Option<Owner>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Owner {
+    #[serde(default)]
+    pub login: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Repository {
+    /// `owner/name`, also for old payloads that lack `full_name`.
+    pub fn full_name(&self) -> Option<String> {
+        if let Some(f) = &self.full_name {
+            return Some(f.clone());
+        }
+        let owner = self.owner.as_ref().and_then(|o| o.login.clone().or_else(|| o.name.clone()))?;
+        Some(format!("{owner}/{}", self.name.as_ref()?))
+    }
+
+    /// The repository's web address, which Buildbot uses as `repository`.
+    pub fn web_url(&self) -> Option<String> {
+        self.html_url
+            .clone()
+            .or_else(|| self.url.clone().filter(|u| !u.contains("api.github.com")))
+            .or_else(|| self.full_name().map(|f| format!("https://github.com/{f}")))
+    }
+}
+
+/// What a push asks Cascade to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushPlan {
+    /// Store these changes (oldest first; the last one is the new head).
+    Changes(Vec<NewChange>),
+    /// The branch is gone: cancel what is pending for it.
+    DeleteBranch { repository: String, branch: String },
+    /// Nothing to do; the reason is logged and returned to the sender.
+    Ignore(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PushError(pub String);
+
+/// Turns a push into a plan. `now` stands in for unparseable commit times.
+pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPlan, PushError> {
+    let repository = event
+        .repository
+        .web_url()
+        .ok_or_else(|| PushError("the push names no repository URL".into()))?;
+    let project = event.repository.full_name().unwrap_or_default();
+    let (branch, category) = match GitRef::parse(&event.git_ref) {
+        GitRef::Branch(b) => (b, None),
+        GitRef::Tag(t) if build_tags => (t, Some("tag".to_string())),
+        GitRef::Tag(t) => return Ok(PushPlan::Ignore(format!("tag {t} ignored (github.build_tags is off)"))),
+        GitRef::Other(r) => return Ok(PushPlan::Ignore(format!("ref {r} is neither a branch nor a tag"))),
+    };
+    if event.deleted || is_null_sha(&event.after) {
+        if category.is_some() {
+            return Ok(PushPlan::Ignore(format!("tag {branch} deleted")));
+        }
+        return Ok(PushPlan::DeleteBranch { repository, branch });
+    }
+    let pusher = event.pusher.as_ref().and_then(|p| p.name.clone());
+    let mut base_props: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    base_props.insert("event".into(), json!("push"));
+    if let Some(c) = &event.compare {
+        base_props.insert("github_compare".into(), json!(c));
+    }
+    if let Some(p) = &pusher {
+        base_props.insert("github_pusher".into(), json!(p));
+    }
+    if event.forced {
+        base_props.insert("github_forced".into(), json!(true));
+    }
+
+    let to_change = |c: &Commit| -> NewChange {
+        let ident = |p: &Option<Person>| {
+            p.as_ref()
+                .map(|p| format_identity(p.name.as_deref().unwrap_or(""), p.email.as_deref().unwrap_or("")))
+                .unwrap_or_default()
+        };
+        let mut files: Vec<String> = Vec::new();
+        files.extend(c.added.iter().cloned());
+        files.extend(c.modified.iter().cloned());
+        files.extend(c.removed.iter().cloned());
+        let mut properties = base_props.clone();
+        properties.insert("github_distinct".into(), json!(c.distinct.unwrap_or(true)));
+        let author = ident(&c.author);
+        NewChange {
+            author: if author.is_empty() { pusher.clone().unwrap_or_default() } else { author },
+            committer: Some(ident(&c.committer)).filter(|s| !s.is_empty()),
+            comments: c.message.clone(),
+            branch: Some(branch.clone()),
+            revision: Some(c.id.clone()),
+            revlink: c.url.clone(),
+            when_timestamp: c
+                .timestamp
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp())
+                .unwrap_or(now),
+            category: category.clone(),
+            repository: repository.clone(),
+            codebase: String::new(),
+            project: project.clone(),
+            files,
+            properties,
+        }
+    };
+
+    // Commits already pushed on another ref are skipped, as Buildbot does.
+    let mut changes: Vec<NewChange> = event.commits.iter().filter(|c| c.distinct != Some(false)).map(to_change).collect();
+    // The new head must be built even when `commits` does not list it: a
+    // branch created at an existing commit, a force push to an older one,
+    // a tag, or a head that was already pushed elsewhere.
+    let head_revision = match (&category, &event.head_commit) {
+        (Some(_), Some(h)) => h.id.clone(),
+        _ => event.after.clone(),
+    };
+    if !changes.iter().any(|c| c.revision.as_deref() == Some(head_revision.as_str())) {
+        let head = match &event.head_commit {
+            Some(h) if h.id == head_revision => {
+                // Its files are not new on this ref; listing none makes the
+                // change important, so the moved ref is always built.
+                let mut c = to_change(h);
+                c.files.clear();
+                c
+            }
+            _ => {
+                let mut c = to_change(&Commit {
+                    id: head_revision.clone(),
+                    message: String::new(),
+                    timestamp: None,
+                    url: None,
+                    author: None,
+                    committer: None,
+                    added: vec![],
+                    removed: vec![],
+                    modified: vec![],
+                    distinct: None,
+                });
+                c.when_timestamp = now;
+                c
+            }
+        };
+        changes.push(head);
+    }
+    Ok(PushPlan::Changes(changes))
+}

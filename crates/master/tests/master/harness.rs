@@ -1,0 +1,188 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cascade_master::Master;
+use cascade_master::webhook::signature::sign_sha256;
+use cascade_store::{ListQuery, Store};
+use cascade_testkit::TestDb;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const SECRET: &str = "test-secret";
+
+pub const CONFIG: &str = r#"
+[master]
+title = "Test <CI> & co"
+name = "test-master"
+
+[github]
+webhook_secret = "test-secret"
+
+[[branch]]
+name = "3.x"
+git = "master"
+
+[[branch]]
+name = "feature"
+git = "feature-branch"
+
+[[worker]]
+name = "w1"
+password = "pw"
+
+[[factory]]
+name = "f"
+steps = [{ command = "make" }]
+
+[[builder]]
+name = "Linux"
+workers = ["w1"]
+factory = "f"
+branches = ["3.x", "feature"]
+tags = ["stable"]
+
+[[builder]]
+name = "Windows"
+workers = ["w1"]
+factory = "f"
+branches = ["3.x"]
+
+[[scheduler]]
+name = "main"
+kind = "branch"
+branch = "3.x"
+tree_stable = "30s"
+ignore_files = ["Doc/**", "*.md"]
+
+[[scheduler]]
+name = "feature"
+kind = "branch"
+branch = "feature"
+tree_stable = "60s"
+
+[[scheduler]]
+name = "force"
+kind = "force"
+"#;
+
+pub struct Harness {
+    pub store: Store,
+    pub master: Arc<Master>,
+    pub app: Router,
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/github").join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+pub fn fixture_json(rel: &str) -> Value {
+    serde_json::from_slice(&fixture(rel)).expect("fixture is JSON")
+}
+
+/// A push of `commits` new commits to `branch`, shaped like the real
+/// 5-commit fixture; ids are derived from `seed` so pushes differ.
+pub fn synthetic_push(branch: &str, seed: u32, commits: usize, files: &[&str]) -> Value {
+    let mut v = fixture_json("reallyfastci/webhook-push-to-master.json");
+    let template = v["commits"][0].clone();
+    let ids: Vec<String> = (0..commits).map(|i| format!("{:040x}", (seed as u128) << 32 | i as u128)).collect();
+    let list: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut c = template.clone();
+            c["id"] = Value::String(id.clone());
+            c["message"] = Value::String(format!("push {seed} commit {i}"));
+            c["added"] = Value::Array(vec![]);
+            c["removed"] = Value::Array(vec![]);
+            c["modified"] = files.iter().map(|f| Value::String(f.to_string())).collect();
+            c
+        })
+        .collect();
+    v["ref"] = Value::String(format!("refs/heads/{branch}"));
+    v["after"] = Value::String(ids.last().cloned().unwrap_or_default());
+    v["head_commit"] = list.last().cloned().unwrap_or(Value::Null);
+    v["commits"] = Value::Array(list);
+    v
+}
+
+impl Harness {
+    pub async fn new(db: &TestDb) -> Harness {
+        Harness::with_config(db, CONFIG).await
+    }
+
+    pub async fn with_config(db: &TestDb, text: &str) -> Harness {
+        let store = db.store().await;
+        Harness::on_store(store, text).await
+    }
+
+    pub async fn on_store(store: Store, text: &str) -> Harness {
+        let config = cascade_config::parse(text, Path::new("test.toml")).unwrap_or_else(|e| panic!("config:\n{e}"));
+        let secrets = config.resolve_secrets().expect("secrets");
+        let master = Master::start(config, secrets, store.clone(), cascade_master::clock::now()).await.expect("start");
+        let app = cascade_master::router(master.clone());
+        Harness { store, master, app }
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let resp = self.app.clone().oneshot(req).await.expect("router answers");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        (status, body)
+    }
+
+    pub async fn send_json(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (status, body) = self.send(req).await;
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&body)));
+        (status, value)
+    }
+
+    /// A signed JSON delivery.
+    pub async fn deliver(&self, event: &str, body: &[u8], delivery: &str) -> (StatusCode, Value) {
+        let req = Request::post("/change_hook/github")
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-github-hook-id", "4242")
+            .header("x-hub-signature-256", sign_sha256(SECRET.as_bytes(), body))
+            .body(Body::from(body.to_vec()))
+            .expect("request");
+        self.send_json(req).await
+    }
+
+    pub async fn push(&self, payload: &Value, delivery: &str) -> Vec<i64> {
+        let body = serde_json::to_vec(payload).expect("serialize");
+        let (status, answer) = self.deliver("push", &body, delivery).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["changes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no changes in {answer}"))
+            .iter()
+            .map(|v| v.as_i64().expect("id"))
+            .collect()
+    }
+
+    pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.send_json(Request::get(uri).body(Body::empty()).expect("request")).await
+    }
+
+    /// A snapshot of everything a webhook can write, to prove a refusal wrote nothing.
+    pub async fn counts(&self) -> (i64, i64, i64, usize) {
+        let all = ListQuery::default();
+        (
+            self.store.list_changes(&all).await.expect("changes").total,
+            self.store.list_buildsets(&all).await.expect("buildsets").total,
+            self.store.list_buildrequests(&all).await.expect("requests").total,
+            self.store.waiting_changes().await.expect("waiting").len(),
+        )
+    }
+
+    pub fn builder(&self, name: &str) -> i64 {
+        *self.master.builder_ids.get(name).unwrap_or_else(|| panic!("no builder {name}"))
+    }
+}

@@ -1,0 +1,7 @@
+//! The master end to end, in-process: real store (SQLite and PostgreSQL),
+//! real router, real GitHub payloads signed with the test secret.
+
+mod api;
+mod harness;
+mod schedulers;
+mod webhook;

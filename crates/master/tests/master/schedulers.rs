@@ -1,0 +1,92 @@
+use std::collections::BTreeMap;
+
+use cascade_master::scheduler::ForceRequest;
+use cascade_master::sendchange::{SendChange, send};
+use cascade_store::ListQuery;
+use cascade_testkit::test_both;
+
+use crate::harness::{CONFIG, Harness};
+
+test_both!(sendchange_is_classified_like_a_webhook_change, |db| {
+    let h = Harness::new(db).await;
+    let config = h.master.config.clone();
+    let now = cascade_master::clock::now();
+    let change = SendChange {
+        who: "Ann <ann@example.org>".into(),
+        branch: Some("3.x".into()),
+        revision: Some("abc123".into()),
+        comments: "by hand".into(),
+        files: vec!["Lib/os.py".into()],
+        properties: BTreeMap::from([("note".to_string(), "hi".to_string())]),
+        ..Default::default()
+    };
+    let id = send(&h.store, &config, change, now).await.expect("send");
+    let stored = h.store.get_change(id).await.expect("get").expect("stored");
+    assert_eq!(stored.branch.as_deref(), Some("master"), "the label maps to its git branch");
+    assert_eq!(stored.properties["note"].0, "hi");
+    assert_eq!(stored.properties["event"].0, "sendchange");
+    let waiting = h.store.waiting_changes().await.expect("waiting");
+    assert_eq!(waiting.len(), 1);
+    // the running master's next pass picks it up
+    let report = h.master.schedulers.tick(&h.store, now + 3600).await.expect("tick");
+    assert_eq!(report.fired.len(), 1);
+});
+
+test_both!(force_creates_a_pinned_buildset_per_branch, |db| {
+    let h = Harness::new(db).await;
+    let now = cascade_master::clock::now();
+    let req = ForceRequest {
+        scheduler: "force".into(),
+        builders: vec!["Linux 3.x".into(), "Linux feature".into()],
+        revision: Some("deadbeef".into()),
+        reason: "checking a flake".into(),
+        owner: "ann".into(),
+        ..Default::default()
+    };
+    let created = h.master.schedulers.force(&h.store, &req, now).await.expect("force");
+    assert_eq!(created.len(), 2, "one buildset per branch");
+    for (bsid, requests) in &created {
+        assert_eq!(requests.len(), 1);
+        let bs = h.store.get_buildset(*bsid).await.expect("get").expect("exists");
+        assert_eq!(bs.sourcestamps[0].revision.as_deref(), Some("deadbeef"));
+        assert_eq!(bs.reason, "A build was forced by 'ann': checking a flake");
+        let props = h.store.buildset_properties(*bsid).await.expect("props");
+        assert_eq!(props["owner"], serde_json::json!(["ann", "Force Build Form"]));
+    }
+    let unknown = ForceRequest { scheduler: "force".into(), builders: vec!["Nope".into()], ..Default::default() };
+    assert!(h.master.schedulers.force(&h.store, &unknown, now).await.is_err());
+    let wrong = ForceRequest { scheduler: "main".into(), ..Default::default() };
+    assert!(h.master.schedulers.force(&h.store, &wrong, now).await.is_err());
+});
+
+test_both!(a_periodic_scheduler_fires_at_its_occurrence_once, |db| {
+    let text = format!("{CONFIG}\n[[scheduler]]\nname = \"nightly\"\nkind = \"periodic\"\nbranch = \"3.x\"\ncron = \"0 3 * * *\"\nbuilders = [\"Linux\"]\n");
+    let h = Harness::with_config(db, &text).await;
+    let created = h.store.list_schedulers().await.expect("list").into_iter().find(|s| s.name == "nightly").expect("row").created_at;
+    let day = 86_400;
+    let next_3am = (created / day + 1) * day + 3 * 3600;
+    let report = h.master.schedulers.tick(&h.store, next_3am - 60).await.expect("tick");
+    assert!(report.fired.is_empty());
+    assert!(report.next_due.is_some_and(|t| t <= next_3am));
+    let report = h.master.schedulers.tick(&h.store, next_3am + 5).await.expect("tick");
+    assert_eq!(report.fired.len(), 1);
+    let (_, bsid, requests) = &report.fired[0];
+    assert_eq!(requests.len(), 1, "only the Linux builder of 3.x");
+    let bs = h.store.get_buildset(*bsid).await.expect("get").expect("exists");
+    assert_eq!(bs.sourcestamps[0].revision, None, "the branch tip");
+    assert_eq!(bs.sourcestamps[0].branch.as_deref(), Some("master"));
+    assert!(h.master.schedulers.tick(&h.store, next_3am + 600).await.expect("tick").fired.is_empty());
+    let reqs = h.store.list_buildrequests(&ListQuery::default().eq("builderid", h.builder("Linux 3.x"))).await.expect("list");
+    assert_eq!(reqs.total, 1);
+});
+
+test_both!(a_disabled_scheduler_neither_collects_nor_fires, |db| {
+    let h = Harness::new(db).await;
+    let now = cascade_master::clock::now();
+    let id = h.store.list_schedulers().await.expect("list").into_iter().find(|s| s.name == "main").expect("main").id;
+    assert!(h.store.set_scheduler_enabled(id, false).await.expect("disable"));
+    h.master.schedulers.tick(&h.store, now).await.expect("tick refreshes the enabled flags");
+    h.push(&crate::harness::synthetic_push("master", 1, 1, &["x.c"]), "while-disabled").await;
+    assert!(h.store.waiting_changes().await.expect("waiting").is_empty());
+    assert!(h.master.schedulers.tick(&h.store, now + 3600).await.expect("tick").fired.is_empty());
+});
