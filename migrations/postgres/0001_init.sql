@@ -107,6 +107,7 @@ CREATE TABLE scheduler_changes (
     received_at BIGINT NOT NULL,
     PRIMARY KEY (scheduler_id, change_id)
 );
+CREATE INDEX scheduler_changes_timer ON scheduler_changes (scheduler_id, important, received_at);
 
 CREATE TABLE buildsets (
     id BIGSERIAL PRIMARY KEY,

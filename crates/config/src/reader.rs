@@ -728,6 +728,14 @@ fn read_schedulers(
             if out.iter().any(|s| s.name == name) {
                 ctx.error(t.offset(), &t.key("name"), format!("duplicate scheduler name {name:?}"));
             }
+            // A scheduler that feeds no builder would collect changes forever.
+            let fed = builders.iter().any(|b| {
+                (kind.branch().is_none() || b.branch.as_deref() == kind.branch())
+                    && builder_list.as_ref().is_none_or(|l| l.iter().any(|(n, _)| *n == b.name || *n == b.definition))
+            });
+            if !fed {
+                ctx.error(t.offset(), &t.key("builders"), "this scheduler feeds no builder (none builds its branch)");
+            }
             out.push(SchedulerConfig {
                 name,
                 kind,

@@ -205,3 +205,15 @@ fn builders_without_branches_keep_their_name() {
     assert_eq!(config.builders[0].name, "docs");
     assert_eq!(config.builders[0].branch, None);
 }
+
+#[test]
+fn a_scheduler_must_feed_some_builder() {
+    let text = format!(
+        "{MINIMAL}\n[[branch]]\nname = \"3.14\"\n[[builder]]\nname = \"B\"\nworkers = [\"w1\"]\nfactory = \"f\"\nbranches = [\"3.x\"]\n\
+         [[scheduler]]\nname = \"s\"\nkind = \"branch\"\nbranch = \"3.14\"\n"
+    );
+    let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "scheduler[0].builders");
+    assert!(errors[0].message.contains("feeds no builder"));
+}

@@ -80,16 +80,18 @@ impl Store {
                 _ => None,
             };
             let id = insert_change(&mut tx, change, parent, now).await?;
-            for t in touches {
-                sqlx::query(
-                    "INSERT INTO scheduler_changes (scheduler_id, change_id, important, received_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(t.scheduler_id)
-                .bind(id)
-                .bind(crate::infra::flag(t.important))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            if !touches.is_empty() {
+                let values: Vec<String> =
+                    (0..touches.len()).map(|i| format!("(${}, $1, ${}, $2)", 3 + 2 * i, 4 + 2 * i)).collect();
+                let sql = format!(
+                    "INSERT INTO scheduler_changes (scheduler_id, change_id, important, received_at) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(now);
+                for t in touches {
+                    q = q.bind(t.scheduler_id).bind(crate::infra::flag(t.important));
+                }
+                q.execute(&mut *tx).await?;
             }
             previous = Some((change.branch.clone(), id));
             change_ids.push(id);
@@ -288,13 +290,16 @@ async fn insert_change(
         }
         q.execute(&mut **tx).await?;
     }
-    for (name, value) in &c.properties {
-        sqlx::query("INSERT INTO change_properties (change_id, name, value) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(name.clone())
-            .bind(value.to_string())
-            .execute(&mut **tx)
-            .await?;
+    // One statement for all properties: a push's latency is its round trips.
+    let props: Vec<(&String, &serde_json::Value)> = c.properties.iter().collect();
+    for chunk in props.chunks(300) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, ${})", 2 + 2 * i, 3 + 2 * i)).collect();
+        let sql = format!("INSERT INTO change_properties (change_id, name, value) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id);
+        for (name, value) in chunk {
+            q = q.bind((*name).clone()).bind(value.to_string());
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(id)
 }

@@ -23,7 +23,7 @@ pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
 pub use error::StoreError;
 pub use infra::{Backend, Store};
 pub use query::{Filter, ListQuery, Op, Order, Page};
-pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange};
+pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange, WaitingSummary};
 pub use workers_builders::{BuilderSpec, WorkerSpec};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -23,6 +23,17 @@ pub struct SchedulerRow {
     pub last_fired_at: Option<i64>,
 }
 
+/// What a scheduler's timer needs to know about its waiting changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitingSummary {
+    pub scheduler_id: i64,
+    /// The newest waiting change: a firing consumes up to it.
+    pub up_to_change_id: i64,
+    /// When the last important one arrived, if any is waiting.
+    pub last_important_at: Option<i64>,
+    pub count: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitingChange {
     pub scheduler_id: i64,
@@ -76,6 +87,28 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// One row per scheduler with waiting changes, computed in the database
+    /// (a scheduler pass must not read every waiting change).
+    pub async fn waiting_summaries(&self) -> Result<Vec<WaitingSummary>> {
+        let rows = sqlx::query(
+            "SELECT scheduler_id, MAX(change_id) AS up_to, \
+             MAX(CASE WHEN important = 1 THEN received_at END) AS last_important, COUNT(*) AS n \
+             FROM scheduler_changes GROUP BY scheduler_id ORDER BY scheduler_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WaitingSummary {
+                    scheduler_id: get(r, "scheduler_id")?,
+                    up_to_change_id: get(r, "up_to")?,
+                    last_important_at: get(r, "last_important")?,
+                    count: get(r, "n")?,
+                })
+            })
+            .collect()
     }
 
     /// Every change a scheduler is still waiting on (a small table: rows

@@ -139,7 +139,13 @@ test_both!(a_branch_scheduler_fires_once_for_all_waiting_changes, |db| {
     let waiting = store.waiting_changes().await.expect("waiting");
     assert_eq!(waiting.len(), 3);
     assert_eq!(waiting.iter().filter(|w| w.important).count(), 2);
-    assert_eq!(waiting.iter().map(|w| w.received_at).max(), Some(102));
+    let summaries = store.waiting_summaries().await.expect("summaries");
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].scheduler_id, sid);
+    assert_eq!(summaries[0].count, 3);
+    assert_eq!(summaries[0].up_to_change_id, *all.iter().max().expect("ids"));
+    // r3 (received at 102) is important; r2 (101) is not, r1 (100) is.
+    assert_eq!(summaries[0].last_important_at, Some(102));
 
     let template = NewBuildset {
         reason: "The branch scheduler named '3.x' triggered this build".into(),

@@ -12,15 +12,19 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cascade_config::{Config, SchedulerKind};
-use cascade_model::scheduling::{Waiting, is_important, tree_stable_fire_at};
+use cascade_model::scheduling::{is_important, tree_stable_fire_at};
 use cascade_model::{Glob, NewChange};
-use cascade_store::{NewBuildset, NewSourceStamp, SchedulerRow, SchedulerTouch, Store, StoreError};
+use cascade_store::{NewBuildset, NewSourceStamp, SchedulerRow, SchedulerTouch, Store, StoreError, WaitingSummary};
 use serde_json::json;
 use tokio::sync::Notify;
 
 /// How often the loop looks at the store even without a nudge: changes
 /// stored by another master or by `cascade sendchange` arrive this way.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The least time between two passes: a burst of pushes, each nudging the
+/// loop, costs a few passes a second, not one per push.
+pub const MIN_PASS_GAP: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -166,13 +170,8 @@ impl Schedulers {
             *d = rows.iter().filter(|r| !r.enabled).map(|r| r.id).collect();
         }
         let rows: BTreeMap<i64, SchedulerRow> = rows.into_iter().map(|r| (r.id, r)).collect();
-        let mut waiting: BTreeMap<i64, Vec<(i64, Waiting)>> = BTreeMap::new();
-        for w in store.waiting_changes().await? {
-            waiting
-                .entry(w.scheduler_id)
-                .or_default()
-                .push((w.change_id, Waiting { important: w.important, received_at: w.received_at }));
-        }
+        let waiting: BTreeMap<i64, WaitingSummary> =
+            store.waiting_summaries().await?.into_iter().map(|w| (w.scheduler_id, w)).collect();
         let mut report = TickReport::default();
         let mut due = |t: i64| report.next_due = Some(report.next_due.map_or(t, |n: i64| n.min(t)));
         let mut fired = Vec::new();
@@ -182,14 +181,13 @@ impl Schedulers {
             }
             match &e.kind {
                 Kind::Branch { tree_stable, .. } => {
-                    let Some(list) = waiting.get(&e.id) else { continue };
-                    let plain: Vec<Waiting> = list.iter().map(|(_, w)| *w).collect();
-                    let Some(fire_at) = tree_stable_fire_at(&plain, *tree_stable) else { continue };
+                    let Some(summary) = waiting.get(&e.id) else { continue };
+                    let Some(fire_at) = tree_stable_fire_at(summary.last_important_at, *tree_stable) else { continue };
                     if fire_at > now {
                         due(fire_at);
                         continue;
                     }
-                    let up_to = list.iter().map(|(id, _)| *id).max().unwrap_or(0);
+                    let up_to = summary.up_to_change_id;
                     let reason = format!("The SingleBranchScheduler scheduler named '{}' triggered this build", e.name);
                     if let Some((bsid, brids)) =
                         store.fire_branch_scheduler(e.id, up_to, &self.template(e, reason), now).await?
@@ -305,6 +303,11 @@ impl Schedulers {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
+                _ = stopped.changed() => {}
+            }
+            // Nudges that arrive meanwhile leave one permit, so they merge.
+            tokio::select! {
+                _ = tokio::time::sleep(MIN_PASS_GAP) => {}
                 _ = stopped.changed() => {}
             }
         }

@@ -54,8 +54,8 @@ fn authenticate(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<(),
     result.map_err(|e| unauthorized(e.to_string()))
 }
 
-/// The JSON payload, from a JSON body or a form body's `payload` field.
-fn decode_payload(headers: &HeaderMap, body: &[u8]) -> Result<Value, HookError> {
+/// The JSON payload's bytes, from a JSON body or a form body's `payload` field.
+fn payload_bytes<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<std::borrow::Cow<'b, [u8]>, HookError> {
     let bad = |msg: String| HookError(StatusCode::BAD_REQUEST, msg);
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("application/json");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -78,7 +78,16 @@ fn decode_payload(headers: &HeaderMap, body: &[u8]) -> Result<Value, HookError> 
             ));
         }
     };
-    serde_json::from_slice(&json_bytes).map_err(|e| bad(format!("malformed JSON: {e}")))
+    Ok(json_bytes)
+}
+
+/// Parses the payload as `T`, telling malformed JSON from JSON that lacks
+/// what the event needs; both are one-line 400s.
+fn parse_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, HookError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let reason = if e.is_data() { format!("invalid {what} payload: {e}") } else { format!("malformed JSON: {e}") };
+        HookError(StatusCode::BAD_REQUEST, reason)
+    })
 }
 
 pub async fn github(State(master): State<Arc<Master>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -96,7 +105,7 @@ async fn handle(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<Res
         .ok_or_else(|| HookError(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header".into()))?
         .to_string();
     authenticate(master, headers, body)?;
-    let payload = decode_payload(headers, body)?;
+    let payload = payload_bytes(headers, body)?;
     let delivery = header_str(headers, "x-github-delivery").map(|d| Delivery {
         hook_id: header_str(headers, "x-github-hook-id").unwrap_or("").to_string(),
         delivery_id: d.to_string(),
@@ -107,10 +116,12 @@ async fn handle(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<Res
         HookError(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; redeliver later".into())
     };
     match event.as_str() {
-        "ping" => Ok(Json(json!({ "ok": "pong" })).into_response()),
+        "ping" => {
+            parse_payload::<Value>(&payload, "ping")?;
+            Ok(Json(json!({ "ok": "pong" })).into_response())
+        }
         "push" => {
-            let push: PushEvent = serde_json::from_value(payload)
-                .map_err(|e| HookError(StatusCode::BAD_REQUEST, format!("invalid push payload: {e}")))?;
+            let push: PushEvent = parse_payload(&payload, "push")?;
             if let (Some(want), Some(got)) = (&master.config.github.repository, push.repository.full_name()) {
                 if !want.eq_ignore_ascii_case(&got) {
                     tracing::info!(repository = %got, "push for an unconfigured repository ignored");

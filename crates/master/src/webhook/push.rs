@@ -227,3 +227,78 @@ pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPl
     }
     Ok(PushPlan::Changes(changes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(v: serde_json::Value) -> PushEvent {
+        serde_json::from_value(v).expect("push event")
+    }
+
+    fn commit(id: &str, distinct: bool, files: &[&str]) -> serde_json::Value {
+        json!({"id": id, "message": format!("m {id}"), "timestamp": "2019-11-26T15:01:13+08:00",
+               "author": {"name": "A", "email": "a@x"}, "committer": {"name": "C", "email": "c@x"},
+               "added": files, "modified": [], "removed": [], "distinct": distinct})
+    }
+
+    fn repo() -> serde_json::Value {
+        json!({"full_name": "o/r", "html_url": "https://github.com/o/r"})
+    }
+
+    #[test]
+    fn commits_become_changes_and_non_distinct_ones_are_skipped() {
+        let e = event(json!({"ref": "refs/heads/main", "after": "c3", "repository": repo(),
+            "commits": [commit("c1", true, &["a"]), commit("c2", false, &["b"]), commit("c3", true, &["c"])],
+            "head_commit": commit("c3", true, &["c"])}));
+        let PushPlan::Changes(changes) = plan_push(&e, false, 0).expect("plan") else { panic!("changes") };
+        let revs: Vec<_> = changes.iter().map(|c| c.revision.clone().unwrap_or_default()).collect();
+        assert_eq!(revs, vec!["c1", "c3"]);
+        assert_eq!(changes[0].author, "A <a@x>");
+        assert_eq!(changes[0].when_timestamp, 1574751673);
+        assert_eq!(changes[1].files, vec!["c"]);
+    }
+
+    #[test]
+    fn a_non_distinct_head_is_still_built() {
+        let e = event(json!({"ref": "refs/heads/main", "after": "c2", "repository": repo(),
+            "commits": [commit("c2", false, &["b"])], "head_commit": commit("c2", false, &["b"])}));
+        let PushPlan::Changes(changes) = plan_push(&e, false, 0).expect("plan") else { panic!("changes") };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].revision.as_deref(), Some("c2"));
+        assert!(changes[0].files.is_empty(), "a head-only change is always important");
+    }
+
+    #[test]
+    fn tags_only_when_configured() {
+        let v = json!({"ref": "refs/tags/v1.0", "after": "t0", "repository": repo(), "created": true,
+                       "commits": [], "head_commit": commit("c9", true, &[])});
+        assert!(matches!(plan_push(&event(v.clone()), false, 0), Ok(PushPlan::Ignore(_))));
+        let PushPlan::Changes(changes) = plan_push(&event(v), true, 0).expect("plan") else { panic!("changes") };
+        assert_eq!(changes[0].branch.as_deref(), Some("v1.0"));
+        assert_eq!(changes[0].revision.as_deref(), Some("c9"), "the tagged commit, not the tag object");
+        assert_eq!(changes[0].category.as_deref(), Some("tag"));
+    }
+
+    #[test]
+    fn deletions_and_odd_refs() {
+        let del = json!({"ref": "refs/heads/gone", "after": "0000000000000000000000000000000000000000",
+                         "deleted": true, "repository": repo(), "commits": [], "head_commit": null});
+        assert_eq!(
+            plan_push(&event(del), false, 0).expect("plan"),
+            PushPlan::DeleteBranch { repository: "https://github.com/o/r".into(), branch: "gone".into() }
+        );
+        let odd = json!({"ref": "refs/pull/1/head", "after": "a", "repository": repo()});
+        assert!(matches!(plan_push(&event(odd), false, 0), Ok(PushPlan::Ignore(_))));
+        let nowhere = json!({"ref": "refs/heads/x", "after": "a", "repository": {}});
+        assert!(plan_push(&event(nowhere), false, 0).is_err());
+    }
+
+    #[test]
+    fn legacy_repository_shape() {
+        let r: Repository = serde_json::from_value(json!({"name": "gith", "url": "https://github.com/danheberden/gith",
+            "owner": {"name": "danheberden", "email": "x"}})).expect("repo");
+        assert_eq!(r.full_name().as_deref(), Some("danheberden/gith"));
+        assert_eq!(r.web_url().as_deref(), Some("https://github.com/danheberden/gith"));
+    }
+}
