@@ -32,9 +32,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses config text as if it were read from `path` (used for messages and
 /// to resolve relative `{ file = ... }` secrets).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    let base_dir: PathBuf = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     reader::read_config(text, path, &base_dir)
 }

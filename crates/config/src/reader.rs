@@ -117,7 +117,11 @@ impl<'t, 'i> Table<'t, 'i> {
             DeValue::String(s) => match humantime::parse_duration(s) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    ctx.error(v.span().start, &key, format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"2h\""));
+                    ctx.error(
+                        v.span().start,
+                        &key,
+                        format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"2h\""),
+                    );
                     None
                 }
             },
@@ -167,7 +171,11 @@ impl<'t, 'i> Table<'t, 'i> {
                 }
             }
             _ => {
-                ctx.error(v.span().start, &key, format!("expected a string, {{ env = \"…\" }} or {{ file = \"…\" }}, found {}", kind(v)));
+                ctx.error(
+                    v.span().start,
+                    &key,
+                    format!("expected a string, {{ env = \"…\" }} or {{ file = \"…\" }}, found {}", kind(v)),
+                );
                 return None;
             }
         };
@@ -251,14 +259,14 @@ fn str_list(ctx: &mut Ctx, v: &Val, key: &str) -> Option<Vec<(String, usize)>> {
 fn array_of_tables<'t, 'i>(ctx: &mut Ctx, root: &mut Table<'t, 'i>, name: &str) -> Vec<Table<'t, 'i>> {
     let Some(v) = root.take(name) else { return Vec::new() };
     let DeValue::Array(items) = v.get_ref() else {
-        ctx.error(v.span().start, name, format!("expected [[{name}]] sections (an array of tables), found {}", kind(v)));
+        ctx.error(
+            v.span().start,
+            name,
+            format!("expected [[{name}]] sections (an array of tables), found {}", kind(v)),
+        );
         return Vec::new();
     };
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| as_table(ctx, item, format!("{name}[{i}]")))
-        .collect()
+    items.iter().enumerate().filter_map(|(i, item)| as_table(ctx, item, format!("{name}[{i}]"))).collect()
 }
 
 pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigErrors> {
@@ -285,23 +293,13 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
     if !ctx.errors.is_empty() {
         return Err(finish_errors(ctx));
     }
-    Ok(Config {
-        path: file.to_path_buf(),
-        master,
-        github,
-        branches: branches,
-        workers: workers,
-        factories: factories,
-        builders: builders,
-        schedulers,
-    })
+    Ok(Config { path: file.to_path_buf(), master, github, branches, workers, factories, builders, schedulers })
 }
 
 fn finish_errors(mut ctx: Ctx) -> ConfigErrors {
     ctx.errors.sort_by_key(|(offset, _)| *offset);
     ConfigErrors(ctx.errors.into_iter().map(|(_, e)| e).collect())
 }
-
 
 fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
     let mut master = MasterConfig {
@@ -325,22 +323,26 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
     }
     master.name = t.opt_str(ctx, "name");
     for (key, slot) in [("http", &mut master.http), ("pb", &mut master.pb), ("msgpack", &mut master.msgpack)] {
-        if let Some(v) = t.take(key) {
-            if let Some(s) = as_str(ctx, v, &t.key(key)) {
-                if validate::listen_address(&s).is_err() {
-                    ctx.error(v.span().start, &t.key(key), format!("{s:?} is not a listen address such as \"127.0.0.1:8010\""));
-                }
-                *slot = s;
+        if let Some(v) = t.take(key)
+            && let Some(s) = as_str(ctx, v, &t.key(key))
+        {
+            if validate::listen_address(&s).is_err() {
+                ctx.error(
+                    v.span().start,
+                    &t.key(key),
+                    format!("{s:?} is not a listen address such as \"127.0.0.1:8010\""),
+                );
             }
+            *slot = s;
         }
     }
-    if let Some(v) = t.take("database") {
-        if let Some(s) = as_str(ctx, v, &t.key("database")) {
-            if !validate::database_url(&s) {
-                ctx.error(v.span().start, &t.key("database"), "expected a URL starting with sqlite:// or postgres://");
-            }
-            master.database = s;
+    if let Some(v) = t.take("database")
+        && let Some(s) = as_str(ctx, v, &t.key("database"))
+    {
+        if !validate::database_url(&s) {
+            ctx.error(v.span().start, &t.key("database"), "expected a URL starting with sqlite:// or postgres://");
         }
+        master.database = s;
     }
     t.finish(ctx);
     master
@@ -356,13 +358,13 @@ fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
     };
     let section_offset = root.map.get("github").map(|v| v.span().start).unwrap_or(0);
     if let Some(mut t) = root.opt_table(ctx, "github") {
-        if let Some(v) = t.take("repository") {
-            if let Some(s) = as_str(ctx, v, &t.key("repository")) {
-                if !validate::repository_name(&s) {
-                    ctx.error(v.span().start, &t.key("repository"), format!("{s:?} is not of the form \"owner/name\""));
-                }
-                github.repository = Some(s);
+        if let Some(v) = t.take("repository")
+            && let Some(s) = as_str(ctx, v, &t.key("repository"))
+        {
+            if !validate::repository_name(&s) {
+                ctx.error(v.span().start, &t.key("repository"), format!("{s:?} is not of the form \"owner/name\""));
             }
+            github.repository = Some(s);
         }
         github.webhook_secret = t.opt_secret(ctx, "webhook_secret");
         github.insecure_webhook = t.bool_or(ctx, "insecure_webhook", false);
@@ -390,7 +392,11 @@ fn read_branches(ctx: &mut Ctx, root: &mut Table) -> Vec<BranchConfig> {
             if out.iter().any(|b| b.name == name) {
                 ctx.error(t.offset(), &t.key("name"), format!("duplicate branch name {name:?}"));
             } else if let Some(other) = out.iter().find(|b| b.git == git) {
-                ctx.error(t.offset(), &t.key("git"), format!("git branch {git:?} is already configured as {:?}", other.name));
+                ctx.error(
+                    t.offset(),
+                    &t.key("git"),
+                    format!("git branch {git:?} is already configured as {:?}", other.name),
+                );
             }
             out.push(BranchConfig { name, git });
         }
@@ -419,7 +425,11 @@ fn read_workers(ctx: &mut Ctx, root: &mut Table) -> Vec<WorkerConfig> {
             (Some(p), None) => Some(WorkerPassword::Plain(p)),
             (None, Some(h)) => {
                 if !h.starts_with("$argon2") {
-                    ctx.error(hash_offset.unwrap_or(t.offset()), &t.key("password_hash"), "expected an argon2 hash from `cascade hash-password`");
+                    ctx.error(
+                        hash_offset.unwrap_or(t.offset()),
+                        &t.key("password_hash"),
+                        "expected an argon2 hash from `cascade hash-password`",
+                    );
                 }
                 Some(WorkerPassword::Hash(h))
             }
@@ -461,13 +471,19 @@ fn read_factories(ctx: &mut Ctx, root: &mut Table) -> Vec<FactoryConfig> {
                         }
                     }
                 }
-                _ => ctx.error(v.span().start, &t.key("steps"), format!("expected an array of steps, found {}", kind(v))),
+                _ => {
+                    ctx.error(v.span().start, &t.key("steps"), format!("expected an array of steps, found {}", kind(v)))
+                }
             },
         }
         let mut names = BTreeSet::new();
         for s in &steps {
             if !names.insert(s.name.clone()) {
-                ctx.error(t.offset(), &t.key("steps"), format!("two steps are named {:?}; step names must be unique in a factory", s.name));
+                ctx.error(
+                    t.offset(),
+                    &t.key("steps"),
+                    format!("two steps are named {:?}; step names must be unique in a factory", s.name),
+                );
             }
         }
         if let Some(name) = name {
@@ -498,7 +514,11 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
                 Some("full") => GitMode::Full,
                 Some("incremental") => GitMode::Incremental,
                 Some(other) => {
-                    ctx.error(v.span().start, &g.key("mode"), format!("unknown mode {other:?}; expected \"full\" or \"incremental\""));
+                    ctx.error(
+                        v.span().start,
+                        &g.key("mode"),
+                        format!("unknown mode {other:?}; expected \"full\" or \"incremental\""),
+                    );
                     GitMode::Full
                 }
                 None => GitMode::Full,
@@ -512,7 +532,11 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
                 Some("copy") => GitMethod::Copy,
                 Some("clean") => GitMethod::Clean,
                 Some(other) => {
-                    ctx.error(v.span().start, &g.key("method"), format!("unknown method {other:?}; expected \"fresh\", \"clobber\", \"copy\" or \"clean\""));
+                    ctx.error(
+                        v.span().start,
+                        &g.key("method"),
+                        format!("unknown method {other:?}; expected \"fresh\", \"clobber\", \"copy\" or \"clean\""),
+                    );
                     GitMethod::Fresh
                 }
                 None => GitMethod::Fresh,
@@ -524,10 +548,10 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
     } else if let Some(mut u) = t.opt_table(ctx, "upload") {
         let src = u.req_str(ctx, "src");
         let dest = u.req_str(ctx, "dest");
-        if let Some(d) = &dest {
-            if d.starts_with('/') || d.split('/').any(|part| part == "..") {
-                ctx.error(u.offset(), &u.key("dest"), "must be a relative path inside the build's artifact folder");
-            }
+        if let Some(d) = &dest
+            && (d.starts_with('/') || d.split('/').any(|part| part == ".."))
+        {
+            ctx.error(u.offset(), &u.key("dest"), "must be a relative path inside the build's artifact folder");
         }
         u.finish(ctx);
         let (src, dest) = (src?, dest?);
@@ -535,7 +559,11 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
     } else {
         let command = match t.take("command") {
             None => {
-                ctx.error(t.offset(), &t.key("command"), "missing required key (a step needs `command`, `git` or `upload`)");
+                ctx.error(
+                    t.offset(),
+                    &t.key("command"),
+                    "missing required key (a step needs `command`, `git` or `upload`)",
+                );
                 None
             }
             Some(v) => match v.get_ref() {
@@ -559,7 +587,8 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
         let workdir = t.opt_str(ctx, "workdir");
         let mut decode_rc = BTreeMap::new();
         if let Some(mut d) = t.opt_table(ctx, "decode_rc") {
-            let entries: Vec<(String, usize)> = d.map.iter().map(|(k, v)| (k.get_ref().to_string(), v.span().start)).collect();
+            let entries: Vec<(String, usize)> =
+                d.map.iter().map(|(k, v)| (k.get_ref().to_string(), v.span().start)).collect();
             for (code, offset) in entries {
                 let value = d.opt_str(ctx, &code);
                 let Ok(rc) = code.parse::<i64>() else {
@@ -583,7 +612,8 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
         };
         (default_name, StepKind::Shell(ShellStep { command, env, workdir, decode_rc, warning_pattern }))
     };
-    let name = name.unwrap_or_else(|| if index == 0 { default_name.clone() } else { format!("{default_name}_{index}") });
+    let name =
+        name.unwrap_or_else(|| if index == 0 { default_name.clone() } else { format!("{default_name}_{index}") });
     Some(StepConfig { name, kind, halt_on_failure, flunk_on_failure, warn_on_failure, always_run, timeout, max_time })
 }
 
@@ -616,17 +646,21 @@ fn read_builders(
                 ctx.error(*offset, &t.key(&format!("workers[{i}]")), format!("unknown worker {w:?}"));
             }
         }
-        if let Some(f) = &factory {
-            if !factories.iter().any(|c| c.name == *f) {
-                ctx.error(factory_offset, &t.key("factory"), format!("unknown factory {f:?}"));
-            }
+        if let Some(f) = &factory
+            && !factories.iter().any(|c| c.name == *f)
+        {
+            ctx.error(factory_offset, &t.key("factory"), format!("unknown factory {f:?}"));
         }
         let mut labels: Vec<Option<String>> = Vec::new();
         match &branch_names {
             None => labels.push(None),
             Some(list) => {
                 if list.is_empty() {
-                    ctx.error(t.offset(), &t.key("branches"), "an empty list; leave `branches` out for a builder without a branch");
+                    ctx.error(
+                        t.offset(),
+                        &t.key("branches"),
+                        "an empty list; leave `branches` out for a builder without a branch",
+                    );
                 }
                 for (i, (b, offset)) in list.iter().enumerate() {
                     if !branches.iter().any(|c| c.name == *b) {
@@ -647,14 +681,14 @@ fn read_builders(
                     continue;
                 }
                 out.push(BuilderConfig {
-                        name: expanded,
-                        definition: name.clone(),
-                        branch: label,
-                        workers: worker_names.iter().map(|(w, _)| w.clone()).collect(),
-                        factory: factory.clone(),
-                        tags: tags.clone(),
-                        description: description.clone(),
-                    });
+                    name: expanded,
+                    definition: name.clone(),
+                    branch: label,
+                    workers: worker_names.iter().map(|(w, _)| w.clone()).collect(),
+                    factory: factory.clone(),
+                    tags: tags.clone(),
+                    description: description.clone(),
+                });
             }
         }
         t.finish(ctx);
@@ -686,7 +720,8 @@ fn read_schedulers(
                 let branch = branch();
                 let tree_stable = t.opt_duration(ctx, "tree_stable").unwrap_or(Duration::from_secs(0));
                 let mut ignore_files = Vec::new();
-                for (i, (p, offset)) in t.opt_str_list(ctx, "ignore_files").unwrap_or_default().into_iter().enumerate() {
+                for (i, (p, offset)) in t.opt_str_list(ctx, "ignore_files").unwrap_or_default().into_iter().enumerate()
+                {
                     match cascade_model::Glob::new(&p) {
                         Ok(g) => ignore_files.push(g),
                         Err(e) => ctx.error(offset, &t.key(&format!("ignore_files[{i}]")), e.to_string()),
@@ -698,10 +733,10 @@ fn read_schedulers(
                 let branch = branch();
                 let cron_offset = t.map.get("cron").map(|v| v.span().start).unwrap_or(t.offset());
                 let cron = t.req_str(ctx, "cron");
-                if let Some(c) = &cron {
-                    if let Err(e) = validate::cron(c) {
-                        ctx.error(cron_offset, &t.key("cron"), format!("invalid cron expression {c:?}: {e}"));
-                    }
+                if let Some(c) = &cron
+                    && let Err(e) = validate::cron(c)
+                {
+                    ctx.error(cron_offset, &t.key("cron"), format!("invalid cron expression {c:?}: {e}"));
                 }
                 match (branch, cron) {
                     (Some(branch), Some(cron)) => Some(SchedulerKind::Periodic { branch, cron }),
@@ -710,7 +745,11 @@ fn read_schedulers(
             }
             Some("force") => Some(SchedulerKind::Force),
             Some(other) => {
-                ctx.error(kind_offset, &t.key("kind"), format!("unknown scheduler kind {other:?}; expected \"branch\", \"periodic\" or \"force\""));
+                ctx.error(
+                    kind_offset,
+                    &t.key("kind"),
+                    format!("unknown scheduler kind {other:?}; expected \"branch\", \"periodic\" or \"force\""),
+                );
                 None
             }
             None => None,

@@ -34,15 +34,12 @@ impl Secret {
     /// Reads the secret's value. A file's trailing newline is dropped, as
     /// `echo secret > file` leaves one.
     pub fn resolve(&self) -> Result<SecretString, ConfigError> {
-        let fail = |message: String| ConfigError {
-            location: self.location.clone(),
-            key: self.key.clone(),
-            message,
-        };
+        let fail = |message: String| ConfigError { location: self.location.clone(), key: self.key.clone(), message };
         let value = match &self.source {
             SecretSource::Literal(s) => return Ok(s.clone()),
-            SecretSource::Env(name) => std::env::var(name)
-                .map_err(|_| fail(format!("environment variable {name} is not set")))?,
+            SecretSource::Env(name) => {
+                std::env::var(name).map_err(|_| fail(format!("environment variable {name} is not set")))?
+            }
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| fail(format!("cannot read secret file {}: {e}", path.display())))?
                 .trim_end_matches(['\n', '\r'])

@@ -114,7 +114,8 @@ async fn scratch_database(url: &str) -> anyhow::Result<(String, Option<String>)>
     }
     sqlx::any::install_default_drivers();
     let name = format!("cascade_bench_{}", std::process::id());
-    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await.context("connecting to PostgreSQL")?;
+    let pool =
+        sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await.context("connecting to PostgreSQL")?;
     pool.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).await?;
     pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
     pool.close().await;
@@ -153,8 +154,15 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, cascade_master::router(master)).await });
 
     let total = args.warmup + args.pushes;
-    let bodies: Arc<Vec<(Vec<u8>, String)>> =
-        Arc::new((0..total).map(|n| push_body(n, args.commits)).map(|b| { let s = sign(&b); (b, s) }).collect());
+    let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
+        (0..total)
+            .map(|n| push_body(n, args.commits))
+            .map(|b| {
+                let s = sign(&b);
+                (b, s)
+            })
+            .collect(),
+    );
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let hook = format!("http://{addr}/change_hook/github");
 

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::Router;
 use cascade_config::{Config, ResolvedSecrets, SecretString};
 use cascade_store::{BuilderSpec, Store, StoreError, WorkerSpec};
 use tokio::sync::Notify;
@@ -52,7 +52,12 @@ pub fn default_master_name(config: &Config) -> String {
 
 impl Master {
     /// Mirrors the config into the store and registers this master.
-    pub async fn start(config: Config, secrets: ResolvedSecrets, store: Store, now: i64) -> Result<Arc<Master>, StartError> {
+    pub async fn start(
+        config: Config,
+        secrets: ResolvedSecrets,
+        store: Store,
+        now: i64,
+    ) -> Result<Arc<Master>, StartError> {
         let builders: Vec<BuilderSpec> = config
             .builders
             .iter()
@@ -125,7 +130,8 @@ pub async fn serve(config: Config, database_override: Option<String>) -> anyhow:
     let master = Master::start(config, secrets, store.clone(), crate::clock::now()).await?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let scheduler = tokio::spawn(master.schedulers.clone().run(store.clone(), master.wake_schedulers.clone(), stopped.clone()));
+    let scheduler =
+        tokio::spawn(master.schedulers.clone().run(store.clone(), master.wake_schedulers.clone(), stopped.clone()));
     let heartbeat = {
         let (store, id, mut stopped) = (store.clone(), master.master_id, stopped.clone());
         tokio::spawn(async move {

@@ -65,8 +65,5 @@ pub async fn page(State(m): State<Arc<Master>>) -> Response {
 
 /// The stylesheet, compiled in so the master stays one file to deploy.
 pub async fn stylesheet() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../../../static/cascade.css"),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../../static/cascade.css"))
 }

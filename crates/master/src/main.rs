@@ -1,7 +1,7 @@
 //! `cascade`: the master and its command-line tools.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -15,6 +15,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Run the master.
     Serve {
@@ -77,7 +78,7 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn load_config(path: &PathBuf) -> anyhow::Result<cascade_config::Config> {
+fn load_config(path: &Path) -> anyhow::Result<cascade_config::Config> {
     cascade_config::load(path).map_err(|e| anyhow::anyhow!("{} error(s) in the configuration:\n{e}", e.0.len()))
 }
 

@@ -64,7 +64,9 @@ pub async fn send(store: &Store, config: &Config, change: SendChange, now: i64) 
     let change = change.into_change(config, now);
     let touches = schedulers.classify(&change);
     match store.ingest_changes(None, &[(change, touches)], now).await? {
-        IngestOutcome::Stored { change_ids } => change_ids.first().copied().ok_or_else(|| anyhow::anyhow!("no change stored")),
+        IngestOutcome::Stored { change_ids } => {
+            change_ids.first().copied().ok_or_else(|| anyhow::anyhow!("no change stored"))
+        }
         IngestOutcome::Duplicate => anyhow::bail!("the store reported a duplicate for a change without delivery id"),
     }
 }

@@ -50,15 +50,9 @@ impl Claim {
 /// Chooses the request `builder_id` takes next (highest priority, then
 /// oldest) and every pending request that merges into it.
 pub fn plan_claim(pending: &[PendingRequest], builder_id: i64) -> Option<Claim> {
-    let taken = pending
-        .iter()
-        .filter(|r| r.builder_id == builder_id)
-        .min_by_key(|r| (-r.priority, r.id))?;
-    let mut merged: Vec<i64> = pending
-        .iter()
-        .filter(|r| r.id != taken.id && taken.compatible(r))
-        .map(|r| r.id)
-        .collect();
+    let taken = pending.iter().filter(|r| r.builder_id == builder_id).min_by_key(|r| (-r.priority, r.id))?;
+    let mut merged: Vec<i64> =
+        pending.iter().filter(|r| r.id != taken.id && taken.compatible(r)).map(|r| r.id).collect();
     merged.sort_unstable();
     let source = merged.last().copied().unwrap_or(taken.id).max(taken.id);
     Some(Claim { taken: taken.id, merged, source })
@@ -82,13 +76,8 @@ mod tests {
 
     #[test]
     fn merges_same_builder_and_branch_only() {
-        let pending = vec![
-            req(1, 10, "main"),
-            req(2, 11, "main"),
-            req(3, 10, "3.14"),
-            req(4, 10, "main"),
-            req(5, 10, "main"),
-        ];
+        let pending =
+            vec![req(1, 10, "main"), req(2, 11, "main"), req(3, 10, "3.14"), req(4, 10, "main"), req(5, 10, "main")];
         let claim = plan_claim(&pending, 10).expect("a claim");
         assert_eq!(claim.taken, 1);
         assert_eq!(claim.merged, vec![4, 5]);

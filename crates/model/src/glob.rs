@@ -25,7 +25,10 @@ enum Token {
     DoubleStar,
     /// `**/`: zero or more whole directories.
     AnyDirs,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +118,7 @@ impl Glob {
 
     pub fn matches(&self, path: &str) -> bool {
         let path = path.trim_start_matches('/');
-        let subject = if self.basename_only {
-            path.rsplit('/').next().unwrap_or(path)
-        } else {
-            path
-        };
+        let subject = if self.basename_only { path.rsplit('/').next().unwrap_or(path) } else { path };
         let text: Vec<char> = subject.chars().collect();
         matches_tokens(&self.tokens, &text)
     }

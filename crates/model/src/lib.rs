@@ -7,13 +7,13 @@
 
 pub mod change;
 pub mod coalesce;
-pub mod glob;
 pub mod gitref;
+pub mod glob;
 pub mod results;
 pub mod scheduling;
 
 pub use change::NewChange;
 pub use coalesce::{Claim, PendingRequest, plan_claim};
-pub use glob::Glob;
 pub use gitref::GitRef;
+pub use glob::Glob;
 pub use results::Results;

@@ -10,9 +10,7 @@ pub fn is_important<S: AsRef<str>>(files: &[S], ignore: &[Glob]) -> bool {
     if files.is_empty() || ignore.is_empty() {
         return true;
     }
-    files
-        .iter()
-        .any(|f| !ignore.iter().any(|g| g.matches(f.as_ref())))
+    files.iter().any(|f| !ignore.iter().any(|g| g.matches(f.as_ref())))
 }
 
 /// When the tree-stable timer fires: `tree_stable` seconds after the last

@@ -94,7 +94,7 @@ impl Store {
     ) -> Result<Option<ClaimedBuild>> {
         for _ in 0..CLAIM_ATTEMPTS {
             match self.try_claim(builder_id, master_id, worker_id, now).await {
-                Ok(Attempt::Claimed(b)) => return Ok(Some(b)),
+                Ok(Attempt::Claimed(b)) => return Ok(Some(*b)),
                 Ok(Attempt::Nothing) => return Ok(None),
                 Ok(Attempt::Raced) => continue,
                 Err(e) if e.is_unique_violation() => continue,
@@ -185,14 +185,14 @@ impl Store {
         .await?;
         let source = sourcestamp_from(&row)?;
         tx.commit().await?;
-        Ok(Attempt::Claimed(ClaimedBuild {
+        Ok(Attempt::Claimed(Box::new(ClaimedBuild {
             build_id,
             number,
             builder_id,
             build_request_id: claim.taken,
             covered,
             source,
-        }))
+        })))
     }
 
     pub async fn get_build(&self, build_id: i64) -> Result<Option<BuildRecord>> {
@@ -270,7 +270,7 @@ pub(crate) async fn cancel_pending_for_branch(
 }
 
 enum Attempt {
-    Claimed(ClaimedBuild),
+    Claimed(Box<ClaimedBuild>),
     Nothing,
     Raced,
 }

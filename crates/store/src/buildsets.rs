@@ -52,8 +52,16 @@ pub(crate) async fn insert_buildset(
     now: i64,
 ) -> Result<(i64, Vec<i64>)> {
     let ss = &bs.sourcestamp;
-    let ssid = sourcestamp_id(tx, &ss.codebase, &ss.repository, ss.branch.as_deref(), ss.revision.as_deref(), &ss.project, now)
-        .await?;
+    let ssid = sourcestamp_id(
+        tx,
+        &ss.codebase,
+        &ss.repository,
+        ss.branch.as_deref(),
+        ss.revision.as_deref(),
+        &ss.project,
+        now,
+    )
+    .await?;
     let row = sqlx::query(
         "INSERT INTO buildsets (external_idstring, reason, scheduler_id, submitted_at, complete) \
          VALUES ($1, $2, $3, $4, 0) RETURNING id",

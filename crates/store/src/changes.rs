@@ -30,7 +30,9 @@ pub struct SchedulerTouch {
 pub enum IngestOutcome {
     /// This delivery was stored before; nothing was written.
     Duplicate,
-    Stored { change_ids: Vec<i64> },
+    Stored {
+        change_ids: Vec<i64>,
+    },
 }
 
 const CHANGE_FIELDS: &[crate::query::Field] = &[
@@ -65,11 +67,11 @@ impl Store {
         now: i64,
     ) -> Result<IngestOutcome> {
         let mut tx = self.begin_write().await?;
-        if let Some(d) = delivery {
-            if !record_delivery(&mut tx, d, now).await? {
-                tx.rollback().await?;
-                return Ok(IngestOutcome::Duplicate);
-            }
+        if let Some(d) = delivery
+            && !record_delivery(&mut tx, d, now).await?
+        {
+            tx.rollback().await?;
+            return Ok(IngestOutcome::Duplicate);
         }
         let mut change_ids = Vec::with_capacity(changes.len());
         let mut previous: Option<(Option<String>, i64)> = None;
@@ -254,8 +256,9 @@ async fn insert_change(
     parent: Option<i64>,
     now: i64,
 ) -> Result<i64> {
-    let ssid = sourcestamp_id(tx, &c.codebase, &c.repository, c.branch.as_deref(), c.revision.as_deref(), &c.project, now)
-        .await?;
+    let ssid =
+        sourcestamp_id(tx, &c.codebase, &c.repository, c.branch.as_deref(), c.revision.as_deref(), &c.project, now)
+            .await?;
     let row = sqlx::query(
         "INSERT INTO changes (author, committer, comments, branch, revision, revlink, when_timestamp, category, \
          repository, codebase, project, sourcestamp_id, parent_change_id, received_at) \

@@ -33,7 +33,8 @@ impl Store {
     }
 
     pub async fn list_masters(&self) -> Result<Vec<MasterRecord>> {
-        let rows = sqlx::query("SELECT id, name, active, last_active FROM masters ORDER BY id").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, name, active, last_active FROM masters ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(MasterRecord {

@@ -112,10 +112,7 @@ pub(crate) enum Bind {
     Text(String),
 }
 
-pub(crate) fn bind_all<'q>(
-    mut q: Query<'q, Any, AnyArguments>,
-    binds: &[Bind],
-) -> Query<'q, Any, AnyArguments> {
+pub(crate) fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments>, binds: &[Bind]) -> Query<'q, Any, AnyArguments> {
     for b in binds {
         q = match b {
             Bind::Int(i) => q.bind(*i),
@@ -144,10 +141,7 @@ fn parse_bool(field: &str, v: &str) -> Result<bool> {
 
 pub(crate) fn compile(fields: &[Field], q: &ListQuery, id_column: &str) -> Result<Compiled> {
     let find = |name: &str| -> Result<&Field> {
-        fields
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| StoreError::BadQuery(format!("unknown field {name:?}")))
+        fields.iter().find(|f| f.name == name).ok_or_else(|| StoreError::BadQuery(format!("unknown field {name:?}")))
     };
     let mut binds: Vec<Bind> = Vec::new();
     let mut conditions: Vec<String> = Vec::new();
@@ -159,7 +153,10 @@ pub(crate) fn compile(fields: &[Field], q: &ListQuery, id_column: &str) -> Resul
         match f.ty {
             FieldType::Flag | FieldType::Present => {
                 if !matches!(filter.op, Op::Eq | Op::Ne) || filter.values.len() != 1 {
-                    return Err(StoreError::BadQuery(format!("field {}: only one true/false value with eq or ne", f.name)));
+                    return Err(StoreError::BadQuery(format!(
+                        "field {}: only one true/false value with eq or ne",
+                        f.name
+                    )));
                 }
                 let wanted = parse_bool(f.name, &filter.values[0])? == (filter.op == Op::Eq);
                 let sql = match (f.ty, wanted) {

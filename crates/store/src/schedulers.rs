@@ -8,8 +8,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::buildrequests::cancel_pending_for_branch;
 use crate::buildsets::{NewBuildset, NewSourceStamp, insert_buildset};
-use crate::changes::{Delivery, record_delivery};
 use crate::changes::placeholders;
+use crate::changes::{Delivery, record_delivery};
 use crate::records::get;
 use crate::{Result, Store};
 
@@ -55,7 +55,11 @@ fn scheduler_from(row: &sqlx::any::AnyRow) -> Result<SchedulerRow> {
 
 impl Store {
     /// Makes sure every configured scheduler has a row; returns all rows by name.
-    pub async fn sync_schedulers(&self, schedulers: &[(String, String)], now: i64) -> Result<BTreeMap<String, SchedulerRow>> {
+    pub async fn sync_schedulers(
+        &self,
+        schedulers: &[(String, String)],
+        now: i64,
+    ) -> Result<BTreeMap<String, SchedulerRow>> {
         let mut tx = self.begin_write().await?;
         for (name, kind) in schedulers {
             sqlx::query(
@@ -220,11 +224,11 @@ impl Store {
         now: i64,
     ) -> Result<Option<BranchDeletion>> {
         let mut tx = self.begin_write().await?;
-        if let Some(d) = delivery {
-            if !record_delivery(&mut tx, d, now).await? {
-                tx.rollback().await?;
-                return Ok(None);
-            }
+        if let Some(d) = delivery
+            && !record_delivery(&mut tx, d, now).await?
+        {
+            tx.rollback().await?;
+            return Ok(None);
         }
         let ids = sqlx::query(
             "SELECT sc.change_id FROM scheduler_changes sc JOIN changes c ON c.id = sc.change_id \

@@ -114,7 +114,8 @@ impl Store {
         }
         let compiled = compile(BUILDER_FIELDS, &q, "b.id")?;
         let (rows, total) =
-            fetch_page(&self.pool, "b.id, b.name, b.description, b.tags, b.configured", "builders b", &compiled).await?;
+            fetch_page(&self.pool, "b.id, b.name, b.description, b.tags, b.configured", "builders b", &compiled)
+                .await?;
         let masters = self.active_master_ids().await?;
         let items = rows
             .iter()

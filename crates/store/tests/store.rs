@@ -40,10 +40,8 @@ async fn setup(store: &Store) -> (BTreeMap<String, i64>, i64) {
             workers: vec!["w1".into()],
         })
         .collect();
-    let (ids, _) = store
-        .sync_configuration(&builders, &[WorkerSpec { name: "w1".into() }])
-        .await
-        .expect("sync configuration");
+    let (ids, _) =
+        store.sync_configuration(&builders, &[WorkerSpec { name: "w1".into() }]).await.expect("sync configuration");
     let master = store.register_master("m1", 100).await.expect("register master");
     (ids, master)
 }
@@ -132,7 +130,8 @@ test_both!(a_branch_scheduler_fires_once_for_all_waiting_changes, |db| {
     let mut all = Vec::new();
     for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
         let touches = vec![SchedulerTouch { scheduler_id: sid, important: i != 1 }];
-        let out = store.ingest_changes(None, &[(change("main", rev, &[]), touches)], 100 + i as i64).await.expect("ingest");
+        let out =
+            store.ingest_changes(None, &[(change("main", rev, &[]), touches)], 100 + i as i64).await.expect("ingest");
         let IngestOutcome::Stored { change_ids } = out else { panic!("stored") };
         all.extend(change_ids);
     }
@@ -153,7 +152,8 @@ test_both!(a_branch_scheduler_fires_once_for_all_waiting_changes, |db| {
         ..Default::default()
     };
     let max_id = *all.iter().max().expect("ids");
-    let (bsid, requests) = store.fire_branch_scheduler(sid, max_id, &template, 200).await.expect("fire").expect("fired");
+    let (bsid, requests) =
+        store.fire_branch_scheduler(sid, max_id, &template, 200).await.expect("fire").expect("fired");
     assert_eq!(requests.len(), 2);
     assert!(store.fire_branch_scheduler(sid, max_id, &template, 201).await.expect("fire again").is_none());
     assert!(store.waiting_changes().await.expect("waiting").is_empty());
@@ -189,7 +189,12 @@ test_both!(a_claim_merges_every_pending_request_of_the_builder_and_branch, |db| 
     // A build forced at one exact revision stays separate.
     let forced = NewBuildset {
         reason: "forced".into(),
-        sourcestamp: NewSourceStamp { repository: REPO.into(), branch: Some("main".into()), revision: Some("pinned".into()), ..Default::default() },
+        sourcestamp: NewSourceStamp {
+            repository: REPO.into(),
+            branch: Some("main".into()),
+            revision: Some("pinned".into()),
+            ..Default::default()
+        },
         builder_ids: vec![fedora],
         ..Default::default()
     };
@@ -199,7 +204,8 @@ test_both!(a_claim_merges_every_pending_request_of_the_builder_and_branch, |db| 
     assert_eq!(build.number, 1);
     assert_eq!(build.covered.len(), 5);
     assert_eq!(build.source.revision.as_deref(), Some("rev4"), "the newest revision is built");
-    let blamelist: Vec<i64> = store.build_changes(build.build_id).await.expect("blamelist").iter().map(|c| c.changeid).collect();
+    let blamelist: Vec<i64> =
+        store.build_changes(build.build_id).await.expect("blamelist").iter().map(|c| c.changeid).collect();
     assert_eq!(blamelist, change_ids);
     assert_eq!(store.build_request_ids(build.build_id).await.expect("ids"), build.covered);
     let record = store.get_build(build.build_id).await.expect("get").expect("exists");
@@ -215,10 +221,7 @@ test_both!(a_claim_merges_every_pending_request_of_the_builder_and_branch, |db| 
     let other = store.claim_build(windows, master, None, 203).await.expect("claim").expect("windows build");
     assert_eq!(other.number, 1);
     assert_eq!(other.covered.len(), 5);
-    let claimed = store
-        .list_buildrequests(&ListQuery::default().eq("claimed", "true"))
-        .await
-        .expect("claimed");
+    let claimed = store.list_buildrequests(&ListQuery::default().eq("claimed", "true")).await.expect("claimed");
     assert_eq!(claimed.total, 11);
     assert!(claimed.items.iter().all(|r| r.claimed_by_masterid == Some(master)));
 });
@@ -237,7 +240,12 @@ test_both!(concurrent_claims_from_two_masters_never_share_a_request, |db| {
         let ids = ingest(&store, vec![c]).await;
         let bs = NewBuildset {
             reason: "t".into(),
-            sourcestamp: NewSourceStamp { repository: REPO.into(), branch: Some(branch.into()), revision: Some(rev), ..Default::default() },
+            sourcestamp: NewSourceStamp {
+                repository: REPO.into(),
+                branch: Some(branch.into()),
+                revision: Some(rev),
+                ..Default::default()
+            },
             change_ids: ids,
             builder_ids: targets.to_vec(),
             ..Default::default()
@@ -284,7 +292,8 @@ test_both!(deleting_a_branch_cancels_its_pending_requests, |db| {
     let claimed = store.claim_build(fedora, master, None, 11).await.expect("claim").expect("build");
     let reqs = buildset_for(&store, &ids, "a", &[fedora, windows], 12).await;
     let delivery = Delivery { hook_id: "1".into(), delivery_id: "del".into(), event: "push".into() };
-    let deletion = store.delete_branch(Some(&delivery), REPO, "main", 13).await.expect("delete").expect("first delivery");
+    let deletion =
+        store.delete_branch(Some(&delivery), REPO, "main", 13).await.expect("delete").expect("first delivery");
     assert_eq!(deletion.cancelled_requests, 2);
     assert!(store.delete_branch(Some(&delivery), REPO, "main", 14).await.expect("again").is_none(), "redelivery");
     for r in &reqs {
@@ -321,14 +330,28 @@ test_both!(configuration_sync_is_idempotent_and_listable, |db| {
     let (second, _) = setup(&store).await;
     assert_eq!(first, second, "ids are stable across restarts");
     let stable = store
-        .list_builders(&ListQuery { filters: vec![cascade_store::Filter { field: "tags".into(), op: cascade_store::Op::Contains, values: vec!["stable".into()] }], ..Default::default() })
+        .list_builders(&ListQuery {
+            filters: vec![cascade_store::Filter {
+                field: "tags".into(),
+                op: cascade_store::Op::Contains,
+                values: vec!["stable".into()],
+            }],
+            ..Default::default()
+        })
         .await
         .expect("builders");
     assert_eq!(stable.total, 3);
     assert!(stable.items[0].masterids.len() == 1);
     // "table" is inside "stable" but is not a tag.
     let none = store
-        .list_builders(&ListQuery { filters: vec![cascade_store::Filter { field: "tags".into(), op: cascade_store::Op::Contains, values: vec!["table".into()] }], ..Default::default() })
+        .list_builders(&ListQuery {
+            filters: vec![cascade_store::Filter {
+                field: "tags".into(),
+                op: cascade_store::Op::Contains,
+                values: vec!["table".into()],
+            }],
+            ..Default::default()
+        })
         .await
         .expect("builders");
     assert_eq!(none.total, 0);
@@ -339,10 +362,7 @@ test_both!(configuration_sync_is_idempotent_and_listable, |db| {
     assert_eq!(workers.items[0].configured_on.len(), 3);
     assert!(workers.items[0].connected_to.is_empty());
     // A builder dropped from the config keeps its row but no masters.
-    store
-        .sync_configuration(&[], &[WorkerSpec { name: "w1".into() }])
-        .await
-        .expect("sync");
+    store.sync_configuration(&[], &[WorkerSpec { name: "w1".into() }]).await.expect("sync");
     let gone = store.get_builder(first["Fedora 3.x"]).await.expect("get").expect("row kept");
     assert!(gone.masterids.is_empty());
 });

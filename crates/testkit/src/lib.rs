@@ -60,11 +60,11 @@ impl TestDb {
 
     /// Drops a PostgreSQL test database (SQLite's folder goes with `self`).
     pub async fn finish(self) {
-        if let Some(name) = &self.pg_name {
-            if let Ok(pool) = AnyPoolOptions::new().max_connections(1).connect(&postgres_admin_url()).await {
-                let _ = pool.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
-                pool.close().await;
-            }
+        if let Some(name) = &self.pg_name
+            && let Ok(pool) = AnyPoolOptions::new().max_connections(1).connect(&postgres_admin_url()).await
+        {
+            let _ = pool.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
+            pool.close().await;
         }
     }
 }

@@ -69,11 +69,7 @@ fn project(items: Vec<Value>, fields: &[String]) -> Vec<Value> {
 }
 
 fn envelope<T: Serialize>(name: &str, page: Page<T>, fields: &[String]) -> ApiResult {
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
-        .collect();
+    let items: Vec<Value> = page.items.iter().map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).collect();
     Ok(Json(json!({ name: project(items, fields), "meta": { "total": page.total } })))
 }
 
@@ -129,7 +125,11 @@ async fn builder(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiRe
     one("builders", found, "builder")
 }
 
-async fn builder_buildrequests(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builder_buildrequests(
+    State(m): State<Arc<Master>>,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     let query: ListQuery = p.query.eq("builderid", id(&raw, "builder")?);
     envelope("buildrequests", m.store.list_buildrequests(&query).await?, &p.fields)

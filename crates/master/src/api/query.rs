@@ -15,7 +15,9 @@ pub struct Parsed {
 pub fn parse(raw: Option<&str>) -> Result<Parsed, ApiError> {
     let pairs: Vec<(String, String)> = match raw {
         None | Some("") => Vec::new(),
-        Some(q) => serde_urlencoded::from_str(q).map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?,
+        Some(q) => {
+            serde_urlencoded::from_str(q).map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?
+        }
     };
     let mut parsed = Parsed::default();
     let int = |name: &str, v: &str| -> Result<i64, ApiError> {
@@ -40,16 +42,20 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, ApiError> {
             "property" => {}
             _ => {
                 let (field, op) = match key.split_once("__") {
-                    Some((f, op)) => (f, Op::parse(op).ok_or_else(|| ApiError::bad_request(format!("unknown operator {op:?}")))?),
+                    Some((f, op)) => {
+                        (f, Op::parse(op).ok_or_else(|| ApiError::bad_request(format!("unknown operator {op:?}")))?)
+                    }
                     None => (key.as_str(), Op::Eq),
                 };
-                let values: Vec<String> = if op == Op::In {
-                    value.split(',').map(str::to_string).collect()
-                } else {
-                    vec![value]
-                };
+                let values: Vec<String> =
+                    if op == Op::In { value.split(',').map(str::to_string).collect() } else { vec![value] };
                 // Repeating `field=a&field=b` means "a or b", as in Buildbot.
-                match parsed.query.filters.iter_mut().find(|f| f.field == field && f.op == op && matches!(op, Op::Eq | Op::In)) {
+                match parsed
+                    .query
+                    .filters
+                    .iter_mut()
+                    .find(|f| f.field == field && f.op == op && matches!(op, Op::Eq | Op::In))
+                {
                     Some(existing) => existing.values.extend(values),
                     None => parsed.query.filters.push(Filter { field: field.to_string(), op, values }),
                 }

@@ -37,7 +37,7 @@ pub enum SchedulerError {
 #[derive(Debug)]
 enum Kind {
     Branch { git_branch: String, tree_stable: i64, ignore: Vec<Glob> },
-    Periodic { git_branch: String, cron: croner::Cron },
+    Periodic { git_branch: String, cron: Box<croner::Cron> },
     Force,
 }
 
@@ -112,7 +112,7 @@ impl Schedulers {
                 SchedulerKind::Periodic { branch, cron } => Kind::Periodic {
                     git_branch: git_of(branch)
                         .ok_or_else(|| SchedulerError::Invalid(format!("unknown branch {branch:?}")))?,
-                    cron: periodic::parse(cron).map_err(SchedulerError::Invalid)?,
+                    cron: Box::new(periodic::parse(cron).map_err(SchedulerError::Invalid)?),
                 },
                 SchedulerKind::Force => Kind::Force,
             };
@@ -136,10 +136,11 @@ impl Schedulers {
     /// Which branch schedulers want this change, and whether it is
     /// important to each (its `ignore_files` decide).
     pub fn classify(&self, change: &NewChange) -> Vec<SchedulerTouch> {
-        if let Some(p) = &self.project {
-            if !change.project.is_empty() && change.project != *p {
-                return Vec::new();
-            }
+        if let Some(p) = &self.project
+            && !change.project.is_empty()
+            && change.project != *p
+        {
+            return Vec::new();
         }
         self.entries
             .iter()
@@ -226,7 +227,12 @@ impl Schedulers {
 
     /// Creates the buildsets for a forced build: one per branch among the
     /// chosen builders.
-    pub async fn force(&self, store: &Store, req: &ForceRequest, now: i64) -> Result<Vec<(i64, Vec<i64>)>, SchedulerError> {
+    pub async fn force(
+        &self,
+        store: &Store,
+        req: &ForceRequest,
+        now: i64,
+    ) -> Result<Vec<(i64, Vec<i64>)>, SchedulerError> {
         let entry = self
             .entries
             .iter()
@@ -252,11 +258,8 @@ impl Schedulers {
             let branch = req.branch.clone().or_else(|| branch.clone());
             by_branch.entry(branch).or_default().push(*id);
         }
-        let mut properties: BTreeMap<String, (serde_json::Value, String)> = req
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), (v.clone(), "Force Build Form".to_string())))
-            .collect();
+        let mut properties: BTreeMap<String, (serde_json::Value, String)> =
+            req.properties.iter().map(|(k, v)| (k.clone(), (v.clone(), "Force Build Form".to_string()))).collect();
         properties.insert("scheduler".into(), (json!(entry.name), "Scheduler".into()));
         properties.insert("owner".into(), (json!(req.owner), "Force Build Form".into()));
         properties.insert("reason".into(), (json!(req.reason), "Force Build Form".into()));
@@ -283,7 +286,12 @@ impl Schedulers {
 
     /// Runs until `stopped` turns true: fires what is due, sleeps until the
     /// next due time, a nudge (`wake`), or the poll interval.
-    pub async fn run(self: Arc<Self>, store: Store, wake: Arc<Notify>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        store: Store,
+        wake: Arc<Notify>,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             if *stopped.borrow() {
                 return;

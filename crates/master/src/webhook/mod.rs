@@ -10,11 +10,11 @@ pub mod signature;
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use cascade_store::{Delivery, IngestOutcome};
 use serde_json::{Value, json};
 
@@ -46,7 +46,9 @@ fn authenticate(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<(),
     let unauthorized = |msg: String| HookError(StatusCode::UNAUTHORIZED, msg);
     let result = if let Some(sig) = header_str(headers, "x-hub-signature-256") {
         verify(Algorithm::Sha256, secret, body, sig)
-    } else if let Some(sig) = header_str(headers, "x-hub-signature").filter(|_| master.config.github.allow_sha1_signature) {
+    } else if let Some(sig) =
+        header_str(headers, "x-hub-signature").filter(|_| master.config.github.allow_sha1_signature)
+    {
         verify(Algorithm::Sha1, secret, body, sig)
     } else {
         return Err(unauthorized("missing X-Hub-Signature-256 header".into()));
@@ -74,7 +76,9 @@ fn payload_bytes<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<std::borrow:
         other => {
             return Err(HookError(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported content type {other:?}; use application/json or application/x-www-form-urlencoded"),
+                format!(
+                    "unsupported content type {other:?}; use application/json or application/x-www-form-urlencoded"
+                ),
             ));
         }
     };
@@ -122,11 +126,11 @@ async fn handle(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<Res
         }
         "push" => {
             let push: PushEvent = parse_payload(&payload, "push")?;
-            if let (Some(want), Some(got)) = (&master.config.github.repository, push.repository.full_name()) {
-                if !want.eq_ignore_ascii_case(&got) {
-                    tracing::info!(repository = %got, "push for an unconfigured repository ignored");
-                    return Ok(accepted(format!("repository {got} is not configured here")));
-                }
+            if let (Some(want), Some(got)) = (&master.config.github.repository, push.repository.full_name())
+                && !want.eq_ignore_ascii_case(&got)
+            {
+                tracing::info!(repository = %got, "push for an unconfigured repository ignored");
+                return Ok(accepted(format!("repository {got} is not configured here")));
             }
             let plan = plan_push(&push, master.config.github.build_tags, crate::clock::now())
                 .map_err(|e| HookError(StatusCode::BAD_REQUEST, format!("invalid push payload: {e}")))?;
@@ -137,8 +141,11 @@ async fn handle(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<Res
                     Ok(accepted(reason))
                 }
                 PushPlan::DeleteBranch { repository, branch } => {
-                    let Some(done) =
-                        master.store.delete_branch(delivery.as_ref(), &repository, &branch, now).await.map_err(internal)?
+                    let Some(done) = master
+                        .store
+                        .delete_branch(delivery.as_ref(), &repository, &branch, now)
+                        .await
+                        .map_err(internal)?
                     else {
                         return Ok(duplicate());
                     };

@@ -123,10 +123,7 @@ pub struct PushError(pub String);
 
 /// Turns a push into a plan. `now` stands in for unparseable commit times.
 pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPlan, PushError> {
-    let repository = event
-        .repository
-        .web_url()
-        .ok_or_else(|| PushError("the push names no repository URL".into()))?;
+    let repository = event.repository.web_url().ok_or_else(|| PushError("the push names no repository URL".into()))?;
     let project = event.repository.full_name().unwrap_or_default();
     let (branch, category) = match GitRef::parse(&event.git_ref) {
         GitRef::Branch(b) => (b, None),
@@ -189,7 +186,8 @@ pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPl
     };
 
     // Commits already pushed on another ref are skipped, as Buildbot does.
-    let mut changes: Vec<NewChange> = event.commits.iter().filter(|c| c.distinct != Some(false)).map(to_change).collect();
+    let mut changes: Vec<NewChange> =
+        event.commits.iter().filter(|c| c.distinct != Some(false)).map(to_change).collect();
     // The new head must be built even when `commits` does not list it: a
     // branch created at an existing commit, a force push to an older one,
     // a tag, or a head that was already pushed elsewhere.
@@ -296,8 +294,10 @@ mod tests {
 
     #[test]
     fn legacy_repository_shape() {
-        let r: Repository = serde_json::from_value(json!({"name": "gith", "url": "https://github.com/danheberden/gith",
-            "owner": {"name": "danheberden", "email": "x"}})).expect("repo");
+        let r: Repository =
+            serde_json::from_value(json!({"name": "gith", "url": "https://github.com/danheberden/gith",
+            "owner": {"name": "danheberden", "email": "x"}}))
+            .expect("repo");
         assert_eq!(r.full_name().as_deref(), Some("danheberden/gith"));
         assert_eq!(r.web_url().as_deref(), Some("https://github.com/danheberden/gith"));
     }

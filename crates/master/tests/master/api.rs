@@ -20,11 +20,27 @@ test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
     let changes = page["changes"].as_array().expect("list");
     assert_eq!(changes.len(), 2);
     assert_eq!(changes[0]["changeid"], ids[2]);
-    for key in ["author", "comments", "branch", "revision", "when_timestamp", "files", "properties", "repository", "sourcestamp", "parent_changeids", "codebase", "project", "revlink", "category", "committer"] {
+    for key in [
+        "author",
+        "comments",
+        "branch",
+        "revision",
+        "when_timestamp",
+        "files",
+        "properties",
+        "repository",
+        "sourcestamp",
+        "parent_changeids",
+        "codebase",
+        "project",
+        "revlink",
+        "category",
+        "committer",
+    ] {
         assert!(changes[0].get(key).is_some(), "change lacks {key}: {}", changes[0]);
     }
     assert_eq!(changes[0]["properties"]["event"], serde_json::json!(["push", "Change"]));
-    assert_eq!(changes[0]["sourcestamp"]["ssid"].as_i64().is_some(), true);
+    assert!(changes[0]["sourcestamp"]["ssid"].as_i64().is_some());
     assert_eq!(changes[0]["parent_changeids"], serde_json::json!([ids[1]]));
 
     let (status, one) = h.get(&format!("/api/v2/changes/{}", ids[0])).await;

@@ -60,9 +60,19 @@ test_both!(force_creates_a_pinned_buildset_per_branch, |db| {
 });
 
 test_both!(a_periodic_scheduler_fires_at_its_occurrence_once, |db| {
-    let text = format!("{CONFIG}\n[[scheduler]]\nname = \"nightly\"\nkind = \"periodic\"\nbranch = \"3.x\"\ncron = \"0 3 * * *\"\nbuilders = [\"Linux\"]\n");
+    let text = format!(
+        "{CONFIG}\n[[scheduler]]\nname = \"nightly\"\nkind = \"periodic\"\nbranch = \"3.x\"\ncron = \"0 3 * * *\"\nbuilders = [\"Linux\"]\n"
+    );
     let h = Harness::with_config(db, &text).await;
-    let created = h.store.list_schedulers().await.expect("list").into_iter().find(|s| s.name == "nightly").expect("row").created_at;
+    let created = h
+        .store
+        .list_schedulers()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|s| s.name == "nightly")
+        .expect("row")
+        .created_at;
     let day = 86_400;
     let next_3am = (created / day + 1) * day + 3 * 3600;
     let report = h.master.schedulers.tick(&h.store, next_3am - 60).await.expect("tick");
@@ -76,7 +86,8 @@ test_both!(a_periodic_scheduler_fires_at_its_occurrence_once, |db| {
     assert_eq!(bs.sourcestamps[0].revision, None, "the branch tip");
     assert_eq!(bs.sourcestamps[0].branch.as_deref(), Some("master"));
     assert!(h.master.schedulers.tick(&h.store, next_3am + 600).await.expect("tick").fired.is_empty());
-    let reqs = h.store.list_buildrequests(&ListQuery::default().eq("builderid", h.builder("Linux 3.x"))).await.expect("list");
+    let reqs =
+        h.store.list_buildrequests(&ListQuery::default().eq("builderid", h.builder("Linux 3.x"))).await.expect("list");
     assert_eq!(reqs.total, 1);
 });
 

@@ -20,9 +20,24 @@ test_both!(a_signed_push_stores_one_change_per_commit, |db| {
         let c = h.store.get_change(*id).await.expect("get").expect("stored");
         assert_eq!(c.revision.as_deref(), commit["id"].as_str());
         assert_eq!(c.comments, commit["message"].as_str().expect("message"));
-        assert_eq!(c.author, format!("{} <{}>", commit["author"]["name"].as_str().expect("n"), commit["author"]["email"].as_str().expect("e")));
-        assert_eq!(c.committer, Some(format!("{} <{}>", commit["committer"]["name"].as_str().expect("n"), commit["committer"]["email"].as_str().expect("e"))));
-        let when = chrono::DateTime::parse_from_rfc3339(commit["timestamp"].as_str().expect("ts")).expect("time").timestamp();
+        assert_eq!(
+            c.author,
+            format!(
+                "{} <{}>",
+                commit["author"]["name"].as_str().expect("n"),
+                commit["author"]["email"].as_str().expect("e")
+            )
+        );
+        assert_eq!(
+            c.committer,
+            Some(format!(
+                "{} <{}>",
+                commit["committer"]["name"].as_str().expect("n"),
+                commit["committer"]["email"].as_str().expect("e")
+            ))
+        );
+        let when =
+            chrono::DateTime::parse_from_rfc3339(commit["timestamp"].as_str().expect("ts")).expect("time").timestamp();
         assert_eq!(c.when_timestamp, when);
         assert_eq!(c.branch.as_deref(), Some("master"));
         assert_eq!(c.repository, "https://github.com/ailisp/gcbapp-buildconfig-example");
@@ -72,14 +87,24 @@ test_both!(five_pushes_in_the_tree_stable_window_give_one_request_per_builder, |
     expected.sort();
     assert_eq!(builders, expected);
     let (_, bsid, _) = &report.fired[0];
-    let covered: Vec<i64> = h.store.buildset_changes(*bsid).await.expect("changes").iter().map(|c| c.changeid).collect();
+    let covered: Vec<i64> =
+        h.store.buildset_changes(*bsid).await.expect("changes").iter().map(|c| c.changeid).collect();
     assert_eq!(covered, all_changes, "the blamelist holds every commit of every push");
     let bs = h.store.get_buildset(*bsid).await.expect("get").expect("exists");
-    assert_eq!(bs.sourcestamps[0].revision, h.store.get_change(*all_changes.last().expect("c")).await.expect("g").expect("c").revision);
+    assert_eq!(
+        bs.sourcestamps[0].revision,
+        h.store.get_change(*all_changes.last().expect("c")).await.expect("g").expect("c").revision
+    );
 
     // A worker taking the request builds once, with all ten commits.
-    let build = h.store.claim_build(h.builder("Linux 3.x"), h.master.master_id, None, t0 + 3700).await.expect("claim").expect("build");
-    let blamelist: Vec<i64> = h.store.build_changes(build.build_id).await.expect("blame").iter().map(|c| c.changeid).collect();
+    let build = h
+        .store
+        .claim_build(h.builder("Linux 3.x"), h.master.master_id, None, t0 + 3700)
+        .await
+        .expect("claim")
+        .expect("build");
+    let blamelist: Vec<i64> =
+        h.store.build_changes(build.build_id).await.expect("blame").iter().map(|c| c.changeid).collect();
     assert_eq!(blamelist, all_changes);
 });
 
@@ -94,9 +119,11 @@ test_both!(pushes_after_the_window_are_merged_when_a_worker_takes_them, |db| {
         assert_eq!(fired.fired.len(), 1);
     }
     let windows = h.builder("Windows 3.x");
-    let build = h.store.claim_build(windows, h.master.master_id, None, t0 + 20_000).await.expect("claim").expect("build");
+    let build =
+        h.store.claim_build(windows, h.master.master_id, None, t0 + 20_000).await.expect("claim").expect("build");
     assert_eq!(build.covered.len(), 3, "one build for the three pending requests");
-    let blamelist: Vec<i64> = h.store.build_changes(build.build_id).await.expect("blame").iter().map(|c| c.changeid).collect();
+    let blamelist: Vec<i64> =
+        h.store.build_changes(build.build_id).await.expect("blame").iter().map(|c| c.changeid).collect();
     assert_eq!(blamelist, all);
     assert!(h.store.claim_build(windows, h.master.master_id, None, t0 + 20_001).await.expect("claim").is_none());
 });
@@ -125,7 +152,9 @@ test_both!(refused_deliveries_leave_the_store_unchanged, |db| {
     let before = h.counts().await;
 
     let post = |sig: Option<String>, body: Vec<u8>, content_type: &str, event: Option<&str>| {
-        let mut req = Request::post("/change_hook/github").header("content-type", content_type).header("x-github-delivery", "other");
+        let mut req = Request::post("/change_hook/github")
+            .header("content-type", content_type)
+            .header("x-github-delivery", "other");
         if let Some(e) = event {
             req = req.header("x-github-event", e);
         }
@@ -139,11 +168,13 @@ test_both!(refused_deliveries_leave_the_store_unchanged, |db| {
     let (status, answer) = h.send_json(post(None, body.clone(), json, Some("push"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
     // wrongly signed: another secret, and a tampered body
-    let (status, _) = h.send_json(post(Some(sign_sha256(b"not-the-secret", &body)), body.clone(), json, Some("push"))).await;
+    let (status, _) =
+        h.send_json(post(Some(sign_sha256(b"not-the-secret", &body)), body.clone(), json, Some("push"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let mut tampered = body.clone();
     tampered.push(b' ');
-    let (status, _) = h.send_json(post(Some(sign_sha256(SECRET.as_bytes(), &body)), tampered, json, Some("push"))).await;
+    let (status, _) =
+        h.send_json(post(Some(sign_sha256(SECRET.as_bytes(), &body)), tampered, json, Some("push"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // the legacy SHA-1 header is not enough unless the config allows it
     let sha1_only = Request::post("/change_hook/github")
@@ -158,7 +189,8 @@ test_both!(refused_deliveries_leave_the_store_unchanged, |db| {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // malformed JSON, and JSON without what a push needs
     for bad in [&b"{\"ref\": "[..], &b"{\"ref\": \"refs/heads/master\"}"[..], &b"[1,2]"[..]] {
-        let (status, answer) = h.send_json(post(Some(sign_sha256(SECRET.as_bytes(), bad)), bad.to_vec(), json, Some("push"))).await;
+        let (status, answer) =
+            h.send_json(post(Some(sign_sha256(SECRET.as_bytes(), bad)), bad.to_vec(), json, Some("push"))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         let reason = answer["error"].as_str().expect("a reason");
         assert!(!reason.contains('\n'), "one line: {reason}");
@@ -166,7 +198,8 @@ test_both!(refused_deliveries_leave_the_store_unchanged, |db| {
     // no event header; an unsupported content type
     let (status, _) = h.send_json(post(Some(sign_sha256(SECRET.as_bytes(), &body)), body.clone(), json, None)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = h.send_json(post(Some(sign_sha256(SECRET.as_bytes(), &body)), body.clone(), "text/plain", Some("push"))).await;
+    let (status, _) =
+        h.send_json(post(Some(sign_sha256(SECRET.as_bytes(), &body)), body.clone(), "text/plain", Some("push"))).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // a redelivery of the accepted push
     let (status, answer) = h.deliver("push", &body, "first").await;
@@ -196,7 +229,8 @@ test_both!(ping_tags_and_other_events_are_acknowledged_without_changes, |db| {
     let h = Harness::new(db).await;
     let (status, _) = h.deliver("ping", &fixture("octokit-webhooks/ping.payload.json"), "p").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, answer) = h.deliver("pull_request", &fixture("octokit-webhooks/pull_request-opened.payload.json"), "pr").await;
+    let (status, answer) =
+        h.deliver("pull_request", &fixture("octokit-webhooks/pull_request-opened.payload.json"), "pr").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let (status, answer) = h.deliver("push", &fixture("drone-go-scm/push_tag.json"), "tag").await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -265,7 +299,8 @@ test_both!(a_restart_inside_the_tree_stable_window_still_builds, |db| {
     assert_eq!(report.fired.len(), 1);
     let (_, bsid, requests) = &report.fired[0];
     assert_eq!(requests.len(), 2);
-    let covered: Vec<i64> = h.store.buildset_changes(*bsid).await.expect("changes").iter().map(|c| c.changeid).collect();
+    let covered: Vec<i64> =
+        h.store.buildset_changes(*bsid).await.expect("changes").iter().map(|c| c.changeid).collect();
     assert_eq!(covered, changes);
     // and a redelivery after the restart is still recognised
     let body = serde_json::to_vec(&synthetic_push("master", 7, 3, &["Lib/os.py"])).expect("json");
