@@ -196,3 +196,4 @@ CREATE TABLE webhook_deliveries (
     received_at BIGINT NOT NULL,
     UNIQUE (hook_id, delivery_id)
 );
+CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);

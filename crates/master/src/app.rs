@@ -116,6 +116,10 @@ pub fn router(master: Arc<Master>) -> Router {
 
 /// How often a master proves it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Delivery ids are kept a week: GitHub redelivers for 3 days, GHES for 7.
+const DELIVERY_MEMORY_SECS: i64 = 7 * 24 * 3600;
+/// Prune old delivery ids about once an hour.
+const PRUNE_EVERY_BEATS: u64 = 360;
 
 /// Runs the master until SIGINT/SIGTERM.
 pub async fn serve(config: Config, database_override: Option<String>) -> anyhow::Result<()> {
@@ -135,11 +139,21 @@ pub async fn serve(config: Config, database_override: Option<String>) -> anyhow:
     let heartbeat = {
         let (store, id, mut stopped) = (store.clone(), master.master_id, stopped.clone());
         tokio::spawn(async move {
+            let mut beats: u64 = 0;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(HEARTBEAT) => {
-                        if let Err(e) = store.master_heartbeat(id, crate::clock::now()).await {
+                        let now = crate::clock::now();
+                        if let Err(e) = store.master_heartbeat(id, now).await {
                             tracing::warn!(error = %e, "heartbeat failed");
+                        }
+                        beats += 1;
+                        if beats % PRUNE_EVERY_BEATS == 1 {
+                            match store.prune_webhook_deliveries(now - DELIVERY_MEMORY_SECS).await {
+                                Ok(n) if n > 0 => tracing::info!(pruned = n, "old webhook delivery ids forgotten"),
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(error = %e, "pruning webhook deliveries failed"),
+                            }
                         }
                     }
                     _ = stopped.changed() => return,

@@ -102,6 +102,16 @@ impl Store {
         Ok(IngestOutcome::Stored { change_ids })
     }
 
+    /// Forgets delivery ids received before `before`. GitHub redelivers for
+    /// 3 days (GHES: 7), so older ids can no longer come back.
+    pub async fn prune_webhook_deliveries(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn get_change(&self, id: i64) -> Result<Option<ChangeRecord>> {
         let page = self.list_changes(&ListQuery::default().eq("changeid", id)).await?;
         Ok(page.items.into_iter().next())

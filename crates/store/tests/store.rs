@@ -117,6 +117,10 @@ test_both!(a_redelivered_webhook_writes_nothing, |db| {
     let other = store.ingest_changes(Some(&other_hook), &batch, 12).await.expect("other hook");
     assert!(matches!(other, IngestOutcome::Stored { .. }));
     assert_eq!(store.list_changes(&ListQuery::default()).await.expect("list").total, 2);
+    // Once pruned (older than GitHub's redelivery window), an id is new again.
+    assert_eq!(store.prune_webhook_deliveries(11).await.expect("prune"), 1);
+    let after_prune = store.ingest_changes(Some(&delivery), &batch, 13).await.expect("after prune");
+    assert!(matches!(after_prune, IngestOutcome::Stored { .. }));
 });
 
 test_both!(a_branch_scheduler_fires_once_for_all_waiting_changes, |db| {
