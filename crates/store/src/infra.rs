@@ -122,3 +122,29 @@ impl Store {
 pub(crate) fn flag(b: bool) -> i64 {
     i64::from(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two schemas are written out per backend but must stay the same
+    /// schema: they may differ only in how an id column is declared.
+    #[test]
+    fn migrations_differ_only_in_id_columns() {
+        let sqlite = include_str!("../../../migrations/sqlite/0001_init.sql");
+        let postgres = include_str!("../../../migrations/postgres/0001_init.sql");
+        let normalize = |text: &str, id: &str| -> Vec<String> {
+            text.lines().filter(|l| !l.trim_start().starts_with("--")).map(|l| l.replace(id, "<ID>")).collect()
+        };
+        assert_eq!(normalize(sqlite, "id INTEGER PRIMARY KEY"), normalize(postgres, "id BIGSERIAL PRIMARY KEY"));
+    }
+
+    #[test]
+    fn sqlite_urls_create_their_file() {
+        assert_eq!(normalize_url("sqlite://x.db").expect("ok").0, "sqlite://x.db?mode=rwc");
+        assert_eq!(normalize_url("sqlite://x.db?mode=ro").expect("ok").0, "sqlite://x.db?mode=ro");
+        assert_eq!(normalize_url("sqlite://x.db?cache=shared").expect("ok").0, "sqlite://x.db?cache=shared&mode=rwc");
+        assert_eq!(normalize_url("postgres://h/db").expect("ok").1, Backend::Postgres);
+        assert!(normalize_url("mysql://h/db").is_err());
+    }
+}
