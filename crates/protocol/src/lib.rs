@@ -1,0 +1,13 @@
+//! Buildbot's worker protocols, as plain encode/decode with no I/O, shared by
+//! the master and `cascade-worker`.
+//!
+//! `msgpack` is `msgpack_experimental_v7`: one msgpack map per binary
+//! WebSocket message, requests `{op, seq_number, ...}` answered by
+//! `{op: "response", seq_number, result[, is_exception: true]}`, each side
+//! numbering its own requests.
+
+pub mod msgpack;
+pub mod worker_info;
+
+pub use msgpack::{Frame, ProtocolError, UpdateEntry};
+pub use worker_info::WorkerInfo;
