@@ -88,10 +88,8 @@ impl Frame {
                 m
             }
             Frame::Response { seq, result } => {
-                let mut m = vec![
-                    (Value::from("op"), Value::from("response")),
-                    (Value::from("seq_number"), Value::from(*seq)),
-                ];
+                let mut m =
+                    vec![(Value::from("op"), Value::from("response")), (Value::from("seq_number"), Value::from(*seq))];
                 match result {
                     Ok(v) => m.push((Value::from("result"), v.clone())),
                     // Never `is_exception: false`: the key's presence is what counts.
@@ -142,10 +140,7 @@ impl Request {
     /// output reaches the master (and the browser) within a fraction of a second.
     pub fn set_worker_settings(buffer_timeout_secs: f64) -> Request {
         let args = Value::Map(vec![
-            (
-                Value::from("newline_re"),
-                Value::from(r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)"),
-            ),
+            (Value::from("newline_re"), Value::from(r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)")),
             (Value::from("max_line_length"), Value::from(4096)),
             (Value::from("buffer_timeout"), Value::F64(buffer_timeout_secs)),
             (Value::from("buffer_size"), Value::from(65536)),
@@ -224,8 +219,12 @@ pub fn parse_update(args: &Value) -> Result<Vec<UpdateEntry>, String> {
                 UpdateEntry::Log(name.to_string(), text)
             }
             "rc" => UpdateEntry::Rc(value.as_i64().ok_or_else(|| bad("expected an integer"))?),
-            "elapsed" => UpdateEntry::Elapsed(value.as_f64().or_else(|| value.as_i64().map(|i| i as f64)).ok_or_else(|| bad("expected a number"))?),
-            "failure_reason" => UpdateEntry::FailureReason(value.as_str().ok_or_else(|| bad("expected a string"))?.to_string()),
+            "elapsed" => UpdateEntry::Elapsed(
+                value.as_f64().or_else(|| value.as_i64().map(|i| i as f64)).ok_or_else(|| bad("expected a number"))?,
+            ),
+            "failure_reason" => {
+                UpdateEntry::FailureReason(value.as_str().ok_or_else(|| bad("expected a string"))?.to_string())
+            }
             "files" => {
                 let Value::Array(files) = value else { return Err(bad("expected a list")) };
                 UpdateEntry::Files(files.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())

@@ -26,18 +26,42 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn migrations(backend: Backend) -> Migrator {
-    let (init,) = match backend {
-        Backend::Sqlite => (include_str!("../../../migrations/sqlite/0001_init.sql"),),
-        Backend::Postgres => (include_str!("../../../migrations/postgres/0001_init.sql"),),
-    };
-    Migrator::with_migrations(vec![Migration::new(
+/// (version, description, SQLite text, PostgreSQL text); versions and
+/// descriptions are the same on both backends.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
         1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        SqlStr::from_static(init),
-        false,
-    )])
+        "init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "builds",
+        include_str!("../../../migrations/sqlite/0002_builds.sql"),
+        include_str!("../../../migrations/postgres/0002_builds.sql"),
+    ),
+];
+
+fn migrations(backend: Backend) -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sqlite, postgres)| {
+                let sql = match backend {
+                    Backend::Sqlite => sqlite,
+                    Backend::Postgres => postgres,
+                };
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// `sqlite://x.sqlite` would fail on a missing file; a first run should
@@ -128,15 +152,22 @@ mod tests {
     use super::*;
 
     /// The two schemas are written out per backend but must stay the same
-    /// schema: they may differ only in how an id column is declared.
+    /// schema: they may differ only in how id and binary columns are declared.
     #[test]
-    fn migrations_differ_only_in_id_columns() {
-        let sqlite = include_str!("../../../migrations/sqlite/0001_init.sql");
-        let postgres = include_str!("../../../migrations/postgres/0001_init.sql");
-        let normalize = |text: &str, id: &str| -> Vec<String> {
-            text.lines().filter(|l| !l.trim_start().starts_with("--")).map(|l| l.replace(id, "<ID>")).collect()
+    fn migrations_differ_only_in_column_types() {
+        let normalize = |text: &str, id: &str, blob: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .map(|l| l.replace(id, "<ID>").replace(blob, "<BLOB>"))
+                .collect()
         };
-        assert_eq!(normalize(sqlite, "id INTEGER PRIMARY KEY"), normalize(postgres, "id BIGSERIAL PRIMARY KEY"));
+        for (version, _, sqlite, postgres) in MIGRATIONS {
+            assert_eq!(
+                normalize(sqlite, "id INTEGER PRIMARY KEY", " BLOB "),
+                normalize(postgres, "id BIGSERIAL PRIMARY KEY", " BYTEA "),
+                "migration {version}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! scheduler firing, a claim) is one transaction.
 
 mod buildrequests;
+mod builds;
 mod buildsets;
 mod changes;
 mod error;
@@ -18,6 +19,7 @@ mod schedulers;
 mod workers_builders;
 
 pub use buildrequests::ClaimedBuild;
+pub use builds::{LogRecord, StepRecord};
 pub use buildsets::{NewBuildset, NewSourceStamp};
 pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
 pub use error::StoreError;

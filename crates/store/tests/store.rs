@@ -370,3 +370,92 @@ test_both!(configuration_sync_is_idempotent_and_listable, |db| {
     let gone = store.get_builder(first["Fedora 3.x"]).await.expect("get").expect("row kept");
     assert!(gone.masterids.is_empty());
 });
+
+test_both!(logs_keep_every_line_and_read_by_range, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    buildset_for(&store, &ids, "a", &[builders["Fedora 3.x"]], 10).await;
+    let build = store.claim_build(builders["Fedora 3.x"], master, None, 11).await.expect("claim").expect("build");
+    let step = store.add_step(build.build_id, 0, "test", 12).await.expect("step");
+    let log = store.add_log(step, "stdio", "s").await.expect("log");
+    // 200,000 lines in the batches a live build produces, with odd content.
+    let lines: Vec<String> = (0..200_000)
+        .map(|i| match i % 4 {
+            0 => format!("o line {i} <b>&amp; ünïcödé</b>"),
+            1 => format!("e error {i}\tTAB"),
+            2 => "o".to_string(),
+            _ => format!("h {}", "x".repeat(i % 300)),
+        })
+        .collect();
+    let mut count = 0;
+    for batch in lines.chunks(7_919) {
+        count = store.append_log_lines(log, count, batch).await.expect("append");
+    }
+    assert_eq!(count, 200_000);
+    store.finish_log(log).await.expect("finish");
+    let all = store.log_lines(log, 0, 199_999).await.expect("read");
+    assert_eq!(all.len(), lines.len());
+    assert!(all == lines, "every line comes back as it went in");
+    assert_eq!(store.log_lines(log, 100_001, 100_003).await.expect("range"), lines[100_001..=100_003].to_vec());
+    assert!(store.log_lines(log, 300_000, 300_010).await.expect("past the end").is_empty());
+    let logs = store.list_logs(step).await.expect("logs");
+    assert_eq!((logs[0].num_lines, logs[0].complete, logs[0].slug.as_str()), (200_000, true, "stdio"));
+});
+
+test_both!(finishing_and_retrying_builds, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let fedora = builders["Fedora 3.x"];
+    let windows = builders["Windows 3.x"];
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    let first = buildset_for(&store, &ids, "a", &[fedora, windows], 10).await;
+    buildset_for(&store, &ids, "a", &[fedora], 11).await;
+
+    let build = store.claim_build(fedora, master, None, 20).await.expect("claim").expect("build");
+    assert_eq!(build.covered.len(), 2);
+    // The worker is lost: RETRY, and the requests wait again.
+    store.retry_build(build.build_id, "worker lost", 21).await.expect("retry");
+    assert_eq!(store.get_build(build.build_id).await.expect("get").expect("b").results, Some(5));
+    let again = store.claim_build(fedora, master, None, 22).await.expect("claim").expect("retried");
+    assert_eq!(again.covered, build.covered);
+    assert_eq!(again.number, 2);
+
+    store.finish_build(again.build_id, cascade_model::Results::Failure, "failed test", 30).await.expect("finish");
+    let r = store.get_buildrequest(first[0]).await.expect("get").expect("req");
+    assert!(r.complete);
+    assert_eq!(r.results, 2);
+    // The first buildset still waits for Windows; the second is complete.
+    let sets = store.list_buildsets(&ListQuery::default().order_by("bsid", false)).await.expect("sets");
+    assert!(!sets.items[0].complete);
+    assert!(sets.items[1].complete);
+    assert_eq!(sets.items[1].results, Some(2));
+    let win = store.claim_build(windows, master, None, 31).await.expect("claim").expect("windows");
+    store.finish_build(win.build_id, cascade_model::Results::Success, "build successful", 32).await.expect("finish");
+    let first_set = store.get_buildset(sets.items[0].bsid).await.expect("get").expect("set");
+    assert!(first_set.complete);
+    assert_eq!(first_set.results, Some(2), "the worst of failure and success");
+});
+
+test_both!(a_restarted_master_retries_the_builds_it_owned, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    buildset_for(&store, &ids, "a", &[builders["Fedora 3.x"]], 10).await;
+    let build = store.claim_build(builders["Fedora 3.x"], master, None, 11).await.expect("claim").expect("build");
+    let step = store.add_step(build.build_id, 0, "compile", 12).await.expect("step");
+    let workers = store.list_workers(&ListQuery::default()).await.expect("workers");
+    let w = workers.items[0].workerid;
+    store.worker_attached(w, master, &serde_json::json!({"basedir": "/w", "numcpus": 2}), 12).await.expect("attach");
+    let listed = store.get_worker(w).await.expect("get").expect("worker");
+    assert_eq!(listed.connected_to.len(), 1);
+    assert_eq!(listed.workerinfo["basedir"], "/w");
+
+    let retried = store.recover_master(master, 50).await.expect("recover");
+    assert_eq!(retried, vec![build.build_id]);
+    assert_eq!(store.get_build(build.build_id).await.expect("get").expect("b").results, Some(5));
+    assert_eq!(store.list_steps(build.build_id).await.expect("steps")[0].results, Some(5));
+    assert_eq!(store.list_steps(build.build_id).await.expect("steps")[0].stepid, step);
+    assert!(store.get_worker(w).await.expect("get").expect("worker").connected_to.is_empty());
+    assert_eq!(store.pending_builder_ids().await.expect("pending"), vec![builders["Fedora 3.x"]]);
+});
