@@ -148,7 +148,12 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed()
     );
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(master.schedulers.clone().run(store.clone(), master.wake_schedulers.clone(), stopped));
+    tokio::spawn(master.schedulers.clone().run(
+        store.clone(),
+        master.wake_schedulers.clone(),
+        master.wake_builds.clone(),
+        stopped,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, cascade_master::router(master)).await });

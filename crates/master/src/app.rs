@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use cascade_config::{Config, ResolvedSecrets, SecretString};
+use cascade_config::{BuilderConfig, Config, ResolvedSecrets, SecretString};
 use cascade_store::{BuilderSpec, Store, StoreError, WorkerSpec};
 use tokio::sync::Notify;
 
@@ -27,6 +27,14 @@ pub struct Master {
     pub webhook_secret: Option<SecretString>,
     /// Nudges the scheduler loop when new changes are stored.
     pub wake_schedulers: Arc<Notify>,
+    /// Nudges the build distributor: new requests, a free worker slot.
+    pub wake_builds: Arc<Notify>,
+    pub workers: Arc<crate::workers::Registry>,
+    pub credentials: crate::workers::auth::Credentials,
+    pub liveness: crate::workers::msgpack::Liveness,
+    /// Builds running on this master, with the switch that stops each.
+    running: std::sync::Mutex<BTreeMap<i64, tokio::sync::watch::Sender<bool>>>,
+    builders_by_id: BTreeMap<i64, BuilderConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +85,14 @@ impl Master {
         let name = config.master.name.clone().unwrap_or_else(|| default_master_name(&config));
         let master_id = store.register_master(&name, now).await?;
         tracing::info!(master = %name, master_id, builders = builder_ids.len(), workers = worker_ids.len(), "master registered");
+        // Builds this master left running when it stopped are retried.
+        let retried = store.recover_master(master_id, now).await?;
+        if !retried.is_empty() {
+            tracing::warn!(builds = ?retried, "builds interrupted by the last shutdown will be retried");
+        }
+        let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
+        let builders_by_id =
+            config.builders.iter().filter_map(|b| builder_ids.get(&b.name).map(|id| (*id, b.clone()))).collect();
         Ok(Arc::new(Master {
             config: Arc::new(config),
             store,
@@ -86,7 +102,40 @@ impl Master {
             schedulers,
             webhook_secret: secrets.webhook_secret,
             wake_schedulers: Arc::new(Notify::new()),
+            wake_builds: Arc::new(Notify::new()),
+            workers: Arc::new(crate::workers::Registry::default()),
+            credentials,
+            liveness: crate::workers::msgpack::Liveness::default(),
+            running: std::sync::Mutex::new(BTreeMap::new()),
+            builders_by_id,
         }))
+    }
+
+    pub fn builder_by_id(&self, id: i64) -> Option<&BuilderConfig> {
+        self.builders_by_id.get(&id)
+    }
+
+    pub(crate) fn register_running(&self, build_id: i64, stop: tokio::sync::watch::Sender<bool>) {
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(build_id, stop);
+        }
+    }
+
+    pub(crate) fn unregister_running(&self, build_id: i64) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&build_id);
+        }
+    }
+
+    /// Stops a build running on this master: its current command is
+    /// interrupted, the build ends CANCELLED (`always_run` steps still run).
+    /// False if no such build runs here.
+    pub fn stop_build(&self, build_id: i64) -> bool {
+        let stop = self.running.lock().ok().and_then(|r| r.get(&build_id).cloned());
+        match stop {
+            Some(tx) => tx.send(true).is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -134,8 +183,26 @@ pub async fn serve(config: Config, database_override: Option<String>) -> anyhow:
     let master = Master::start(config, secrets, store.clone(), crate::clock::now()).await?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let scheduler =
-        tokio::spawn(master.schedulers.clone().run(store.clone(), master.wake_schedulers.clone(), stopped.clone()));
+    let scheduler = tokio::spawn(master.schedulers.clone().run(
+        store.clone(),
+        master.wake_schedulers.clone(),
+        master.wake_builds.clone(),
+        stopped.clone(),
+    ));
+    let distributor = tokio::spawn(crate::runner::run(master.clone(), stopped.clone()));
+    let msgpack_addr: SocketAddr = master.config.master.msgpack.parse()?;
+    let msgpack_listener = tokio::net::TcpListener::bind(msgpack_addr).await?;
+    tracing::info!(address = %msgpack_listener.local_addr()?, "msgpack worker protocol listening");
+    let msgpack = {
+        let (app, mut stopped) = (crate::workers::msgpack::router(master.clone()), stopped.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(msgpack_listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                })
+                .await;
+        })
+    };
     let heartbeat = {
         let (store, id, mut stopped) = (store.clone(), master.master_id, stopped.clone());
         tokio::spawn(async move {
@@ -168,7 +235,8 @@ pub async fn serve(config: Config, database_override: Option<String>) -> anyhow:
 
     tracing::info!("shutting down");
     let _ = stop.send(true);
-    let _ = tokio::join!(scheduler, heartbeat);
+    let _ = tokio::join!(scheduler, heartbeat, distributor);
+    msgpack.abort();
     store.deactivate_master(master.master_id).await?;
     store.close().await;
     Ok(())

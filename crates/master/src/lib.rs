@@ -7,8 +7,10 @@ pub mod app;
 pub mod clock;
 pub mod home;
 pub mod password;
+pub mod runner;
 pub mod scheduler;
 pub mod sendchange;
 pub mod webhook;
+pub mod workers;
 
 pub use app::{Master, router, serve};

@@ -9,6 +9,7 @@ pub mod change;
 pub mod coalesce;
 pub mod gitref;
 pub mod glob;
+pub mod outcome;
 pub mod results;
 pub mod scheduling;
 

@@ -339,3 +339,23 @@ mod tests {
         }
     }
 }
+
+/// A JSON value as msgpack: how protocol-neutral command arguments travel
+/// over this protocol. Strings stay str, integers stay integers.
+pub fn from_json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::from(i),
+            (_, Some(u), _) => Value::from(u),
+            (_, _, Some(f)) => Value::F64(f),
+            _ => Value::Nil,
+        },
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(from_json).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), from_json(v))).collect())
+        }
+    }
+}

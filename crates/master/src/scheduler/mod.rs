@@ -286,10 +286,12 @@ impl Schedulers {
 
     /// Runs until `stopped` turns true: fires what is due, sleeps until the
     /// next due time, a nudge (`wake`), or the poll interval.
+    /// `fired` is nudged whenever a firing created build requests.
     pub async fn run(
         self: Arc<Self>,
         store: Store,
         wake: Arc<Notify>,
+        fired: Arc<Notify>,
         mut stopped: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
@@ -298,11 +300,16 @@ impl Schedulers {
             }
             let now = crate::clock::now();
             let sleep_for = match self.tick(&store, now).await {
-                Ok(report) => report
-                    .next_due
-                    .map(|t| Duration::from_secs((t - now).max(0) as u64))
-                    .unwrap_or(POLL_INTERVAL)
-                    .min(POLL_INTERVAL),
+                Ok(report) => {
+                    if !report.fired.is_empty() {
+                        fired.notify_one();
+                    }
+                    report
+                        .next_due
+                        .map(|t| Duration::from_secs((t - now).max(0) as u64))
+                        .unwrap_or(POLL_INTERVAL)
+                        .min(POLL_INTERVAL)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "scheduler pass failed; retrying");
                     POLL_INTERVAL

@@ -1,0 +1,414 @@
+//! One build on one worker: properties, then each step of the factory,
+//! then the result (or RETRY when the worker is lost).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cascade_config::{BuilderConfig, Command, GitMethod, GitMode, GitStep, ShellStep, StepConfig, StepKind};
+use cascade_model::Results;
+use cascade_model::outcome::{BuildTally, StepFlags, interpolate, step_result};
+use cascade_store::{ClaimedBuild, StoreError};
+use regex::Regex;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::command::{CommandResult, CommandRun};
+use super::log::LogWriter;
+use crate::app::Master;
+use crate::workers::WorkerHandle;
+
+/// Buildbot's default for a shell step's silence limit.
+const DEFAULT_TIMEOUT_SECS: u64 = 1200;
+
+struct Ctx {
+    master: Arc<Master>,
+    build_id: i64,
+    worker: Arc<WorkerHandle>,
+    builddir: String,
+    props: BTreeMap<String, String>,
+    repository: String,
+    branch: Option<String>,
+    revision: Option<String>,
+    stop: watch::Receiver<bool>,
+}
+
+/// What a step came to.
+struct StepEnd {
+    results: Results,
+    lost: bool,
+    state: String,
+}
+
+pub async fn run(master: Arc<Master>, worker: Arc<WorkerHandle>, builder: BuilderConfig, claimed: ClaimedBuild) {
+    let span = tracing::info_span!("build", builder = %builder.name, number = claimed.number, worker = %worker.name);
+    let build_id = claimed.build_id;
+    let (stop_tx, stop) = watch::channel(false);
+    master.register_running(build_id, stop_tx);
+    async {
+        tracing::info!(requests = claimed.covered.len(), revision = ?claimed.source.revision, "build started");
+        if let Err(e) = run_steps(&master, &worker, &builder, &claimed, stop).await {
+            tracing::error!(error = %e, "the store failed during the build; it is retried");
+            let _ = master.store.retry_build(build_id, "retry: store error", crate::clock::now()).await;
+        }
+    }
+    .instrument(span)
+    .await;
+    master.unregister_running(build_id);
+    worker.running.fetch_sub(1, Ordering::SeqCst);
+    master.wake_builds.notify_one();
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+}
+
+async fn run_steps(
+    master: &Arc<Master>,
+    worker: &Arc<WorkerHandle>,
+    builder: &BuilderConfig,
+    claimed: &ClaimedBuild,
+    stop: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let store = &master.store;
+    let build_id = claimed.build_id;
+    let basedir = worker.info.basedir.clone().unwrap_or_default();
+    let builddir = worker.join(&[&basedir, &sanitize(&builder.name)]);
+    let source = &claimed.source;
+    let mut props: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(w) = master.config.workers.iter().find(|w| w.name == worker.name) {
+        props.extend(w.properties.clone());
+    }
+    props.insert("buildername".into(), builder.name.clone());
+    props.insert("buildnumber".into(), claimed.number.to_string());
+    props.insert("workername".into(), worker.name.clone());
+    props.insert("builddir".into(), builddir.clone());
+    props.insert("branch".into(), source.branch.clone().unwrap_or_default());
+    props.insert("revision".into(), source.revision.clone().unwrap_or_default());
+    props.insert("repository".into(), source.repository.clone());
+    props.insert("project".into(), source.project.clone());
+    let stored: Vec<(String, Value, String)> =
+        props.iter().map(|(k, v)| (k.clone(), json!(v), "Build".to_string())).collect();
+    store.set_build_properties(build_id, &stored).await?;
+    store.set_build_state(build_id, "building").await?;
+
+    let Some(factory) = master.config.factories.iter().find(|f| f.name == builder.factory) else {
+        store.finish_build(build_id, Results::Exception, "no such factory", crate::clock::now()).await?;
+        return Ok(());
+    };
+    let mut ctx = Ctx {
+        master: master.clone(),
+        build_id,
+        worker: worker.clone(),
+        builddir,
+        props,
+        repository: source.repository.clone(),
+        branch: source.branch.clone(),
+        revision: source.revision.clone(),
+        stop,
+    };
+    let mut tally = BuildTally::default();
+    let mut failed: Vec<String> = Vec::new();
+    for (number, step) in factory.steps.iter().enumerate() {
+        if tally.halted && !step.always_run {
+            continue;
+        }
+        let step_id = store.add_step(build_id, number as i64, &step.name, crate::clock::now()).await?;
+        let log_id = store.add_log(step_id, "stdio", "s").await?;
+        let mut log = LogWriter::new(store.clone(), log_id);
+        let end = run_step(&mut ctx, step, &mut log).await?;
+        log.finish().await?;
+        store.finish_step(step_id, end.results, &end.state, crate::clock::now()).await?;
+        tracing::info!(step = %step.name, results = end.results.name(), "step finished");
+        if end.lost {
+            store.retry_build(build_id, "retry: the worker was lost", crate::clock::now()).await?;
+            tracing::warn!("worker lost: build will be retried");
+            return Ok(());
+        }
+        if !matches!(end.results, Results::Success | Results::Skipped) {
+            failed.push(step.name.clone());
+        }
+        let flags = StepFlags {
+            halt_on_failure: step.halt_on_failure,
+            flunk_on_failure: step.flunk_on_failure,
+            warn_on_failure: step.warn_on_failure,
+        };
+        tally.add(end.results, flags);
+        if *ctx.stop.borrow() {
+            tally.add(Results::Cancelled, flags);
+        }
+    }
+    let state = match tally.results {
+        Results::Success => "build successful".to_string(),
+        r => format!("{}: {}", r.name(), failed.join(", ")),
+    };
+    store.finish_build(build_id, tally.results, &state, crate::clock::now()).await?;
+    tracing::info!(results = tally.results.name(), "build finished");
+    Ok(())
+}
+
+async fn run_step(ctx: &mut Ctx, step: &StepConfig, log: &mut LogWriter) -> Result<StepEnd, StoreError> {
+    match &step.kind {
+        StepKind::Shell(shell) => shell_step(ctx, step, shell, log).await,
+        StepKind::Git(git) => git_step(ctx, step, git, log).await,
+        StepKind::Upload(_) => {
+            log.add('h', "upload steps are not supported by this master yet").await?;
+            Ok(StepEnd { results: Results::Exception, lost: false, state: "upload: not supported yet".into() })
+        }
+    }
+}
+
+fn shell_args(step: &StepConfig, workdir: &str, command: Value, env: Value) -> Value {
+    json!({
+        "workdir": workdir,
+        "command": command,
+        "env": env,
+        "want_stdout": true,
+        "want_stderr": true,
+        "logfiles": {},
+        "timeout": step.timeout.map(|d| d.as_secs()).unwrap_or(DEFAULT_TIMEOUT_SECS),
+        "maxTime": step.max_time.map(|d| d.as_secs()),
+        "max_lines": null,
+        "sigtermTime": null,
+        "usePTY": false,
+        // The worker's environment may hold secrets; never put it in logs.
+        "logEnviron": false,
+        "initial_stdin": null,
+        "interruptSignal": "KILL",
+    })
+}
+
+fn describe(step: &StepConfig, results: Results, result: &CommandResult) -> String {
+    let mut s = format!("{} {}", step.name, results.name());
+    match result.failure_reason.as_deref() {
+        Some("timeout") | Some("timeout_without_output") => s.push_str(" (timed out)"),
+        Some("max_lines_failure") => s.push_str(" (max lines)"),
+        _ => {}
+    }
+    s
+}
+
+async fn shell_step(
+    ctx: &mut Ctx,
+    step: &StepConfig,
+    shell: &ShellStep,
+    log: &mut LogWriter,
+) -> Result<StepEnd, StoreError> {
+    let workdir = ctx.worker.join(&[&ctx.builddir, shell.workdir.as_deref().unwrap_or("build")]);
+    let command = match &shell.command {
+        Command::Shell(s) => json!(interpolate(s, &ctx.props)),
+        Command::Argv(argv) => json!(argv.iter().map(|a| interpolate(a, &ctx.props)).collect::<Vec<_>>()),
+    };
+    let env: serde_json::Map<String, Value> =
+        shell.env.iter().map(|(k, v)| (k.clone(), json!(interpolate(v, &ctx.props)))).collect();
+    let pattern = match shell.warning_pattern.as_deref().map(Regex::new) {
+        Some(Ok(re)) => Some(re),
+        Some(Err(e)) => {
+            log.add('h', &format!("invalid warning_pattern: {e}")).await?;
+            return Ok(StepEnd {
+                results: Results::Exception,
+                lost: false,
+                state: format!("{}: bad warning_pattern", step.name),
+            });
+        }
+        None => None,
+    };
+    let args = shell_args(step, &workdir, command, Value::Object(env));
+    let run = CommandRun {
+        worker: &ctx.worker,
+        command_id: ctx.master.workers.command_id(),
+        name: "shell",
+        args,
+        warning_pattern: pattern.as_ref(),
+        capture_stdout: false,
+    };
+    let result = run.run(log, &mut ctx.stop).await?;
+    let results = step_result(&result.end, &shell.decode_rc);
+    let state = describe(step, results, &result);
+    Ok(StepEnd { results, lost: result.lost, state })
+}
+
+/// Runs one command of a multi-command step (git), argv form.
+async fn sub_command(
+    ctx: &mut Ctx,
+    step: &StepConfig,
+    workdir: &str,
+    argv: &[&str],
+    log: &mut LogWriter,
+    capture: bool,
+) -> Result<CommandResult, StoreError> {
+    let args = shell_args(step, workdir, json!(argv), json!({}));
+    CommandRun {
+        worker: &ctx.worker,
+        command_id: ctx.master.workers.command_id(),
+        name: "shell",
+        args,
+        warning_pattern: None,
+        capture_stdout: capture,
+    }
+    .run(log, &mut ctx.stop)
+    .await
+}
+
+async fn fs_command(ctx: &mut Ctx, name: &str, args: Value, log: &mut LogWriter) -> Result<CommandResult, StoreError> {
+    CommandRun {
+        worker: &ctx.worker,
+        command_id: ctx.master.workers.command_id(),
+        name,
+        args,
+        warning_pattern: None,
+        capture_stdout: false,
+    }
+    .run(log, &mut ctx.stop)
+    .await
+}
+
+/// A git checkout built from plain commands (argv, so it works on every
+/// OS): clone or reuse, fetch the branch, check out the revision, clean.
+async fn git_step(ctx: &mut Ctx, step: &StepConfig, git: &GitStep, log: &mut LogWriter) -> Result<StepEnd, StoreError> {
+    let repo = git
+        .repo
+        .clone()
+        .or_else(|| (!ctx.repository.is_empty()).then(|| ctx.repository.clone()))
+        .or_else(|| ctx.master.config.github.repository.as_ref().map(|r| format!("https://github.com/{r}.git")))
+        .unwrap_or_default();
+    let repo = interpolate(&repo, &ctx.props);
+    let (checkout_dir, copy_to) = if git.method == GitMethod::Copy && git.mode == GitMode::Full {
+        (ctx.worker.join(&[&ctx.builddir, "source"]), Some(ctx.worker.join(&[&ctx.builddir, "build"])))
+    } else {
+        (ctx.worker.join(&[&ctx.builddir, "build"]), None)
+    };
+    let fail =
+        |results: Results, what: &str, lost: bool| StepEnd { results, lost, state: format!("{} {what}", step.name) };
+    macro_rules! check {
+        ($result:expr, $what:expr) => {{
+            let r = $result;
+            if r.lost {
+                return Ok(fail(Results::Retry, "lost", true));
+            }
+            let res = step_result(&r.end, &BTreeMap::new());
+            if res != Results::Success {
+                return Ok(fail(res, $what, false));
+            }
+            r
+        }};
+    }
+    if repo.is_empty() {
+        log.add('h', "no repository: set `repo` on the git step or github.repository").await?;
+        return Ok(fail(Results::Exception, "no repository", false));
+    }
+    if git.mode == GitMode::Full && git.method == GitMethod::Clobber {
+        check!(
+            fs_command(ctx, "rmdir", json!({"paths": [checkout_dir], "timeout": 600, "logEnviron": false}), log)
+                .await?,
+            "clobber"
+        );
+    }
+    let dotgit = ctx.worker.join(&[&checkout_dir, ".git"]);
+    let stat = fs_command(ctx, "stat", json!({"path": dotgit}), log).await?;
+    if stat.lost {
+        return Ok(fail(Results::Retry, "lost", true));
+    }
+    if stat.end.rc != Some(0) {
+        check!(fs_command(ctx, "mkdir", json!({"paths": [checkout_dir]}), log).await?, "mkdir");
+        check!(sub_command(ctx, step, &checkout_dir, &["git", "init", "-q"], log, false).await?, "init");
+        check!(
+            sub_command(ctx, step, &checkout_dir, &["git", "remote", "add", "origin", &repo], log, false).await?,
+            "remote"
+        );
+    } else {
+        check!(
+            sub_command(ctx, step, &checkout_dir, &["git", "remote", "set-url", "origin", &repo], log, false).await?,
+            "remote"
+        );
+    }
+    let branch = ctx.branch.clone().filter(|b| !b.is_empty());
+    let revision = ctx.revision.clone().filter(|r| !r.is_empty());
+    match &branch {
+        Some(b) => {
+            let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}");
+            check!(
+                sub_command(ctx, step, &checkout_dir, &["git", "fetch", "-q", "origin", &refspec], log, false).await?,
+                "fetch"
+            );
+        }
+        None => {
+            check!(
+                sub_command(ctx, step, &checkout_dir, &["git", "fetch", "-q", "origin"], log, false).await?,
+                "fetch"
+            );
+        }
+    }
+    let target = match (&revision, &branch) {
+        (Some(r), _) => r.clone(),
+        (None, Some(b)) => format!("origin/{b}"),
+        (None, None) => "FETCH_HEAD".to_string(),
+    };
+    let checkout = sub_command(ctx, step, &checkout_dir, &["git", "checkout", "-q", "-f", &target], log, false).await?;
+    if checkout.lost {
+        return Ok(fail(Results::Retry, "lost", true));
+    }
+    if checkout.end.rc != Some(0) {
+        // The revision may be on no fetched branch (a force push): ask for it directly.
+        check!(
+            sub_command(ctx, step, &checkout_dir, &["git", "fetch", "-q", "origin", &target], log, false).await?,
+            "fetch revision"
+        );
+        check!(
+            sub_command(ctx, step, &checkout_dir, &["git", "checkout", "-q", "-f", &target], log, false).await?,
+            "checkout"
+        );
+    }
+    if git.mode == GitMode::Full {
+        match git.method {
+            GitMethod::Fresh | GitMethod::Copy | GitMethod::Clobber => {
+                check!(
+                    sub_command(ctx, step, &checkout_dir, &["git", "clean", "-f", "-f", "-d", "-x", "-q"], log, false)
+                        .await?,
+                    "clean"
+                );
+            }
+            GitMethod::Clean => {
+                check!(
+                    sub_command(ctx, step, &checkout_dir, &["git", "clean", "-f", "-f", "-d", "-q"], log, false)
+                        .await?,
+                    "clean"
+                );
+            }
+        }
+    }
+    if git.submodules {
+        check!(
+            sub_command(ctx, step, &checkout_dir, &["git", "submodule", "update", "--init", "--recursive"], log, false)
+                .await?,
+            "submodules"
+        );
+    }
+    let head =
+        check!(sub_command(ctx, step, &checkout_dir, &["git", "rev-parse", "HEAD"], log, true).await?, "rev-parse");
+    let got = head.stdout.trim().to_string();
+    if let Some(to) = copy_to {
+        check!(
+            fs_command(ctx, "rmdir", json!({"paths": [to], "timeout": 600, "logEnviron": false}), log).await?,
+            "copy"
+        );
+        check!(
+            fs_command(
+                ctx,
+                "cpdir",
+                json!({"from_path": checkout_dir, "to_path": to, "timeout": 1200, "logEnviron": false}),
+                log
+            )
+            .await?,
+            "copy"
+        );
+    }
+    ctx.props.insert("got_revision".into(), got.clone());
+    ctx.master.store.set_build_properties(ctx.build_id, &[("got_revision".into(), json!(got), "Git".into())]).await?;
+    Ok(StepEnd {
+        results: Results::Success,
+        lost: false,
+        state: format!("{} {}", step.name, got.chars().take(12).collect::<String>()),
+    })
+}

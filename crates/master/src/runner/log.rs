@@ -1,0 +1,55 @@
+//! A step's `stdio` log as it grows: whole lines, each tagged with its
+//! stream (`o` stdout, `e` stderr, `h` header), written in batches.
+
+use std::time::{Duration, Instant};
+
+use cascade_store::{Store, StoreError};
+
+const FLUSH_LINES: usize = 2000;
+const FLUSH_AFTER: Duration = Duration::from_millis(250);
+
+pub struct LogWriter {
+    store: Store,
+    pub log_id: i64,
+    buffered: Vec<String>,
+    written: i64,
+    oldest: Option<Instant>,
+}
+
+impl LogWriter {
+    pub fn new(store: Store, log_id: i64) -> LogWriter {
+        LogWriter { store, log_id, buffered: Vec::new(), written: 0, oldest: None }
+    }
+
+    /// Adds text (one or more lines) from a stream; a final line without
+    /// `\n` is kept whole.
+    pub async fn add(&mut self, stream: char, text: &str) -> Result<(), StoreError> {
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        for line in text.split('\n') {
+            let mut tagged = String::with_capacity(line.len() + 1);
+            tagged.push(stream);
+            tagged.push_str(line);
+            self.buffered.push(tagged);
+        }
+        self.oldest.get_or_insert_with(Instant::now);
+        if self.buffered.len() >= FLUSH_LINES || self.oldest.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        self.written = self.store.append_log_lines(self.log_id, self.written, &self.buffered).await?;
+        self.buffered.clear();
+        self.oldest = None;
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.store.finish_log(self.log_id).await
+    }
+}

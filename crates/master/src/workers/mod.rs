@@ -1,0 +1,141 @@
+//! Workers as the rest of the master sees them: a protocol-neutral
+//! connection that runs commands, and the registry of who is connected.
+//! `msgpack` serves `msgpack_experimental_v7`; Perspective Broker will sit
+//! behind the same [`WorkerConnection`] trait.
+
+pub mod auth;
+pub mod msgpack;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cascade_protocol::{UpdateEntry, WorkerInfo};
+use tokio::sync::{Notify, mpsc};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the worker is gone")]
+    Gone,
+    #[error("the worker did not answer in time")]
+    Timeout,
+    #[error("the worker refused: {0}")]
+    Refused(String),
+}
+
+/// What a running command reports.
+#[derive(Debug)]
+pub enum CommandEvent {
+    Output(Vec<UpdateEntry>),
+    /// The last event: `error` is set when the worker-side command raised.
+    Complete {
+        error: Option<String>,
+    },
+    /// The connection died while the command ran.
+    Lost,
+}
+
+/// A connected worker, whatever its protocol.
+pub trait WorkerConnection: Send + Sync + 'static {
+    /// Starts a command; its events arrive on the returned channel, which
+    /// is registered before the command is sent (a fast command's output can
+    /// overtake the worker's acknowledgement).
+    fn start_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        command_name: &'a str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'a, Result<mpsc::Receiver<CommandEvent>, WorkerError>>;
+    fn interrupt<'a>(&'a self, command_id: &'a str, why: &'a str) -> BoxFuture<'a, Result<(), WorkerError>>;
+    /// A cheap round trip, to tell a live connection from a dead one.
+    fn ping(&self) -> BoxFuture<'_, Result<(), WorkerError>>;
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), WorkerError>>;
+    /// Drops the connection (the worker will reconnect).
+    fn close(&self);
+    fn is_closed(&self) -> bool;
+}
+
+pub struct WorkerHandle {
+    pub name: String,
+    pub worker_id: i64,
+    pub info: WorkerInfo,
+    pub max_builds: usize,
+    pub running: AtomicUsize,
+    pub conn: Arc<dyn WorkerConnection>,
+}
+
+impl WorkerHandle {
+    /// Joins path parts the way the worker's OS does.
+    pub fn join(&self, parts: &[&str]) -> String {
+        let sep = if self.info.system.as_deref() == Some("nt") { "\\" } else { "/" };
+        let mut out = String::new();
+        for (i, p) in parts.iter().filter(|p| !p.is_empty()).enumerate() {
+            if i > 0 && !out.ends_with(sep) {
+                out.push_str(sep);
+            }
+            out.push_str(p);
+        }
+        out
+    }
+}
+
+/// Who is connected to this master.
+#[derive(Default)]
+pub struct Registry {
+    workers: Mutex<HashMap<String, Arc<WorkerHandle>>>,
+    next_command: AtomicU64,
+    /// Notified when a worker attaches, detaches or frees a slot.
+    pub changed: Notify,
+}
+
+impl Registry {
+    /// A command id never used before by this master: a reconnecting worker
+    /// must never see an old id again.
+    pub fn command_id(&self) -> String {
+        self.next_command.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<WorkerHandle>> {
+        self.workers.lock().ok().and_then(|w| w.get(name).cloned())
+    }
+
+    pub fn connected(&self) -> Vec<Arc<WorkerHandle>> {
+        self.workers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Registers a new connection. A worker already connected under that
+    /// name keeps its place if it still answers (the newcomer is refused,
+    /// as Buildbot does); a dead one is replaced.
+    pub async fn attach(&self, handle: Arc<WorkerHandle>) -> Result<(), String> {
+        if let Some(old) = self.get(&handle.name) {
+            let alive = !old.conn.is_closed()
+                && tokio::time::timeout(std::time::Duration::from_secs(10), old.conn.ping())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if alive {
+                return Err(format!("worker {} is already connected and answering", handle.name));
+            }
+            tracing::warn!(worker = %handle.name, "replacing a dead connection");
+            old.conn.close();
+        }
+        if let Ok(mut w) = self.workers.lock() {
+            w.insert(handle.name.clone(), handle);
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Forgets a connection, unless a newer one already took its place.
+    pub fn detach(&self, handle: &Arc<WorkerHandle>) {
+        if let Ok(mut w) = self.workers.lock() {
+            if w.get(&handle.name).is_some_and(|cur| Arc::ptr_eq(cur, handle)) {
+                w.remove(&handle.name);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+}
