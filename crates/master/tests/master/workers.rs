@@ -1,0 +1,265 @@
+//! Builds on real workers: an unmodified `buildbot-worker` 4.3.0 from PyPI
+//! (installed by `tests/support/buildbot-worker.sh`, which `.ci/run` runs)
+//! speaking `msgpack_experimental_v7` to an in-process master.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cascade_master::Master;
+use cascade_store::{ListQuery, StepRecord};
+use cascade_testkit::test_both;
+use serde_json::json;
+
+use crate::harness::Harness;
+
+/// The buildbot-worker executable: `CASCADE_BUILDBOT_WORKER`, or the one the
+/// support script installs (it is run here if needed).
+fn buildbot_worker() -> PathBuf {
+    if let Ok(p) = std::env::var("CASCADE_BUILDBOT_WORKER") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/buildbot-worker.sh");
+    let out = std::process::Command::new("bash").arg(&script).output().expect("run buildbot-worker.sh");
+    assert!(out.status.success(), "installing buildbot-worker failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ann")
+        .env("GIT_AUTHOR_EMAIL", "ann@example.org")
+        .env("GIT_COMMITTER_NAME", "Ann")
+        .env("GIT_COMMITTER_EMAIL", "ann@example.org")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A local repository with one commit on `main`; returns (path, sha).
+pub fn make_repo(root: &Path) -> (PathBuf, String) {
+    let repo = root.join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "the demo project\n").expect("write");
+    git(&repo, &["add", "README"]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    (repo, sha)
+}
+
+/// A running `buildbot-worker`, killed (with its process group) on drop.
+pub struct BuildbotWorker {
+    child: tokio::process::Child,
+    pub basedir: PathBuf,
+}
+
+impl BuildbotWorker {
+    pub async fn start(dir: &Path, port: u16, name: &str, password: &str) -> BuildbotWorker {
+        let exe = buildbot_worker();
+        let basedir = dir.join(format!("worker-{name}"));
+        let created = std::process::Command::new(&exe)
+            .args(["create-worker", "-q", "-f", "--protocol", "msgpack_experimental_v7", "--maxdelay", "2"])
+            .arg(&basedir)
+            .arg(format!("127.0.0.1:{port}"))
+            .args([name, password])
+            .output()
+            .expect("create-worker");
+        assert!(created.status.success(), "create-worker: {}", String::from_utf8_lossy(&created.stderr));
+        let twistd = exe.parent().expect("bin dir").join("twistd");
+        let log = std::fs::File::create(basedir.join("test-output.log")).expect("log file");
+        let child = tokio::process::Command::new(twistd)
+            .args(["--nodaemon", "--no_save", "--pidfile=", "-y", "buildbot.tac"])
+            .current_dir(&basedir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("LANG", "C.UTF-8")
+            .stdout(Stdio::from(log.try_clone().expect("dup")))
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("twistd starts");
+        BuildbotWorker { child, basedir }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().map(|p| p as i32).unwrap_or(0)
+    }
+
+    /// SIGKILL to the worker and everything it runs.
+    pub async fn kill(&mut self) {
+        let pid = self.pid();
+        if pid > 0 {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
+        let _ = self.child.wait().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.basedir.join("twistd.log"))
+            .or_else(|_| std::fs::read_to_string(self.basedir.join("test-output.log")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for BuildbotWorker {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        if pid > 0 {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
+    }
+}
+
+/// Serves the master's worker port and runs its scheduler and distributor.
+pub struct Running {
+    pub port: u16,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+pub async fn run_master(master: &Arc<Master>) -> Running {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = cascade_master::workers::msgpack::router(master.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(master.schedulers.clone().run(
+        master.store.clone(),
+        master.wake_schedulers.clone(),
+        master.wake_builds.clone(),
+        stopped.clone(),
+    ));
+    tokio::spawn(cascade_master::runner::run(master.clone(), stopped));
+    Running { port, _stop: stop }
+}
+
+/// Waits for `check` to return `Some`, polling the store; fails after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn config(repo: &Path, steps: &str) -> String {
+    format!(
+        r#"
+[master]
+name = "worker-test"
+[github]
+insecure_webhook = true
+[[branch]]
+name = "main"
+[[worker]]
+name = "w1"
+password = "pw-one"
+properties = {{ flavour = "vanilla" }}
+[[factory]]
+name = "f"
+steps = [
+  {{ git = {{ repo = "{repo}", mode = "full", method = "fresh" }} }},
+  {steps}
+]
+[[builder]]
+name = "unix"
+workers = ["w1"]
+factory = "f"
+branches = ["main"]
+[[scheduler]]
+name = "main"
+kind = "branch"
+branch = "main"
+"#,
+        repo = repo.display()
+    )
+}
+
+pub async fn push(h: &Harness, sha: &str) {
+    let mut payload = crate::harness::synthetic_push("main", 1, 1, &["README"]);
+    payload["commits"][0]["id"] = json!(sha);
+    payload["head_commit"]["id"] = json!(sha);
+    payload["after"] = json!(sha);
+    let body = serde_json::to_vec(&payload).expect("json");
+    let req = axum::http::Request::post("/change_hook/github")
+        .header("x-github-event", "push")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let (status, answer) = h.send_json(req).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{answer}");
+}
+
+pub async fn finished_build(h: &Harness, limit: Duration) -> cascade_store::records::BuildRecord {
+    wait_for("a finished build", limit, || async {
+        for id in 1..50 {
+            if let Ok(Some(b)) = h.store.get_build(id).await {
+                if b.complete && b.results != Some(5) {
+                    return Some(b);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+pub async fn log_of(h: &Harness, step: &StepRecord) -> Vec<String> {
+    let logs = h.store.list_logs(step.stepid).await.expect("logs");
+    h.store.log_lines(logs[0].logid, 0, logs[0].num_lines - 1).await.expect("lines")
+}
+
+test_both!(a_stock_buildbot_worker_runs_a_pushed_build, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let steps = r#"
+  { name = "pass", command = ["sh", "-c", "echo hello from %(prop:workername)s %(prop:flavour)s; cat README"] },
+  { name = "fail", command = "echo bad news >&2; exit 3" },
+  { name = "halt", command = ["false"], halt_on_failure = true },
+  { name = "skipped", command = ["echo", "never"] },
+  { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
+    let h = Harness::with_config(db, &config(&repo, steps)).await;
+    let running = run_master(&h.master).await;
+    let worker = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
+    assert_eq!(listed.items[0].connected_to.len(), 1);
+    let info = &listed.items[0].workerinfo;
+    assert_eq!(info["basedir"], worker.basedir.display().to_string());
+    assert_eq!(info["version"], "4.3.0");
+    assert!(info.get("environ").is_none(), "the worker's environment is never stored");
+
+    push(&h, &sha).await;
+    let build = finished_build(&h, Duration::from_secs(60)).await;
+    assert_eq!(build.results, Some(2), "FAILURE: {}", build.state_string);
+    let steps = h.store.list_steps(build.buildid).await.expect("steps");
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["git", "pass", "fail", "halt", "cleanup"], "halted before `skipped`, `cleanup` always runs");
+    let results: Vec<Option<i64>> = steps.iter().map(|s| s.results).collect();
+    assert_eq!(results, vec![Some(0), Some(0), Some(2), Some(2), Some(0)]);
+
+    let pass = log_of(&h, &steps[1]).await;
+    assert!(pass.contains(&"ohello from w1 vanilla".to_string()), "{pass:?}");
+    assert!(pass.contains(&"othe demo project".to_string()), "the checkout is there: {pass:?}");
+    let fail = log_of(&h, &steps[2]).await;
+    assert!(fail.contains(&"ebad news".to_string()), "{fail:?}");
+    assert!(fail.contains(&"hprogram finished with exit code 3".to_string()), "{fail:?}");
+    let props = h.store.build_properties(build.buildid).await.expect("props");
+    let got = props.iter().find(|(n, _, _)| n == "got_revision").map(|(_, v, _)| v.clone());
+    assert_eq!(got, Some(json!(sha)));
+    let requests = h.store.list_buildrequests(&ListQuery::default()).await.expect("requests");
+    assert!(requests.items.iter().all(|r| r.complete && r.results == 2));
+    drop(worker);
+});

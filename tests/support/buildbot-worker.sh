@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Makes sure an unmodified buildbot-worker from PyPI is installed for the
+# compatibility tests, in a virtual environment cached outside the clone.
+# Prints the path of its `buildbot-worker` executable.
+set -euo pipefail
+version="${BUILDBOT_WORKER_VERSION:-4.3.0}"
+root="${CASCADE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cascade}"
+venv="$root/buildbot-worker-$version"
+if [ ! -x "$venv/bin/buildbot-worker" ] || ! "$venv/bin/python" -c "import buildbot_worker" 2>/dev/null; then
+  rm -rf "$venv"
+  mkdir -p "$root"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "buildbot-worker==$version" >&2
+fi
+echo "$venv/bin/buildbot-worker"
