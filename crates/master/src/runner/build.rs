@@ -117,7 +117,16 @@ async fn run_steps(
         let step_id = store.add_step(build_id, number as i64, &step.name, crate::clock::now()).await?;
         let log_id = store.add_log(step_id, "stdio", "s").await?;
         let mut log = LogWriter::new(store.clone(), log_id);
-        let end = run_step(&mut ctx, step, &mut log).await?;
+        // After a stop, an always_run step runs to its end: it gets a switch
+        // nobody flips, and the build's own is put back afterwards.
+        let (_calm_tx, calm_rx) = watch::channel(false);
+        let stopped = *ctx.stop.borrow();
+        let saved = (stopped && step.always_run).then(|| std::mem::replace(&mut ctx.stop, calm_rx));
+        let end = run_step(&mut ctx, step, &mut log).await;
+        if let Some(s) = saved {
+            ctx.stop = s;
+        }
+        let end = end?;
         log.finish().await?;
         store.finish_step(step_id, end.results, &end.state, crate::clock::now()).await?;
         tracing::info!(step = %step.name, results = end.results.name(), "step finished");
@@ -135,7 +144,8 @@ async fn run_steps(
             warn_on_failure: step.warn_on_failure,
         };
         tally.add(end.results, flags);
-        if *ctx.stop.borrow() {
+        if stopped || *ctx.stop.borrow() {
+            // A stop ends the build CANCELLED and halts it.
             tally.add(Results::Cancelled, flags);
         }
     }

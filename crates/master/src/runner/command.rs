@@ -53,10 +53,14 @@ impl CommandRun<'_> {
                 return Ok(result);
             }
         };
+        // A stop interrupts the command running when it comes (or this one,
+        // if it came just before); it never reaches steps started later
+        // with a fresh switch (always_run clean-ups).
         let mut interrupted = *stop.borrow();
         if interrupted {
             let _ = self.worker.conn.interrupt(&self.command_id, "the build was stopped").await;
         }
+        let mut listening = true;
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -78,18 +82,18 @@ impl CommandRun<'_> {
                         break;
                     }
                 },
-                changed = stop.changed(), if !interrupted => {
-                    if changed.is_ok() && *stop.borrow() {
+                changed = stop.changed(), if listening && !interrupted => match changed {
+                    Ok(()) if *stop.borrow() => {
                         interrupted = true;
                         log.add('h', "stopping: interrupting the command").await?;
                         let _ = self.worker.conn.interrupt(&self.command_id, "the build was stopped").await;
-                    } else if changed.is_err() {
-                        interrupted = true;
                     }
-                }
+                    Ok(()) => {}
+                    Err(_) => listening = false,
+                },
             }
         }
-        result.end.interrupted = interrupted && *stop.borrow();
+        result.end.interrupted = interrupted;
         if let Some(rc) = result.end.rc {
             log.add('h', &format!("program finished with exit code {rc}")).await?;
         }

@@ -61,7 +61,9 @@ pub struct BuildbotWorker {
 impl BuildbotWorker {
     pub async fn start(dir: &Path, port: u16, name: &str, password: &str) -> BuildbotWorker {
         let exe = buildbot_worker();
-        let basedir = dir.join(format!("worker-{name}"));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let basedir = dir.join(format!("worker-{name}-{n}"));
         let created = std::process::Command::new(&exe)
             .args(["create-worker", "-q", "-f", "--protocol", "msgpack_experimental_v7", "--maxdelay", "2"])
             .arg(&basedir)
@@ -262,4 +264,106 @@ test_both!(a_stock_buildbot_worker_runs_a_pushed_build, |db| {
     let requests = h.store.list_buildrequests(&ListQuery::default()).await.expect("requests");
     assert!(requests.items.iter().all(|r| r.complete && r.results == 2));
     drop(worker);
+});
+
+test_both!(timeouts_stop_and_long_logs_on_a_stock_worker, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let steps = r#"
+  { name = "lines", command = ["seq", "1", "200000"] },
+  { name = "silent", command = ["sleep", "30"], timeout = "2s" },
+  { name = "chatty", command = ["sh", "-c", "while true; do echo tick; sleep 0.2; done"], max_time = "2s" },
+  { name = "long", command = ["sleep", "60"] },
+  { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
+    let h = Harness::with_config(db, &config(&repo, steps)).await;
+    let running = run_master(&h.master).await;
+    let _worker = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    push(&h, &sha).await;
+
+    // Stop the build while `long` runs.
+    let (build_id, _) = wait_for("the `long` step to start", Duration::from_secs(60), || async {
+        let build = h.store.get_build(1).await.ok().flatten()?;
+        let steps = h.store.list_steps(build.buildid).await.ok()?;
+        steps.iter().find(|s| s.name == "long" && !s.complete).map(|s| (build.buildid, s.stepid))
+    })
+    .await;
+    assert!(h.master.stop_build(build_id));
+    let build = finished_build(&h, Duration::from_secs(30)).await;
+    assert_eq!(build.results, Some(6), "CANCELLED: {}", build.state_string);
+    let steps = h.store.list_steps(build.buildid).await.expect("steps");
+    let by_name = |n: &str| steps.iter().find(|s| s.name == n).cloned().unwrap_or_else(|| panic!("step {n}"));
+
+    // 200,000 lines, line for line.
+    let lines = log_of(&h, &by_name("lines")).await;
+    let out: Vec<&String> = lines.iter().filter(|l| l.starts_with('o')).collect();
+    assert_eq!(out.len(), 200_000);
+    assert!(out.iter().enumerate().all(|(i, l)| **l == format!("o{}", i + 1)), "every line, in order");
+
+    let silent = by_name("silent");
+    assert_eq!(silent.results, Some(2));
+    assert!(silent.state_string.contains("timed out"), "{}", silent.state_string);
+    let chatty = by_name("chatty");
+    assert_eq!(chatty.results, Some(2));
+    assert!(chatty.state_string.contains("timed out"), "{}", chatty.state_string);
+    assert!(log_of(&h, &chatty).await.iter().any(|l| l == "otick"));
+    assert_eq!(by_name("long").results, Some(6), "the interrupted step is CANCELLED");
+    assert_eq!(by_name("cleanup").results, Some(0), "always_run steps run after a stop");
+});
+
+test_both!(a_killed_worker_gives_retry_and_the_build_runs_again, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let marker = dir.path().join("second-run");
+    let steps = format!(
+        r#"  {{ name = "flaky", command = ["sh", "-c", "if [ -f {m} ]; then echo second run; exit 0; fi; touch {m}; echo first run; sleep 60"] }},"#,
+        m = marker.display()
+    );
+    let h = Harness::with_config(db, &config(&repo, &steps)).await;
+    let running = run_master(&h.master).await;
+    let mut worker = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    push(&h, &sha).await;
+    wait_for("the first run to start sleeping", Duration::from_secs(60), || async { marker.exists().then_some(()) })
+        .await;
+    worker.kill().await;
+
+    let retried = wait_for("the build to end as RETRY", Duration::from_secs(30), || async {
+        let b = h.store.get_build(1).await.ok().flatten()?;
+        (b.complete).then_some(b)
+    })
+    .await;
+    assert_eq!(retried.results, Some(5), "RETRY");
+    assert!(h.master.workers.get("w1").is_none());
+    let pending = h.store.list_buildrequests(&ListQuery::default().eq("complete", "false")).await.expect("requests");
+    assert_eq!(pending.total, 1, "the request waits again");
+
+    let _back = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    let build = finished_build(&h, Duration::from_secs(60)).await;
+    assert_eq!(build.number, 2);
+    assert_eq!(build.results, Some(0));
+    let steps = h.store.list_steps(build.buildid).await.expect("steps");
+    assert!(log_of(&h, &steps[1]).await.contains(&"osecond run".to_string()));
+});
+
+test_both!(a_wrong_password_is_refused_and_touches_nothing, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, _) = make_repo(dir.path());
+    let h = Harness::with_config(db, &config(&repo, r#"{ name = "x", command = ["true"] },"#)).await;
+    let running = run_master(&h.master).await;
+    let worker = BuildbotWorker::start(dir.path(), running.port, "w1", "not-the-password").await;
+    // The worker keeps retrying: wait until it has been refused twice.
+    wait_for("two refused attempts", Duration::from_secs(30), || async {
+        (worker.log().matches("401").count() >= 2 || worker.log().matches("Unauthorized").count() >= 2).then_some(())
+    })
+    .await;
+    assert!(h.master.workers.get("w1").is_none());
+    let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
+    assert!(listed.items[0].connected_to.is_empty());
+    assert_eq!(listed.items[0].workerinfo, json!({}), "nothing about the worker was stored");
+    drop(worker);
+    // The right password for the same name still gets in.
+    let good = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the right password to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    drop(good);
 });
