@@ -100,20 +100,20 @@ pub fn interpolate(template: &str, props: &BTreeMap<String, String>) -> String {
             rest = after;
             continue;
         }
-        if let Some(inner) = tail.strip_prefix("%(prop:") {
-            if let Some(end) = inner.find(")s") {
-                let spec = &inner[..end];
-                let (name, default) = match spec.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (spec, None),
-                };
-                match props.get(name) {
-                    Some(v) if !v.is_empty() || default.is_none() => out.push_str(v),
-                    _ => out.push_str(default.unwrap_or("")),
-                }
-                rest = &inner[end + 2..];
-                continue;
+        if let Some(inner) = tail.strip_prefix("%(prop:")
+            && let Some(end) = inner.find(")s")
+        {
+            let spec = &inner[..end];
+            let (name, default) = match spec.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (spec, None),
+            };
+            match props.get(name) {
+                Some(v) if !v.is_empty() || default.is_none() => out.push_str(v),
+                _ => out.push_str(default.unwrap_or("")),
             }
+            rest = &inner[end + 2..];
+            continue;
         }
         out.push('%');
         rest = &tail[1..];

@@ -240,6 +240,26 @@ pub fn parse_update(args: &Value) -> Result<Vec<UpdateEntry>, String> {
     Ok(out)
 }
 
+/// A JSON value as msgpack: how protocol-neutral command arguments travel
+/// over this protocol. Strings stay str, integers stay integers.
+pub fn from_json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::from(i),
+            (_, Some(u), _) => Value::from(u),
+            (_, _, Some(f)) => Value::F64(f),
+            _ => Value::Nil,
+        },
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(from_json).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), from_json(v))).collect())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,26 +356,6 @@ mod tests {
                 let _ = Frame::decode(&[a, b]);
                 let _ = Frame::decode(&[0x81, a, b]);
             }
-        }
-    }
-}
-
-/// A JSON value as msgpack: how protocol-neutral command arguments travel
-/// over this protocol. Strings stay str, integers stay integers.
-pub fn from_json(v: &serde_json::Value) -> Value {
-    match v {
-        serde_json::Value::Null => Value::Nil,
-        serde_json::Value::Bool(b) => Value::Boolean(*b),
-        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => Value::from(i),
-            (_, Some(u), _) => Value::from(u),
-            (_, _, Some(f)) => Value::F64(f),
-            _ => Value::Nil,
-        },
-        serde_json::Value::String(s) => Value::from(s.as_str()),
-        serde_json::Value::Array(a) => Value::Array(a.iter().map(from_json).collect()),
-        serde_json::Value::Object(o) => {
-            Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), from_json(v))).collect())
         }
     }
 }

@@ -131,10 +131,10 @@ impl Registry {
 
     /// Forgets a connection, unless a newer one already took its place.
     pub fn detach(&self, handle: &Arc<WorkerHandle>) {
-        if let Ok(mut w) = self.workers.lock() {
-            if w.get(&handle.name).is_some_and(|cur| Arc::ptr_eq(cur, handle)) {
-                w.remove(&handle.name);
-            }
+        if let Ok(mut w) = self.workers.lock()
+            && w.get(&handle.name).is_some_and(|cur| Arc::ptr_eq(cur, handle))
+        {
+            w.remove(&handle.name);
         }
         self.changed.notify_waiters();
     }

@@ -207,10 +207,11 @@ pub async fn push(h: &Harness, sha: &str) {
 pub async fn finished_build(h: &Harness, limit: Duration) -> cascade_store::records::BuildRecord {
     wait_for("a finished build", limit, || async {
         for id in 1..50 {
-            if let Ok(Some(b)) = h.store.get_build(id).await {
-                if b.complete && b.results != Some(5) {
-                    return Some(b);
-                }
+            if let Ok(Some(b)) = h.store.get_build(id).await
+                && b.complete
+                && b.results != Some(5)
+            {
+                return Some(b);
             }
         }
         None
@@ -367,3 +368,102 @@ test_both!(a_wrong_password_is_refused_and_touches_nothing, |db| {
     wait_for("the right password to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     drop(good);
 });
+
+mod hostile {
+    use super::*;
+    use base64::Engine;
+    use cascade_protocol::Frame;
+    use cascade_protocol::msgpack::Request;
+    use futures_util::{SinkExt, StreamExt};
+    use rmpv::Value;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    async fn connect(port: u16, name: &str, password: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let mut req = format!("ws://127.0.0.1:{port}/").into_client_request()?;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+        req.headers_mut().insert("authorization", format!("Basic {token}").parse().expect("header"));
+        Ok(tokio_tungstenite::connect_async(req).await?.0)
+    }
+
+    /// Answers the master's attach requests like a worker would.
+    async fn answer_attach(ws: &mut Ws) {
+        let mut answered = 0;
+        while answered < 3 {
+            let Some(Ok(Message::Binary(bytes))) = ws.next().await else { panic!("attach sequence") };
+            let Ok(Frame::Request { op, seq, .. }) = Frame::decode(&bytes) else { continue };
+            let result = match op.as_str() {
+                "get_worker_info" => Value::Map(vec![
+                    (Value::from("basedir"), Value::from("/nonexistent")),
+                    (Value::from("system"), Value::from("posix")),
+                    (Value::from("version"), Value::from("hostile")),
+                ]),
+                _ => Value::Nil,
+            };
+            ws.send(Message::Binary(Frame::Response { seq, result: Ok(result) }.encode().into())).await.expect("send");
+            answered += 1;
+        }
+    }
+
+    async fn next_response(ws: &mut Ws) -> (i64, Result<Value, String>) {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let Ok(Frame::Response { seq, result }) = Frame::decode(&bytes) {
+                        return (seq, result);
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
+    test_both!(bad_input_from_a_worker_is_survived, |db| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (repo, sha) = make_repo(dir.path());
+        let text = config(&repo, r#"{ name = "ok", command = ["echo", "fine"] },"#)
+            .replace("workers = [\"w1\"]", "workers = [\"w2\"]")
+            .replace("[[factory]]", "[[worker]]\nname = \"w2\"\npassword = \"pw-two\"\n\n[[factory]]");
+        let h = Harness::with_config(db, &text).await;
+        let running = run_master(&h.master).await;
+
+        assert!(connect(running.port, "w1", "wrong").await.is_err(), "a wrong password gets no connection");
+        let mut ws = connect(running.port, "w1", "pw-one").await.expect("connects");
+        answer_attach(&mut ws).await;
+        wait_for("w1 to attach", Duration::from_secs(10), || async { h.master.workers.get("w1") }).await;
+
+        ws.send(Message::Binary(vec![0xc1, 0xff, 0x00].into())).await.expect("garbage");
+        ws.send(Message::Binary(vec![0x93, 1, 2, 3].into())).await.expect("an array");
+        ws.send(Message::Text("hello".into())).await.expect("text");
+        let stray = Frame::Response { seq: 9999, result: Ok(Value::Nil) };
+        ws.send(Message::Binary(stray.encode().into())).await.expect("stray response");
+        let unknown = Request { op: "frobnicate", fields: vec![] }.into_frame(1);
+        ws.send(Message::Binary(unknown.encode().into())).await.expect("unknown op");
+        assert_eq!(next_response(&mut ws).await, (1, Err("Command frobnicate does not exist.".into())));
+        let orphan = Frame::Request {
+            op: "update".into(),
+            seq: 2,
+            fields: vec![("command_id".into(), Value::from("no-such")), ("args".into(), Value::Array(vec![]))],
+        };
+        ws.send(Message::Binary(orphan.encode().into())).await.expect("orphan update");
+        let (seq, result) = next_response(&mut ws).await;
+        assert_eq!(seq, 2);
+        assert!(result.is_err(), "an update for an unknown command is refused");
+        // A 100 MB message: over the limit, so this connection is dropped.
+        let _ = ws.send(Message::Binary(vec![b'x'; 100 << 20].into())).await;
+        wait_for("the oversized connection to be dropped", Duration::from_secs(30), || async {
+            h.master.workers.get("w1").is_none().then_some(())
+        })
+        .await;
+
+        // Meanwhile everyone else is served: a stock worker builds.
+        let _w2 = BuildbotWorker::start(dir.path(), running.port, "w2", "pw-two").await;
+        wait_for("w2 to attach", Duration::from_secs(30), || async { h.master.workers.get("w2") }).await;
+        push(&h, &sha).await;
+        let build = finished_build(&h, Duration::from_secs(60)).await;
+        assert_eq!(build.results, Some(0), "{}", build.state_string);
+    });
+}
