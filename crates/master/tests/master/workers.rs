@@ -52,31 +52,70 @@ pub fn make_repo(root: &Path) -> (PathBuf, String) {
     (repo, sha)
 }
 
-/// A running `buildbot-worker`, killed (with its process group) on drop.
+/// Which worker program a scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An unmodified buildbot-worker 4.3.0 from PyPI.
+    Buildbot,
+    /// This project's `cascade-worker` binary.
+    Cascade,
+}
+
+/// `cascade-worker`, built by `cargo test --workspace` next to this test binary.
+fn cascade_worker() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("cascade-worker");
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+/// A running worker process, killed (with its process group) on drop.
 pub struct BuildbotWorker {
     child: tokio::process::Child,
     pub basedir: PathBuf,
+    log_path: PathBuf,
 }
 
 impl BuildbotWorker {
     pub async fn start(dir: &Path, port: u16, name: &str, password: &str) -> BuildbotWorker {
-        let exe = buildbot_worker();
+        BuildbotWorker::start_kind(Kind::Buildbot, dir, port, name, password).await
+    }
+
+    pub async fn start_kind(kind: Kind, dir: &Path, port: u16, name: &str, password: &str) -> BuildbotWorker {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let basedir = dir.join(format!("worker-{name}-{n}"));
-        let created = std::process::Command::new(&exe)
-            .args(["create-worker", "-q", "-f", "--protocol", "msgpack_experimental_v7", "--maxdelay", "2"])
-            .arg(&basedir)
-            .arg(format!("127.0.0.1:{port}"))
-            .args([name, password])
-            .output()
-            .expect("create-worker");
-        assert!(created.status.success(), "create-worker: {}", String::from_utf8_lossy(&created.stderr));
-        let twistd = exe.parent().expect("bin dir").join("twistd");
-        let log = std::fs::File::create(basedir.join("test-output.log")).expect("log file");
-        let child = tokio::process::Command::new(twistd)
-            .args(["--nodaemon", "--no_save", "--pidfile=", "-y", "buildbot.tac"])
-            .current_dir(&basedir)
+        std::fs::create_dir_all(&basedir).expect("basedir");
+        let log = std::fs::File::create(dir.join(format!("worker-{name}-{n}.log"))).expect("log file");
+        let mut cmd = match kind {
+            Kind::Buildbot => {
+                let exe = buildbot_worker();
+                let created = std::process::Command::new(&exe)
+                    .args(["create-worker", "-q", "-f", "--protocol", "msgpack_experimental_v7", "--maxdelay", "2"])
+                    .arg(&basedir)
+                    .arg(format!("127.0.0.1:{port}"))
+                    .args([name, password])
+                    .output()
+                    .expect("create-worker");
+                assert!(created.status.success(), "create-worker: {}", String::from_utf8_lossy(&created.stderr));
+                let mut cmd = tokio::process::Command::new(exe.parent().expect("bin dir").join("twistd"));
+                cmd.args(["--nodaemon", "--no_save", "--pidfile=", "-y", "buildbot.tac"]).current_dir(&basedir);
+                cmd
+            }
+            Kind::Cascade => {
+                let pw = dir.join(format!("password-{n}"));
+                std::fs::write(&pw, format!("{password}\n")).expect("password file");
+                let mut cmd = tokio::process::Command::new(cascade_worker());
+                cmd.arg("--master")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .args(["--name", name, "--max-delay", "2s", "--password-file"])
+                    .arg(&pw)
+                    .arg("--basedir")
+                    .arg(&basedir);
+                cmd
+            }
+        };
+        let child = cmd
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir)
@@ -86,8 +125,8 @@ impl BuildbotWorker {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .expect("twistd starts");
-        BuildbotWorker { child, basedir }
+            .expect("the worker starts");
+        BuildbotWorker { child, basedir, log_path: dir.join(format!("worker-{name}-{n}.log")) }
     }
 
     pub fn pid(&self) -> i32 {
@@ -103,10 +142,10 @@ impl BuildbotWorker {
         let _ = self.child.wait().await;
     }
 
+    /// What the worker logged (twistd's log for buildbot-worker, stderr for ours).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.basedir.join("twistd.log"))
-            .or_else(|_| std::fs::read_to_string(self.basedir.join("test-output.log")))
-            .unwrap_or_default()
+        let twistd = std::fs::read_to_string(self.basedir.join("twistd.log")).unwrap_or_default();
+        twistd + &std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
 
@@ -224,7 +263,7 @@ pub async fn log_of(h: &Harness, step: &StepRecord) -> Vec<String> {
     h.store.log_lines(logs[0].logid, 0, logs[0].num_lines - 1).await.expect("lines")
 }
 
-test_both!(a_stock_buildbot_worker_runs_a_pushed_build, |db| {
+async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, sha) = make_repo(dir.path());
     let steps = r#"
@@ -235,13 +274,18 @@ test_both!(a_stock_buildbot_worker_runs_a_pushed_build, |db| {
   { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
     let h = Harness::with_config(db, &config(&repo, steps)).await;
     let running = run_master(&h.master).await;
-    let worker = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
     assert_eq!(listed.items[0].connected_to.len(), 1);
     let info = &listed.items[0].workerinfo;
     assert_eq!(info["basedir"], worker.basedir.display().to_string());
-    assert_eq!(info["version"], "4.3.0");
+    let expected_version = if kind == Kind::Buildbot {
+        "4.3.0".to_string()
+    } else {
+        format!("cascade-worker {}", env!("CARGO_PKG_VERSION"))
+    };
+    assert_eq!(info["version"], expected_version.as_str());
     assert!(info.get("environ").is_none(), "the worker's environment is never stored");
 
     push(&h, &sha).await;
@@ -265,9 +309,12 @@ test_both!(a_stock_buildbot_worker_runs_a_pushed_build, |db| {
     let requests = h.store.list_buildrequests(&ListQuery::default()).await.expect("requests");
     assert!(requests.items.iter().all(|r| r.complete && r.results == 2));
     drop(worker);
-});
+}
 
-test_both!(timeouts_stop_and_long_logs_on_a_stock_worker, |db| {
+test_both!(a_pushed_build_runs_on_buildbot_worker, |db| { a_pushed_build_runs(db, Kind::Buildbot).await });
+test_both!(a_pushed_build_runs_on_cascade_worker, |db| { a_pushed_build_runs(db, Kind::Cascade).await });
+
+async fn timeouts_stop_and_long_logs(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, sha) = make_repo(dir.path());
     let steps = r#"
@@ -278,7 +325,7 @@ test_both!(timeouts_stop_and_long_logs_on_a_stock_worker, |db| {
   { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
     let h = Harness::with_config(db, &config(&repo, steps)).await;
     let running = run_master(&h.master).await;
-    let _worker = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
 
@@ -310,9 +357,16 @@ test_both!(timeouts_stop_and_long_logs_on_a_stock_worker, |db| {
     assert!(log_of(&h, &chatty).await.iter().any(|l| l == "otick"));
     assert_eq!(by_name("long").results, Some(6), "the interrupted step is CANCELLED");
     assert_eq!(by_name("cleanup").results, Some(0), "always_run steps run after a stop");
+}
+
+test_both!(timeouts_stop_and_long_logs_on_buildbot_worker, |db| {
+    timeouts_stop_and_long_logs(db, Kind::Buildbot).await
+});
+test_both!(timeouts_stop_and_long_logs_on_cascade_worker, |db| {
+    timeouts_stop_and_long_logs(db, Kind::Cascade).await
 });
 
-test_both!(a_killed_worker_gives_retry_and_the_build_runs_again, |db| {
+async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, sha) = make_repo(dir.path());
     let marker = dir.path().join("second-run");
@@ -322,7 +376,7 @@ test_both!(a_killed_worker_gives_retry_and_the_build_runs_again, |db| {
     );
     let h = Harness::with_config(db, &config(&repo, &steps)).await;
     let running = run_master(&h.master).await;
-    let mut worker = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    let mut worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
     wait_for("the first run to start sleeping", Duration::from_secs(60), || async { marker.exists().then_some(()) })
@@ -339,23 +393,31 @@ test_both!(a_killed_worker_gives_retry_and_the_build_runs_again, |db| {
     let pending = h.store.list_buildrequests(&ListQuery::default().eq("complete", "false")).await.expect("requests");
     assert_eq!(pending.total, 1, "the request waits again");
 
-    let _back = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    let _back = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
     let build = finished_build(&h, Duration::from_secs(60)).await;
     assert_eq!(build.number, 2);
     assert_eq!(build.results, Some(0));
     let steps = h.store.list_steps(build.buildid).await.expect("steps");
     assert!(log_of(&h, &steps[1]).await.contains(&"osecond run".to_string()));
+}
+
+test_both!(a_killed_worker_gives_retry_then_runs_again_on_buildbot_worker, |db| {
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::Buildbot).await
+});
+test_both!(a_killed_worker_gives_retry_then_runs_again_on_cascade_worker, |db| {
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::Cascade).await
 });
 
-test_both!(a_wrong_password_is_refused_and_touches_nothing, |db| {
+async fn a_wrong_password_is_refused(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, _) = make_repo(dir.path());
     let h = Harness::with_config(db, &config(&repo, r#"{ name = "x", command = ["true"] },"#)).await;
     let running = run_master(&h.master).await;
-    let worker = BuildbotWorker::start(dir.path(), running.port, "w1", "not-the-password").await;
+    let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "not-the-password").await;
     // The worker keeps retrying: wait until it has been refused twice.
     wait_for("two refused attempts", Duration::from_secs(30), || async {
-        (worker.log().matches("401").count() >= 2 || worker.log().matches("Unauthorized").count() >= 2).then_some(())
+        let log = worker.log();
+        (log.matches("401").count() >= 2 || log.matches("Unauthorized").count() >= 2).then_some(())
     })
     .await;
     assert!(h.master.workers.get("w1").is_none());
@@ -364,9 +426,16 @@ test_both!(a_wrong_password_is_refused_and_touches_nothing, |db| {
     assert_eq!(listed.items[0].workerinfo, json!({}), "nothing about the worker was stored");
     drop(worker);
     // The right password for the same name still gets in.
-    let good = BuildbotWorker::start(dir.path(), running.port, "w1", "pw-one").await;
+    let good = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
     wait_for("the right password to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     drop(good);
+}
+
+test_both!(a_wrong_password_is_refused_on_buildbot_worker, |db| {
+    a_wrong_password_is_refused(db, Kind::Buildbot).await
+});
+test_both!(a_wrong_password_is_refused_on_cascade_worker, |db| {
+    a_wrong_password_is_refused(db, Kind::Cascade).await
 });
 
 mod hostile {

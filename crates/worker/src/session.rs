@@ -1,0 +1,159 @@
+//! One connection to the master: authenticate, answer its requests, run
+//! commands, stream their output as `update`s.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use cascade_protocol::Frame;
+use cascade_protocol::msgpack::Request;
+use futures_util::{SinkExt, StreamExt};
+use rmpv::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::commands::{self, Settings};
+
+pub enum End {
+    Shutdown,
+    Disconnected,
+}
+
+/// What the connection's tasks share.
+pub struct Shared {
+    out: mpsc::Sender<Message>,
+    next_seq: AtomicI64,
+    pub settings: Mutex<Settings>,
+    /// Running commands by id, each with the switch that interrupts it.
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl Shared {
+    /// Sends a request of ours; its answer is not awaited (updates are
+    /// fire-and-forget, as in Buildbot's worker).
+    pub async fn send(&self, op: &'static str, fields: Vec<(String, Value)>) -> bool {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let frame = Request { op, fields }.into_frame(seq);
+        self.out.send(Message::Binary(frame.encode().into())).await.is_ok()
+    }
+
+    pub fn finished(&self, command_id: &str) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(command_id);
+        }
+    }
+}
+
+pub async fn run(master: &str, name: &str, password: &str, basedir: &Path) -> anyhow::Result<End> {
+    let mut req = format!("ws://{master}/").into_client_request()?;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+    req.headers_mut().insert("authorization", format!("Basic {token}").parse()?);
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
+    tracing::info!(%master, "connected");
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut out_rx) = mpsc::channel::<Message>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let shared = Arc::new(Shared {
+        out,
+        next_seq: AtomicI64::new(0),
+        settings: Mutex::new(Settings::default()),
+        running: Mutex::new(HashMap::new()),
+    });
+    let mut end = End::Disconnected;
+    while let Some(msg) = stream.next().await {
+        let bytes = match msg {
+            Ok(Message::Binary(b)) => b,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        match Frame::decode(&bytes) {
+            Err(e) => tracing::warn!(error = %e, "undecodable message from the master ignored"),
+            Ok(Frame::Response { seq, result: Err(e) }) => {
+                tracing::warn!(seq, error = %e, "the master refused a message")
+            }
+            Ok(Frame::Response { .. }) => {}
+            Ok(Frame::Request { op, seq, fields }) => {
+                let result = handle(&shared, basedir, &op, &fields);
+                let shutdown = op == "shutdown" && result.is_ok();
+                let frame = Frame::Response { seq, result };
+                if shared.out.send(Message::Binary(frame.encode().into())).await.is_err() {
+                    break;
+                }
+                if shutdown {
+                    end = End::Shutdown;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+    // Commands cannot report to anyone any more, and the master treats them
+    // as lost (RETRY): stop them rather than leave them running unseen.
+    let running: Vec<_> = shared.running.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+    for (_, stop) in running {
+        let _ = stop.send(true);
+    }
+    drop(shared);
+    writer.abort();
+    Ok(end)
+}
+
+fn handle(shared: &Arc<Shared>, basedir: &Path, op: &str, fields: &[(String, Value)]) -> Result<Value, String> {
+    let field = |name: &str| Frame::field(fields, name);
+    match op {
+        "print" => {
+            tracing::info!(message = field("message").and_then(|m| m.as_str()).unwrap_or(""), "master says");
+            Ok(Value::Nil)
+        }
+        "keepalive" => Ok(Value::Nil),
+        "get_worker_info" => Ok(crate::info::worker_info(basedir)),
+        "set_worker_settings" => {
+            let settings = field("args")
+                .and_then(Settings::from_value)
+                .ok_or_else(|| "message did not contain obligatory settings for worker".to_string())?;
+            if let Ok(mut s) = shared.settings.lock() {
+                *s = settings;
+            }
+            Ok(Value::Nil)
+        }
+        "start_command" => {
+            let id = field("command_id").and_then(|v| v.as_str()).ok_or("start_command needs command_id")?;
+            let name = field("command_name").and_then(|v| v.as_str()).ok_or("start_command needs command_name")?;
+            if !crate::info::COMMANDS.contains(&name) {
+                return Err(format!("(command {id}): unrecognized WorkerCommand '{name}'"));
+            }
+            let args = field("args").cloned().unwrap_or(Value::Nil);
+            commands::check_args(name, &args)?;
+            let (stop, stopped) = watch::channel(false);
+            if let Ok(mut r) = shared.running.lock() {
+                r.insert(id.to_string(), stop);
+            }
+            tokio::spawn(commands::run(shared.clone(), id.to_string(), name.to_string(), args, stopped));
+            Ok(Value::Nil)
+        }
+        "interrupt_command" => {
+            let id = field("command_id").and_then(|v| v.as_str()).unwrap_or("");
+            match shared.running.lock().ok().and_then(|r| r.get(id).cloned()) {
+                Some(stop) => {
+                    let _ = stop.send(true);
+                }
+                None => tracing::info!(command = id, "asked to interrupt a command, but none was running"),
+            }
+            Ok(Value::Nil)
+        }
+        "shutdown" => Ok(Value::Nil),
+        other => Err(format!("Command {other} does not exist.")),
+    }
+}
