@@ -18,6 +18,14 @@ pub struct ChangeRow {
     pub title: String,
 }
 
+pub struct BuildRow {
+    pub builder: String,
+    pub number: i64,
+    /// Buildbot's result name, or `running`; also the CSS class.
+    pub result: String,
+    pub state: String,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "home.html")]
 pub struct Home {
@@ -27,6 +35,7 @@ pub struct Home {
     pub pending: i64,
     pub changes_total: i64,
     pub changes: Vec<ChangeRow>,
+    pub builds: Vec<BuildRow>,
 }
 
 pub async fn page(State(m): State<Arc<Master>>) -> Response {
@@ -38,6 +47,7 @@ pub async fn page(State(m): State<Arc<Master>>) -> Response {
             .await?;
         let builders = m.store.list_builders(&ListQuery::default().limit(0)).await?;
         let workers = m.store.list_workers(&ListQuery::default().limit(0)).await?;
+        let builds = m.store.recent_builds(25).await?;
         Ok::<_, cascade_store::StoreError>(Home {
             title: m.config.master.title.clone(),
             builders: builders.total,
@@ -53,6 +63,18 @@ pub async fn page(State(m): State<Arc<Master>>) -> Response {
                     author: c.author,
                     branch: c.branch.unwrap_or_default(),
                     title: c.comments.lines().next().unwrap_or("").to_string(),
+                })
+                .collect(),
+            builds: builds
+                .into_iter()
+                .map(|(builder, b)| BuildRow {
+                    builder,
+                    number: b.number,
+                    result: match b.results.and_then(cascade_model::Results::from_code) {
+                        Some(r) if b.complete => r.name().to_string(),
+                        _ => "running".to_string(),
+                    },
+                    state: b.state_string,
                 })
                 .collect(),
         })

@@ -25,6 +25,24 @@ enum Command {
         #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
     },
+    /// A self-contained demo on SQLite: a git repository, a worker, and commits that make builds.
+    Demo {
+        /// Where the demo keeps its repository, database, config and worker folder.
+        #[arg(long, default_value = "cascade-demo")]
+        dir: PathBuf,
+        /// Address for the web pages and API.
+        #[arg(long, default_value = "127.0.0.1:8010")]
+        http: String,
+        /// Port for the demo's worker connection (loopback only).
+        #[arg(long, default_value_t = 9990)]
+        worker_port: u16,
+        /// How many commits to make.
+        #[arg(long, default_value_t = 8)]
+        commits: usize,
+        /// Seconds between commits.
+        #[arg(long, default_value_t = 8)]
+        interval: u64,
+    },
     /// Check a config file; print every error with file, line, column and key.
     CheckConfig { config: PathBuf },
     /// Inject a change by hand, as Buildbot's sendchange.
@@ -100,6 +118,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             init_tracing();
             let config = load_config(&config)?;
             cascade_master::serve(config, database).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, http, worker_port, commits, interval } => {
+            init_tracing();
+            cascade_master::demo::run(cascade_master::demo::DemoOptions {
+                dir,
+                http,
+                worker_port,
+                commits,
+                interval: std::time::Duration::from_secs(interval),
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => match cascade_config::load(&config) {

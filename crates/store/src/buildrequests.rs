@@ -222,6 +222,39 @@ impl Store {
         .transpose()
     }
 
+    /// The newest builds, with their builder's name, newest first.
+    pub async fn recent_builds(&self, limit: i64) -> Result<Vec<(String, BuildRecord)>> {
+        let rows = sqlx::query(
+            "SELECT b.id, b.number, b.builder_id, b.build_request_id, b.worker_id, b.master_id, b.started_at, \
+             b.complete_at, b.state_string, b.results, bl.name AS builder_name FROM builds b \
+             JOIN builders bl ON bl.id = b.builder_id ORDER BY b.id DESC LIMIT $1",
+        )
+        .bind(limit.clamp(0, 1000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let complete_at: Option<i64> = get(r, "complete_at")?;
+                Ok((
+                    get(r, "builder_name")?,
+                    BuildRecord {
+                        buildid: get(r, "id")?,
+                        number: get(r, "number")?,
+                        builderid: get(r, "builder_id")?,
+                        buildrequestid: get(r, "build_request_id")?,
+                        workerid: get(r, "worker_id")?,
+                        masterid: get(r, "master_id")?,
+                        started_at: get(r, "started_at")?,
+                        complete_at,
+                        complete: complete_at.is_some(),
+                        state_string: get(r, "state_string")?,
+                        results: get(r, "results")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The requests a build covers, ascending.
     pub async fn build_request_ids(&self, build_id: i64) -> Result<Vec<i64>> {
         let rows = sqlx::query("SELECT id FROM buildrequests WHERE build_id = $1 ORDER BY id")

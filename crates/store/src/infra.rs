@@ -90,7 +90,21 @@ impl Store {
         // statements prepared against an older schema.
         {
             let migrate_pool = AnyPoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-            migrations(backend).run(&migrate_pool).await?;
+            let mut attempt = 0;
+            loop {
+                match migrations(backend).run(&migrate_pool).await {
+                    Ok(()) => break,
+                    // PostgreSQL serialises migrators with an advisory lock;
+                    // SQLite has none, so a second process migrating the same
+                    // new file at the same moment fails: once the first has
+                    // committed, running again finds nothing left to do.
+                    Err(_) if backend == Backend::Sqlite && attempt < 20 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             migrate_pool.close().await;
         }
         let max = match backend {

@@ -12,10 +12,10 @@ pub fn worker_info(basedir: &Path) -> Value {
     // Every file in <basedir>/info (admin, host, ...), as Buildbot's worker reports them.
     if let Ok(entries) = std::fs::read_dir(basedir.join("info")) {
         for e in entries.flatten() {
-            if e.path().is_file() {
-                if let (Some(name), Ok(text)) = (e.file_name().to_str(), std::fs::read_to_string(e.path())) {
-                    map.push((Value::from(name), Value::from(text)));
-                }
+            if e.path().is_file()
+                && let (Some(name), Ok(text)) = (e.file_name().to_str(), std::fs::read_to_string(e.path()))
+            {
+                map.push((Value::from(name), Value::from(text)));
             }
         }
     }
