@@ -33,6 +33,10 @@ pub struct MasterConfig {
     pub pb: String,
     pub msgpack: String,
     pub database: String,
+    /// How often workers are pinged.
+    pub worker_ping: Duration,
+    /// A worker silent this long is taken for dead (its builds RETRY).
+    pub worker_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

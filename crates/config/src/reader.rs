@@ -310,6 +310,8 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
         pb: "0.0.0.0:9989".into(),
         msgpack: "0.0.0.0:9990".into(),
         database: "sqlite://cascade.sqlite".into(),
+        worker_ping: Duration::from_secs(30),
+        worker_timeout: Duration::from_secs(100),
     };
     let Some(mut t) = root.opt_table(ctx, "master") else { return master };
     if let Some(v) = t.opt_str(ctx, "title") {
@@ -343,6 +345,15 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
             ctx.error(v.span().start, &t.key("database"), "expected a URL starting with sqlite:// or postgres://");
         }
         master.database = s;
+    }
+    if let Some(d) = t.opt_duration(ctx, "worker_ping") {
+        master.worker_ping = d.max(Duration::from_millis(50));
+    }
+    if let Some(d) = t.opt_duration(ctx, "worker_timeout") {
+        master.worker_timeout = d;
+    }
+    if master.worker_timeout <= master.worker_ping {
+        ctx.error(t.offset(), &t.key("worker_timeout"), "must be longer than worker_ping");
     }
     t.finish(ctx);
     master

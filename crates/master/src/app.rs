@@ -32,6 +32,8 @@ pub struct Master {
     pub workers: Arc<crate::workers::Registry>,
     pub credentials: crate::workers::auth::Credentials,
     pub liveness: crate::workers::msgpack::Liveness,
+    /// Every log line as it is stored, for live views (`subscribe()`).
+    pub live_logs: tokio::sync::broadcast::Sender<crate::runner::log::LiveLines>,
     /// Builds running on this master, with the switch that stops each.
     running: std::sync::Mutex<BTreeMap<i64, tokio::sync::watch::Sender<bool>>>,
     builders_by_id: BTreeMap<i64, BuilderConfig>,
@@ -91,6 +93,10 @@ impl Master {
             tracing::warn!(builds = ?retried, "builds interrupted by the last shutdown will be retried");
         }
         let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
+        let liveness = crate::workers::msgpack::Liveness {
+            ping_every: config.master.worker_ping,
+            dead_after: config.master.worker_timeout,
+        };
         let builders_by_id =
             config.builders.iter().filter_map(|b| builder_ids.get(&b.name).map(|id| (*id, b.clone()))).collect();
         Ok(Arc::new(Master {
@@ -105,7 +111,8 @@ impl Master {
             wake_builds: Arc::new(Notify::new()),
             workers: Arc::new(crate::workers::Registry::default()),
             credentials,
-            liveness: crate::workers::msgpack::Liveness::default(),
+            liveness,
+            live_logs: tokio::sync::broadcast::channel(4096).0,
             running: std::sync::Mutex::new(BTreeMap::new()),
             builders_by_id,
         }))

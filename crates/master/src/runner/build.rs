@@ -116,7 +116,7 @@ async fn run_steps(
         }
         let step_id = store.add_step(build_id, number as i64, &step.name, crate::clock::now()).await?;
         let log_id = store.add_log(step_id, "stdio", "s").await?;
-        let mut log = LogWriter::new(store.clone(), log_id);
+        let mut log = LogWriter::new(store.clone(), log_id, master.live_logs.clone());
         // After a stop, an always_run step runs to its end: it gets a switch
         // nobody flips, and the build's own is put back afterwards.
         let (_calm_tx, calm_rx) = watch::channel(false);

@@ -1,15 +1,26 @@
 //! A step's `stdio` log as it grows: whole lines, each tagged with its
 //! stream (`o` stdout, `e` stderr, `h` header), written in batches.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cascade_store::{Store, StoreError};
+use tokio::sync::broadcast;
+
+/// Lines just added to a log, for live views: lines `first_line..` of `log_id`.
+#[derive(Debug, Clone)]
+pub struct LiveLines {
+    pub log_id: i64,
+    pub first_line: i64,
+    pub lines: Arc<Vec<String>>,
+}
 
 const FLUSH_LINES: usize = 2000;
 const FLUSH_AFTER: Duration = Duration::from_millis(250);
 
 pub struct LogWriter {
     store: Store,
+    live: broadcast::Sender<LiveLines>,
     pub log_id: i64,
     buffered: Vec<String>,
     written: i64,
@@ -17,8 +28,8 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn new(store: Store, log_id: i64) -> LogWriter {
-        LogWriter { store, log_id, buffered: Vec::new(), written: 0, oldest: None }
+    pub fn new(store: Store, log_id: i64, live: broadcast::Sender<LiveLines>) -> LogWriter {
+        LogWriter { store, live, log_id, buffered: Vec::new(), written: 0, oldest: None }
     }
 
     /// Adds text (one or more lines) from a stream; a final line without
@@ -42,8 +53,12 @@ impl LogWriter {
         if self.buffered.is_empty() {
             return Ok(());
         }
-        self.written = self.store.append_log_lines(self.log_id, self.written, &self.buffered).await?;
-        self.buffered.clear();
+        let first_line = self.written;
+        self.written = self.store.append_log_lines(self.log_id, first_line, &self.buffered).await?;
+        // Stored first, published second: a live view never shows a line the
+        // store could not give it on reload. No subscriber is not an error.
+        let lines = Arc::new(std::mem::take(&mut self.buffered));
+        let _ = self.live.send(LiveLines { log_id: self.log_id, first_line, lines });
         self.oldest = None;
         Ok(())
     }

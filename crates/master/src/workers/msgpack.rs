@@ -35,12 +35,6 @@ pub struct Liveness {
     pub dead_after: Duration,
 }
 
-impl Default for Liveness {
-    fn default() -> Self {
-        Liveness { ping_every: Duration::from_secs(30), dead_after: Duration::from_secs(100) }
-    }
-}
-
 pub fn router(master: Arc<Master>) -> Router {
     // The worker connects at `/` unless its tac says otherwise; any path works.
     Router::new().fallback(upgrade).with_state(master)

@@ -288,6 +288,7 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     assert_eq!(info["version"], expected_version.as_str());
     assert!(info.get("environ").is_none(), "the worker's environment is never stored");
 
+    let mut live = h.master.live_logs.subscribe();
     push(&h, &sha).await;
     let build = finished_build(&h, Duration::from_secs(60)).await;
     assert_eq!(build.results, Some(2), "FAILURE: {}", build.state_string);
@@ -299,6 +300,16 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
 
     let pass = log_of(&h, &steps[1]).await;
     assert!(pass.contains(&"ohello from w1 vanilla".to_string()), "{pass:?}");
+    // Live subscribers saw the same lines, in order, as they were stored.
+    let pass_log = h.store.list_logs(steps[1].stepid).await.expect("logs")[0].logid;
+    let mut seen: Vec<String> = Vec::new();
+    while let Ok(batch) = live.try_recv() {
+        if batch.log_id == pass_log {
+            assert_eq!(batch.first_line, seen.len() as i64);
+            seen.extend(batch.lines.iter().cloned());
+        }
+    }
+    assert_eq!(seen, pass);
     assert!(pass.contains(&"othe demo project".to_string()), "the checkout is there: {pass:?}");
     let fail = log_of(&h, &steps[2]).await;
     assert!(fail.contains(&"ebad news".to_string()), "{fail:?}");
@@ -489,6 +500,82 @@ mod hostile {
             }
         }
     }
+
+    /// Keeps answering the master's requests (as a live worker does) until dropped.
+    fn keep_answering(mut ws: Ws) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Binary(bytes) = msg {
+                    if let Ok(Frame::Request { seq, .. }) = Frame::decode(&bytes) {
+                        let reply = Frame::Response { seq, result: Ok(Value::Nil) };
+                        if ws.send(Message::Binary(reply.encode().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    test_both!(a_second_connection_under_a_live_name_is_refused, |db| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (repo, _) = make_repo(dir.path());
+        let h = Harness::with_config(db, &config(&repo, r#"{ name = "x", command = ["true"] },"#)).await;
+        let running = run_master(&h.master).await;
+        let mut first = connect(running.port, "w1", "pw-one").await.expect("first");
+        answer_attach(&mut first).await;
+        let original = wait_for("w1 to attach", Duration::from_secs(10), || async { h.master.workers.get("w1") }).await;
+        let first = keep_answering(first);
+
+        // The first answers the master's ping, so the second is turned away.
+        let mut second = connect(running.port, "w1", "pw-one").await.expect("upgrade");
+        let mut answered = 0;
+        while let Some(Ok(msg)) = second.next().await {
+            if let Message::Binary(bytes) = msg {
+                if let Ok(Frame::Request { seq, op, .. }) = Frame::decode(&bytes) {
+                    let result = if op == "get_worker_info" { Value::Map(vec![]) } else { Value::Nil };
+                    let _ =
+                        second.send(Message::Binary(Frame::Response { seq, result: Ok(result) }.encode().into())).await;
+                    answered += 1;
+                }
+            }
+        }
+        assert!(answered >= 1, "the attach sequence began");
+        let still = h.master.workers.get("w1").expect("w1 still attached");
+        assert!(Arc::ptr_eq(&still, &original), "the first connection kept its place");
+
+        // Once the first is gone, a new connection takes the name.
+        first.abort();
+        let mut third = connect(running.port, "w1", "pw-one").await.expect("third");
+        answer_attach(&mut third).await;
+        let replaced = wait_for("the third to attach", Duration::from_secs(20), || async {
+            h.master.workers.get("w1").filter(|w| !Arc::ptr_eq(w, &original))
+        })
+        .await;
+        assert_eq!(replaced.name, "w1");
+    });
+
+    test_both!(a_silent_worker_is_dropped, |db| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (repo, _) = make_repo(dir.path());
+        let text = config(&repo, r#"{ name = "x", command = ["true"] },"#).replace(
+            "name = \"worker-test\"",
+            "name = \"worker-test\"\nworker_ping = \"100ms\"\nworker_timeout = \"1s\"",
+        );
+        let h = Harness::with_config(db, &text).await;
+        let running = run_master(&h.master).await;
+        let mut ws = connect(running.port, "w1", "pw-one").await.expect("connects");
+        answer_attach(&mut ws).await;
+        wait_for("w1 to attach", Duration::from_secs(10), || async { h.master.workers.get("w1") }).await;
+        // Stop reading: no pongs, no answers. The master must give up on it.
+        wait_for("the silent worker to be dropped", Duration::from_secs(10), || async {
+            h.master.workers.get("w1").is_none().then_some(())
+        })
+        .await;
+        let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
+        assert!(listed.items[0].connected_to.is_empty());
+        drop(ws);
+    });
 
     test_both!(bad_input_from_a_worker_is_survived, |db| {
         let dir = tempfile::tempdir().expect("tempdir");
