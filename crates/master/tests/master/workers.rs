@@ -61,11 +61,12 @@ pub enum Kind {
     Cascade,
 }
 
-/// `cascade-worker`, built by `cargo test --workspace` next to this test binary.
+/// `cascade-worker`, built next to this test binary by `cargo build --workspace`
+/// (`.ci/run` does that before `cargo test`).
 fn cascade_worker() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("cascade-worker");
-    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests (as .ci/run does)", path.display());
     path
 }
 
