@@ -33,6 +33,8 @@ pub struct MasterConfig {
     pub pb: String,
     pub msgpack: String,
     pub database: String,
+    /// Where uploaded artifacts go: `<artifacts>/<builder>/<build number>/...`.
+    pub artifacts: std::path::PathBuf,
     /// How often workers are pinged.
     pub worker_ping: Duration,
     /// A worker silent this long is taken for dead (its builds RETRY).

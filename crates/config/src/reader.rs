@@ -312,6 +312,7 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
         database: "sqlite://cascade.sqlite".into(),
         worker_ping: Duration::from_secs(30),
         worker_timeout: Duration::from_secs(100),
+        artifacts: ctx.base_dir.join("artifacts"),
     };
     let Some(mut t) = root.opt_table(ctx, "master") else { return master };
     if let Some(v) = t.opt_str(ctx, "title") {
@@ -345,6 +346,9 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
             ctx.error(v.span().start, &t.key("database"), "expected a URL starting with sqlite:// or postgres://");
         }
         master.database = s;
+    }
+    if let Some(a) = t.opt_str(ctx, "artifacts") {
+        master.artifacts = ctx.base_dir.join(a);
     }
     if let Some(d) = t.opt_duration(ctx, "worker_ping") {
         master.worker_ping = d.max(Duration::from_millis(50));

@@ -12,7 +12,7 @@ use cascade_protocol::Frame;
 use cascade_protocol::msgpack::Request;
 use futures_util::{SinkExt, StreamExt};
 use rmpv::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -31,6 +31,8 @@ pub struct Shared {
     pub settings: Mutex<Settings>,
     /// Running commands by id, each with the switch that interrupts it.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Our requests whose answer someone waits for (file transfers).
+    pending: Mutex<HashMap<i64, oneshot::Sender<Result<Value, String>>>>,
 }
 
 impl Shared {
@@ -40,6 +42,25 @@ impl Shared {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let frame = Request { op, fields }.into_frame(seq);
         self.out.send(Message::Binary(frame.encode().into())).await.is_ok()
+    }
+
+    /// Sends a request and waits for the master's answer (file transfers
+    /// wait, which paces them to what the master can take).
+    pub async fn request(&self, op: &'static str, fields: Vec<(String, Value)>) -> Result<Value, String> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(seq, tx);
+        }
+        let frame = Request { op, fields }.into_frame(seq);
+        if self.out.send(Message::Binary(frame.encode().into())).await.is_err() {
+            return Err("the connection is gone".into());
+        }
+        match tokio::time::timeout(Duration::from_secs(300), rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err("the connection is gone".into()),
+            Err(_) => Err("the master did not answer".into()),
+        }
     }
 
     pub fn finished(&self, command_id: &str) {
@@ -70,6 +91,7 @@ pub async fn run(master: &str, name: &str, password: &str, basedir: &Path) -> an
         next_seq: AtomicI64::new(0),
         settings: Mutex::new(Settings::default()),
         running: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
     });
     let mut end = End::Disconnected;
     while let Some(msg) = stream.next().await {
@@ -80,10 +102,16 @@ pub async fn run(master: &str, name: &str, password: &str, basedir: &Path) -> an
         };
         match Frame::decode(&bytes) {
             Err(e) => tracing::warn!(error = %e, "undecodable message from the master ignored"),
-            Ok(Frame::Response { seq, result: Err(e) }) => {
-                tracing::warn!(seq, error = %e, "the master refused a message")
+            Ok(Frame::Response { seq, result }) => {
+                let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&seq));
+                match (waiter, result) {
+                    (Some(w), result) => {
+                        let _ = w.send(result);
+                    }
+                    (None, Err(e)) => tracing::warn!(seq, error = %e, "the master refused a message"),
+                    (None, Ok(_)) => {}
+                }
             }
-            Ok(Frame::Response { .. }) => {}
             Ok(Frame::Request { op, seq, fields }) => {
                 let result = handle(&shared, basedir, &op, &fields);
                 let shutdown = op == "shutdown" && result.is_ok();
@@ -104,6 +132,9 @@ pub async fn run(master: &str, name: &str, password: &str, basedir: &Path) -> an
     let running: Vec<_> = shared.running.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
     for (_, stop) in running {
         let _ = stop.send(true);
+    }
+    if let Ok(mut p) = shared.pending.lock() {
+        p.clear();
     }
     drop(shared);
     writer.abort();

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use cascade_config::{BuilderConfig, Command, GitMethod, GitMode, GitStep, ShellStep, StepConfig, StepKind};
+use cascade_config::{
+    BuilderConfig, Command, GitMethod, GitMode, GitStep, ShellStep, StepConfig, StepKind, UploadStep,
+};
 use cascade_model::Results;
 use cascade_model::outcome::{BuildTally, StepFlags, interpolate, step_result};
 use cascade_store::{ClaimedBuild, StoreError};
@@ -16,6 +18,7 @@ use tracing::Instrument;
 
 use super::command::{CommandResult, CommandRun};
 use super::log::LogWriter;
+use super::upload::UploadSink;
 use crate::app::Master;
 use crate::workers::WorkerHandle;
 
@@ -162,10 +165,7 @@ async fn run_step(ctx: &mut Ctx, step: &StepConfig, log: &mut LogWriter) -> Resu
     match &step.kind {
         StepKind::Shell(shell) => shell_step(ctx, step, shell, log).await,
         StepKind::Git(git) => git_step(ctx, step, git, log).await,
-        StepKind::Upload(_) => {
-            log.add('h', "upload steps are not supported by this master yet").await?;
-            Ok(StepEnd { results: Results::Exception, lost: false, state: "upload: not supported yet".into() })
-        }
+        StepKind::Upload(upload) => upload_step(ctx, step, upload, log).await,
     }
 }
 
@@ -233,7 +233,7 @@ async fn shell_step(
         warning_pattern: pattern.as_ref(),
         capture_stdout: false,
     };
-    let result = run.run(log, &mut ctx.stop).await?;
+    let result = run.run(log, &mut ctx.stop, None).await?;
     let results = step_result(&result.end, &shell.decode_rc);
     let state = describe(step, results, &result);
     Ok(StepEnd { results, lost: result.lost, state })
@@ -257,7 +257,7 @@ async fn sub_command(
         warning_pattern: None,
         capture_stdout: capture,
     }
-    .run(log, &mut ctx.stop)
+    .run(log, &mut ctx.stop, None)
     .await
 }
 
@@ -270,7 +270,7 @@ async fn fs_command(ctx: &mut Ctx, name: &str, args: Value, log: &mut LogWriter)
         warning_pattern: None,
         capture_stdout: false,
     }
-    .run(log, &mut ctx.stop)
+    .run(log, &mut ctx.stop, None)
     .await
 }
 
@@ -421,4 +421,70 @@ async fn git_step(ctx: &mut Ctx, step: &StepConfig, git: &GitStep, log: &mut Log
         lost: false,
         state: format!("{} {}", step.name, got.chars().take(12).collect::<String>()),
     })
+}
+
+/// Largest file an upload step takes.
+const MAX_UPLOAD: u64 = 1 << 30;
+
+/// A file from the worker's build folder to the build's artifact folder:
+/// `<artifacts>/<builder>/<build number>/<dest>`.
+async fn upload_step(
+    ctx: &mut Ctx,
+    step: &StepConfig,
+    upload: &UploadStep,
+    log: &mut LogWriter,
+) -> Result<StepEnd, StoreError> {
+    let src = interpolate(&upload.src, &ctx.props);
+    let dest = interpolate(&upload.dest, &ctx.props);
+    let refused =
+        |why: String| StepEnd { results: Results::Exception, lost: false, state: format!("{} {why}", step.name) };
+    let unsafe_dest = dest.is_empty()
+        || dest.starts_with('/')
+        || dest.starts_with('\\')
+        || dest.split(['/', '\\']).any(|part| part == "..");
+    if unsafe_dest {
+        log.add('h', &format!("refusing to write outside the artifact folder: {dest:?}")).await?;
+        return Ok(refused("bad destination".into()));
+    }
+    let builder = ctx.props.get("buildername").map(|b| sanitize(b)).unwrap_or_default();
+    let number = ctx.props.get("buildnumber").cloned().unwrap_or_default();
+    let target = ctx.master.config.master.artifacts.join(builder).join(number).join(&dest);
+    let workdir = ctx.worker.join(&[&ctx.builddir, "build"]);
+    let path = ctx.worker.join(&[&workdir, &src]);
+    let mut sink = match UploadSink::new(target.clone(), MAX_UPLOAD) {
+        Ok(s) => s,
+        Err(e) => {
+            log.add('h', &format!("cannot prepare {}: {e}", target.display())).await?;
+            return Ok(refused("cannot write".into()));
+        }
+    };
+    log.add('h', &format!("uploading {path} to {dest}")).await?;
+    let args = json!({
+        "path": path,
+        "workdir": workdir,
+        "workersrc": src,
+        "blocksize": 262_144,
+        "maxsize": MAX_UPLOAD,
+        "keepstamp": false,
+    });
+    let run = CommandRun {
+        worker: &ctx.worker,
+        command_id: ctx.master.workers.command_id(),
+        name: "upload_file",
+        args,
+        warning_pattern: None,
+        capture_stdout: false,
+    };
+    let result = run.run(log, &mut ctx.stop, Some(&mut sink)).await?;
+    let mut results = step_result(&result.end, &BTreeMap::new());
+    if results == Results::Success && !sink.closed {
+        results = Results::Failure;
+    }
+    if results == Results::Success {
+        log.add('h', &format!("stored {} bytes as {dest}", sink.written())).await?;
+    } else if sink.closed {
+        // The worker closes even a file it could not read: keep no empty stand-in.
+        let _ = std::fs::remove_file(sink.dest());
+    }
+    Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
 }

@@ -38,6 +38,7 @@ impl CommandRun<'_> {
         mut self,
         log: &mut LogWriter,
         stop: &mut watch::Receiver<bool>,
+        mut upload: Option<&mut super::upload::UploadSink>,
     ) -> Result<CommandResult, cascade_store::StoreError> {
         let mut result = CommandResult::default();
         let args = std::mem::take(&mut self.args);
@@ -68,6 +69,17 @@ impl CommandRun<'_> {
                         for entry in entries {
                             self.absorb(entry, log, &mut result).await?;
                         }
+                    }
+                    Some(CommandEvent::Upload(op, reply)) => {
+                        tracing::trace!(command = %self.command_id, "upload event");
+                        let answer = match upload.as_deref_mut() {
+                            Some(sink) => sink.apply(op),
+                            None => Err("this step takes no upload".to_string()),
+                        };
+                        if let Err(e) = &answer {
+                            log.add('h', &format!("upload refused: {e}")).await?;
+                        }
+                        let _ = reply.send(answer);
                     }
                     Some(CommandEvent::Complete { error }) => {
                         if let Some(e) = &error {

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod command;
 pub mod log;
+pub mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -27,10 +27,21 @@ pub enum WorkerError {
     Refused(String),
 }
 
+/// A file the worker sends to the master, piece by piece.
+#[derive(Debug)]
+pub enum UploadOp {
+    Write(Vec<u8>),
+    Close,
+    /// Access and modification times, Unix seconds.
+    Utime(f64, f64),
+}
+
 /// What a running command reports.
 #[derive(Debug)]
 pub enum CommandEvent {
     Output(Vec<UpdateEntry>),
+    /// Part of an upload; the worker waits for the answer before it goes on.
+    Upload(UploadOp, tokio::sync::oneshot::Sender<Result<(), String>>),
     /// The last event: `error` is set when the worker-side command raised.
     Complete {
         error: Option<String>,

@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use rmpv::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{BoxFuture, CommandEvent, WorkerConnection, WorkerError, WorkerHandle};
+use super::{BoxFuture, CommandEvent, UploadOp, WorkerConnection, WorkerError, WorkerHandle};
 use crate::app::Master;
 
 /// Largest message accepted from a worker. Output arrives in ~64 KiB
@@ -69,7 +69,7 @@ pub struct Session {
     out: mpsc::Sender<Message>,
     next_seq: AtomicI64,
     pending: Mutex<HashMap<i64, oneshot::Sender<Result<Value, String>>>>,
-    commands: Mutex<HashMap<String, mpsc::Sender<CommandEvent>>>,
+    commands: Arc<Mutex<HashMap<String, mpsc::Sender<CommandEvent>>>>,
     closed: AtomicBool,
     close_now: Notify,
 }
@@ -106,6 +106,10 @@ impl Session {
         let _ = self.send_frame(Frame::Response { seq, result }).await;
     }
 
+    fn commands_handle(&self) -> Arc<Mutex<HashMap<String, mpsc::Sender<CommandEvent>>>> {
+        self.commands.clone()
+    }
+
     fn command(&self, id: &str) -> Option<mpsc::Sender<CommandEvent>> {
         self.commands.lock().ok().and_then(|c| c.get(id).cloned())
     }
@@ -131,6 +135,7 @@ impl Session {
                 }
             }
             Frame::Request { op, seq, fields } => {
+                tracing::trace!(worker = %self.worker, %op, seq, "request from worker");
                 let command_id = Frame::field(&fields, "command_id").and_then(|v| v.as_str()).map(str::to_string);
                 let result = match (op.as_str(), command_id) {
                     ("update", Some(id)) => match self.command(&id) {
@@ -162,8 +167,54 @@ impl Session {
                         }
                     }
                     ("keepalive", _) => Ok(Value::Nil),
+                    (
+                        op @ ("update_upload_file_write" | "update_upload_file_close" | "update_upload_file_utime"),
+                        Some(id),
+                    ) => {
+                        let upload = match op {
+                            "update_upload_file_write" => match Frame::field(&fields, "args") {
+                                // Old msgpack versions send bytes as str: take the raw bytes either way.
+                                Some(Value::Binary(b)) => Some(UploadOp::Write(b.clone())),
+                                Some(Value::String(s)) => Some(UploadOp::Write(s.as_bytes().to_vec())),
+                                _ => None,
+                            },
+                            "update_upload_file_close" => Some(UploadOp::Close),
+                            _ => {
+                                let time = |k| {
+                                    Frame::field(&fields, k)
+                                        .and_then(|v| v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)))
+                                };
+                                time("access_time").zip(time("modified_time")).map(|(a, m)| UploadOp::Utime(a, m))
+                            }
+                        };
+                        match (upload, self.command(&id)) {
+                            (None, _) => Err(format!("{op}: malformed arguments")),
+                            (_, None) => Err(format!("no command {id} is running")),
+                            (Some(upload), Some(tx)) => {
+                                // Answered by the build task, off this loop: the
+                                // worker waits for the answer anyway, and this loop
+                                // must keep reading meanwhile.
+                                let (reply, answer) = oneshot::channel();
+                                if tx.send(CommandEvent::Upload(upload, reply)).await.is_err() {
+                                    Err("the command is no longer listening".into())
+                                } else {
+                                    let out = self.out.clone();
+                                    tokio::spawn(async move {
+                                        let result = match answer.await {
+                                            Ok(Ok(())) => Ok(Value::Nil),
+                                            Ok(Err(e)) => Err(e),
+                                            Err(_) => Err("the upload was abandoned".into()),
+                                        };
+                                        let frame = Frame::Response { seq, result };
+                                        let _ = out.send(Message::Binary(frame.encode().into())).await;
+                                    });
+                                    return;
+                                }
+                            }
+                        }
+                    }
                     (op, _) if op.starts_with("update_") => {
-                        Err(format!("{op}: file transfers to this master are not supported yet"))
+                        Err(format!("{op}: this master does not serve that transfer"))
                     }
                     (op, _) => Err(format!("Command {op} does not exist.")),
                 };
@@ -196,17 +247,39 @@ impl WorkerConnection for Session {
         args: serde_json::Value,
     ) -> BoxFuture<'a, Result<mpsc::Receiver<CommandEvent>, WorkerError>> {
         Box::pin(async move {
+            if self.is_closed() {
+                return Err(WorkerError::Gone);
+            }
             let (tx, rx) = mpsc::channel(64);
             if let Ok(mut c) = self.commands.lock() {
-                c.insert(command_id.to_string(), tx);
+                c.insert(command_id.to_string(), tx.clone());
             }
-            let started = self.request(Request::start_command(command_id, command_name, from_json(&args))).await;
-            if let Err(e) = started {
-                if let Ok(mut c) = self.commands.lock() {
-                    c.remove(command_id);
+            // The worker's acknowledgement may come after the command's first
+            // output (or upload) — never wait for it here: that output has to
+            // be read first. A refusal arrives as the command's end instead.
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let (ack_tx, ack) = oneshot::channel();
+            if let Ok(mut p) = self.pending.lock() {
+                p.insert(seq, ack_tx);
+            }
+            let frame = Request::start_command(command_id, command_name, from_json(&args)).into_frame(seq);
+            self.send_frame(frame).await?;
+            let worker = self.worker.clone();
+            let id = command_id.to_string();
+            let refused: Arc<Mutex<HashMap<String, mpsc::Sender<CommandEvent>>>> = self.commands_handle();
+            tokio::spawn(async move {
+                let error = match tokio::time::timeout(REQUEST_TIMEOUT, ack).await {
+                    Ok(Ok(Ok(_))) => return,
+                    Ok(Ok(Err(msg))) => msg,
+                    Ok(Err(_)) => return, // the connection is gone: the command gets Lost
+                    Err(_) => "the worker did not acknowledge the command".to_string(),
+                };
+                tracing::warn!(%worker, command = %id, %error, "the worker refused a command");
+                let tx = refused.lock().ok().and_then(|mut c| c.remove(&id));
+                if let Some(tx) = tx {
+                    let _ = tx.send(CommandEvent::Complete { error: Some(error) }).await;
                 }
-                return Err(e);
-            }
+            });
             Ok(rx)
         })
     }
@@ -241,7 +314,7 @@ async fn run_session(master: Arc<Master>, name: String, socket: WebSocket) {
         out,
         next_seq: AtomicI64::new(0),
         pending: Mutex::new(HashMap::new()),
-        commands: Mutex::new(HashMap::new()),
+        commands: Arc::new(Mutex::new(HashMap::new())),
         closed: AtomicBool::new(false),
         close_now: Notify::new(),
     });
@@ -307,10 +380,14 @@ async fn run_session(master: Arc<Master>, name: String, socket: WebSocket) {
     drop(session);
     writer.abort();
     if let Ok(h) = handle {
-        master.workers.detach(&h);
-        if let Err(e) = master.store.worker_detached(h.worker_id, master.master_id).await {
+        // The store first: once the registry forgets the worker, the store
+        // already says it is gone (unless a newer connection took its place).
+        if master.workers.get(&name).is_some_and(|cur| Arc::ptr_eq(&cur, &h))
+            && let Err(e) = master.store.worker_detached(h.worker_id, master.master_id).await
+        {
             tracing::warn!(worker = %name, error = %e, "could not record the detach");
         }
+        master.workers.detach(&h);
         tracing::info!(worker = %name, "worker detached");
     }
 }

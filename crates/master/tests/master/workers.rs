@@ -66,7 +66,11 @@ pub enum Kind {
 fn cascade_worker() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("cascade-worker");
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests (as .ci/run does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (as .ci/run does)",
+        path.display()
+    );
     path
 }
 
@@ -121,6 +125,7 @@ impl BuildbotWorker {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir)
             .env("LANG", "C.UTF-8")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::from(log.try_clone().expect("dup")))
             .stderr(Stdio::from(log))
             .process_group(0)
@@ -166,6 +171,12 @@ pub struct Running {
 }
 
 pub async fn run_master(master: &Arc<Master>) -> Running {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -202,6 +213,7 @@ pub fn config(repo: &Path, steps: &str) -> String {
         r#"
 [master]
 name = "worker-test"
+artifacts = "{artifacts}"
 [github]
 insecure_webhook = true
 [[branch]]
@@ -226,7 +238,8 @@ name = "main"
 kind = "branch"
 branch = "main"
 "#,
-        repo = repo.display()
+        repo = repo.display(),
+        artifacts = repo.parent().map(|p| p.join("artifacts")).unwrap_or_default().display(),
     )
 }
 
@@ -269,6 +282,10 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     let (repo, sha) = make_repo(dir.path());
     let steps = r#"
   { name = "pass", command = ["sh", "-c", "echo hello from %(prop:workername)s %(prop:flavour)s; cat README"] },
+  { name = "make report", command = ["sh", "-c", "head -c 300000 /dev/urandom > report.bin; echo report for build %(prop:buildnumber)s > report.txt"] },
+  { name = "upload report", upload = { src = "report.txt", dest = "reports/build-%(prop:buildnumber)s.txt" } },
+  { name = "upload binary", upload = { src = "report.bin", dest = "report.bin" } },
+  { name = "upload missing", upload = { src = "nope.txt", dest = "nope.txt" } },
   { name = "fail", command = "echo bad news >&2; exit 3" },
   { name = "halt", command = ["false"], halt_on_failure = true },
   { name = "skipped", command = ["echo", "never"] },
@@ -295,9 +312,33 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     assert_eq!(build.results, Some(2), "FAILURE: {}", build.state_string);
     let steps = h.store.list_steps(build.buildid).await.expect("steps");
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, vec!["git", "pass", "fail", "halt", "cleanup"], "halted before `skipped`, `cleanup` always runs");
+    assert_eq!(
+        names,
+        vec![
+            "git",
+            "pass",
+            "make report",
+            "upload report",
+            "upload binary",
+            "upload missing",
+            "fail",
+            "halt",
+            "cleanup"
+        ],
+        "halted before `skipped`, `cleanup` always runs"
+    );
     let results: Vec<Option<i64>> = steps.iter().map(|s| s.results).collect();
-    assert_eq!(results, vec![Some(0), Some(0), Some(2), Some(2), Some(0)]);
+    assert_eq!(results, vec![Some(0), Some(0), Some(0), Some(0), Some(0), Some(2), Some(2), Some(2), Some(0)]);
+    // Uploads land in <artifacts>/<builder>/<number>/<dest>, byte for byte.
+    let artifacts = dir.path().join("artifacts/unix_main").join(build.number.to_string());
+    let report =
+        std::fs::read_to_string(artifacts.join(format!("reports/build-{}.txt", build.number))).expect("the report");
+    assert_eq!(report, format!("report for build {}\n", build.number));
+    let sent = std::fs::read(worker.basedir.join("unix_main/build/report.bin")).expect("worker copy");
+    let got = std::fs::read(artifacts.join("report.bin")).expect("uploaded copy");
+    assert_eq!(got.len(), 300_000);
+    assert!(got == sent, "the binary upload is identical");
+    assert!(!artifacts.join("nope.txt").exists(), "a failed upload leaves no file");
 
     let pass = log_of(&h, &steps[1]).await;
     assert!(pass.contains(&"ohello from w1 vanilla".to_string()), "{pass:?}");
@@ -312,7 +353,7 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     }
     assert_eq!(seen, pass);
     assert!(pass.contains(&"othe demo project".to_string()), "the checkout is there: {pass:?}");
-    let fail = log_of(&h, &steps[2]).await;
+    let fail = log_of(&h, &steps[6]).await;
     assert!(fail.contains(&"ebad news".to_string()), "{fail:?}");
     assert!(fail.contains(&"hprogram finished with exit code 3".to_string()), "{fail:?}");
     let props = h.store.build_properties(build.buildid).await.expect("props");
@@ -506,12 +547,12 @@ mod hostile {
     fn keep_answering(mut ws: Ws) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Binary(bytes) = msg {
-                    if let Ok(Frame::Request { seq, .. }) = Frame::decode(&bytes) {
-                        let reply = Frame::Response { seq, result: Ok(Value::Nil) };
-                        if ws.send(Message::Binary(reply.encode().into())).await.is_err() {
-                            return;
-                        }
+                if let Message::Binary(bytes) = msg
+                    && let Ok(Frame::Request { seq, .. }) = Frame::decode(&bytes)
+                {
+                    let reply = Frame::Response { seq, result: Ok(Value::Nil) };
+                    if ws.send(Message::Binary(reply.encode().into())).await.is_err() {
+                        return;
                     }
                 }
             }
@@ -532,13 +573,12 @@ mod hostile {
         let mut second = connect(running.port, "w1", "pw-one").await.expect("upgrade");
         let mut answered = 0;
         while let Some(Ok(msg)) = second.next().await {
-            if let Message::Binary(bytes) = msg {
-                if let Ok(Frame::Request { seq, op, .. }) = Frame::decode(&bytes) {
-                    let result = if op == "get_worker_info" { Value::Map(vec![]) } else { Value::Nil };
-                    let _ =
-                        second.send(Message::Binary(Frame::Response { seq, result: Ok(result) }.encode().into())).await;
-                    answered += 1;
-                }
+            if let Message::Binary(bytes) = msg
+                && let Ok(Frame::Request { seq, op, .. }) = Frame::decode(&bytes)
+            {
+                let result = if op == "get_worker_info" { Value::Map(vec![]) } else { Value::Nil };
+                let _ = second.send(Message::Binary(Frame::Response { seq, result: Ok(result) }.encode().into())).await;
+                answered += 1;
             }
         }
         assert!(answered >= 1, "the attach sequence began");

@@ -2,6 +2,7 @@
 
 mod fs;
 mod shell;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +73,7 @@ pub fn check_args(name: &str, args: &Value) -> Result<(), String> {
         "mkdir" | "rmdir" if arg(args, "paths").is_none() => missing("paths"),
         "cpdir" if arg(args, "from_path").is_none() || arg(args, "to_path").is_none() => missing("from_path, to_path"),
         "stat" | "glob" | "listdir" | "rmfile" if arg(args, "path").is_none() => missing("path"),
+        "upload_file" if arg(args, "path").is_none() || arg(args, "blocksize").is_none() => missing("path, blocksize"),
         _ => Ok(()),
     }
 }
@@ -149,6 +151,14 @@ impl Emitter {
             .await;
     }
 
+    /// A request whose answer the command needs (file transfers); what is
+    /// buffered goes out first, so the order of events is kept.
+    pub async fn request(&mut self, op: &'static str, mut fields: Vec<(String, Value)>) -> Result<Value, String> {
+        self.flush().await;
+        fields.insert(0, ("command_id".into(), Value::from(self.command_id.as_str())));
+        self.shared.request(op, fields).await
+    }
+
     async fn complete(mut self, error: Option<String>) {
         self.flush().await;
         let args = error.map(Value::from).unwrap_or(Value::Nil);
@@ -165,6 +175,7 @@ pub async fn run(shared: Arc<Shared>, command_id: String, name: String, args: Va
     let started = Instant::now();
     let outcome = match name.as_str() {
         "shell" => shell::run(&args, &mut em, stop).await,
+        "upload_file" => transfer::upload_file(&args, &mut em, stop).await,
         other => fs::run(other, &args, &mut em).await,
     };
     if !matches!(outcome, Ok(Ended::Interrupted)) && outcome.is_ok() {

@@ -1,0 +1,96 @@
+//! File transfers to the master, chunk by chunk, each chunk answered
+//! before the next is sent.
+
+use rmpv::Value;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use super::{Emitter, Ended, arg, str_arg};
+
+/// `upload_file`: the file at `path` goes to the master in `blocksize`
+/// pieces, then `update_upload_file_close`. Failure to open it, a refusal
+/// from the master or `maxsize` give rc 1 with a line on stderr.
+pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<bool>) -> Result<Ended, String> {
+    let path = str_arg(args, "path").ok_or("upload_file is missing args: path")?.to_string();
+    let blocksize = arg(args, "blocksize").and_then(|v| v.as_u64()).unwrap_or(16384).clamp(1, 16 << 20) as usize;
+    let maxsize = arg(args, "maxsize").and_then(|v| v.as_u64());
+    let keepstamp = arg(args, "keepstamp").and_then(|v| v.as_bool()).unwrap_or(false);
+    tracing::debug!(%path, blocksize, "upload starts");
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => {
+            em.text("header", &format!("sending {path}")).await;
+            em.entry("rc", Value::from(1)).await;
+            em.text("stderr", &format!("Cannot open file '{path}' for upload")).await;
+            return Ok(Ended::Normally);
+        }
+    };
+    let mut sent: u64 = 0;
+    let mut buf = vec![0u8; blocksize];
+    let mut failure: Option<String> = None;
+    loop {
+        if *stop.borrow() {
+            failure = Some(format!("upload of '{path}' interrupted"));
+            break;
+        }
+        let n = match file.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                failure = Some(format!("reading '{path}': {e}"));
+                break;
+            }
+        };
+        let n = match maxsize {
+            Some(max) if sent + n as u64 > max => {
+                failure = Some(format!("Maximum filesize reached, truncating file '{path}'"));
+                (max - sent) as usize
+            }
+            _ => n,
+        };
+        tracing::debug!(bytes = n, "upload chunk");
+        if n > 0 {
+            if let Err(e) =
+                em.request("update_upload_file_write", vec![("args".into(), Value::Binary(buf[..n].to_vec()))]).await
+            {
+                failure = Some(format!("the master refused the upload: {e}"));
+                break;
+            }
+            sent += n as u64;
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if (failure.is_none() || sent > 0)
+        && let Err(e) = em.request("update_upload_file_close", vec![]).await
+    {
+        failure.get_or_insert(format!("closing the upload failed: {e}"));
+    }
+    if keepstamp
+        && failure.is_none()
+        && let Ok(meta) = tokio::fs::metadata(&path).await
+    {
+        let secs = |t: std::io::Result<std::time::SystemTime>| {
+            t.ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+        };
+        let _ = em
+            .request(
+                "update_upload_file_utime",
+                vec![
+                    ("access_time".into(), Value::F64(secs(meta.accessed()))),
+                    ("modified_time".into(), Value::F64(secs(meta.modified()))),
+                ],
+            )
+            .await;
+    }
+    em.text("header", &format!("sending {path}")).await;
+    match failure {
+        None => em.entry("rc", Value::from(0)).await,
+        Some(why) => {
+            em.entry("rc", Value::from(1)).await;
+            em.text("stderr", &why).await;
+        }
+    }
+    Ok(Ended::Normally)
+}
