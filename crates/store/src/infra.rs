@@ -116,6 +116,9 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    if backend == Backend::Postgres {
+                        disable_nagle_on_tcp_sockets();
+                    }
                     if backend == Backend::Sqlite {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
@@ -155,6 +158,41 @@ impl Store {
         Ok(())
     }
 }
+
+/// sqlx 0.9.0 no longer sets TCP_NODELAY on its sockets (upstream issue
+/// #4335, fixed by PR #4336 but not yet released), so a statement larger
+/// than one segment waits ~40 ms for a delayed ACK: log ingest over TCP fell
+/// from ~90 MB/s to ~1.5 MB/s. sqlx offers no hook on its socket, so right
+/// after a connection opens this sets TCP_NODELAY on every TCP socket of the
+/// process (harmless for any TCP socket; other kinds just refuse the option).
+/// Remove once a sqlx release sets it again.
+#[cfg(target_os = "linux")]
+fn disable_nagle_on_tcp_sockets() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+    for entry in entries.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let is_socket = std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` for the duration of the call only; on
+        // a descriptor that is not (or no longer) a TCP socket it fails with
+        // an error and changes nothing.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_nagle_on_tcp_sockets() {}
 
 /// Encodes a 0/1 flag column.
 pub(crate) fn flag(b: bool) -> i64 {

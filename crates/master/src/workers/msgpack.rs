@@ -57,6 +57,10 @@ async fn upgrade(
         Ok(ws) => ws
             .max_message_size(MAX_MESSAGE)
             .max_frame_size(MAX_MESSAGE)
+            // Small buffers (they grow for a big message): a thousand idle
+            // workers should not cost a thousand times 256 KiB.
+            .read_buffer_size(16 * 1024)
+            .write_buffer_size(16 * 1024)
             .on_upgrade(move |socket| run_session(master, name, socket)),
         Err(rejection) => rejection.into_response(),
     }
@@ -308,7 +312,7 @@ impl WorkerConnection for Session {
 
 async fn run_session(master: Arc<Master>, name: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(256);
+    let (out, mut out_rx) = mpsc::channel::<Message>(64);
     let session = Arc::new(Session {
         worker: name.clone(),
         out,
