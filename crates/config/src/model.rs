@@ -101,6 +101,17 @@ pub enum StepKind {
     Git(GitStep),
     Shell(ShellStep),
     Upload(UploadStep),
+    Download(DownloadStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadStep {
+    /// A file on the master (relative paths: from the config file's folder).
+    pub src: std::path::PathBuf,
+    /// Where it goes on the worker, relative to the build folder.
+    pub dest: String,
+    /// Unix permissions for the new file, e.g. 0o755 written as 493.
+    pub mode: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

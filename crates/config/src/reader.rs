@@ -571,6 +571,25 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
         u.finish(ctx);
         let (src, dest) = (src?, dest?);
         (format!("upload {dest}"), StepKind::Upload(UploadStep { src, dest }))
+    } else if let Some(mut d) = t.opt_table(ctx, "download") {
+        let src = d.req_str(ctx, "src");
+        let dest = d.req_str(ctx, "dest");
+        if let Some(dd) = &dest
+            && (dd.starts_with('/') || dd.split('/').any(|part| part == ".."))
+        {
+            ctx.error(d.offset(), &d.key("dest"), "must be a relative path inside the build folder");
+        }
+        let mode = match d.opt_int(ctx, "mode") {
+            Some((m, _)) if (0..=0o7777).contains(&m) => Some(m as u32),
+            Some((_, offset)) => {
+                ctx.error(offset, &d.key("mode"), "expected Unix permissions, e.g. 0o755");
+                None
+            }
+            None => None,
+        };
+        d.finish(ctx);
+        let (src, dest) = (src?, dest?);
+        (format!("download {dest}"), StepKind::Download(DownloadStep { src: ctx.base_dir.join(src), dest, mode }))
     } else {
         let command = match t.take("command") {
             None => {

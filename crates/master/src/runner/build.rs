@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cascade_config::{
-    BuilderConfig, Command, GitMethod, GitMode, GitStep, ShellStep, StepConfig, StepKind, UploadStep,
+    BuilderConfig, Command, DownloadStep, GitMethod, GitMode, GitStep, ShellStep, StepConfig, StepKind, UploadStep,
 };
 use cascade_model::Results;
 use cascade_model::outcome::{BuildTally, StepFlags, interpolate, step_result};
@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::command::{CommandResult, CommandRun};
 use super::log::LogWriter;
-use super::upload::UploadSink;
+use super::upload::{DownloadSource, UploadSink};
 use crate::app::Master;
 use crate::workers::WorkerHandle;
 
@@ -166,6 +166,7 @@ async fn run_step(ctx: &mut Ctx, step: &StepConfig, log: &mut LogWriter) -> Resu
         StepKind::Shell(shell) => shell_step(ctx, step, shell, log).await,
         StepKind::Git(git) => git_step(ctx, step, git, log).await,
         StepKind::Upload(upload) => upload_step(ctx, step, upload, log).await,
+        StepKind::Download(download) => download_step(ctx, step, download, log).await,
     }
 }
 
@@ -475,7 +476,7 @@ async fn upload_step(
         warning_pattern: None,
         capture_stdout: false,
     };
-    let result = run.run(log, &mut ctx.stop, Some(&mut sink)).await?;
+    let result = run.run(log, &mut ctx.stop, Some(&mut sink as &mut dyn super::upload::Transfer)).await?;
     let mut results = step_result(&result.end, &BTreeMap::new());
     if results == Results::Success && !sink.closed {
         results = Results::Failure;
@@ -485,6 +486,48 @@ async fn upload_step(
     } else if sink.closed {
         // The worker closes even a file it could not read: keep no empty stand-in.
         let _ = std::fs::remove_file(sink.dest());
+    }
+    Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
+}
+
+/// A file from the master to the worker's build folder.
+async fn download_step(
+    ctx: &mut Ctx,
+    step: &StepConfig,
+    download: &DownloadStep,
+    log: &mut LogWriter,
+) -> Result<StepEnd, StoreError> {
+    let dest = interpolate(&download.dest, &ctx.props);
+    let mut source = match DownloadSource::open(&download.src) {
+        Ok(s) => s,
+        Err(e) => {
+            log.add('h', &format!("cannot read {}: {e}", download.src.display())).await?;
+            return Ok(StepEnd { results: Results::Exception, lost: false, state: format!("{} no source", step.name) });
+        }
+    };
+    let workdir = ctx.worker.join(&[&ctx.builddir, "build"]);
+    let path = ctx.worker.join(&[&workdir, &dest]);
+    log.add('h', &format!("downloading {} to {path}", download.src.display())).await?;
+    let args = json!({
+        "path": path,
+        "workdir": workdir,
+        "workerdest": dest,
+        "blocksize": 65_536,
+        "maxsize": null,
+        "mode": download.mode,
+    });
+    let run = CommandRun {
+        worker: &ctx.worker,
+        command_id: ctx.master.workers.command_id(),
+        name: "download_file",
+        args,
+        warning_pattern: None,
+        capture_stdout: false,
+    };
+    let result = run.run(log, &mut ctx.stop, Some(&mut source as &mut dyn super::upload::Transfer)).await?;
+    let results = step_result(&result.end, &BTreeMap::new());
+    if results == Results::Success {
+        log.add('h', &format!("sent {} bytes", source.sent)).await?;
     }
     Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
 }

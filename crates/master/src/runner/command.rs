@@ -38,7 +38,7 @@ impl CommandRun<'_> {
         mut self,
         log: &mut LogWriter,
         stop: &mut watch::Receiver<bool>,
-        mut upload: Option<&mut super::upload::UploadSink>,
+        mut transfer: Option<&mut dyn super::upload::Transfer>,
     ) -> Result<CommandResult, cascade_store::StoreError> {
         let mut result = CommandResult::default();
         let args = std::mem::take(&mut self.args);
@@ -72,13 +72,27 @@ impl CommandRun<'_> {
                     }
                     Some(CommandEvent::Upload(op, reply)) => {
                         tracing::trace!(command = %self.command_id, "upload event");
-                        let answer = match upload.as_deref_mut() {
-                            Some(sink) => sink.apply(op),
+                        let answer = match transfer.as_deref_mut() {
+                            Some(t) => t.upload(op),
                             None => Err("this step takes no upload".to_string()),
                         };
                         if let Err(e) = &answer {
                             log.add('h', &format!("upload refused: {e}")).await?;
                         }
+                        let _ = reply.send(answer);
+                    }
+                    Some(CommandEvent::Read(length, reply)) => {
+                        let answer = match transfer.as_deref_mut() {
+                            Some(t) => t.read(length),
+                            None => Err("this step serves no download".to_string()),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    Some(CommandEvent::ReadClose(reply)) => {
+                        let answer = match transfer.as_deref_mut() {
+                            Some(t) => t.close_read(),
+                            None => Err("this step serves no download".to_string()),
+                        };
                         let _ = reply.send(answer);
                     }
                     Some(CommandEvent::Complete { error }) => {

@@ -1,6 +1,6 @@
-//! Where an upload step's bytes go: a temporary file beside the
-//! destination, renamed into place when the worker closes it, so a reader
-//! never sees half a file.
+//! File transfers of a step: where an upload's bytes go (a temporary file
+//! beside the destination, renamed into place when the worker closes it, so
+//! a reader never sees half a file), and where a download's come from.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,63 @@ impl UploadSink {
     }
 }
 
+/// What a command may ask of the master besides output: an upload's
+/// pieces, or a download's next bytes.
+pub trait Transfer: Send {
+    fn upload(&mut self, _op: UploadOp) -> Result<(), String> {
+        Err("this step takes no upload".into())
+    }
+    fn read(&mut self, _length: usize) -> Result<Vec<u8>, String> {
+        Err("this step serves no download".into())
+    }
+    fn close_read(&mut self) -> Result<(), String> {
+        Err("this step serves no download".into())
+    }
+}
+
+impl Transfer for UploadSink {
+    fn upload(&mut self, op: UploadOp) -> Result<(), String> {
+        self.apply(op)
+    }
+}
+
+/// A file on the master, read out to the worker in the pieces it asks for.
+pub struct DownloadSource {
+    file: std::fs::File,
+    pub sent: u64,
+    pub closed: bool,
+}
+
+impl DownloadSource {
+    pub fn open(path: &Path) -> std::io::Result<DownloadSource> {
+        Ok(DownloadSource { file: std::fs::File::open(path)?, sent: 0, closed: false })
+    }
+}
+
+impl Transfer for DownloadSource {
+    fn read(&mut self, length: usize) -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        let mut buf = vec![0u8; length];
+        let mut filled = 0;
+        while filled < length {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("reading the file to download: {e}")),
+            }
+        }
+        buf.truncate(filled);
+        self.sent += filled as u64;
+        Ok(buf)
+    }
+
+    fn close_read(&mut self) -> Result<(), String> {
+        self.closed = true;
+        Ok(())
+    }
+}
+
 impl Drop for UploadSink {
     fn drop(&mut self) {
         if !self.closed {
@@ -101,5 +158,18 @@ mod tests {
         assert!(big.apply(UploadOp::Write(b"12345".to_vec())).is_err());
         drop(big);
         assert!(!dir.path().join("big.part").exists(), "a failed upload leaves nothing behind");
+    }
+
+    #[test]
+    fn a_download_is_read_in_the_pieces_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data");
+        std::fs::write(&path, vec![7u8; 773]).expect("write");
+        let mut src = DownloadSource::open(&path).expect("open");
+        let sizes: Vec<usize> = (0..4).map(|_| src.read(300).expect("read").len()).collect();
+        assert_eq!(sizes, vec![300, 300, 173, 0], "an empty piece means the end");
+        assert!(src.upload(UploadOp::Close).is_err());
+        src.close_read().expect("close");
+        assert_eq!(src.sent, 773);
     }
 }

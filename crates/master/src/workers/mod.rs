@@ -42,6 +42,10 @@ pub enum CommandEvent {
     Output(Vec<UpdateEntry>),
     /// Part of an upload; the worker waits for the answer before it goes on.
     Upload(UploadOp, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// The worker asks for the next `length` bytes of a download (empty: the end).
+    Read(usize, tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>),
+    /// The worker is done reading.
+    ReadClose(tokio::sync::oneshot::Sender<Result<(), String>>),
     /// The last event: `error` is set when the worker-side command raised.
     Complete {
         error: Option<String>,

@@ -286,13 +286,22 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
   { name = "upload report", upload = { src = "report.txt", dest = "reports/build-%(prop:buildnumber)s.txt" } },
   { name = "upload binary", upload = { src = "report.bin", dest = "report.bin" } },
   { name = "upload missing", upload = { src = "nope.txt", dest = "nope.txt" } },
+  { name = "fetch tool", download = { src = "SRC_TOOL", dest = "tools/tool.sh", mode = 0o755 } },
+  { name = "run tool", command = ["sh", "-c", "./tools/tool.sh && cmp -s tools/tool.sh ../../tool-copy && echo same"] },
   { name = "fail", command = "echo bad news >&2; exit 3" },
   { name = "halt", command = ["false"], halt_on_failure = true },
   { name = "skipped", command = ["echo", "never"] },
   { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
-    let h = Harness::with_config(db, &config(&repo, steps)).await;
+    // A 200 kB script (mostly a comment of pseudo-random letters) for the download step.
+    let tool = dir.path().join("tool.sh");
+    let mut script = b"#!/bin/sh\necho the tool ran\nexit 0\n#".to_vec();
+    script.extend((0..200_000u32).map(|i| b'a' + ((i.wrapping_mul(2_654_435_761) >> 27) % 26) as u8));
+    std::fs::write(&tool, &script).expect("tool");
+    let steps = steps.replace("SRC_TOOL", &tool.display().to_string());
+    let h = Harness::with_config(db, &config(&repo, &steps)).await;
     let running = run_master(&h.master).await;
     let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    std::fs::write(worker.basedir.join("tool-copy"), &script).expect("reference copy");
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
     assert_eq!(listed.items[0].connected_to.len(), 1);
@@ -321,6 +330,8 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
             "upload report",
             "upload binary",
             "upload missing",
+            "fetch tool",
+            "run tool",
             "fail",
             "halt",
             "cleanup"
@@ -328,7 +339,15 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
         "halted before `skipped`, `cleanup` always runs"
     );
     let results: Vec<Option<i64>> = steps.iter().map(|s| s.results).collect();
-    assert_eq!(results, vec![Some(0), Some(0), Some(0), Some(0), Some(0), Some(2), Some(2), Some(2), Some(0)]);
+    assert_eq!(
+        results,
+        vec![Some(0), Some(0), Some(0), Some(0), Some(0), Some(2), Some(0), Some(0), Some(2), Some(2), Some(0)]
+    );
+    // The download arrived whole (Buildbot 4.3's master sends nothing here) and executable.
+    let fetched = worker.basedir.join("unix_main/build/tools/tool.sh");
+    assert!(std::fs::read(&fetched).expect("downloaded") == script, "the download is byte for byte");
+    let run_tool = log_of(&h, &steps[7]).await;
+    assert!(run_tool.contains(&"othe tool ran".to_string()) && run_tool.contains(&"osame".to_string()), "{run_tool:?}");
     // Uploads land in <artifacts>/<builder>/<number>/<dest>, byte for byte.
     let artifacts = dir.path().join("artifacts/unix_main").join(build.number.to_string());
     let report =
@@ -353,7 +372,7 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     }
     assert_eq!(seen, pass);
     assert!(pass.contains(&"othe demo project".to_string()), "the checkout is there: {pass:?}");
-    let fail = log_of(&h, &steps[6]).await;
+    let fail = log_of(&h, &steps[8]).await;
     assert!(fail.contains(&"ebad news".to_string()), "{fail:?}");
     assert!(fail.contains(&"hprogram finished with exit code 3".to_string()), "{fail:?}");
     let props = h.store.build_properties(build.buildid).await.expect("props");

@@ -94,3 +94,77 @@ pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<b
     }
     Ok(Ended::Normally)
 }
+
+/// `download_file`: asks the master for the file in `blocksize` pieces
+/// (`update_read_file`) until an empty piece, writes them to `path`, then
+/// `update_read_file_close`; `mode` sets the permissions.
+pub async fn download_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<bool>) -> Result<Ended, String> {
+    use tokio::io::AsyncWriteExt;
+    let path = str_arg(args, "path").ok_or("download_file is missing args: path")?.to_string();
+    let blocksize = arg(args, "blocksize").and_then(|v| v.as_u64()).unwrap_or(16384).clamp(1, 16 << 20);
+    let maxsize = arg(args, "maxsize").and_then(|v| v.as_u64());
+    let mode = arg(args, "mode").and_then(|v| v.as_u64());
+    if let Some(parent) = std::path::Path::new(&path).parent() {
+        let _ = tokio::fs::create_dir_all(parent).await;
+    }
+    let mut failure: Option<String> = None;
+    match tokio::fs::File::create(&path).await {
+        Err(_) => failure = Some(format!("Cannot open file '{path}' for download")),
+        Ok(mut file) => {
+            let mut received: u64 = 0;
+            loop {
+                if *stop.borrow() {
+                    failure = Some(format!("download of '{path}' interrupted"));
+                    break;
+                }
+                let want = match maxsize {
+                    Some(max) if received >= max => {
+                        failure = Some(format!("Maximum filesize reached, truncating file '{path}'"));
+                        break;
+                    }
+                    Some(max) => blocksize.min(max - received),
+                    None => blocksize,
+                };
+                let piece = match em.request("update_read_file", vec![("length".into(), Value::from(want))]).await {
+                    Ok(Value::Binary(b)) => b,
+                    // Old msgpack sends bytes as str; nil means nothing more.
+                    Ok(Value::String(s)) => s.as_bytes().to_vec(),
+                    Ok(_) => Vec::new(),
+                    Err(e) => {
+                        failure = Some(format!("the master refused the download: {e}"));
+                        break;
+                    }
+                };
+                if piece.is_empty() {
+                    break;
+                }
+                received += piece.len() as u64;
+                if let Err(e) = file.write_all(&piece).await {
+                    failure = Some(format!("writing '{path}': {e}"));
+                    break;
+                }
+            }
+            if let Err(e) = file.flush().await {
+                failure.get_or_insert(format!("writing '{path}': {e}"));
+            }
+        }
+    }
+    if let Err(e) = em.request("update_read_file_close", vec![]).await {
+        failure.get_or_insert(format!("closing the download failed: {e}"));
+    }
+    #[cfg(unix)]
+    if let (Some(mode), None) = (mode, &failure) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode as u32)) {
+            failure = Some(format!("setting the mode of '{path}': {e}"));
+        }
+    }
+    match failure {
+        None => em.entry("rc", Value::from(0)).await,
+        Some(why) => {
+            em.entry("rc", Value::from(1)).await;
+            em.text("stderr", &why).await;
+        }
+    }
+    Ok(Ended::Normally)
+}
