@@ -683,3 +683,96 @@ mod hostile {
         assert_eq!(build.results, Some(0), "{}", build.state_string);
     });
 }
+
+/// A free loopback port (bound, then released for the process under test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// `cascade serve` as its own process, killed with SIGKILL on drop.
+struct MasterProcess(tokio::process::Child);
+
+impl MasterProcess {
+    fn start(config: &Path, database: &str, log: &Path) -> MasterProcess {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CASCADE_DATABASE_URL", database)
+            .stdout(Stdio::from(out.try_clone().expect("dup")))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cascade serve starts");
+        MasterProcess(child)
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.0.start_kill();
+        let _ = self.0.wait().await;
+    }
+}
+
+async fn a_master_killed_mid_build_retries_it_after_restart(db: &cascade_testkit::TestDb, kind: Kind) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let marker = dir.path().join("first-run");
+    let (http, workers_port) = (free_port(), free_port());
+    let steps = format!(
+        r#"  {{ name = "slow", command = ["sh", "-c", "if [ -f {m} ]; then echo second run; exit 0; fi; touch {m}; sleep 60"] }},"#,
+        m = marker.display()
+    );
+    let text = config(&repo, &steps).replace(
+        "name = \"worker-test\"",
+        &format!("name = \"restart-test\"\nhttp = \"127.0.0.1:{http}\"\nmsgpack = \"127.0.0.1:{workers_port}\""),
+    );
+    let config_path = dir.path().join("cascade.toml");
+    std::fs::write(&config_path, &text).expect("config");
+    let log = dir.path().join("master.log");
+    let store = db.store().await;
+    let mut master = MasterProcess::start(&config_path, &db.url, &log);
+    let _worker = BuildbotWorker::start_kind(kind, dir.path(), workers_port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async {
+        let w = store.list_workers(&ListQuery::default()).await.ok()?;
+        w.items.first().filter(|w| !w.connected_to.is_empty()).map(|_| ())
+    })
+    .await;
+
+    // A change arrives as `cascade sendchange` would store it; the running
+    // master's scheduler and distributor pick it up.
+    let parsed = cascade_config::load(&config_path).expect("config");
+    let change = cascade_master::sendchange::SendChange {
+        who: "Ann <ann@example.org>".into(),
+        branch: Some("main".into()),
+        revision: Some(sha.clone()),
+        comments: "slow change".into(),
+        ..Default::default()
+    };
+    cascade_master::sendchange::send(&store, &parsed, change, cascade_master::clock::now()).await.expect("send");
+    wait_for("the step to be running", Duration::from_secs(60), || async { marker.exists().then_some(()) }).await;
+
+    master.kill().await;
+    let mut master = MasterProcess::start(&config_path, &db.url, &log);
+    let first = wait_for("the interrupted build to end as RETRY", Duration::from_secs(30), || async {
+        store.get_build(1).await.ok().flatten().filter(|b| b.complete)
+    })
+    .await;
+    assert_eq!(first.results, Some(5), "RETRY after the restart: {}", first.state_string);
+    let second = wait_for("the build to run again and finish", Duration::from_secs(60), || async {
+        store.get_build(2).await.ok().flatten().filter(|b| b.complete)
+    })
+    .await;
+    assert_eq!(second.results, Some(0), "{}", second.state_string);
+    let requests = store.list_buildrequests(&ListQuery::default()).await.expect("requests");
+    assert_eq!(requests.total, 1);
+    assert!(requests.items[0].complete && requests.items[0].results == 0, "the request was not lost");
+    master.kill().await;
+    store.close().await;
+}
+
+test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker, |db| {
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Buildbot).await
+});
+test_both!(a_master_killed_mid_build_retries_it_after_restart_on_cascade_worker, |db| {
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Cascade).await
+});
