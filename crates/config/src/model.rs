@@ -161,6 +161,8 @@ pub struct UploadStep {
     pub src: String,
     /// Name under the build's artifact folder on the master.
     pub dest: String,
+    /// `src` is a folder: it travels as a tar stream and is unpacked at `dest`.
+    pub directory: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -563,6 +563,7 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
     } else if let Some(mut u) = t.opt_table(ctx, "upload") {
         let src = u.req_str(ctx, "src");
         let dest = u.req_str(ctx, "dest");
+        let directory = u.bool_or(ctx, "directory", false);
         if let Some(d) = &dest
             && (d.starts_with('/') || d.split('/').any(|part| part == ".."))
         {
@@ -570,7 +571,7 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
         }
         u.finish(ctx);
         let (src, dest) = (src?, dest?);
-        (format!("upload {dest}"), StepKind::Upload(UploadStep { src, dest }))
+        (format!("upload {dest}"), StepKind::Upload(UploadStep { src, dest, directory }))
     } else if let Some(mut d) = t.opt_table(ctx, "download") {
         let src = d.req_str(ctx, "src");
         let dest = d.req_str(ctx, "dest");

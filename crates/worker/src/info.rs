@@ -5,8 +5,19 @@ use std::path::Path;
 use rmpv::Value;
 
 /// The commands this worker implements, with Buildbot's command version.
-pub const COMMANDS: &[&str] =
-    &["shell", "mkdir", "rmdir", "cpdir", "stat", "glob", "listdir", "rmfile", "upload_file", "download_file"];
+pub const COMMANDS: &[&str] = &[
+    "shell",
+    "mkdir",
+    "rmdir",
+    "cpdir",
+    "stat",
+    "glob",
+    "listdir",
+    "rmfile",
+    "upload_file",
+    "download_file",
+    "upload_directory",
+];
 
 pub fn worker_info(basedir: &Path) -> Value {
     let mut map: Vec<(Value, Value)> = Vec::new();

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::command::{CommandResult, CommandRun};
 use super::log::LogWriter;
-use super::upload::{DownloadSource, UploadSink};
+use super::upload::{DirectorySink, DownloadSource, UploadSink};
 use crate::app::Master;
 use crate::workers::WorkerHandle;
 
@@ -452,6 +452,9 @@ async fn upload_step(
     let target = ctx.master.config.master.artifacts.join(builder).join(number).join(&dest);
     let workdir = ctx.worker.join(&[&ctx.builddir, "build"]);
     let path = ctx.worker.join(&[&workdir, &src]);
+    if upload.directory {
+        return upload_directory(ctx, step, log, path, workdir, src, dest, target).await;
+    }
     let mut sink = match UploadSink::new(target.clone(), MAX_UPLOAD) {
         Ok(s) => s,
         Err(e) => {
@@ -528,6 +531,57 @@ async fn download_step(
     let results = step_result(&result.end, &BTreeMap::new());
     if results == Results::Success {
         log.add('h', &format!("sent {} bytes", source.sent)).await?;
+    }
+    Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload_directory(
+    ctx: &mut Ctx,
+    step: &StepConfig,
+    log: &mut LogWriter,
+    path: String,
+    workdir: String,
+    src: String,
+    dest: String,
+    target: std::path::PathBuf,
+) -> Result<StepEnd, StoreError> {
+    let mut sink = match DirectorySink::new(target.clone(), MAX_UPLOAD) {
+        Ok(s) => s,
+        Err(e) => {
+            log.add('h', &format!("cannot prepare {}: {e}", target.display())).await?;
+            return Ok(StepEnd {
+                results: Results::Exception,
+                lost: false,
+                state: format!("{} cannot write", step.name),
+            });
+        }
+    };
+    log.add('h', &format!("uploading the folder {path} to {dest}")).await?;
+    let args = json!({
+        "path": path,
+        "workdir": workdir,
+        "workersrc": src,
+        "blocksize": 65_536,
+        "maxsize": MAX_UPLOAD,
+        "compress": null,
+    });
+    let run = CommandRun {
+        worker: &ctx.worker,
+        command_id: ctx.master.workers.command_id(),
+        name: "upload_directory",
+        args,
+        warning_pattern: None,
+        capture_stdout: false,
+    };
+    let result = run.run(log, &mut ctx.stop, Some(&mut sink as &mut dyn super::upload::Transfer)).await?;
+    for skipped in &sink.skipped {
+        log.add('h', &format!("skipped {skipped}: links, special files and paths outside the folder are not unpacked"))
+            .await?;
+    }
+    let mut results = step_result(&result.end, &BTreeMap::new());
+    if results == Results::Success && !sink.unpacked {
+        results = Results::Failure;
     }
     Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
 }

@@ -34,6 +34,8 @@ pub enum UploadOp {
     Close,
     /// Access and modification times, Unix seconds.
     Utime(f64, f64),
+    /// A directory upload's tar stream is complete: unpack it.
+    Unpack,
 }
 
 /// What a running command reports.

@@ -172,17 +172,24 @@ impl Session {
                     }
                     ("keepalive", _) => Ok(Value::Nil),
                     (
-                        op @ ("update_upload_file_write" | "update_upload_file_close" | "update_upload_file_utime"),
+                        op @ ("update_upload_file_write"
+                        | "update_upload_file_close"
+                        | "update_upload_file_utime"
+                        | "update_upload_directory_write"
+                        | "update_upload_directory_unpack"),
                         Some(id),
                     ) => {
                         let upload = match op {
-                            "update_upload_file_write" => match Frame::field(&fields, "args") {
-                                // Old msgpack versions send bytes as str: take the raw bytes either way.
-                                Some(Value::Binary(b)) => Some(UploadOp::Write(b.clone())),
-                                Some(Value::String(s)) => Some(UploadOp::Write(s.as_bytes().to_vec())),
-                                _ => None,
-                            },
+                            "update_upload_file_write" | "update_upload_directory_write" => {
+                                match Frame::field(&fields, "args") {
+                                    // Old msgpack versions send bytes as str: take the raw bytes either way.
+                                    Some(Value::Binary(b)) => Some(UploadOp::Write(b.clone())),
+                                    Some(Value::String(s)) => Some(UploadOp::Write(s.as_bytes().to_vec())),
+                                    _ => None,
+                                }
+                            }
                             "update_upload_file_close" => Some(UploadOp::Close),
+                            "update_upload_directory_unpack" => Some(UploadOp::Unpack),
                             _ => {
                                 let time = |k| {
                                     Frame::field(&fields, k)

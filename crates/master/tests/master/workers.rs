@@ -285,6 +285,8 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
   { name = "make report", command = ["sh", "-c", "head -c 300000 /dev/urandom > report.bin; echo report for build %(prop:buildnumber)s > report.txt"] },
   { name = "upload report", upload = { src = "report.txt", dest = "reports/build-%(prop:buildnumber)s.txt" } },
   { name = "upload binary", upload = { src = "report.bin", dest = "report.bin" } },
+  { name = "make site", command = ["sh", "-c", "mkdir -p site/css && echo '<h1>hi</h1>' > site/index.html && echo 'h1{}' > site/css/a.css"] },
+  { name = "upload site", upload = { src = "site", dest = "site", directory = true } },
   { name = "upload missing", upload = { src = "nope.txt", dest = "nope.txt" } },
   { name = "fetch tool", download = { src = "SRC_TOOL", dest = "tools/tool.sh", mode = 0o755 } },
   { name = "run tool", command = ["sh", "-c", "./tools/tool.sh && cmp -s tools/tool.sh ../../tool-copy && echo same"] },
@@ -329,6 +331,8 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
             "make report",
             "upload report",
             "upload binary",
+            "make site",
+            "upload site",
             "upload missing",
             "fetch tool",
             "run tool",
@@ -341,12 +345,26 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     let results: Vec<Option<i64>> = steps.iter().map(|s| s.results).collect();
     assert_eq!(
         results,
-        vec![Some(0), Some(0), Some(0), Some(0), Some(0), Some(2), Some(0), Some(0), Some(2), Some(2), Some(0)]
+        vec![
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(2),
+            Some(0),
+            Some(0),
+            Some(2),
+            Some(2),
+            Some(0)
+        ]
     );
     // The download arrived whole (Buildbot 4.3's master sends nothing here) and executable.
     let fetched = worker.basedir.join("unix_main/build/tools/tool.sh");
     assert!(std::fs::read(&fetched).expect("downloaded") == script, "the download is byte for byte");
-    let run_tool = log_of(&h, &steps[7]).await;
+    let run_tool = log_of(&h, &steps[9]).await;
     assert!(run_tool.contains(&"othe tool ran".to_string()) && run_tool.contains(&"osame".to_string()), "{run_tool:?}");
     // Uploads land in <artifacts>/<builder>/<number>/<dest>, byte for byte.
     let artifacts = dir.path().join("artifacts/unix_main").join(build.number.to_string());
@@ -358,6 +376,9 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     assert_eq!(got.len(), 300_000);
     assert!(got == sent, "the binary upload is identical");
     assert!(!artifacts.join("nope.txt").exists(), "a failed upload leaves no file");
+    // A directory upload unpacks the whole tree.
+    assert_eq!(std::fs::read_to_string(artifacts.join("site/index.html")).expect("index"), "<h1>hi</h1>\n");
+    assert_eq!(std::fs::read_to_string(artifacts.join("site/css/a.css")).expect("css"), "h1{}\n");
 
     let pass = log_of(&h, &steps[1]).await;
     assert!(pass.contains(&"ohello from w1 vanilla".to_string()), "{pass:?}");
@@ -372,7 +393,7 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     }
     assert_eq!(seen, pass);
     assert!(pass.contains(&"othe demo project".to_string()), "the checkout is there: {pass:?}");
-    let fail = log_of(&h, &steps[8]).await;
+    let fail = log_of(&h, &steps[10]).await;
     assert!(fail.contains(&"ebad news".to_string()), "{fail:?}");
     assert!(fail.contains(&"hprogram finished with exit code 3".to_string()), "{fail:?}");
     let props = h.store.build_properties(build.buildid).await.expect("props");

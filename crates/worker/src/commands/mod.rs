@@ -73,7 +73,9 @@ pub fn check_args(name: &str, args: &Value) -> Result<(), String> {
         "mkdir" | "rmdir" if arg(args, "paths").is_none() => missing("paths"),
         "cpdir" if arg(args, "from_path").is_none() || arg(args, "to_path").is_none() => missing("from_path, to_path"),
         "stat" | "glob" | "listdir" | "rmfile" if arg(args, "path").is_none() => missing("path"),
-        "upload_file" | "download_file" if arg(args, "path").is_none() || arg(args, "blocksize").is_none() => {
+        "upload_file" | "download_file" | "upload_directory"
+            if arg(args, "path").is_none() || arg(args, "blocksize").is_none() =>
+        {
             missing("path, blocksize")
         }
         _ => Ok(()),
@@ -179,6 +181,7 @@ pub async fn run(shared: Arc<Shared>, command_id: String, name: String, args: Va
         "shell" => shell::run(&args, &mut em, stop).await,
         "upload_file" => transfer::upload_file(&args, &mut em, stop).await,
         "download_file" => transfer::download_file(&args, &mut em, stop).await,
+        "upload_directory" => transfer::upload_directory(&args, &mut em, stop).await,
         other => fs::run(other, &args, &mut em).await,
     };
     if !matches!(outcome, Ok(Ended::Interrupted)) && outcome.is_ok() {

@@ -168,3 +168,80 @@ pub async fn download_file(args: &Value, em: &mut Emitter, stop: watch::Receiver
     }
     Ok(Ended::Normally)
 }
+
+/// `upload_directory`: the folder at `path` as a tar stream (members
+/// relative to it, links kept as links), in `blocksize` pieces, then
+/// `update_upload_directory_unpack`. Only uncompressed tar is offered.
+pub async fn upload_directory(args: &Value, em: &mut Emitter, stop: watch::Receiver<bool>) -> Result<Ended, String> {
+    static SPOOLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = str_arg(args, "path").ok_or("upload_directory is missing args: path")?.to_string();
+    let blocksize = arg(args, "blocksize").and_then(|v| v.as_u64()).unwrap_or(16384).clamp(1, 16 << 20) as usize;
+    let maxsize = arg(args, "maxsize").and_then(|v| v.as_u64());
+    if let Some(c) = str_arg(args, "compress") {
+        em.text("header", &format!("sending {path}")).await;
+        em.entry("rc", Value::from(1)).await;
+        em.text("stderr", &format!("compression {c:?} is not supported by cascade-worker")).await;
+        return Ok(Ended::Normally);
+    }
+    let n = SPOOLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let spool = std::env::temp_dir().join(format!("cascade-worker-{}-{n}.tar", std::process::id()));
+    let (src, out) = (std::path::PathBuf::from(&path), spool.clone());
+    let built = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut builder = tar::Builder::new(std::fs::File::create(&out)?);
+        builder.follow_symlinks(false);
+        builder.append_dir_all(".", &src)?;
+        builder.into_inner()?.sync_all()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut failure = None;
+    match built {
+        Err(e) => failure = Some(format!("Cannot read directory '{path}' for upload: {e}")),
+        Ok(()) => match tokio::fs::File::open(&spool).await {
+            Err(e) => failure = Some(format!("Cannot read directory '{path}' for upload: {e}")),
+            Ok(mut file) => {
+                let mut buf = vec![0u8; blocksize];
+                let mut sent = 0u64;
+                loop {
+                    if *stop.borrow() {
+                        failure = Some(format!("upload of '{path}' interrupted"));
+                        break;
+                    }
+                    let read = match file.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(r) => r,
+                        Err(e) => {
+                            failure = Some(format!("reading the archive of '{path}': {e}"));
+                            break;
+                        }
+                    };
+                    sent += read as u64;
+                    if maxsize.is_some_and(|m| sent > m) {
+                        failure = Some(format!("Maximum filesize reached, truncating file '{path}'"));
+                        break;
+                    }
+                    let piece = Value::Binary(buf[..read].to_vec());
+                    if let Err(e) = em.request("update_upload_directory_write", vec![("args".into(), piece)]).await {
+                        failure = Some(format!("the master refused the upload: {e}"));
+                        break;
+                    }
+                }
+                if failure.is_none()
+                    && let Err(e) = em.request("update_upload_directory_unpack", vec![]).await
+                {
+                    failure = Some(format!("the master could not unpack the upload: {e}"));
+                }
+            }
+        },
+    }
+    let _ = tokio::fs::remove_file(&spool).await;
+    em.text("header", &format!("sending {path}")).await;
+    match failure {
+        None => em.entry("rc", Value::from(0)).await,
+        Some(why) => {
+            em.entry("rc", Value::from(1)).await;
+            em.text("stderr", &why).await;
+        }
+    }
+    Ok(Ended::Normally)
+}
