@@ -636,6 +636,21 @@ mod hostile {
         assert_eq!(replaced.name, "w1");
     });
 
+    test_both!(argon2_hashed_worker_passwords, |db| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (repo, _) = make_repo(dir.path());
+        let hash = cascade_master::password::hash("s3cret:with:colons").expect("hash");
+        let text = config(&repo, r#"{ name = "x", command = ["true"] },"#)
+            .replace("password = \"pw-one\"", &format!("password_hash = \"{hash}\""));
+        let h = Harness::with_config(db, &text).await;
+        let running = run_master(&h.master).await;
+        assert!(connect(running.port, "w1", "s3cret").await.is_err(), "a wrong password is refused");
+        assert!(connect(running.port, "nobody", "s3cret:with:colons").await.is_err(), "an unknown worker is refused");
+        let mut ws = connect(running.port, "w1", "s3cret:with:colons").await.expect("the right password");
+        answer_attach(&mut ws).await;
+        wait_for("w1 to attach", Duration::from_secs(10), || async { h.master.workers.get("w1") }).await;
+    });
+
     test_both!(a_silent_worker_is_dropped, |db| {
         let dir = tempfile::tempdir().expect("tempdir");
         let (repo, _) = make_repo(dir.path());
@@ -797,3 +812,81 @@ test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker
 test_both!(a_master_killed_mid_build_retries_it_after_restart_on_cascade_worker, |db| {
     a_master_killed_mid_build_retries_it_after_restart(db, Kind::Cascade).await
 });
+
+async fn step_options_and_git_modes(db: &cascade_testkit::TestDb, kind: Kind) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let steps = r#"
+  { name = "env and workdir", command = ["sh", "-c", "pwd; echo GREETING=$GREETING"], env = { GREETING = "hi %(prop:workername)s" }, workdir = "elsewhere" },
+  { name = "decoded", command = ["sh", "-c", "exit 5"], decode_rc = { 0 = "success", 5 = "warnings" } },
+  { name = "warned", command = ["sh", "-c", "echo 'Warning -- resource leak'"], warning_pattern = "^Warning -- " },
+  { name = "soft failure", command = ["false"], flunk_on_failure = false, warn_on_failure = true },
+  { name = "leftover", command = ["sh", "-c", "touch untracked.tmp"] },"#;
+    // Three builders over the same repository, one per git method, on one worker.
+    let text = config(&repo, steps)
+        .replace("[[factory]]\nname = \"f\"", "[[factory]]\nname = \"f\"")
+        .replace("name = \"unix\"", "name = \"unix\"");
+    let mut text = text;
+    for (name, git) in [
+        ("clobber", "{ repo = \"REPO\", mode = \"full\", method = \"clobber\" }"),
+        ("copy", "{ repo = \"REPO\", mode = \"full\", method = \"copy\" }"),
+        ("incremental", "{ repo = \"REPO\", mode = \"incremental\" }"),
+    ] {
+        text.push_str(&format!(
+            "[[factory]]\nname = \"{name}\"\nsteps = [ {{ git = {git} }}, {{ name = \"list\", command = [\"sh\", \"-c\", \"ls -a | sort | tr '\\\\n' ' '; touch untracked.tmp\"] }} ]\n\
+             [[builder]]\nname = \"{name}\"\nworkers = [\"w1\"]\nfactory = \"{name}\"\nbranches = [\"main\"]\n"
+        ));
+    }
+    let text = text.replace("REPO", &repo.display().to_string()).replace(
+        "[[worker]]\nname = \"w1\"\npassword = \"pw-one\"",
+        "[[worker]]\nname = \"w1\"\npassword = \"pw-one\"\nmax_builds = 4",
+    );
+    let h = Harness::with_config(db, &text).await;
+    let running = run_master(&h.master).await;
+    let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+
+    // Two pushes, one after the other: the second build of each builder
+    // shows what its git method keeps from the first.
+    for round in 1..=2 {
+        push(&h, &sha).await;
+        wait_for("this round's builds", Duration::from_secs(90), || async {
+            let done = h.store.list_buildrequests(&ListQuery::default().eq("complete", "true")).await.ok()?.total;
+            (done >= 4 * round).then_some(())
+        })
+        .await;
+    }
+    let builds = h.store.recent_builds(20).await.expect("builds");
+    let latest = |builder: &str| builds.iter().find(|(b, _)| b == builder).map(|(_, b)| b.clone()).expect("a build");
+
+    let unix = latest("unix main");
+    assert_eq!(unix.results, Some(1), "WARNINGS overall: {}", unix.state_string);
+    let steps = h.store.list_steps(unix.buildid).await.expect("steps");
+    let by = |n: &str| steps.iter().find(|s| s.name == n).cloned().unwrap_or_else(|| panic!("{n}"));
+    let env_log = log_of(&h, &by("env and workdir")).await;
+    assert!(env_log.contains(&"oGREETING=hi w1".to_string()), "{env_log:?}");
+    assert!(env_log.iter().any(|l| l.starts_with('o') && l.ends_with("/unix_main/elsewhere")), "{env_log:?}");
+    assert_eq!(by("decoded").results, Some(1), "exit 5 decodes to WARNINGS");
+    assert_eq!(by("warned").results, Some(1), "a warning line makes WARNINGS");
+    assert_eq!(by("soft failure").results, Some(2), "the step fails...");
+
+    // What each git method left in the folder: the `list` step's output.
+    let mut listing = std::collections::BTreeMap::new();
+    for builder in ["clobber main", "copy main", "incremental main"] {
+        let b = latest(builder);
+        assert_eq!(b.results, Some(0), "{builder}: {}", b.state_string);
+        let steps = h.store.list_steps(b.buildid).await.expect("steps");
+        let line = log_of(&h, &steps[1]).await.into_iter().find(|l| l.starts_with("o. ")).unwrap_or_default();
+        listing.insert(builder, line);
+    }
+    // clobber and copy start from a clean checkout; incremental keeps files.
+    assert!(!listing["clobber main"].contains("untracked.tmp"), "{listing:?}");
+    assert!(!listing["copy main"].contains("untracked.tmp"), "{listing:?}");
+    assert!(listing["incremental main"].contains("untracked.tmp"), "{listing:?}");
+    assert!(listing["copy main"].contains("README"), "{listing:?}");
+}
+
+test_both!(step_options_and_git_modes_on_buildbot_worker, |db| {
+    step_options_and_git_modes(db, Kind::Buildbot).await
+});
+test_both!(step_options_and_git_modes_on_cascade_worker, |db| { step_options_and_git_modes(db, Kind::Cascade).await });
