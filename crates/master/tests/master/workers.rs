@@ -823,10 +823,7 @@ async fn step_options_and_git_modes(db: &cascade_testkit::TestDb, kind: Kind) {
   { name = "soft failure", command = ["false"], flunk_on_failure = false, warn_on_failure = true },
   { name = "leftover", command = ["sh", "-c", "touch untracked.tmp"] },"#;
     // Three builders over the same repository, one per git method, on one worker.
-    let text = config(&repo, steps)
-        .replace("[[factory]]\nname = \"f\"", "[[factory]]\nname = \"f\"")
-        .replace("name = \"unix\"", "name = \"unix\"");
-    let mut text = text;
+    let mut text = config(&repo, steps);
     for (name, git) in [
         ("clobber", "{ repo = \"REPO\", mode = \"full\", method = \"clobber\" }"),
         ("copy", "{ repo = \"REPO\", mode = \"full\", method = \"copy\" }"),
