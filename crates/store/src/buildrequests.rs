@@ -6,7 +6,10 @@ use sqlx::AssertSqlSafe;
 
 use crate::changes::placeholders;
 use crate::query::{FieldType, ListQuery, Page, compile, fetch_page, field};
-use crate::records::{BuildRecord, BuildRequestRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, get, sourcestamp_from};
+use crate::records::{
+    BUILD_COLUMNS, BuildRecord, BuildRequestRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, build_from, get,
+    sourcestamp_from,
+};
 use crate::{Result, Store, StoreError};
 
 const REQUEST_FIELDS: &[crate::query::Field] = &[
@@ -196,63 +199,23 @@ impl Store {
     }
 
     pub async fn get_build(&self, build_id: i64) -> Result<Option<BuildRecord>> {
-        let row = sqlx::query(
-            "SELECT id, number, builder_id, build_request_id, worker_id, master_id, started_at, complete_at, \
-             state_string, results FROM builds WHERE id = $1",
-        )
-        .bind(build_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let complete_at: Option<i64> = get(&r, "complete_at")?;
-            Ok(BuildRecord {
-                buildid: get(&r, "id")?,
-                number: get(&r, "number")?,
-                builderid: get(&r, "builder_id")?,
-                buildrequestid: get(&r, "build_request_id")?,
-                workerid: get(&r, "worker_id")?,
-                masterid: get(&r, "master_id")?,
-                started_at: get(&r, "started_at")?,
-                complete_at,
-                complete: complete_at.is_some(),
-                state_string: get(&r, "state_string")?,
-                results: get(&r, "results")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {BUILD_COLUMNS} FROM builds b WHERE b.id = $1")))
+            .bind(build_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(build_from).transpose()
     }
 
     /// The newest builds, with their builder's name, newest first.
     pub async fn recent_builds(&self, limit: i64) -> Result<Vec<(String, BuildRecord)>> {
-        let rows = sqlx::query(
-            "SELECT b.id, b.number, b.builder_id, b.build_request_id, b.worker_id, b.master_id, b.started_at, \
-             b.complete_at, b.state_string, b.results, bl.name AS builder_name FROM builds b \
-             JOIN builders bl ON bl.id = b.builder_id ORDER BY b.id DESC LIMIT $1",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS}, bl.name AS builder_name FROM builds b \
+             JOIN builders bl ON bl.id = b.builder_id ORDER BY b.id DESC LIMIT $1"
+        )))
         .bind(limit.clamp(0, 1000))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let complete_at: Option<i64> = get(r, "complete_at")?;
-                Ok((
-                    get(r, "builder_name")?,
-                    BuildRecord {
-                        buildid: get(r, "id")?,
-                        number: get(r, "number")?,
-                        builderid: get(r, "builder_id")?,
-                        buildrequestid: get(r, "build_request_id")?,
-                        workerid: get(r, "worker_id")?,
-                        masterid: get(r, "master_id")?,
-                        started_at: get(r, "started_at")?,
-                        complete_at,
-                        complete: complete_at.is_some(),
-                        state_string: get(r, "state_string")?,
-                        results: get(r, "results")?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| Ok((get(r, "builder_name")?, build_from(r)?))).collect()
     }
 
     /// The requests a build covers, ascending.

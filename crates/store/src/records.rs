@@ -162,3 +162,24 @@ pub(crate) fn sourcestamp_from(row: &AnyRow) -> Result<SourceStampRecord> {
 pub(crate) const SOURCESTAMP_COLUMNS: &str = "ss.id AS ss_id, ss.branch AS ss_branch, ss.revision AS ss_revision, \
      ss.project AS ss_project, ss.repository AS ss_repository, ss.codebase AS ss_codebase, \
      ss.created_at AS ss_created_at";
+
+/// Columns that [`build_from`] reads, for a table aliased `b`.
+pub(crate) const BUILD_COLUMNS: &str = "b.id, b.number, b.builder_id, b.build_request_id, b.worker_id, b.master_id, \
+     b.started_at, b.complete_at, b.state_string, b.results";
+
+pub(crate) fn build_from(r: &AnyRow) -> Result<BuildRecord> {
+    let complete_at: Option<i64> = get(r, "complete_at")?;
+    Ok(BuildRecord {
+        buildid: get(r, "id")?,
+        number: get(r, "number")?,
+        builderid: get(r, "builder_id")?,
+        buildrequestid: get(r, "build_request_id")?,
+        workerid: get(r, "worker_id")?,
+        masterid: get(r, "master_id")?,
+        started_at: get(r, "started_at")?,
+        complete_at,
+        complete: complete_at.is_some(),
+        state_string: get(r, "state_string")?,
+        results: get(r, "results")?,
+    })
+}

@@ -198,81 +198,34 @@ impl Session {
                                 time("access_time").zip(time("modified_time")).map(|(a, m)| UploadOp::Utime(a, m))
                             }
                         };
-                        match (upload, self.command(&id)) {
-                            (None, _) => Err(format!("{op}: malformed arguments")),
-                            (_, None) => Err(format!("no command {id} is running")),
-                            (Some(upload), Some(tx)) => {
-                                // Answered by the build task, off this loop: the
-                                // worker waits for the answer anyway, and this loop
-                                // must keep reading meanwhile.
-                                let (reply, answer) = oneshot::channel();
-                                if tx.send(CommandEvent::Upload(upload, reply)).await.is_err() {
-                                    Err("the command is no longer listening".into())
-                                } else {
-                                    let out = self.out.clone();
-                                    tokio::spawn(async move {
-                                        let result = match answer.await {
-                                            Ok(Ok(())) => Ok(Value::Nil),
-                                            Ok(Err(e)) => Err(e),
-                                            Err(_) => Err("the upload was abandoned".into()),
-                                        };
-                                        let frame = Frame::Response { seq, result };
-                                        let _ = out.send(Message::Binary(frame.encode().into())).await;
-                                    });
-                                    return;
-                                }
+                        let forwarded = match upload {
+                            None => Err(format!("{op}: malformed arguments")),
+                            Some(upload) => {
+                                self.forward(seq, &id, |reply| CommandEvent::Upload(upload, reply), |()| Value::Nil)
+                                    .await
                             }
+                        };
+                        match forwarded {
+                            Ok(()) => return,
+                            Err(e) => Err(e),
                         }
                     }
                     ("update_read_file", Some(id)) => {
                         let length = Frame::field(&fields, "length").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-                        match self.command(&id) {
-                            None => Err(format!("no command {id} is running")),
-                            Some(tx) => {
-                                let (reply, answer) = oneshot::channel();
-                                if tx.send(CommandEvent::Read(length.min(MAX_MESSAGE / 2), reply)).await.is_err() {
-                                    Err("the command is no longer listening".into())
-                                } else {
-                                    // As for uploads: answered off this loop. The data
-                                    // goes as msgpack bin (Buildbot 4.3 answers nil here,
-                                    // which leaves its downloads empty).
-                                    let out = self.out.clone();
-                                    tokio::spawn(async move {
-                                        let result = match answer.await {
-                                            Ok(Ok(bytes)) => Ok(Value::Binary(bytes)),
-                                            Ok(Err(e)) => Err(e),
-                                            Err(_) => Err("the download was abandoned".into()),
-                                        };
-                                        let frame = Frame::Response { seq, result };
-                                        let _ = out.send(Message::Binary(frame.encode().into())).await;
-                                    });
-                                    return;
-                                }
-                            }
+                        // The data goes as msgpack bin (Buildbot 4.3 answers nil
+                        // here, which leaves its downloads empty).
+                        let read = |reply| CommandEvent::Read(length.min(MAX_MESSAGE / 2), reply);
+                        match self.forward(seq, &id, read, Value::Binary).await {
+                            Ok(()) => return,
+                            Err(e) => Err(e),
                         }
                     }
-                    ("update_read_file_close", Some(id)) => match self.command(&id) {
-                        None => Err(format!("no command {id} is running")),
-                        Some(tx) => {
-                            let (reply, answer) = oneshot::channel();
-                            if tx.send(CommandEvent::ReadClose(reply)).await.is_err() {
-                                Err("the command is no longer listening".into())
-                            } else {
-                                let out = self.out.clone();
-                                tokio::spawn(async move {
-                                    let result = match answer.await {
-                                        Ok(Ok(())) => Ok(Value::Nil),
-                                        Ok(Err(e)) => Err(e),
-                                        Err(_) => Err("the download was abandoned".into()),
-                                    };
-                                    let _ = out
-                                        .send(Message::Binary(Frame::Response { seq, result }.encode().into()))
-                                        .await;
-                                });
-                                return;
-                            }
+                    ("update_read_file_close", Some(id)) => {
+                        match self.forward(seq, &id, CommandEvent::ReadClose, |()| Value::Nil).await {
+                            Ok(()) => return,
+                            Err(e) => Err(e),
                         }
-                    },
+                    }
                     (op, _) if op.starts_with("update_") => {
                         Err(format!("{op}: this master does not serve that transfer"))
                     }
@@ -284,6 +237,31 @@ impl Session {
                 self.respond(seq, result).await;
             }
         }
+    }
+
+    /// Hands a transfer request to the command it belongs to and answers the
+    /// worker once the build task has, off the reader loop: the worker waits
+    /// for the answer anyway, and the loop must keep reading meanwhile.
+    async fn forward<T: Send + 'static>(
+        &self,
+        seq: i64,
+        command_id: &str,
+        event: impl FnOnce(oneshot::Sender<Result<T, String>>) -> CommandEvent,
+        to_value: fn(T) -> Value,
+    ) -> Result<(), String> {
+        let tx = self.command(command_id).ok_or_else(|| format!("no command {command_id} is running"))?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(event(reply)).await.map_err(|_| "the command is no longer listening".to_string())?;
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let result = match answer.await {
+                Ok(Ok(v)) => Ok(to_value(v)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("the transfer was abandoned".into()),
+            };
+            let _ = out.send(Message::Binary(Frame::Response { seq, result }.encode().into())).await;
+        });
+        Ok(())
     }
 
     /// The connection is gone: every waiter and every running command is told.

@@ -7,6 +7,46 @@ use tokio::sync::watch;
 
 use super::{Emitter, Ended, arg, str_arg};
 
+/// Sends an open file to the master in `blocksize` pieces as `op`
+/// requests, each answered before the next; stops at `maxsize` (sending what
+/// fits), at an interrupt, or at a refusal. Returns the bytes sent and why
+/// it stopped early, if it did.
+async fn send_in_pieces(
+    em: &mut Emitter,
+    file: &mut tokio::fs::File,
+    op: &'static str,
+    what: &str,
+    blocksize: usize,
+    maxsize: Option<u64>,
+    stop: &watch::Receiver<bool>,
+) -> (u64, Option<String>) {
+    let mut sent: u64 = 0;
+    let mut buf = vec![0u8; blocksize];
+    loop {
+        if *stop.borrow() {
+            return (sent, Some(format!("upload of '{what}' interrupted")));
+        }
+        let n = match file.read(&mut buf).await {
+            Ok(0) => return (sent, None),
+            Ok(n) => n,
+            Err(e) => return (sent, Some(format!("reading '{what}': {e}"))),
+        };
+        let (n, truncated) = match maxsize {
+            Some(max) if sent + n as u64 > max => ((max - sent) as usize, true),
+            _ => (n, false),
+        };
+        if n > 0 {
+            if let Err(e) = em.request(op, vec![("args".into(), Value::Binary(buf[..n].to_vec()))]).await {
+                return (sent, Some(format!("the master refused the upload: {e}")));
+            }
+            sent += n as u64;
+        }
+        if truncated {
+            return (sent, Some(format!("Maximum filesize reached, truncating file '{what}'")));
+        }
+    }
+}
+
 /// `upload_file`: the file at `path` goes to the master in `blocksize`
 /// pieces, then `update_upload_file_close`. Failure to open it, a refusal
 /// from the master or `maxsize` give rc 1 with a line on stderr.
@@ -15,7 +55,6 @@ pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<b
     let blocksize = arg(args, "blocksize").and_then(|v| v.as_u64()).unwrap_or(16384).clamp(1, 16 << 20) as usize;
     let maxsize = arg(args, "maxsize").and_then(|v| v.as_u64());
     let keepstamp = arg(args, "keepstamp").and_then(|v| v.as_bool()).unwrap_or(false);
-    tracing::debug!(%path, blocksize, "upload starts");
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(_) => {
@@ -25,43 +64,8 @@ pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<b
             return Ok(Ended::Normally);
         }
     };
-    let mut sent: u64 = 0;
-    let mut buf = vec![0u8; blocksize];
-    let mut failure: Option<String> = None;
-    loop {
-        if *stop.borrow() {
-            failure = Some(format!("upload of '{path}' interrupted"));
-            break;
-        }
-        let n = match file.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                failure = Some(format!("reading '{path}': {e}"));
-                break;
-            }
-        };
-        let n = match maxsize {
-            Some(max) if sent + n as u64 > max => {
-                failure = Some(format!("Maximum filesize reached, truncating file '{path}'"));
-                (max - sent) as usize
-            }
-            _ => n,
-        };
-        tracing::debug!(bytes = n, "upload chunk");
-        if n > 0 {
-            if let Err(e) =
-                em.request("update_upload_file_write", vec![("args".into(), Value::Binary(buf[..n].to_vec()))]).await
-            {
-                failure = Some(format!("the master refused the upload: {e}"));
-                break;
-            }
-            sent += n as u64;
-        }
-        if failure.is_some() {
-            break;
-        }
-    }
+    let (sent, mut failure) =
+        send_in_pieces(em, &mut file, "update_upload_file_write", &path, blocksize, maxsize, &stop).await;
     if (failure.is_none() || sent > 0)
         && let Err(e) = em.request("update_upload_file_close", vec![]).await
     {
@@ -194,46 +198,23 @@ pub async fn upload_directory(args: &Value, em: &mut Emitter, stop: watch::Recei
     })
     .await
     .map_err(|e| e.to_string())?;
-    let mut failure = None;
-    match built {
-        Err(e) => failure = Some(format!("Cannot read directory '{path}' for upload: {e}")),
+    let failure = match built {
+        Err(e) => Some(format!("Cannot read directory '{path}' for upload: {e}")),
         Ok(()) => match tokio::fs::File::open(&spool).await {
-            Err(e) => failure = Some(format!("Cannot read directory '{path}' for upload: {e}")),
+            Err(e) => Some(format!("Cannot read directory '{path}' for upload: {e}")),
             Ok(mut file) => {
-                let mut buf = vec![0u8; blocksize];
-                let mut sent = 0u64;
-                loop {
-                    if *stop.borrow() {
-                        failure = Some(format!("upload of '{path}' interrupted"));
-                        break;
-                    }
-                    let read = match file.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(r) => r,
-                        Err(e) => {
-                            failure = Some(format!("reading the archive of '{path}': {e}"));
-                            break;
-                        }
-                    };
-                    sent += read as u64;
-                    if maxsize.is_some_and(|m| sent > m) {
-                        failure = Some(format!("Maximum filesize reached, truncating file '{path}'"));
-                        break;
-                    }
-                    let piece = Value::Binary(buf[..read].to_vec());
-                    if let Err(e) = em.request("update_upload_directory_write", vec![("args".into(), piece)]).await {
-                        failure = Some(format!("the master refused the upload: {e}"));
-                        break;
-                    }
-                }
-                if failure.is_none()
-                    && let Err(e) = em.request("update_upload_directory_unpack", vec![]).await
-                {
-                    failure = Some(format!("the master could not unpack the upload: {e}"));
+                let op = "update_upload_directory_write";
+                match send_in_pieces(em, &mut file, op, &path, blocksize, maxsize, &stop).await.1 {
+                    Some(why) => Some(why),
+                    None => em
+                        .request("update_upload_directory_unpack", vec![])
+                        .await
+                        .err()
+                        .map(|e| format!("the master could not unpack the upload: {e}")),
                 }
             }
         },
-    }
+    };
     let _ = tokio::fs::remove_file(&spool).await;
     em.text("header", &format!("sending {path}")).await;
     match failure {
