@@ -12,6 +12,20 @@ use crate::records::{
 };
 use crate::{Result, Store, StoreError};
 
+const BUILD_FIELDS: &[crate::query::Field] = &[
+    field("buildid", "b.id", FieldType::Int),
+    field("number", "b.number", FieldType::Int),
+    field("builderid", "b.builder_id", FieldType::Int),
+    field("buildrequestid", "b.build_request_id", FieldType::Int),
+    field("workerid", "b.worker_id", FieldType::Int),
+    field("masterid", "b.master_id", FieldType::Int),
+    field("started_at", "b.started_at", FieldType::Int),
+    field("complete_at", "b.complete_at", FieldType::Int),
+    field("complete", "b.complete_at", FieldType::Present),
+    field("results", "b.results", FieldType::Int),
+    field("state_string", "b.state_string", FieldType::Text),
+];
+
 const REQUEST_FIELDS: &[crate::query::Field] = &[
     field("buildrequestid", "r.id", FieldType::Int),
     field("buildsetid", "r.buildset_id", FieldType::Int),
@@ -204,6 +218,12 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(build_from).transpose()
+    }
+
+    pub async fn list_builds(&self, q: &ListQuery) -> Result<Page<BuildRecord>> {
+        let compiled = compile(BUILD_FIELDS, q, "b.id")?;
+        let (rows, total) = fetch_page(&self.pool, BUILD_COLUMNS, "builds b", &compiled).await?;
+        Ok(Page { items: rows.iter().map(build_from).collect::<Result<_>>()?, total })
     }
 
     /// The newest builds, with their builder's name, newest first.

@@ -15,7 +15,7 @@ const COMPRESS_FROM: usize = 512;
 /// Lines are stored in chunks of at most this much text.
 const CHUNK_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepRecord {
     pub stepid: i64,
     pub buildid: i64,
@@ -26,14 +26,17 @@ pub struct StepRecord {
     pub complete: bool,
     pub state_string: String,
     pub results: Option<i64>,
+    pub hidden: bool,
+    pub urls: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LogRecord {
     pub logid: i64,
     pub stepid: i64,
     pub name: String,
     pub slug: String,
+    #[serde(rename = "type")]
     pub log_type: String,
     pub num_lines: i64,
     pub complete: bool,
@@ -192,9 +195,26 @@ impl Store {
                     complete: complete_at.is_some(),
                     state_string: get(r, "state_string")?,
                     results: get(r, "results")?,
+                    hidden: false,
+                    urls: Vec::new(),
                 })
             })
             .collect()
+    }
+
+    pub async fn get_step(&self, step_id: i64) -> Result<Option<StepRecord>> {
+        let row =
+            sqlx::query("SELECT build_id FROM steps WHERE id = $1").bind(step_id).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let build_id: i64 = get(&row, "build_id")?;
+        Ok(self.list_steps(build_id).await?.into_iter().find(|s| s.stepid == step_id))
+    }
+
+    pub async fn get_log(&self, log_id: i64) -> Result<Option<LogRecord>> {
+        let row = sqlx::query("SELECT step_id FROM logs WHERE id = $1").bind(log_id).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let step_id: i64 = get(&row, "step_id")?;
+        Ok(self.list_logs(step_id).await?.into_iter().find(|l| l.logid == log_id))
     }
 
     pub async fn add_log(&self, step_id: i64, name: &str, log_type: &str) -> Result<i64> {

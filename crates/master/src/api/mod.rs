@@ -135,6 +135,73 @@ async fn builder_buildrequests(
     envelope("buildrequests", m.store.list_buildrequests(&query).await?, &p.fields)
 }
 
+async fn builds(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    envelope("builds", m.store.list_builds(&p.query).await?, &p.fields)
+}
+
+async fn build(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    one("builds", m.store.get_build(id(&raw, "build")?).await?, "build")
+}
+
+async fn builder_builds(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    let query: ListQuery = p.query.eq("builderid", id(&raw, "builder")?);
+    envelope("builds", m.store.list_builds(&query).await?, &p.fields)
+}
+
+async fn builder_build(State(m): State<Arc<Master>>, Path((builder, number)): Path<(String, String)>) -> ApiResult {
+    let query = ListQuery::default().eq("builderid", id(&builder, "builder")?).eq("number", id(&number, "build")?);
+    one("builds", m.store.list_builds(&query).await?.items.into_iter().next(), "build")
+}
+
+async fn build_steps(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    let items = m.store.list_steps(id(&raw, "build")?).await?;
+    let total = items.len() as i64;
+    envelope("steps", Page { items, total }, &[])
+}
+
+async fn build_changes(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    let items = m.store.build_changes(id(&raw, "build")?).await?;
+    let total = items.len() as i64;
+    envelope("changes", Page { items, total }, &[])
+}
+
+async fn step(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    one("steps", m.store.get_step(id(&raw, "step")?).await?, "step")
+}
+
+async fn step_logs(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    let items = m.store.list_logs(id(&raw, "step")?).await?;
+    let total = items.len() as i64;
+    envelope("logs", Page { items, total }, &[])
+}
+
+async fn log(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    one("logs", m.store.get_log(id(&raw, "log")?).await?, "log")
+}
+
+/// Most lines one `/contents` call returns.
+const MAX_LOG_LINES: i64 = 10_000;
+
+/// `/logs/{id}/contents?offset=N&limit=M`: lines as Buildbot's log chunks.
+/// For a stdio log each line starts with its stream: `o`, `e` or `h`.
+async fn log_contents(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| ApiError::not_found("no such log"))?;
+    let first = p.query.offset.unwrap_or(0).max(0);
+    let count = p.query.limit.unwrap_or(MAX_LOG_LINES).clamp(0, MAX_LOG_LINES);
+    let lines = if count == 0 { Vec::new() } else { m.store.log_lines(log.logid, first, first + count - 1).await? };
+    let chunks = if lines.is_empty() {
+        vec![]
+    } else {
+        let mut content = lines.join("\n");
+        content.push('\n');
+        vec![json!({ "logid": log.logid, "firstline": first, "content": content })]
+    };
+    Ok(Json(json!({ "logchunks": chunks, "meta": { "total": log.num_lines } })))
+}
+
 async fn workers(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("workers", m.store.list_workers(&p.query).await?, &p.fields)
@@ -165,6 +232,16 @@ pub fn router() -> Router<Arc<Master>> {
         .route("/builders", get(builders))
         .route("/builders/{id_or_name}", get(builder))
         .route("/builders/{id}/buildrequests", get(builder_buildrequests))
+        .route("/builders/{id}/builds", get(builder_builds))
+        .route("/builders/{id}/builds/{number}", get(builder_build))
+        .route("/builds", get(builds))
+        .route("/builds/{id}", get(build))
+        .route("/builds/{id}/steps", get(build_steps))
+        .route("/builds/{id}/changes", get(build_changes))
+        .route("/steps/{id}", get(step))
+        .route("/steps/{id}/logs", get(step_logs))
+        .route("/logs/{id}", get(log))
+        .route("/logs/{id}/contents", get(log_contents))
         .route("/workers", get(workers))
         .route("/workers/{id}", get(worker))
         .route("/masters", get(masters))

@@ -124,3 +124,69 @@ test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&css).contains("body"));
 });
+
+test_both!(builds_steps_and_logs_read_as_buildbot_shapes, |db| {
+    let h = Harness::new(db).await;
+    let t0 = cascade_master::clock::now();
+    let ids = h.push(&synthetic_push("master", 4, 2, &["Lib/os.py"]), "api-builds").await;
+    h.master.schedulers.tick(&h.store, t0 + 3600).await.expect("tick");
+    let linux = h.builder("Linux 3.x");
+    let build = h.store.claim_build(linux, h.master.master_id, None, t0).await.expect("claim").expect("build");
+    let step = h.store.add_step(build.build_id, 0, "test", t0).await.expect("step");
+    let log = h.store.add_log(step, "stdio", "s").await.expect("log");
+    let lines: Vec<String> = (0..25).map(|i| format!("oline {i} <b>")).collect();
+    h.store.append_log_lines(log, 0, &lines).await.expect("lines");
+    h.store.finish_log(log).await.expect("finish log");
+    h.store.finish_step(step, cascade_model::Results::Failure, "test failed", t0 + 5).await.expect("finish step");
+    h.store
+        .finish_build(build.build_id, cascade_model::Results::Failure, "failure: test", t0 + 6)
+        .await
+        .expect("finish");
+
+    let (status, all) = h.get(&format!("/api/v2/builds?builderid={linux}&complete=true&order=-number")).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["meta"]["total"], 1);
+    let b = &all["builds"][0];
+    for key in [
+        "buildid",
+        "number",
+        "builderid",
+        "buildrequestid",
+        "workerid",
+        "masterid",
+        "started_at",
+        "complete_at",
+        "complete",
+        "state_string",
+        "results",
+    ] {
+        assert!(b.get(key).is_some(), "build lacks {key}: {b}");
+    }
+    assert_eq!(b["results"], 2);
+    assert_eq!(b["complete"], true);
+    let (_, by_number) = h.get(&format!("/api/v2/builders/{linux}/builds/{}", build.number)).await;
+    assert_eq!(by_number["builds"][0]["buildid"], build.build_id);
+    let (_, none) = h.get(&format!("/api/v2/builds?builderid={linux}&complete=false")).await;
+    assert_eq!(none["meta"]["total"], 0);
+
+    let (_, steps) = h.get(&format!("/api/v2/builds/{}/steps", build.build_id)).await;
+    assert_eq!(steps["steps"][0]["name"], "test");
+    assert_eq!(steps["steps"][0]["results"], 2);
+    assert_eq!(steps["steps"][0]["state_string"], "test failed");
+    let (_, logs) = h.get(&format!("/api/v2/steps/{step}/logs")).await;
+    assert_eq!(logs["logs"][0]["slug"], "stdio");
+    assert_eq!(logs["logs"][0]["type"], "s");
+    assert_eq!(logs["logs"][0]["num_lines"], 25);
+    let (_, contents) = h.get(&format!("/api/v2/logs/{log}/contents?offset=10&limit=3")).await;
+    assert_eq!(contents["logchunks"][0]["firstline"], 10);
+    assert_eq!(contents["logchunks"][0]["content"], "oline 10 <b>\noline 11 <b>\noline 12 <b>\n");
+    assert_eq!(contents["meta"]["total"], 25);
+    let (_, blame) = h.get(&format!("/api/v2/builds/{}/changes", build.build_id)).await;
+    let blamed: Vec<i64> =
+        blame["changes"].as_array().expect("list").iter().map(|c| c["changeid"].as_i64().expect("id")).collect();
+    assert_eq!(blamed, ids);
+    for uri in ["/api/v2/builds/999999", "/api/v2/logs/999999/contents", "/api/v2/steps/x/logs"] {
+        let (status, _) = h.get(uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+    }
+});
