@@ -108,6 +108,10 @@ impl BuildbotWorker {
                 cmd
             }
             Kind::Cascade => {
+                // What `buildbot-worker create-worker` writes for the stock worker.
+                std::fs::create_dir_all(basedir.join("info")).expect("info dir");
+                std::fs::write(basedir.join("info/admin"), "Ann <ann@example.org>\n").expect("admin");
+                std::fs::write(basedir.join("info/host"), "a test box\n").expect("host");
                 let pw = dir.join(format!("password-{n}"));
                 std::fs::write(&pw, format!("{password}\n")).expect("password file");
                 let mut cmd = tokio::process::Command::new(cascade_worker());
@@ -316,6 +320,12 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     };
     assert_eq!(info["version"], expected_version.as_str());
     assert!(info.get("environ").is_none(), "the worker's environment is never stored");
+    assert!(info["admin"].as_str().is_some_and(|a| !a.is_empty()), "info/admin is reported: {info}");
+    assert!(info["host"].as_str().is_some_and(|a| !a.is_empty()), "info/host is reported: {info}");
+    if kind == Kind::Cascade {
+        assert_eq!(info["admin"], "Ann <ann@example.org>\n");
+        assert_eq!(info["host"], "a test box\n");
+    }
 
     let mut live = h.master.live_logs.subscribe();
     push(&h, &sha).await;
