@@ -20,6 +20,35 @@ pub struct Config {
     /// Builders after expansion: one per (definition, branch).
     pub builders: Vec<BuilderConfig>,
     pub schedulers: Vec<SchedulerConfig>,
+    pub users: Vec<UserConfig>,
+    pub auth: AuthConfig,
+}
+
+/// A local user: logs in with a password (pages) or API tokens (scripts).
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    /// argon2 PHC string from `cascade hash-password`; none: tokens only.
+    pub password_hash: Option<String>,
+    pub roles: Vec<String>,
+}
+
+/// Who may do what. `admins` may do everything; each action names the
+/// roles allowed to do it.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    pub admins: Vec<String>,
+    /// Action (`stop`, `force`, `rebuild`, `cancel`, ...) → roles.
+    pub rules: BTreeMap<String, Vec<String>>,
+}
+
+impl AuthConfig {
+    /// Whether a user with these roles may do `action`.
+    pub fn allows(&self, user: &str, roles: &[String], action: &str) -> bool {
+        self.admins.iter().any(|a| a == user)
+            || roles.iter().any(|r| r == "admin")
+            || self.rules.get(action).is_some_and(|allowed| allowed.iter().any(|a| roles.contains(a)))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -288,12 +288,75 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
     let factories = read_factories(&mut ctx, &mut root);
     let builders = read_builders(&mut ctx, &mut root, &branches, &workers, &factories);
     let schedulers = read_schedulers(&mut ctx, &mut root, &branches, &builders);
+    let users = read_users(&mut ctx, &mut root);
+    let auth = read_auth(&mut ctx, &mut root);
     root.finish(&mut ctx);
 
     if !ctx.errors.is_empty() {
         return Err(finish_errors(ctx));
     }
-    Ok(Config { path: file.to_path_buf(), master, github, branches, workers, factories, builders, schedulers })
+    Ok(Config {
+        path: file.to_path_buf(),
+        master,
+        github,
+        branches,
+        workers,
+        factories,
+        builders,
+        schedulers,
+        users,
+        auth,
+    })
+}
+
+/// Actions the rules may name.
+const ACTIONS: &[&str] = &["stop", "force", "rebuild", "cancel", "pause", "scheduler"];
+
+fn read_users(ctx: &mut Ctx, root: &mut Table) -> Vec<UserConfig> {
+    let mut out: Vec<UserConfig> = Vec::new();
+    for mut t in array_of_tables(ctx, root, "user") {
+        let name = t.req_str(ctx, "name");
+        let hash_offset = t.map.get("password_hash").map(|v| v.span().start).unwrap_or(t.offset());
+        let password_hash = t.opt_str(ctx, "password_hash");
+        if password_hash.as_deref().is_some_and(|h| !h.starts_with("$argon2")) {
+            ctx.error(hash_offset, &t.key("password_hash"), "expected an argon2 hash from `cascade hash-password`");
+        }
+        let roles: Vec<String> = t.opt_str_list(ctx, "roles").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+        if let Some(name) = name {
+            if out.iter().any(|u| u.name == name) {
+                ctx.error(t.offset(), &t.key("name"), format!("duplicate user name {name:?}"));
+            }
+            out.push(UserConfig { name, password_hash, roles });
+        }
+        t.finish(ctx);
+    }
+    out
+}
+
+fn read_auth(ctx: &mut Ctx, root: &mut Table) -> AuthConfig {
+    let mut auth = AuthConfig::default();
+    let Some(mut t) = root.opt_table(ctx, "auth") else { return auth };
+    auth.admins = t.opt_str_list(ctx, "admins").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+    if let Some(mut rules) = t.opt_table(ctx, "rules") {
+        let keys: Vec<(String, usize)> =
+            rules.map.iter().map(|(k, _)| (k.get_ref().to_string(), k.span().start)).collect();
+        for (action, offset) in keys {
+            if !ACTIONS.contains(&action.as_str()) {
+                rules.take(&action);
+                ctx.error(
+                    offset,
+                    &rules.key(&action),
+                    format!("unknown action; expected one of {}", ACTIONS.join(", ")),
+                );
+                continue;
+            }
+            let roles = rules.opt_str_list(ctx, &action).unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+            auth.rules.insert(action, roles);
+        }
+        rules.finish(ctx);
+    }
+    t.finish(ctx);
+    auth
 }
 
 fn finish_errors(mut ctx: Ctx) -> ConfigErrors {

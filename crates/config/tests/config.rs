@@ -217,3 +217,28 @@ fn a_scheduler_must_feed_some_builder() {
     assert_eq!(errors[0].key, "scheduler[0].builders");
     assert!(errors[0].message.contains("feeds no builder"));
 }
+
+#[test]
+fn users_and_auth_rules() {
+    let text = format!(
+        "{MINIMAL}\n[[user]]\nname = \"ann\"\nroles = [\"core-dev\"]\n[[user]]\nname = \"ann\"\n[[user]]\nname = \"eve\"\npassword_hash = \"plain\"\n\
+         [auth]\nadmins = [\"root\"]\nrules = {{ stop = [\"core-dev\"], launch = [\"x\"] }}\n"
+    );
+    let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
+    let all = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("user[1].name: duplicate user name \"ann\""), "{all}");
+    assert!(all.contains("user[2].password_hash: expected an argon2 hash"), "{all}");
+    assert!(all.contains("auth.rules.launch: unknown action"), "{all}");
+    assert_eq!(errors.len(), 3, "{all}");
+
+    let ok = format!(
+        "{MINIMAL}\n[[user]]\nname = \"ann\"\nroles = [\"core-dev\"]\n[auth]\nadmins = [\"root\"]\nrules = {{ stop = [\"core-dev\"] }}\n"
+    );
+    let config = parse(&ok, Path::new("c.toml")).expect("parses");
+    let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(config.auth.allows("ann", &roles(&["core-dev"]), "stop"));
+    assert!(!config.auth.allows("ann", &roles(&["core-dev"]), "force"));
+    assert!(config.auth.allows("root", &[], "force"), "admins may do everything");
+    assert!(config.auth.allows("zed", &roles(&["admin"]), "rebuild"), "so may the admin role");
+    assert!(!config.auth.allows("bob", &roles(&["triage"]), "stop"));
+}

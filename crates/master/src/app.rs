@@ -238,7 +238,9 @@ pub async fn serve(config: Config, database_override: Option<String>) -> anyhow:
 
     let listener = tokio::net::TcpListener::bind(http).await?;
     tracing::info!(address = %listener.local_addr()?, "HTTP listening");
-    axum::serve(listener, router(master.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    // Connection info lets refusals be logged with the caller's address.
+    let app = router(master.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
 
     tracing::info!("shutting down");
     let _ = stop.send(true);

@@ -80,6 +80,43 @@ enum Command {
     },
     /// Print an argon2 hash of a password read from standard input.
     HashPassword,
+    /// API tokens for scripts (`Authorization: Bearer <token>`).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token for a configured user; it is printed once, never stored.
+    Create {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// A `[[user]]` of the config (or one of `auth.admins`).
+        #[arg(long)]
+        user: String,
+        /// What the token is for, shown by `list`.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens (never their values).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        id: i64,
+    },
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -192,6 +229,39 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let id = cascade_master::sendchange::send(&store, &cfg, change, cascade_master::clock::now()).await?;
             store.close().await;
             println!("change {id} stored");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { action } => {
+            let (config, database) = match &action {
+                TokenAction::Create { config, database, .. }
+                | TokenAction::List { config, database }
+                | TokenAction::Revoke { config, database, .. } => (config.clone(), database.clone()),
+            };
+            let cfg = load_config(&config)?;
+            let url = database.unwrap_or_else(|| cfg.master.database.clone());
+            let store = cascade_store::Store::connect(&url).await.with_context(|| "opening the store")?;
+            let now = cascade_master::clock::now();
+            match action {
+                TokenAction::Create { user, label, .. } => {
+                    let known = cfg.users.iter().any(|u| u.name == user) || cfg.auth.admins.contains(&user);
+                    anyhow::ensure!(known, "{user} is neither a [[user]] nor in auth.admins of {}", config.display());
+                    let (token, hash) = cascade_master::auth::new_token();
+                    let id = store.create_api_token(&user, &label, &hash, now).await?;
+                    eprintln!("token {id} for {user}; it is shown only now:");
+                    println!("{token}");
+                }
+                TokenAction::List { .. } => {
+                    for t in store.list_api_tokens().await? {
+                        let state = if t.revoked { "revoked" } else { "active" };
+                        println!("{}\t{}\t{}\t{}\t{}", t.id, t.user, state, t.created_at, t.label);
+                    }
+                }
+                TokenAction::Revoke { id, .. } => {
+                    anyhow::ensure!(store.revoke_api_token(id, now).await?, "no active token {id}");
+                    println!("token {id} revoked");
+                }
+            }
+            store.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::HashPassword => {

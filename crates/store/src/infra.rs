@@ -41,6 +41,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0002_builds.sql"),
         include_str!("../../../migrations/postgres/0002_builds.sql"),
     ),
+    (
+        3,
+        "tokens",
+        include_str!("../../../migrations/sqlite/0003_tokens.sql"),
+        include_str!("../../../migrations/postgres/0003_tokens.sql"),
+    ),
 ];
 
 fn migrations(backend: Backend) -> Migrator {

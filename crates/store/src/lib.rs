@@ -24,6 +24,7 @@ pub use buildsets::{NewBuildset, NewSourceStamp};
 pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
 pub use error::StoreError;
 pub use infra::{Backend, Store};
+pub use masters::TokenRecord;
 pub use query::{Filter, ListQuery, Op, Order, Page};
 pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange, WaitingSummary};
 pub use workers_builders::{BuilderSpec, WorkerSpec};

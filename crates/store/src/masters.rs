@@ -47,3 +47,64 @@ impl Store {
             .collect()
     }
 }
+
+/// An API token as listed (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub user: String,
+    pub label: String,
+    pub created_at: i64,
+    pub revoked: bool,
+}
+
+impl Store {
+    /// Records a token by its hash; returns its id.
+    pub async fn create_api_token(&self, user: &str, label: &str, token_hash: &str, now: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (user_name, label, token_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(user.to_string())
+        .bind(label.to_string())
+        .bind(token_hash.to_string())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        get(&row, "id")
+    }
+
+    /// The user of a live (not revoked) token, by the token's hash.
+    pub async fn api_token_user(&self, token_hash: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT user_name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(token_hash.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| get(&r, "user_name")).transpose()
+    }
+
+    pub async fn revoke_api_token(&self, id: i64, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn list_api_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT id, user_name, label, created_at, revoked_at FROM api_tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenRecord {
+                    id: get(r, "id")?,
+                    user: get(r, "user_name")?,
+                    label: get(r, "label")?,
+                    created_at: get(r, "created_at")?,
+                    revoked: get::<Option<i64>>(r, "revoked_at")?.is_some(),
+                })
+            })
+            .collect()
+    }
+}

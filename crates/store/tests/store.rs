@@ -459,3 +459,15 @@ test_both!(a_restarted_master_retries_the_builds_it_owned, |db| {
     assert!(store.get_worker(w).await.expect("get").expect("worker").connected_to.is_empty());
     assert_eq!(store.pending_builder_ids().await.expect("pending"), vec![builders["Fedora 3.x"]]);
 });
+
+test_both!(api_tokens_are_found_by_hash_and_revocable, |db| {
+    let store = db.store().await;
+    let id = store.create_api_token("ann", "laptop", "hash-1", 10).await.expect("create");
+    assert_eq!(store.api_token_user("hash-1").await.expect("find"), Some("ann".to_string()));
+    assert_eq!(store.api_token_user("hash-2").await.expect("find"), None);
+    assert!(store.revoke_api_token(id, 11).await.expect("revoke"));
+    assert!(!store.revoke_api_token(id, 12).await.expect("again"), "revoking twice changes nothing");
+    assert_eq!(store.api_token_user("hash-1").await.expect("find"), None, "a revoked token opens nothing");
+    let listed = store.list_api_tokens().await.expect("list");
+    assert_eq!((listed[0].user.as_str(), listed[0].label.as_str(), listed[0].revoked), ("ann", "laptop", true));
+});

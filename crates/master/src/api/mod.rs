@@ -24,6 +24,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
     }
@@ -135,6 +139,46 @@ async fn builder_buildrequests(
     envelope("buildrequests", m.store.list_buildrequests(&query).await?, &p.fields)
 }
 
+/// A JSON-RPC call, as Buildbot's control API takes them.
+#[derive(Debug, serde::Deserialize)]
+struct RpcCall {
+    method: String,
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    params: Value,
+}
+
+/// `POST /api/v2/builds/{id}` with `{"method": "stop", "params": {"reason": ...}}`.
+async fn build_control(
+    State(m): State<Arc<Master>>,
+    Path(raw): Path<String>,
+    headers: axum::http::HeaderMap,
+    extensions: axum::http::Extensions,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let call: RpcCall =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("not a JSON-RPC call: {e}")))?;
+    let action = match call.method.as_str() {
+        "stop" => "stop",
+        other => return Err(ApiError::bad_request(format!("unknown method {other:?} for a build"))),
+    };
+    let user = crate::auth::authenticate(&m, &headers, from, action).await?;
+    crate::auth::authorize(&m, &user, from, action)?;
+    let build_id = id(&raw, "build")?;
+    let build = m.store.get_build(build_id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
+    if build.complete {
+        return Err(ApiError::new(StatusCode::CONFLICT, "the build has already finished"));
+    }
+    if build.masterid != m.master_id || !m.stop_build(build_id) {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("the build runs on master {}", build.masterid)));
+    }
+    let reason = call.params.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+    tracing::info!(user = %user.name, build = build_id, %reason, "build stopped");
+    Ok(Json(json!({ "jsonrpc": "2.0", "id": call.id, "result": null })))
+}
+
 async fn builds(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("builds", m.store.list_builds(&p.query).await?, &p.fields)
@@ -235,7 +279,7 @@ pub fn router() -> Router<Arc<Master>> {
         .route("/builders/{id}/builds", get(builder_builds))
         .route("/builders/{id}/builds/{number}", get(builder_build))
         .route("/builds", get(builds))
-        .route("/builds/{id}", get(build))
+        .route("/builds/{id}", get(build).post(build_control))
         .route("/builds/{id}/steps", get(build_steps))
         .route("/builds/{id}/changes", get(build_changes))
         .route("/steps/{id}", get(step))

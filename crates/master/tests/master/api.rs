@@ -190,3 +190,61 @@ test_both!(builds_steps_and_logs_read_as_buildbot_shapes, |db| {
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
     }
 });
+
+test_both!(control_calls_need_a_token_and_the_right_role, |db| {
+    let text = format!(
+        "{}\n[[user]]\nname = \"ann\"\nroles = [\"core-dev\"]\n[[user]]\nname = \"bob\"\nroles = [\"triage\"]\n\
+         [[user]]\nname = \"gone\"\n[auth]\nadmins = [\"root\"]\nrules = {{ stop = [\"core-dev\"] }}\n",
+        crate::harness::CONFIG
+    );
+    let h = Harness::with_config(db, &text).await;
+    let t0 = cascade_master::clock::now();
+    h.push(&synthetic_push("master", 9, 1, &["x.c"]), "ctl").await;
+    h.master.schedulers.tick(&h.store, t0 + 3600).await.expect("tick");
+    let build =
+        h.store.claim_build(h.builder("Linux 3.x"), h.master.master_id, None, t0).await.expect("claim").expect("build");
+    let token = |user: &str| {
+        let (token, hash) = cascade_master::auth::new_token();
+        (token, hash, user.to_string())
+    };
+    let mut tokens = std::collections::BTreeMap::new();
+    for user in ["ann", "bob", "root"] {
+        let (t, hash, u) = token(user);
+        let id = h.store.create_api_token(&u, "test", &hash, 0).await.expect("token");
+        tokens.insert(user, (t, id));
+    }
+    let call = |bearer: Option<&str>, build: i64, body: &str| {
+        let mut req = Request::post(format!("/api/v2/builds/{build}")).header("content-type", "application/json");
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.body(Body::from(body.to_string())).expect("request")
+    };
+    let stop = r#"{"jsonrpc":"2.0","method":"stop","id":1,"params":{"reason":"test"}}"#;
+    let id = build.build_id;
+    let ann = tokens["ann"].0.clone();
+    let cases: Vec<(Option<&str>, i64, &str, StatusCode)> = vec![
+        (None, id, stop, StatusCode::UNAUTHORIZED),
+        (Some("not-a-token"), id, stop, StatusCode::UNAUTHORIZED),
+        (Some(tokens["bob"].0.as_str()), id, stop, StatusCode::FORBIDDEN),
+        (Some(ann.as_str()), 999_999, stop, StatusCode::NOT_FOUND),
+        (Some(ann.as_str()), id, r#"{"method":"explode"}"#, StatusCode::BAD_REQUEST),
+        (Some(ann.as_str()), id, "not json", StatusCode::BAD_REQUEST),
+        // Claimed but not running on any worker of this master: nothing to interrupt here.
+        (Some(ann.as_str()), id, stop, StatusCode::CONFLICT),
+        (Some(tokens["root"].0.as_str()), id, stop, StatusCode::CONFLICT),
+    ];
+    for (bearer, build, body, want) in cases {
+        let (status, answer) = h.send_json(call(bearer, build, body)).await;
+        assert_eq!(status, want, "{bearer:?} {body}: {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    // A revoked token opens nothing any more.
+    assert!(h.store.revoke_api_token(tokens["ann"].1, 1).await.expect("revoke"));
+    let (status, _) = h.send_json(call(Some(ann.as_str()), id, stop)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A finished build cannot be stopped.
+    h.store.finish_build(id, cascade_model::Results::Success, "done", t0 + 1).await.expect("finish");
+    let (status, _) = h.send_json(call(Some(tokens["root"].0.as_str()), id, stop)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+});

@@ -101,3 +101,29 @@ test_both!(a_disabled_scheduler_neither_collects_nor_fires, |db| {
     assert!(h.store.waiting_changes().await.expect("waiting").is_empty());
     assert!(h.master.schedulers.tick(&h.store, now + 3600).await.expect("tick").fired.is_empty());
 });
+
+#[test]
+fn the_token_cli_creates_lists_and_revokes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("t.sqlite").display());
+    let config = dir.path().join("cascade.toml");
+    let text = format!("{CONFIG}\n[[user]]\nname = \"ann\"\nroles = [\"core-dev\"]\n");
+    std::fs::write(&config, text.replace("name = \"test-master\"", &format!("name = \"cli\"\ndatabase = \"{db}\"")))
+        .expect("config");
+    let cascade = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cascade")).args(args).output().expect("cascade runs")
+    };
+    let cfg = config.display().to_string();
+    let created = cascade(&["token", "create", "--config", &cfg, "--user", "ann", "--label", "ci bot"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert!(token.starts_with("cascade_") && token.len() > 60, "{token}");
+    let listed = String::from_utf8_lossy(&cascade(&["token", "list", "--config", &cfg]).stdout).to_string();
+    assert!(listed.contains("ann\tactive") && listed.contains("ci bot"), "{listed}");
+    assert!(!listed.contains(&token), "the token itself is never shown again");
+    let unknown = cascade(&["token", "create", "--config", &cfg, "--user", "mallory"]);
+    assert!(!unknown.status.success(), "tokens only for configured users");
+    assert!(cascade(&["token", "revoke", "--config", &cfg, "1"]).status.success());
+    let listed = String::from_utf8_lossy(&cascade(&["token", "list", "--config", &cfg]).stdout).to_string();
+    assert!(listed.contains("ann\trevoked"), "{listed}");
+}

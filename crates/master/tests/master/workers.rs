@@ -241,6 +241,11 @@ branches = ["main"]
 name = "main"
 kind = "branch"
 branch = "main"
+[[user]]
+name = "ann"
+roles = ["core-dev"]
+[auth]
+rules = {{ stop = ["core-dev"] }}
 "#,
         repo = repo.display(),
         artifacts = repo.parent().map(|p| p.join("artifacts")).unwrap_or_default().display(),
@@ -439,7 +444,23 @@ async fn timeouts_stop_and_long_logs(db: &cascade_testkit::TestDb, kind: Kind) {
         steps.iter().find(|s| s.name == "long" && !s.complete).map(|s| (build.buildid, s.stepid))
     })
     .await;
-    assert!(h.master.stop_build(build_id));
+    // Stopped through the API, as a script or the stop button would.
+    let call = |token: Option<&str>| {
+        let mut req =
+            axum::http::Request::post(format!("/api/v2/builds/{build_id}")).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.body(axum::body::Body::from(r#"{"jsonrpc":"2.0","method":"stop","id":7,"params":{"reason":"enough"}}"#))
+            .expect("request")
+    };
+    let (status, _) = h.send_json(call(None)).await;
+    assert_eq!(status, axum::http::StatusCode::UNAUTHORIZED);
+    let (token, hash) = cascade_master::auth::new_token();
+    h.store.create_api_token("ann", "test", &hash, 0).await.expect("token");
+    let (status, answer) = h.send_json(call(Some(&token))).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{answer}");
+    assert_eq!(answer["id"], 7);
     let build = finished_build(&h, Duration::from_secs(30)).await;
     assert_eq!(build.results, Some(6), "CANCELLED: {}", build.state_string);
     let steps = h.store.list_steps(build.buildid).await.expect("steps");
