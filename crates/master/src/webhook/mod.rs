@@ -94,11 +94,23 @@ fn parse_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Re
     })
 }
 
-pub async fn github(State(master): State<Arc<Master>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn github(
+    State(master): State<Arc<Master>>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    body: Bytes,
+) -> Response {
     match handle(&master, &headers, &body).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::warn!(status = e.0.as_u16(), reason = %e.1, delivery = header_str(&headers, "x-github-delivery").unwrap_or("-"), "webhook refused");
+            let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+            tracing::warn!(
+                status = e.0.as_u16(),
+                reason = %e.1,
+                address = ?from,
+                delivery = header_str(&headers, "x-github-delivery").unwrap_or("-"),
+                "webhook refused"
+            );
             e.into_response()
         }
     }
