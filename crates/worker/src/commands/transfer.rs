@@ -89,14 +89,7 @@ pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<b
             .await;
     }
     em.text("header", &format!("sending {path}")).await;
-    match failure {
-        None => em.entry("rc", Value::from(0)).await,
-        Some(why) => {
-            em.entry("rc", Value::from(1)).await;
-            em.text("stderr", &why).await;
-        }
-    }
-    Ok(Ended::Normally)
+    report(em, failure).await
 }
 
 /// `download_file`: asks the master for the file in `blocksize` pieces
@@ -163,14 +156,7 @@ pub async fn download_file(args: &Value, em: &mut Emitter, stop: watch::Receiver
             failure = Some(format!("setting the mode of '{path}': {e}"));
         }
     }
-    match failure {
-        None => em.entry("rc", Value::from(0)).await,
-        Some(why) => {
-            em.entry("rc", Value::from(1)).await;
-            em.text("stderr", &why).await;
-        }
-    }
-    Ok(Ended::Normally)
+    report(em, failure).await
 }
 
 /// `upload_directory`: the folder at `path` as a tar stream (members
@@ -217,6 +203,11 @@ pub async fn upload_directory(args: &Value, em: &mut Emitter, stop: watch::Recei
     };
     let _ = tokio::fs::remove_file(&spool).await;
     em.text("header", &format!("sending {path}")).await;
+    report(em, failure).await
+}
+
+/// A transfer's end, as Buildbot's worker reports it: rc 0, or rc 1 and why.
+async fn report(em: &mut Emitter, failure: Option<String>) -> Result<Ended, String> {
     match failure {
         None => em.entry("rc", Value::from(0)).await,
         Some(why) => {
