@@ -210,6 +210,10 @@ pub async fn serve(config: Config, database_override: Option<String>) -> anyhow:
                 .await;
         })
     };
+    let pb_addr: SocketAddr = master.config.master.pb.parse()?;
+    let pb_listener = tokio::net::TcpListener::bind(pb_addr).await?;
+    tracing::info!(address = %pb_listener.local_addr()?, "PB worker protocol listening");
+    let pb = tokio::spawn(crate::workers::pb::serve(pb_listener, master.clone(), stopped.clone()));
     let heartbeat = {
         let (store, id, mut stopped) = (store.clone(), master.master_id, stopped.clone());
         tokio::spawn(async move {
@@ -246,6 +250,7 @@ pub async fn serve(config: Config, database_override: Option<String>) -> anyhow:
     let _ = stop.send(true);
     let _ = tokio::join!(scheduler, heartbeat, distributor);
     msgpack.abort();
+    pb.abort();
     store.deactivate_master(master.master_id).await?;
     store.close().await;
     Ok(())

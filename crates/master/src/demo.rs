@@ -58,6 +58,8 @@ title = "Cascade demo"
 url = "http://{http}/"
 http = "{http}"
 msgpack = "127.0.0.1:{worker_port}"
+# Stock buildbot-worker's default protocol; port 0 picks a free one (the log says which).
+pb = "127.0.0.1:0"
 database = "sqlite://{db}"
 
 [github]

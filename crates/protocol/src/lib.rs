@@ -5,8 +5,11 @@
 //! WebSocket message, requests `{op, seq_number, ...}` answered by
 //! `{op: "response", seq_number, result[, is_exception: true]}`, each side
 //! numbering its own requests.
+//!
+//! `pb` is Twisted's Perspective Broker, the stock worker's default.
 
 pub mod msgpack;
+pub mod pb;
 pub mod worker_info;
 
 pub use msgpack::{Frame, ProtocolError, UpdateEntry};

@@ -35,17 +35,18 @@ fn to_json(v: &Value) -> Json {
 }
 
 impl WorkerInfo {
+    /// From msgpack's `get_worker_info` answer.
     pub fn from_value(v: &Value) -> WorkerInfo {
-        let mut json = Map::new();
-        if let Value::Map(entries) = v {
-            for (k, val) in entries {
-                let Some(key) = k.as_str() else { continue };
-                if key == "environ" {
-                    continue;
-                }
-                json.insert(key.to_string(), to_json(val));
-            }
-        }
+        WorkerInfo::from_json(to_json(v))
+    }
+
+    /// From the answer as JSON (PB's `getWorkerInfo` arrives this way).
+    pub fn from_json(v: Json) -> WorkerInfo {
+        let mut json = match v {
+            Json::Object(o) => o,
+            _ => Map::new(),
+        };
+        json.remove("environ");
         let s = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let mut worker_commands: Vec<String> = json
             .get("worker_commands")

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use cascade_config::{
     BuilderConfig, Command, DownloadStep, GitMethod, GitMode, GitStep, ShellStep, StepConfig, StepKind, UploadStep,
@@ -29,6 +28,7 @@ struct Ctx {
     master: Arc<Master>,
     build_id: i64,
     worker: Arc<WorkerHandle>,
+    builder: String,
     builddir: String,
     props: BTreeMap<String, String>,
     repository: String,
@@ -59,11 +59,13 @@ pub async fn run(master: Arc<Master>, worker: Arc<WorkerHandle>, builder: Builde
     .instrument(span)
     .await;
     master.unregister_running(build_id);
-    worker.running.fetch_sub(1, Ordering::SeqCst);
+    worker.release(&builder.name);
+    master.workers.changed.notify_waiters();
     master.wake_builds.notify_one();
 }
 
-fn sanitize(name: &str) -> String {
+/// A builder's folder name on a worker.
+pub fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }
 
@@ -104,6 +106,7 @@ async fn run_steps(
         master: master.clone(),
         build_id,
         worker: worker.clone(),
+        builder: builder.name.clone(),
         builddir,
         props,
         repository: source.repository.clone(),
@@ -228,6 +231,7 @@ async fn shell_step(
     let args = shell_args(step, &workdir, command, Value::Object(env));
     let run = CommandRun {
         worker: &ctx.worker,
+        builder: &ctx.builder,
         command_id: ctx.master.workers.command_id(),
         name: "shell",
         args,
@@ -252,6 +256,7 @@ async fn sub_command(
     let args = shell_args(step, workdir, json!(argv), json!({}));
     CommandRun {
         worker: &ctx.worker,
+        builder: &ctx.builder,
         command_id: ctx.master.workers.command_id(),
         name: "shell",
         args,
@@ -265,6 +270,7 @@ async fn sub_command(
 async fn fs_command(ctx: &mut Ctx, name: &str, args: Value, log: &mut LogWriter) -> Result<CommandResult, StoreError> {
     CommandRun {
         worker: &ctx.worker,
+        builder: &ctx.builder,
         command_id: ctx.master.workers.command_id(),
         name,
         args,
@@ -473,6 +479,7 @@ async fn upload_step(
     });
     let run = CommandRun {
         worker: &ctx.worker,
+        builder: &ctx.builder,
         command_id: ctx.master.workers.command_id(),
         name: "upload_file",
         args,
@@ -521,6 +528,7 @@ async fn download_step(
     });
     let run = CommandRun {
         worker: &ctx.worker,
+        builder: &ctx.builder,
         command_id: ctx.master.workers.command_id(),
         name: "download_file",
         args,
@@ -568,6 +576,7 @@ async fn upload_directory(
     });
     let run = CommandRun {
         worker: &ctx.worker,
+        builder: &ctx.builder,
         command_id: ctx.master.workers.command_id(),
         name: "upload_directory",
         args,

@@ -26,6 +26,7 @@ pub struct CommandResult {
 
 pub struct CommandRun<'a> {
     pub worker: &'a Arc<WorkerHandle>,
+    pub builder: &'a str,
     pub command_id: String,
     pub name: &'a str,
     pub args: serde_json::Value,
@@ -42,7 +43,7 @@ impl CommandRun<'_> {
     ) -> Result<CommandResult, cascade_store::StoreError> {
         let mut result = CommandResult::default();
         let args = std::mem::take(&mut self.args);
-        let mut events = match self.worker.conn.start_command(&self.command_id, self.name, args).await {
+        let mut events = match self.worker.conn.start_command(self.builder, &self.command_id, self.name, args).await {
             Ok(rx) => rx,
             Err(WorkerError::Gone) => {
                 result.lost = true;

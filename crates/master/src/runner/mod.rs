@@ -8,7 +8,6 @@ pub mod log;
 pub mod upload;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cascade_store::StoreError;
@@ -26,12 +25,8 @@ pub async fn dispatch_once(master: &Arc<Master>) -> Result<usize, StoreError> {
         let Some(builder) = master.builder_by_id(builder_id) else { continue };
         for worker_name in &builder.workers {
             let Some(worker) = master.workers.get(worker_name) else { continue };
-            if worker.conn.is_closed() {
-                continue;
-            }
             // Reserve a slot before claiming, so two builders cannot both take the last one.
-            if worker.running.fetch_add(1, Ordering::SeqCst) >= worker.max_builds {
-                worker.running.fetch_sub(1, Ordering::SeqCst);
+            if !worker.reserve(&builder.name) {
                 continue;
             }
             match master
@@ -45,11 +40,11 @@ pub async fn dispatch_once(master: &Arc<Master>) -> Result<usize, StoreError> {
                     break;
                 }
                 Ok(None) => {
-                    worker.running.fetch_sub(1, Ordering::SeqCst);
+                    worker.release(&builder.name);
                     break;
                 }
                 Err(e) => {
-                    worker.running.fetch_sub(1, Ordering::SeqCst);
+                    worker.release(&builder.name);
                     return Err(e);
                 }
             }

@@ -1,5 +1,5 @@
 //! Worker passwords: plain ones compared in constant time, hashed ones
-//! verified with argon2.
+//! verified with argon2, PB's MD5 challenge answered from the password.
 
 use std::collections::BTreeMap;
 
@@ -53,5 +53,28 @@ impl Credentials {
             }
         };
         if ok { Ok(name.to_string()) } else { Err("wrong worker name or password") }
+    }
+
+    /// Checks a Perspective Broker login: `response` must be
+    /// `MD5(MD5(password) ‖ challenge)`. PB's challenge needs the password
+    /// itself, so a worker configured with only an argon2 hash cannot log in
+    /// over PB (the reason says so).
+    pub fn check_pb(&self, name: &str, challenge: &[u8], response: &[u8]) -> Result<(), &'static str> {
+        let expected = match self.0.get(name) {
+            None => None,
+            Some(Credential::Hash(_)) => {
+                return Err(
+                    "this worker has only `password_hash`; PB's MD5 challenge needs `password` (a file or env secret)",
+                );
+            }
+            Some(Credential::Plain(secret)) => {
+                let digest = cascade_protocol::pb::message::password_md5(secret.expose().as_bytes());
+                Some(cascade_protocol::pb::message::challenge_response(&digest, challenge))
+            }
+        };
+        // Compare even for an unknown name, so timing does not tell names apart.
+        let expected = expected.unwrap_or([0; 16]);
+        let same = bool::from(expected.as_slice().ct_eq(response)) && self.0.contains_key(name);
+        if same { Ok(()) } else { Err("wrong worker name or password") }
     }
 }

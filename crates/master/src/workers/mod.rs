@@ -1,15 +1,17 @@
 //! Workers as the rest of the master sees them: a protocol-neutral
 //! connection that runs commands, and the registry of who is connected.
-//! `msgpack` serves `msgpack_experimental_v7`; Perspective Broker will sit
-//! behind the same [`WorkerConnection`] trait.
+//! `msgpack` serves `msgpack_experimental_v7` and `pb` Twisted's
+//! Perspective Broker; both sit behind the same [`WorkerConnection`] trait,
+//! so nothing past this module can tell them apart.
 
 pub mod auth;
 pub mod msgpack;
+pub mod pb;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cascade_protocol::{UpdateEntry, WorkerInfo};
@@ -61,8 +63,11 @@ pub trait WorkerConnection: Send + Sync + 'static {
     /// Starts a command; its events arrive on the returned channel, which
     /// is registered before the command is sent (a fast command's output can
     /// overtake the worker's acknowledgement).
+    /// `builder` names the builder whose build runs it: PB runs one command
+    /// per builder at a time on a worker.
     fn start_command<'a>(
         &'a self,
+        builder: &'a str,
         command_id: &'a str,
         command_name: &'a str,
         args: serde_json::Value,
@@ -82,10 +87,56 @@ pub struct WorkerHandle {
     pub info: WorkerInfo,
     pub max_builds: usize,
     pub running: AtomicUsize,
+    /// Builders with a build on this worker now: one at a time each, as in
+    /// Buildbot (they share a folder, and PB one command slot).
+    pub busy_builders: Mutex<HashSet<String>>,
+    /// No new builds: the worker asked to shut down once idle.
+    pub draining: AtomicBool,
     pub conn: Arc<dyn WorkerConnection>,
 }
 
 impl WorkerHandle {
+    pub fn new(
+        name: &str,
+        worker_id: i64,
+        info: WorkerInfo,
+        max_builds: usize,
+        conn: Arc<dyn WorkerConnection>,
+    ) -> Self {
+        WorkerHandle {
+            name: name.to_string(),
+            worker_id,
+            info,
+            max_builds,
+            running: AtomicUsize::new(0),
+            busy_builders: Mutex::new(HashSet::new()),
+            draining: AtomicBool::new(false),
+            conn,
+        }
+    }
+
+    /// Takes a build slot for `builder`, if the worker has one free and is
+    /// not already building that builder.
+    pub fn reserve(&self, builder: &str) -> bool {
+        if self.draining.load(Ordering::SeqCst) || self.conn.is_closed() {
+            return false;
+        }
+        let Ok(mut busy) = self.busy_builders.lock() else { return false };
+        if busy.contains(builder) || self.running.load(Ordering::SeqCst) >= self.max_builds {
+            return false;
+        }
+        busy.insert(builder.to_string());
+        self.running.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    pub fn release(&self, builder: &str) {
+        if let Ok(mut busy) = self.busy_builders.lock() {
+            busy.remove(builder);
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// Joins path parts the way the worker's OS does.
     pub fn join(&self, parts: &[&str]) -> String {
         let sep = if self.info.system.as_deref() == Some("nt") { "\\" } else { "/" };

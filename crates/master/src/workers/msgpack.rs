@@ -2,7 +2,7 @@
 //! on the upgrade, and one [`Session`] per connected worker.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -280,6 +280,7 @@ impl Session {
 impl WorkerConnection for Session {
     fn start_command<'a>(
         &'a self,
+        _builder: &'a str,
         command_id: &'a str,
         command_name: &'a str,
         args: serde_json::Value,
@@ -441,14 +442,7 @@ async fn attach(master: &Arc<Master>, name: &str, session: Arc<Session>) -> Resu
         .map_err(|e| format!("set_worker_settings: {e}"))?;
     let worker_id = *master.worker_ids.get(name).ok_or_else(|| format!("worker {name} is not configured"))?;
     let max_builds = master.config.workers.iter().find(|w| w.name == name).map(|w| w.max_builds as usize).unwrap_or(1);
-    let handle = Arc::new(WorkerHandle {
-        name: name.to_string(),
-        worker_id,
-        info: info.clone(),
-        max_builds,
-        running: AtomicUsize::new(0),
-        conn: session.clone(),
-    });
+    let handle = Arc::new(WorkerHandle::new(name, worker_id, info.clone(), max_builds, session.clone()));
     master.workers.attach(handle.clone()).await?;
     master
         .store

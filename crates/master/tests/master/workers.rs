@@ -1,6 +1,8 @@
-//! Builds on real workers: an unmodified `buildbot-worker` 4.3.0 from PyPI
-//! (installed by `tests/support/buildbot-worker.sh`, which `.ci/run` runs)
-//! speaking `msgpack_experimental_v7` to an in-process master.
+//! Builds on real workers: unmodified `buildbot-worker`s from PyPI
+//! (installed by `tests/support/buildbot-worker.sh`, which `.ci/run` runs):
+//! 4.3.0 speaking `msgpack_experimental_v7`, 4.3.0 with its default protocol
+//! (Perspective Broker) and the newest 3.x over PB with `keepalive = 60` as
+//! CPython's owners set it; and this project's `cascade-worker`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,14 +16,23 @@ use serde_json::json;
 
 use crate::harness::Harness;
 
-/// The buildbot-worker executable: `CASCADE_BUILDBOT_WORKER`, or the one the
-/// support script installs (it is run here if needed).
-fn buildbot_worker() -> PathBuf {
-    if let Ok(p) = std::env::var("CASCADE_BUILDBOT_WORKER") {
+/// The newest 3.x release of buildbot-worker.
+pub const BUILDBOT_WORKER_3: &str = "3.11.9";
+
+/// A buildbot-worker executable: `CASCADE_BUILDBOT_WORKER` (4.3.0) or
+/// `CASCADE_BUILDBOT_WORKER_3`, or the one the support script installs (it
+/// is run here if needed).
+fn buildbot_worker(version: &str) -> PathBuf {
+    let var = if version == BUILDBOT_WORKER_3 { "CASCADE_BUILDBOT_WORKER_3" } else { "CASCADE_BUILDBOT_WORKER" };
+    if let Ok(p) = std::env::var(var) {
         return PathBuf::from(p);
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/buildbot-worker.sh");
-    let out = std::process::Command::new("bash").arg(&script).output().expect("run buildbot-worker.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("BUILDBOT_WORKER_VERSION", version)
+        .output()
+        .expect("run buildbot-worker.sh");
     assert!(out.status.success(), "installing buildbot-worker failed: {}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -55,10 +66,29 @@ pub fn make_repo(root: &Path) -> (PathBuf, String) {
 /// Which worker program a scenario runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// An unmodified buildbot-worker 4.3.0 from PyPI.
+    /// An unmodified buildbot-worker 4.3.0 from PyPI, `--protocol msgpack_experimental_v7`.
     Buildbot,
+    /// buildbot-worker 4.3.0 with its default protocol, Perspective Broker.
+    BuildbotPb,
+    /// The newest buildbot-worker 3.x over PB, with `keepalive = 60`.
+    Buildbot3Pb,
     /// This project's `cascade-worker` binary.
     Cascade,
+}
+
+impl Kind {
+    pub fn is_pb(self) -> bool {
+        matches!(self, Kind::BuildbotPb | Kind::Buildbot3Pb)
+    }
+
+    /// What the worker reports as its version.
+    pub fn version(self) -> String {
+        match self {
+            Kind::Buildbot | Kind::BuildbotPb => "4.3.0".into(),
+            Kind::Buildbot3Pb => BUILDBOT_WORKER_3.into(),
+            Kind::Cascade => format!("cascade-worker {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
 }
 
 /// `cascade-worker`, built next to this test binary by `cargo build --workspace`
@@ -93,10 +123,17 @@ impl BuildbotWorker {
         std::fs::create_dir_all(&basedir).expect("basedir");
         let log = std::fs::File::create(dir.join(format!("worker-{name}-{n}.log"))).expect("log file");
         let mut cmd = match kind {
-            Kind::Buildbot => {
-                let exe = buildbot_worker();
+            Kind::Buildbot | Kind::BuildbotPb | Kind::Buildbot3Pb => {
+                let exe = buildbot_worker(if kind == Kind::Buildbot3Pb { BUILDBOT_WORKER_3 } else { "4.3.0" });
+                let protocol: &[&str] = match kind {
+                    Kind::Buildbot => &["--protocol", "msgpack_experimental_v7"],
+                    // No flag: PB is the default. CPython's owners use keepalive 60.
+                    Kind::Buildbot3Pb => &["--keepalive", "60"],
+                    _ => &[],
+                };
                 let created = std::process::Command::new(&exe)
-                    .args(["create-worker", "-q", "-f", "--protocol", "msgpack_experimental_v7", "--maxdelay", "2"])
+                    .args(["create-worker", "-q", "-f", "--maxdelay", "2", "--allow-shutdown", "signal"])
+                    .args(protocol)
                     .arg(&basedir)
                     .arg(format!("127.0.0.1:{port}"))
                     .args([name, password])
@@ -170,8 +207,18 @@ impl Drop for BuildbotWorker {
 
 /// Serves the master's worker port and runs its scheduler and distributor.
 pub struct Running {
+    /// msgpack (WebSocket) port.
     pub port: u16,
+    /// Perspective Broker port.
+    pub pb_port: u16,
     _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// The port a worker of that kind connects to.
+    pub fn port_for(&self, kind: Kind) -> u16 {
+        if kind.is_pb() { self.pb_port } else { self.port }
+    }
 }
 
 pub async fn run_master(master: &Arc<Master>) -> Running {
@@ -186,6 +233,9 @@ pub async fn run_master(master: &Arc<Master>) -> Running {
     let port = listener.local_addr().expect("addr").port();
     let app = cascade_master::workers::msgpack::router(master.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    let pb_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let pb_port = pb_listener.local_addr().expect("addr").port();
+    tokio::spawn(cascade_master::workers::pb::serve(pb_listener, master.clone(), stopped.clone()));
     tokio::spawn(master.schedulers.clone().run(
         master.store.clone(),
         master.wake_schedulers.clone(),
@@ -193,7 +243,7 @@ pub async fn run_master(master: &Arc<Master>) -> Running {
         stopped.clone(),
     ));
     tokio::spawn(cascade_master::runner::run(master.clone(), stopped));
-    Running { port, _stop: stop }
+    Running { port, pb_port, _stop: stop }
 }
 
 /// Waits for `check` to return `Some`, polling the store; fails after `limit`.
@@ -311,19 +361,14 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     let steps = steps.replace("SRC_TOOL", &tool.display().to_string());
     let h = Harness::with_config(db, &config(&repo, &steps)).await;
     let running = run_master(&h.master).await;
-    let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     std::fs::write(worker.basedir.join("tool-copy"), &script).expect("reference copy");
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
     assert_eq!(listed.items[0].connected_to.len(), 1);
     let info = &listed.items[0].workerinfo;
     assert_eq!(info["basedir"], worker.basedir.display().to_string());
-    let expected_version = if kind == Kind::Buildbot {
-        "4.3.0".to_string()
-    } else {
-        format!("cascade-worker {}", env!("CARGO_PKG_VERSION"))
-    };
-    assert_eq!(info["version"], expected_version.as_str());
+    assert_eq!(info["version"], kind.version().as_str());
     assert!(info.get("environ").is_none(), "the worker's environment is never stored");
     assert!(info["admin"].as_str().is_some_and(|a| !a.is_empty()), "info/admin is reported: {info}");
     assert!(info["host"].as_str().is_some_and(|a| !a.is_empty()), "info/host is reported: {info}");
@@ -421,6 +466,8 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
 
 test_both!(a_pushed_build_runs_on_buildbot_worker, |db| { a_pushed_build_runs(db, Kind::Buildbot).await });
 test_both!(a_pushed_build_runs_on_cascade_worker, |db| { a_pushed_build_runs(db, Kind::Cascade).await });
+test_both!(a_pushed_build_runs_on_buildbot_worker_pb, |db| { a_pushed_build_runs(db, Kind::BuildbotPb).await });
+test_both!(a_pushed_build_runs_on_buildbot_worker_3_pb, |db| { a_pushed_build_runs(db, Kind::Buildbot3Pb).await });
 
 async fn timeouts_stop_and_long_logs(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -433,7 +480,7 @@ async fn timeouts_stop_and_long_logs(db: &cascade_testkit::TestDb, kind: Kind) {
   { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
     let h = Harness::with_config(db, &config(&repo, steps)).await;
     let running = run_master(&h.master).await;
-    let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
 
@@ -489,6 +536,12 @@ test_both!(timeouts_stop_and_long_logs_on_buildbot_worker, |db| {
 test_both!(timeouts_stop_and_long_logs_on_cascade_worker, |db| {
     timeouts_stop_and_long_logs(db, Kind::Cascade).await
 });
+test_both!(timeouts_stop_and_long_logs_on_buildbot_worker_pb, |db| {
+    timeouts_stop_and_long_logs(db, Kind::BuildbotPb).await
+});
+test_both!(timeouts_stop_and_long_logs_on_buildbot_worker_3_pb, |db| {
+    timeouts_stop_and_long_logs(db, Kind::Buildbot3Pb).await
+});
 
 async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -500,7 +553,7 @@ async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestD
     );
     let h = Harness::with_config(db, &config(&repo, &steps)).await;
     let running = run_master(&h.master).await;
-    let mut worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    let mut worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
     wait_for("the first run to start sleeping", Duration::from_secs(60), || async { marker.exists().then_some(()) })
@@ -517,7 +570,7 @@ async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestD
     let pending = h.store.list_buildrequests(&ListQuery::default().eq("complete", "false")).await.expect("requests");
     assert_eq!(pending.total, 1, "the request waits again");
 
-    let _back = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    let _back = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     let build = finished_build(&h, Duration::from_secs(60)).await;
     assert_eq!(build.number, 2);
     assert_eq!(build.results, Some(0));
@@ -531,17 +584,24 @@ test_both!(a_killed_worker_gives_retry_then_runs_again_on_buildbot_worker, |db| 
 test_both!(a_killed_worker_gives_retry_then_runs_again_on_cascade_worker, |db| {
     a_killed_worker_gives_retry_then_runs_again(db, Kind::Cascade).await
 });
+test_both!(a_killed_worker_gives_retry_then_runs_again_on_buildbot_worker_pb, |db| {
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::BuildbotPb).await
+});
+test_both!(a_killed_worker_gives_retry_then_runs_again_on_buildbot_worker_3_pb, |db| {
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::Buildbot3Pb).await
+});
 
 async fn a_wrong_password_is_refused(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, _) = make_repo(dir.path());
     let h = Harness::with_config(db, &config(&repo, r#"{ name = "x", command = ["true"] },"#)).await;
     let running = run_master(&h.master).await;
-    let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "not-the-password").await;
+    let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "not-the-password").await;
     // The worker keeps retrying: wait until it has been refused twice.
     wait_for("two refused attempts", Duration::from_secs(30), || async {
         let log = worker.log();
-        (log.matches("401").count() >= 2 || log.matches("Unauthorized").count() >= 2).then_some(())
+        let log = log.to_lowercase();
+        (log.matches("401").count() >= 2 || log.matches("unauthorized").count() >= 2).then_some(())
     })
     .await;
     assert!(h.master.workers.get("w1").is_none());
@@ -550,7 +610,7 @@ async fn a_wrong_password_is_refused(db: &cascade_testkit::TestDb, kind: Kind) {
     assert_eq!(listed.items[0].workerinfo, json!({}), "nothing about the worker was stored");
     drop(worker);
     // The right password for the same name still gets in.
-    let good = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    let good = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     wait_for("the right password to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     drop(good);
 }
@@ -560,6 +620,12 @@ test_both!(a_wrong_password_is_refused_on_buildbot_worker, |db| {
 });
 test_both!(a_wrong_password_is_refused_on_cascade_worker, |db| {
     a_wrong_password_is_refused(db, Kind::Cascade).await
+});
+test_both!(a_wrong_password_is_refused_on_buildbot_worker_pb, |db| {
+    a_wrong_password_is_refused(db, Kind::BuildbotPb).await
+});
+test_both!(a_wrong_password_is_refused_on_buildbot_worker_3_pb, |db| {
+    a_wrong_password_is_refused(db, Kind::Buildbot3Pb).await
 });
 
 mod hostile {
@@ -784,21 +850,25 @@ async fn a_master_killed_mid_build_retries_it_after_restart(db: &cascade_testkit
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, sha) = make_repo(dir.path());
     let marker = dir.path().join("first-run");
-    let (http, workers_port) = (free_port(), free_port());
+    let (http, msgpack_port, pb_port) = (free_port(), free_port(), free_port());
     let steps = format!(
         r#"  {{ name = "slow", command = ["sh", "-c", "if [ -f {m} ]; then echo second run; exit 0; fi; touch {m}; sleep 60"] }},"#,
         m = marker.display()
     );
     let text = config(&repo, &steps).replace(
         "name = \"worker-test\"",
-        &format!("name = \"restart-test\"\nhttp = \"127.0.0.1:{http}\"\nmsgpack = \"127.0.0.1:{workers_port}\""),
+        &format!(
+            "name = \"restart-test\"\nhttp = \"127.0.0.1:{http}\"\nmsgpack = \"127.0.0.1:{msgpack_port}\"\npb = \"127.0.0.1:{pb_port}\""
+        ),
     );
     let config_path = dir.path().join("cascade.toml");
     std::fs::write(&config_path, &text).expect("config");
     let log = dir.path().join("master.log");
     let store = db.store().await;
     let mut master = MasterProcess::start(&config_path, &db.url, &log);
-    let _worker = BuildbotWorker::start_kind(kind, dir.path(), workers_port, "w1", "pw-one").await;
+    let _worker =
+        BuildbotWorker::start_kind(kind, dir.path(), if kind.is_pb() { pb_port } else { msgpack_port }, "w1", "pw-one")
+            .await;
     wait_for("the worker to attach", Duration::from_secs(30), || async {
         let w = store.list_workers(&ListQuery::default()).await.ok()?;
         w.items.first().filter(|w| !w.connected_to.is_empty()).map(|_| ())
@@ -843,6 +913,12 @@ test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker
 test_both!(a_master_killed_mid_build_retries_it_after_restart_on_cascade_worker, |db| {
     a_master_killed_mid_build_retries_it_after_restart(db, Kind::Cascade).await
 });
+test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker_pb, |db| {
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::BuildbotPb).await
+});
+test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker_3_pb, |db| {
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Buildbot3Pb).await
+});
 
 async fn step_options_and_git_modes(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -871,7 +947,7 @@ async fn step_options_and_git_modes(db: &cascade_testkit::TestDb, kind: Kind) {
     );
     let h = Harness::with_config(db, &text).await;
     let running = run_master(&h.master).await;
-    let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port, "w1", "pw-one").await;
+    let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
 
     // Two pushes, one after the other: the second build of each builder
@@ -918,3 +994,9 @@ test_both!(step_options_and_git_modes_on_buildbot_worker, |db| {
     step_options_and_git_modes(db, Kind::Buildbot).await
 });
 test_both!(step_options_and_git_modes_on_cascade_worker, |db| { step_options_and_git_modes(db, Kind::Cascade).await });
+test_both!(step_options_and_git_modes_on_buildbot_worker_pb, |db| {
+    step_options_and_git_modes(db, Kind::BuildbotPb).await
+});
+test_both!(step_options_and_git_modes_on_buildbot_worker_3_pb, |db| {
+    step_options_and_git_modes(db, Kind::Buildbot3Pb).await
+});

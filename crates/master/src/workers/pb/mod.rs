@@ -1,0 +1,509 @@
+//! Twisted Perspective Broker over TCP: the listener stock `buildbot-worker`
+//! connects to by default (`shared/protocols/buildbot-pb.md`).
+//!
+//! Per connection: the dialect offer and version exchange, then PB messages.
+//! The worker logs in through the portal (an MD5 challenge), the master
+//! attaches it (`getWorkerInfo`, `setBuilderList`) and from then on it is a
+//! [`facade::PbWorker`] behind the protocol-neutral
+//! [`WorkerConnection`](super::WorkerConnection).
+//! Any undecodable input drops that one connection, as Twisted does; the
+//! worker reconnects.
+
+pub mod broker;
+pub mod facade;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cascade_protocol::WorkerInfo;
+use cascade_protocol::pb::banana::{self, Decoder, Expr};
+use cascade_protocol::pb::commands::parse_update;
+use cascade_protocol::pb::message::VERSION;
+use cascade_protocol::pb::{Failure, Message, ObjectId, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use self::broker::{Broker, Object};
+use self::facade::PbWorker;
+use super::{CommandEvent, UploadOp, WorkerHandle};
+use crate::app::Master;
+
+/// A connection that has not logged in by then is dropped.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest `read` answered in one piece: under banana's 640 KiB string limit.
+const MAX_READ: usize = 512 * 1024;
+
+/// Accepts PB connections until `stopped` flips.
+pub async fn serve(listener: TcpListener, master: Arc<Master>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let master = master.clone();
+                    tokio::spawn(async move { connection(master, stream, peer).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "PB accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Where a connection's login stands.
+enum Login {
+    Waiting,
+    /// `respond` arrived; the attach is under way.
+    Attaching,
+    Done(Arc<WorkerHandle>),
+}
+
+/// One connection's dispatcher state.
+struct Session {
+    master: Arc<Master>,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    login: Mutex<Login>,
+    worker: Mutex<Option<String>>,
+}
+
+impl Session {
+    fn worker_name(&self) -> String {
+        self.worker.lock().ok().and_then(|w| w.clone()).unwrap_or_else(|| "?".into())
+    }
+
+    fn handle(&self) -> Option<Arc<WorkerHandle>> {
+        match &*self.login.lock().ok()? {
+            Login::Done(h) => Some(h.clone()),
+            _ => None,
+        }
+    }
+}
+
+async fn connection(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    let broker = Arc::new(Broker::new(out));
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let session =
+        Arc::new(Session { master, broker, peer, login: Mutex::new(Login::Waiting), worker: Mutex::new(None) });
+    let outcome = run(&session, &mut rd).await;
+    match outcome {
+        Ok(()) => tracing::debug!(%peer, worker = %session.worker_name(), "PB connection closed"),
+        Err(e) => tracing::warn!(%peer, worker = %session.worker_name(), error = %e, "PB connection dropped"),
+    }
+    session.broker.fail_all();
+    let handle = match std::mem::replace(&mut *session.login.lock().unwrap_or_else(|p| p.into_inner()), Login::Waiting)
+    {
+        Login::Done(h) => Some(h),
+        _ => None,
+    };
+    writer.abort();
+    if let Some(h) = handle {
+        detach(&session.master, &h).await;
+    }
+}
+
+async fn detach(master: &Arc<Master>, h: &Arc<WorkerHandle>) {
+    // The store first: once the registry forgets the worker, the store
+    // already says it is gone (unless a newer connection took its place).
+    if master.workers.get(&h.name).is_some_and(|cur| Arc::ptr_eq(&cur, h))
+        && let Err(e) = master.store.worker_detached(h.worker_id, master.master_id).await
+    {
+        tracing::warn!(worker = %h.name, error = %e, "could not record the detach");
+    }
+    master.workers.detach(h);
+    tracing::info!(worker = %h.name, "worker detached");
+}
+
+/// Reads and dispatches until the connection ends; an error says why it was dropped.
+async fn run(session: &Arc<Session>, rd: &mut tokio::net::tcp::OwnedReadHalf) -> Result<(), String> {
+    let broker = &session.broker;
+    // The server speaks first: the dialects it offers, without vocabulary.
+    let offer = Expr::List(vec![Expr::bytes("pb"), Expr::bytes("none")]);
+    let offer = banana::encode(&offer, false).map_err(|e| e.to_string())?;
+    broker.send_raw(offer).await.map_err(|e| e.to_string())?;
+
+    let mut decoder = Decoder::new();
+    let mut dialect_chosen = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    let connected = Instant::now();
+    let mut last_heard = Instant::now();
+    let liveness = session.master.liveness;
+    let mut ticker = tokio::time::interval(liveness.ping_every.min(LOGIN_TIMEOUT));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            read = rd.read(&mut buf) => {
+                let n = read.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Ok(());
+                }
+                last_heard = Instant::now();
+                decoder.feed(&buf[..n]);
+                while let Some(expr) = decoder.next_expr().map_err(|e| e.to_string())? {
+                    if !dialect_chosen {
+                        let vocab = match expr.as_bytes() {
+                            Some(b"pb") => true,
+                            Some(b"none") => false,
+                            _ => return Err(format!("not a dialect this master offered: {expr:?}")),
+                        };
+                        decoder.set_vocabulary(vocab);
+                        broker.set_vocabulary(vocab);
+                        dialect_chosen = true;
+                        broker.send(&Message::Version(VERSION)).await.map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                    let msg = Message::parse(&expr).map_err(|e| e.to_string())?;
+                    dispatch(session, msg).await?;
+                }
+            }
+            _ = ticker.tick() => {
+                let handle = session.handle();
+                if handle.is_none() && connected.elapsed() > LOGIN_TIMEOUT {
+                    return Err("no login in time".into());
+                }
+                if last_heard.elapsed() > liveness.dead_after {
+                    return Err("silent too long".into());
+                }
+                if let Some(h) = handle
+                    && last_heard.elapsed() >= liveness.ping_every
+                {
+                    // The answer counts as hearing from the worker.
+                    tokio::spawn(async move {
+                        let _ = h.conn.ping().await;
+                    });
+                }
+            }
+            _ = broker.close_now.notified() => return Ok(()),
+        }
+    }
+}
+
+async fn dispatch(session: &Arc<Session>, msg: Message) -> Result<(), String> {
+    let broker = &session.broker;
+    match msg {
+        Message::Version(v) if v == VERSION => Ok(()),
+        Message::Version(v) => Err(format!("PB version {v}; this master speaks {VERSION}")),
+        Message::Answer { request, value } => {
+            match broker.take_waiter(request) {
+                Some(w) => {
+                    let _ = w.send(Ok(value));
+                }
+                None => tracing::debug!(worker = %session.worker_name(), request, "answer to no open request ignored"),
+            }
+            Ok(())
+        }
+        Message::Error { request, failure } => {
+            match broker.take_waiter(request) {
+                Some(w) => {
+                    let _ = w.send(Err(failure));
+                }
+                None => {
+                    tracing::debug!(worker = %session.worker_name(), request, %failure, "error for no open request")
+                }
+            }
+            Ok(())
+        }
+        // References are never reused, and a command's objects go when it
+        // completes: decrefs (which come late, in bursts) need no bookkeeping.
+        Message::Decref(_) => Ok(()),
+        Message::DidNotUnderstand(name) => {
+            tracing::warn!(worker = %session.worker_name(), %name, "the worker did not understand a message");
+            Ok(())
+        }
+        Message::Call { request, object, method, answer_required, args, .. } => {
+            let reply = call(session, request, &object, &method, args).await;
+            if let Some(result) = reply
+                && answer_required
+            {
+                if let Err(f) = &result {
+                    tracing::debug!(worker = %session.worker_name(), %method, failure = %f, "call refused");
+                }
+                broker.answer(request, result).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn no_such_method(method: &str) -> Failure {
+    Failure::pb_error("twisted.spread.flavors.NoSuchMethod", &format!("No such method: remote_{method}"))
+}
+
+fn invalid_object() -> Failure {
+    Failure::pb_error("twisted.spread.pb.Error", "Invalid Object ID")
+}
+
+/// Handles a call from the worker. `None`: the answer is sent later, by a
+/// task that waits for the build (so this loop keeps reading meanwhile).
+async fn call(
+    session: &Arc<Session>,
+    request: i64,
+    object: &ObjectId,
+    method: &str,
+    args: Vec<Value>,
+) -> Option<Result<Value, Failure>> {
+    let broker = &session.broker;
+    let luid = match object {
+        ObjectId::Name(name) if name == b"root" => {
+            return Some(match method {
+                "login" => login(session, &args),
+                _ => Err(no_such_method(method)),
+            });
+        }
+        ObjectId::Name(_) => return Some(Err(invalid_object())),
+        ObjectId::Luid(l) => *l,
+    };
+    let Some(target) = broker.object(luid) else { return Some(Err(invalid_object())) };
+    match (target, method) {
+        (Object::Challenger { name, challenge }, "respond") => {
+            respond(session, request, luid, name, challenge, args);
+            None
+        }
+        (Object::Avatar, "keepalive") => Some(Ok(Value::None)),
+        (Object::Avatar, "shutdown") => {
+            if let Some(h) = session.handle() {
+                drain_then_shut_down(session.master.clone(), h);
+            }
+            Some(Ok(Value::None))
+        }
+        (Object::Command(id), "update") => {
+            let entries = match args.first().map(parse_update) {
+                Some(Ok(e)) => e,
+                Some(Err(e)) => return Some(Err(Failure::pb_error("builtins.ValueError", &e))),
+                None => return Some(Err(Failure::pb_error("builtins.TypeError", "update() needs its updates"))),
+            };
+            if let Some(tx) = broker.command_events(&id) {
+                let _ = tx.send(CommandEvent::Output(entries)).await;
+            }
+            Some(Ok(Value::None))
+        }
+        (Object::Command(id), "complete") => {
+            let error = match args.first() {
+                None | Some(Value::None) => None,
+                Some(v) => Some(Failure::from_value(v).to_string()),
+            };
+            if let Some(tx) = broker.finish_command(&id) {
+                let _ = tx.send(CommandEvent::Complete { error }).await;
+            }
+            Some(Ok(Value::None))
+        }
+        (Object::Writer(id), "write" | "close" | "utime" | "unpack") => {
+            let op = match (method, args.first()) {
+                ("write", Some(Value::Bytes(b))) => UploadOp::Write(b.clone()),
+                // A worker that sends text sends its UTF-8.
+                ("write", Some(Value::Str(s))) => UploadOp::Write(s.as_bytes().to_vec()),
+                ("close", _) => UploadOp::Close,
+                ("unpack", _) => UploadOp::Unpack,
+                ("utime", Some(times)) => {
+                    match times
+                        .as_seq()
+                        .map(|t| (t.first().and_then(Value::as_float), t.get(1).and_then(Value::as_float)))
+                    {
+                        Some((Some(a), Some(m))) => UploadOp::Utime(a, m),
+                        _ => return Some(Err(Failure::pb_error("builtins.TypeError", "utime((atime, mtime))"))),
+                    }
+                }
+                _ => return Some(Err(Failure::pb_error("builtins.TypeError", &format!("{method}: bad arguments")))),
+            };
+            forward(session, request, &id, |reply| CommandEvent::Upload(op, reply), |()| Value::None).await
+        }
+        (Object::Reader(id), "read") => {
+            let length = args.first().and_then(Value::as_int).unwrap_or(0).clamp(0, MAX_READ as i64) as usize;
+            forward(session, request, &id, |reply| CommandEvent::Read(length, reply), Value::Bytes).await
+        }
+        (Object::Reader(id), "close") => {
+            forward(session, request, &id, CommandEvent::ReadClose, |()| Value::None).await
+        }
+        (_, method) => Some(Err(no_such_method(method))),
+    }
+}
+
+/// Hands a transfer call to its build and answers when the build has.
+async fn forward<T: Send + 'static>(
+    session: &Arc<Session>,
+    request: i64,
+    command_id: &str,
+    event: impl FnOnce(oneshot::Sender<Result<T, String>>) -> CommandEvent,
+    to_value: fn(T) -> Value,
+) -> Option<Result<Value, Failure>> {
+    let failed = |why: &str| Some(Err(Failure::pb_error("builtins.RuntimeError", why)));
+    let Some(tx) = session.broker.command_events(command_id) else { return failed("the command has ended") };
+    let (reply, answer) = oneshot::channel();
+    if tx.send(event(reply)).await.is_err() {
+        return failed("the command is no longer listening");
+    }
+    let broker = session.broker.clone();
+    tokio::spawn(async move {
+        let result = match answer.await {
+            Ok(Ok(v)) => Ok(to_value(v)),
+            Ok(Err(e)) => Err(Failure::pb_error("builtins.RuntimeError", &e)),
+            Err(_) => Err(Failure::pb_error("builtins.RuntimeError", "the transfer was abandoned")),
+        };
+        broker.answer(request, result).await;
+    });
+    None
+}
+
+/// Login, step one: a challenge for the name (unknown names get one too,
+/// so the answer does not tell which names exist).
+fn login(session: &Arc<Session>, args: &[Value]) -> Result<Value, Failure> {
+    if !matches!(session.login.lock().as_deref(), Ok(Login::Waiting)) {
+        return Err(Failure::unauthorized_login("already logged in"));
+    }
+    let Some(name) = args.first().and_then(Value::as_text) else {
+        return Err(Failure::unauthorized_login("login needs a worker name"));
+    };
+    let challenge = uuid::Uuid::new_v4().as_bytes().to_vec();
+    let luid = session.broker.register(Object::Challenger { name: name.into_owned(), challenge: challenge.clone() });
+    Ok(Value::Tuple(vec![Value::Bytes(challenge), Value::Remote(luid)]))
+}
+
+/// Login, step two: check the response, attach the worker, answer with the
+/// avatar. Every refusal is an `UnauthorizedLogin`, the one failure after
+/// which the worker retries instead of exiting.
+fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, challenge: Vec<u8>, args: Vec<Value>) {
+    let session = session.clone();
+    session.broker.forget(&[challenger]);
+    tokio::spawn(async move {
+        let broker = session.broker.clone();
+        let refuse = |why: &str| {
+            tracing::warn!(worker = %name, peer = %session.peer, reason = %why, "PB login refused");
+            Message::Error { request, failure: Failure::unauthorized_login(why) }
+        };
+        let proceed = matches!(session.login.lock().as_deref(), Ok(Login::Waiting));
+        let response = match args.first() {
+            Some(Value::Bytes(b)) => b.clone(),
+            _ => Vec::new(),
+        };
+        let mind = match args.get(1) {
+            Some(Value::Remote(m)) => Some(*m),
+            _ => None,
+        };
+        let msg = match (proceed, mind, session.master.credentials.check_pb(&name, &challenge, &response)) {
+            (false, _, _) => refuse("already logged in"),
+            (_, None, _) => refuse("respond needs the worker's bot"),
+            (_, _, Err(why)) => refuse(why),
+            (true, Some(mind), Ok(())) => {
+                if let Ok(mut l) = session.login.lock() {
+                    *l = Login::Attaching;
+                }
+                if let Ok(mut w) = session.worker.lock() {
+                    *w = Some(name.clone());
+                }
+                match attach(&session, &name, mind).await {
+                    Ok(handle) => {
+                        tracing::info!(worker = %name, peer = %session.peer, version = ?handle.info.version, "worker attached over PB");
+                        if let Ok(mut l) = session.login.lock() {
+                            *l = Login::Done(handle);
+                        }
+                        let avatar = broker.register(Object::Avatar);
+                        session.master.wake_builds.notify_one();
+                        Message::Answer { request, value: Value::Remote(avatar) }
+                    }
+                    Err(why) => {
+                        if let Ok(mut l) = session.login.lock() {
+                            *l = Login::Waiting;
+                        }
+                        refuse(&why)
+                    }
+                }
+            }
+        };
+        let _ = broker.send(&msg).await;
+    });
+}
+
+/// The attach sequence: learn about the worker, set up its builders,
+/// register it, record it.
+async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<WorkerHandle>, String> {
+    let master = &session.master;
+    let broker = &session.broker;
+    let worker_id = *master.worker_ids.get(name).ok_or_else(|| format!("worker {name} is not configured"))?;
+    let info = broker
+        .call(mind, "getWorkerInfo", vec![], vec![], REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| format!("getWorkerInfo: {e}"))?;
+    let info = WorkerInfo::from_json(info.to_json());
+    // One WorkerForBuilder per builder this worker serves, in the folder the
+    // runner builds in.
+    let builders: Vec<&str> = master
+        .config
+        .builders
+        .iter()
+        .filter(|b| b.workers.iter().any(|w| w == name))
+        .map(|b| b.name.as_str())
+        .collect();
+    let list = Value::List(
+        builders
+            .iter()
+            .map(|b| Value::Tuple(vec![Value::str(*b), Value::str(crate::runner::build::sanitize(b))]))
+            .collect(),
+    );
+    let answer = broker
+        .call(mind, "setBuilderList", vec![list], vec![], REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| format!("setBuilderList: {e}"))?;
+    let mut wfbs = HashMap::new();
+    if let Value::Dict(entries) = &answer {
+        for (k, v) in entries {
+            if let (Some(k), Value::Remote(luid)) = (k.as_text(), v) {
+                wfbs.insert(k.into_owned(), *luid);
+            }
+        }
+    }
+    if let Some(missing) = builders.iter().find(|b| !wfbs.contains_key(**b)) {
+        return Err(format!("setBuilderList: the worker did not set up {missing}"));
+    }
+    let conn = Arc::new(PbWorker { worker: name.to_string(), broker: broker.clone(), bot: mind, builders: wfbs });
+    let max_builds = master.config.workers.iter().find(|w| w.name == name).map(|w| w.max_builds as usize).unwrap_or(1);
+    let handle = Arc::new(WorkerHandle::new(name, worker_id, info.clone(), max_builds, conn.clone()));
+    master.workers.attach(handle.clone()).await?;
+    if let Err(e) = master.store.worker_attached(worker_id, master.master_id, &info.json, crate::clock::now()).await {
+        master.workers.detach(&handle);
+        return Err(format!("recording the worker: {e}"));
+    }
+    let _ = conn.print("attached").await;
+    Ok(handle)
+}
+
+/// The worker asked to stop (its owner sent it SIGHUP, say): no new builds;
+/// once the running ones end, tell it to shut down.
+fn drain_then_shut_down(master: Arc<Master>, handle: Arc<WorkerHandle>) {
+    use std::sync::atomic::Ordering;
+    if handle.draining.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    tracing::info!(worker = %handle.name, "the worker asked to shut down once idle");
+    tokio::spawn(async move {
+        while handle.running.load(Ordering::SeqCst) > 0 && !handle.conn.is_closed() {
+            let changed = master.workers.changed.notified();
+            if handle.running.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
+        }
+        if !handle.conn.is_closed() {
+            tracing::info!(worker = %handle.name, "worker idle: shutting it down");
+            if let Err(e) = handle.conn.shutdown().await {
+                tracing::debug!(worker = %handle.name, error = %e, "shutdown call");
+            }
+        }
+    });
+}
