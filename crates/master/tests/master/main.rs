@@ -3,6 +3,7 @@
 
 mod api;
 mod harness;
+mod pb;
 mod schedulers;
 mod webhook;
 mod workers;

@@ -176,6 +176,10 @@ impl BuildbotWorker {
         BuildbotWorker { child, basedir, log_path: dir.join(format!("worker-{name}-{n}.log")) }
     }
 
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id().map(|p| p as i32).unwrap_or(0)
     }
@@ -596,7 +600,8 @@ async fn a_wrong_password_is_refused(db: &cascade_testkit::TestDb, kind: Kind) {
     let (repo, _) = make_repo(dir.path());
     let h = Harness::with_config(db, &config(&repo, r#"{ name = "x", command = ["true"] },"#)).await;
     let running = run_master(&h.master).await;
-    let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "not-the-password").await;
+    let mut worker =
+        BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "not-the-password").await;
     // The worker keeps retrying: wait until it has been refused twice.
     wait_for("two refused attempts", Duration::from_secs(30), || async {
         let log = worker.log();
@@ -605,6 +610,8 @@ async fn a_wrong_password_is_refused(db: &cascade_testkit::TestDb, kind: Kind) {
     })
     .await;
     assert!(h.master.workers.get("w1").is_none());
+    // Refused in a shape it retries after: the process is still there.
+    assert!(worker.is_running(), "the worker keeps retrying: {}", worker.log());
     let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
     assert!(listed.items[0].connected_to.is_empty());
     assert_eq!(listed.items[0].workerinfo, json!({}), "nothing about the worker was stored");

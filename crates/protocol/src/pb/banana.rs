@@ -12,8 +12,9 @@ const PREFIX_LIMIT: usize = 64;
 /// Deepest list nesting accepted; Buildbot's messages nest under ten levels.
 pub const MAX_DEPTH: usize = 64;
 /// Most bytes one expression may span: the largest legitimate message is a
-/// file chunk or log text under [`SIZE_LIMIT`] plus its envelope.
-pub const MAX_EXPRESSION: usize = 4 * SIZE_LIMIT;
+/// file chunk or log text under [`SIZE_LIMIT`] plus its envelope. This
+/// bounds what one connection can make the decoder hold.
+pub const MAX_EXPRESSION: usize = SIZE_LIMIT + 64 * 1024;
 
 const LIST: u8 = 0x80;
 const INT: u8 = 0x81;
@@ -164,9 +165,14 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Bytes held for expressions not yet complete.
+    /// Bytes fed but not yet taken into an expression.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
+    }
+
+    /// Wire bytes of the unfinished expression already decoded into items.
+    pub fn partial(&self) -> usize {
+        self.consumed
     }
 
     /// The next complete top-level expression, if the buffer holds one.
