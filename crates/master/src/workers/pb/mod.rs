@@ -387,7 +387,6 @@ fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, 
             tracing::warn!(worker = %name, peer = %session.peer, reason = %why, "PB login refused");
             Message::Error { request, failure: Failure::unauthorized_login(why) }
         };
-        let proceed = matches!(session.login.lock().as_deref(), Ok(Login::Waiting));
         let response = match args.first() {
             Some(Value::Bytes(b)) => b.clone(),
             _ => Vec::new(),
@@ -396,14 +395,22 @@ fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, 
             Some(Value::Remote(m)) => Some(*m),
             _ => None,
         };
-        let msg = match (proceed, mind, session.master.credentials.check_pb(&name, &challenge, &response)) {
-            (false, _, _) => refuse("already logged in"),
-            (_, None, _) => refuse("respond needs the worker's bot"),
-            (_, _, Err(why)) => refuse(why),
-            (true, Some(mind), Ok(())) => {
-                if let Ok(mut l) = session.login.lock() {
+        let checked = session.master.credentials.check_pb(&name, &challenge, &response);
+        // One login per connection: the state moves on under one lock.
+        let proceed = checked.is_ok()
+            && mind.is_some()
+            && session.login.lock().is_ok_and(|mut l| {
+                let waiting = matches!(*l, Login::Waiting);
+                if waiting {
                     *l = Login::Attaching;
                 }
+                waiting
+            });
+        let msg = match (mind, checked, proceed) {
+            (None, _, _) => refuse("respond needs the worker's bot"),
+            (_, Err(why), _) => refuse(why),
+            (_, Ok(()), false) => refuse("already logged in"),
+            (Some(mind), Ok(()), true) => {
                 if let Ok(mut w) = session.worker.lock() {
                     *w = Some(name.clone());
                 }
