@@ -2,7 +2,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// Where a key or value stands in the file (1-based line and column).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Location {
     pub file: PathBuf,
     pub line: usize,

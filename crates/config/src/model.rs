@@ -35,11 +35,47 @@ pub struct UserConfig {
 
 /// Who may do what. `admins` may do everything; each action names the
 /// roles allowed to do it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub admins: Vec<String>,
     /// Action (`stop`, `force`, `rebuild`, `cancel`, ...) → roles.
     pub rules: BTreeMap<String, Vec<String>>,
+    /// Everything, reading included, needs a login (or a token).
+    pub private: bool,
+    /// How long a page login lasts.
+    pub session_lifetime: Duration,
+    /// Failed logins allowed per address within `login_window`.
+    pub login_attempts: u32,
+    pub login_window: Duration,
+    pub github: Option<GithubLoginConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            admins: Vec::new(),
+            rules: BTreeMap::new(),
+            private: false,
+            session_lifetime: Duration::from_secs(7 * 24 * 3600),
+            login_attempts: 5,
+            login_window: Duration::from_secs(15 * 60),
+            github: None,
+        }
+    }
+}
+
+/// Logging in with GitHub (OAuth): team membership gives roles.
+#[derive(Debug, Clone)]
+pub struct GithubLoginConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// `org/team-slug` → roles, e.g. `"python/python-core" = ["core-dev"]`.
+    pub teams: BTreeMap<String, Vec<String>>,
+    /// GitHub user names who may do everything.
+    pub admins: Vec<String>,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub api_url: String,
 }
 
 impl AuthConfig {
@@ -245,6 +281,8 @@ impl SchedulerKind {
 #[derive(Debug, Clone, Default)]
 pub struct ResolvedSecrets {
     pub webhook_secret: Option<SecretString>,
+    /// The GitHub OAuth application's secret, when GitHub login is on.
+    pub github_client_secret: Option<SecretString>,
     /// Plain worker passwords by worker name (hashed ones stay in the config).
     pub worker_passwords: BTreeMap<String, SecretString>,
 }
@@ -279,6 +317,12 @@ impl Config {
         if let Some(secret) = &self.github.webhook_secret {
             match secret.resolve() {
                 Ok(v) => out.webhook_secret = Some(v),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(gh) = &self.auth.github {
+            match gh.client_secret.resolve() {
+                Ok(v) => out.github_client_secret = Some(v),
                 Err(e) => errors.push(e),
             }
         }

@@ -337,6 +337,53 @@ fn read_auth(ctx: &mut Ctx, root: &mut Table) -> AuthConfig {
     let mut auth = AuthConfig::default();
     let Some(mut t) = root.opt_table(ctx, "auth") else { return auth };
     auth.admins = t.opt_str_list(ctx, "admins").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+    auth.private = t.bool_or(ctx, "private", false);
+    if let Some(d) = t.opt_duration(ctx, "session_lifetime") {
+        auth.session_lifetime = d;
+    }
+    if let Some((n, offset)) = t.opt_int(ctx, "login_attempts") {
+        if n < 1 {
+            ctx.error(offset, &t.key("login_attempts"), "must be at least 1");
+        } else {
+            auth.login_attempts = n.min(u32::MAX as i64) as u32;
+        }
+    }
+    if let Some(d) = t.opt_duration(ctx, "login_window") {
+        auth.login_window = d;
+    }
+    if let Some(mut gh) = t.opt_table(ctx, "github") {
+        let client_id = gh.req_str(ctx, "client_id");
+        let secret = gh.opt_secret(ctx, "client_secret");
+        if secret.is_none() && gh.map.get("client_secret").is_none() {
+            gh.missing(ctx, "client_secret");
+        }
+        let mut teams = BTreeMap::new();
+        if let Some(mut tt) = gh.opt_table(ctx, "teams") {
+            let keys: Vec<(String, usize)> =
+                tt.map.iter().map(|(k, _)| (k.get_ref().to_string(), k.span().start)).collect();
+            for (team, offset) in keys {
+                if !team.contains('/') {
+                    ctx.error(offset, &tt.key(&team), "a team is written \"org/team-slug\"");
+                }
+                let roles: Vec<String> =
+                    tt.opt_str_list(ctx, &team).unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+                teams.insert(team, roles);
+            }
+            tt.finish(ctx);
+        }
+        let admins = gh.opt_str_list(ctx, "admins").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+        let url = |gh: &mut Table, ctx: &mut Ctx, k: &str, default: &str| {
+            gh.opt_str(ctx, k).unwrap_or_else(|| default.to_string()).trim_end_matches('/').to_string()
+        };
+        let authorize_url = url(&mut gh, ctx, "authorize_url", "https://github.com/login/oauth/authorize");
+        let token_url = url(&mut gh, ctx, "token_url", "https://github.com/login/oauth/access_token");
+        let api_url = url(&mut gh, ctx, "api_url", "https://api.github.com");
+        gh.finish(ctx);
+        if let (Some(client_id), Some(client_secret)) = (client_id, secret) {
+            auth.github =
+                Some(GithubLoginConfig { client_id, client_secret, teams, admins, authorize_url, token_url, api_url });
+        }
+    }
     if let Some(mut rules) = t.opt_table(ctx, "rules") {
         let keys: Vec<(String, usize)> =
             rules.map.iter().map(|(k, _)| (k.get_ref().to_string(), k.span().start)).collect();

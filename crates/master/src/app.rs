@@ -32,6 +32,11 @@ pub struct Master {
     pub workers: Arc<crate::workers::Registry>,
     pub credentials: crate::workers::auth::Credentials,
     pub liveness: crate::workers::msgpack::Liveness,
+    /// Failed page logins per address.
+    pub login_limiter: crate::auth::limiter::LoginLimiter,
+    pub github_client_secret: Option<SecretString>,
+    /// For calls to GitHub (login).
+    pub http_client: reqwest::Client,
     /// Every log line as it is stored, for live views (`subscribe()`).
     pub live_logs: tokio::sync::broadcast::Sender<crate::runner::log::LiveLines>,
     /// Builds running on this master, with the switch that stops each.
@@ -58,6 +63,17 @@ pub fn default_master_name(config: &Config) -> String {
         .unwrap_or_else(|| "cascade".into());
     let path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
     format!("{host}:{}", path.display())
+}
+
+/// An HTTP client for outgoing calls: rustls on ring, the platform's roots.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("cascade/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
 }
 
 impl Master {
@@ -99,6 +115,8 @@ impl Master {
         };
         let builders_by_id =
             config.builders.iter().filter_map(|b| builder_ids.get(&b.name).map(|id| (*id, b.clone()))).collect();
+        let login_limiter =
+            crate::auth::limiter::LoginLimiter::new(config.auth.login_attempts, config.auth.login_window);
         Ok(Arc::new(Master {
             config: Arc::new(config),
             store,
@@ -112,6 +130,9 @@ impl Master {
             workers: Arc::new(crate::workers::Registry::default()),
             credentials,
             liveness,
+            login_limiter,
+            github_client_secret: secrets.github_client_secret,
+            http_client: http_client(),
             live_logs: tokio::sync::broadcast::channel(4096).0,
             running: std::sync::Mutex::new(BTreeMap::new()),
             builders_by_id,
@@ -165,9 +186,52 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/healthz", get(healthz))
         .route("/", get(crate::home::page))
         .route("/static/cascade.css", get(crate::home::stylesheet))
+        .route("/login", get(crate::auth::session::form).post(crate::auth::session::login))
+        .route("/logout", post(crate::auth::session::logout))
+        .route("/auth/github/login", get(crate::auth::github::start_login))
+        .route("/auth/github/callback", get(crate::auth::github::callback))
         .nest("/api/v2", crate::api::router())
+        .layer(axum::middleware::from_fn_with_state(master.clone(), private_gate))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(master)
+}
+
+/// Paths open to everyone even on a private master: logging in, health,
+/// GitHub's webhook (it has its own signature), the stylesheet.
+fn always_open(path: &str) -> bool {
+    matches!(path, "/login" | "/healthz" | "/change_hook/github")
+        || path.starts_with("/auth/github/")
+        || path.starts_with("/static/")
+}
+
+/// With `[auth] private = true`, nothing is shown to a caller who is not
+/// logged in (pages redirect to the login form, the API answers 401).
+async fn private_gate(
+    State(m): State<Arc<Master>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !m.config.auth.private || always_open(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let from = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    match crate::auth::caller(&m, request.headers(), from).await {
+        Ok(Some(_)) => next.run(request).await,
+        Ok(None) if request.uri().path().starts_with("/api/") => crate::auth::refuse(
+            StatusCode::UNAUTHORIZED,
+            "this master is private: log in or send a token",
+            None,
+            from,
+            "read",
+        )
+        .into_response(),
+        Ok(None) => {
+            let target = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let query = serde_urlencoded::to_string([("next", target)]).unwrap_or_default();
+            axum::response::Redirect::to(&format!("/login?{query}")).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// How often a master proves it is alive.

@@ -36,9 +36,27 @@ pub struct Home {
     pub changes_total: i64,
     pub changes: Vec<ChangeRow>,
     pub builds: Vec<BuildRow>,
+    pub session: Option<SessionView>,
 }
 
-pub async fn page(State(m): State<Arc<Master>>) -> Response {
+/// Who is logged in, and the token their forms carry.
+pub struct SessionView {
+    pub user: String,
+    pub csrf: String,
+}
+
+/// The logged-in visitor, for a page's header and forms.
+pub async fn session_view(m: &Master, headers: &axum::http::HeaderMap) -> Option<SessionView> {
+    match crate::auth::caller(m, headers, None).await {
+        Ok(Some(crate::auth::Caller { user, via: crate::auth::Via::Session { csrf } })) => {
+            Some(SessionView { user: user.name, csrf })
+        }
+        _ => None,
+    }
+}
+
+pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) -> Response {
+    let session = session_view(&m, &headers).await;
     let load = async {
         let changes = m.store.list_changes(&ListQuery::default().order_by("changeid", true).limit(25)).await?;
         let pending = m
@@ -77,6 +95,7 @@ pub async fn page(State(m): State<Arc<Master>>) -> Response {
                     state: b.state_string,
                 })
                 .collect(),
+            session,
         })
     };
     match load.await {

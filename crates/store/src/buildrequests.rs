@@ -248,6 +248,76 @@ impl Store {
     }
 }
 
+/// What cancelling one build request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    Done,
+    /// A build has it: stop the build instead.
+    Claimed,
+    AlreadyComplete,
+    NotFound,
+}
+
+impl Store {
+    /// Cancels one request that no build has taken yet (results CANCELLED),
+    /// completing its buildset if nothing else of it is left.
+    pub async fn cancel_buildrequest(&self, id: i64, now: i64) -> Result<Cancelled> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 \
+             WHERE id = $3 AND complete = 0 AND claimed_by_master_id IS NULL RETURNING buildset_id",
+        )
+        .bind(now)
+        .bind(Results::Cancelled.code())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(match self.get_buildrequest(id).await? {
+                None => Cancelled::NotFound,
+                Some(r) if r.complete => Cancelled::AlreadyComplete,
+                Some(_) => Cancelled::Claimed,
+            });
+        };
+        let bsid: i64 = get(&row, "buildset_id")?;
+        complete_buildset_if_done(&mut tx, bsid, now).await?;
+        tx.commit().await?;
+        Ok(Cancelled::Done)
+    }
+}
+
+/// Completes a buildset whose requests are all complete; its result is the
+/// worst of theirs.
+async fn complete_buildset_if_done(tx: &mut sqlx::Transaction<'static, sqlx::Any>, bsid: i64, now: i64) -> Result<()> {
+    let open: i64 = get(
+        &sqlx::query("SELECT COUNT(*) AS n FROM buildrequests WHERE buildset_id = $1 AND complete = 0")
+            .bind(bsid)
+            .fetch_one(&mut **tx)
+            .await?,
+        "n",
+    )?;
+    if open > 0 {
+        return Ok(());
+    }
+    let rows =
+        sqlx::query("SELECT results FROM buildrequests WHERE buildset_id = $1").bind(bsid).fetch_all(&mut **tx).await?;
+    let mut worst = Results::Success;
+    for r in &rows {
+        let code: i64 = get(r, "results")?;
+        if let Some(res) = Results::from_code(code) {
+            worst = worst.worst(res);
+        }
+    }
+    sqlx::query("UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 WHERE id = $3 AND complete = 0")
+        .bind(now)
+        .bind(worst.code())
+        .bind(bsid)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Cancels the unclaimed requests for a branch and completes buildsets left
 /// with nothing to do, inside the caller's transaction.
 pub(crate) async fn cancel_pending_for_branch(

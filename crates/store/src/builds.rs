@@ -140,6 +140,44 @@ impl Store {
             .collect()
     }
 
+    /// Properties of several builds at once (for `property=` on a list).
+    pub async fn build_properties_many(
+        &self,
+        build_ids: &[i64],
+    ) -> Result<std::collections::BTreeMap<i64, Vec<(String, serde_json::Value, String)>>> {
+        let mut out: std::collections::BTreeMap<i64, Vec<_>> = std::collections::BTreeMap::new();
+        for chunk in build_ids.chunks(500) {
+            let list = crate::changes::placeholders(1, chunk.len());
+            let sql = format!(
+                "SELECT build_id, name, value, source FROM build_properties WHERE build_id IN ({list}) ORDER BY build_id, name"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let value = crate::records::json_or_null(&get::<String>(&r, "value")?);
+                out.entry(get(&r, "build_id")?).or_default().push((get(&r, "name")?, value, get(&r, "source")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Who asked for a build (its buildset's `owner` property), if anyone did.
+    pub async fn build_owner(&self, build_id: i64) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT p.value FROM builds b JOIN buildrequests r ON r.id = b.build_request_id \
+             JOIN buildset_properties p ON p.buildset_id = r.buildset_id AND p.name = 'owner' WHERE b.id = $1",
+        )
+        .bind(build_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        // Stored as `[value, source]`.
+        let value = crate::records::json_or_null(&get::<String>(&r, "value")?);
+        Ok(value.get(0).and_then(|v| v.as_str()).or_else(|| value.as_str()).map(str::to_string))
+    }
+
     pub async fn set_build_state(&self, build_id: i64, state: &str) -> Result<()> {
         sqlx::query("UPDATE builds SET state_string = $1 WHERE id = $2")
             .bind(state.to_string())

@@ -31,6 +31,9 @@ pub struct NewBuildset {
     pub properties: BTreeMap<String, (Value, String)>,
     pub builder_ids: Vec<i64>,
     pub priority: i64,
+    /// Build exactly `sourcestamp.revision` even with changes behind it (a
+    /// rebuild): the request then merges only with its like.
+    pub pin_revision: bool,
 }
 
 const BUILDSET_FIELDS: &[crate::query::Field] = &[
@@ -97,7 +100,7 @@ pub(crate) async fn insert_buildset(
     }
     // A revision asked for with no changes behind it is pinned: the request
     // must build exactly that commit, so it only merges with its like.
-    let pinned = if bs.change_ids.is_empty() { ss.revision.clone() } else { None };
+    let pinned = if bs.change_ids.is_empty() || bs.pin_revision { ss.revision.clone() } else { None };
     let mut request_ids = Vec::with_capacity(bs.builder_ids.len());
     for chunk in bs.builder_ids.chunks(200) {
         let values: Vec<String> =

@@ -47,6 +47,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0003_tokens.sql"),
         include_str!("../../../migrations/postgres/0003_tokens.sql"),
     ),
+    (
+        4,
+        "sessions",
+        include_str!("../../../migrations/sqlite/0004_sessions.sql"),
+        include_str!("../../../migrations/postgres/0004_sessions.sql"),
+    ),
 ];
 
 fn migrations(backend: Backend) -> Migrator {

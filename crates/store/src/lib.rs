@@ -16,9 +16,10 @@ mod masters;
 mod query;
 pub mod records;
 mod schedulers;
+mod sessions;
 mod workers_builders;
 
-pub use buildrequests::ClaimedBuild;
+pub use buildrequests::{Cancelled, ClaimedBuild};
 pub use builds::{LogRecord, StepRecord};
 pub use buildsets::{NewBuildset, NewSourceStamp};
 pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
@@ -27,6 +28,7 @@ pub use infra::{Backend, Store};
 pub use masters::TokenRecord;
 pub use query::{Filter, ListQuery, Op, Order, Page};
 pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange, WaitingSummary};
+pub use sessions::{NewSession, SessionRecord};
 pub use workers_builders::{BuilderSpec, WorkerSpec};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -202,6 +202,27 @@ impl Store {
         Ok(Page { items, total })
     }
 
+    /// Pauses a worker (no new builds) or lets it work again.
+    pub async fn set_worker_paused(&self, id: i64, paused: bool, reason: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE workers SET paused = $1, pause_reason = $2 WHERE id = $3")
+            .bind(crate::infra::flag(paused))
+            .bind(if paused { reason.map(str::to_string) } else { None })
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks a worker as shutting down once idle (or not).
+    pub async fn set_worker_graceful(&self, id: i64, graceful: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE workers SET graceful = $1 WHERE id = $2")
+            .bind(crate::infra::flag(graceful))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn get_worker(&self, id: i64) -> Result<Option<WorkerRecord>> {
         Ok(self.list_workers(&ListQuery::default().eq("workerid", id)).await?.items.into_iter().next())
     }

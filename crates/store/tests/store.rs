@@ -471,3 +471,76 @@ test_both!(api_tokens_are_found_by_hash_and_revocable, |db| {
     let listed = store.list_api_tokens().await.expect("list");
     assert_eq!((listed[0].user.as_str(), listed[0].label.as_str(), listed[0].revoked), ("ann", "laptop", true));
 });
+
+test_both!(sessions_expire_and_end_on_logout, |db| {
+    let store = db.store().await;
+    let roles = vec!["core-dev".to_string()];
+    let s = cascade_store::NewSession {
+        token_hash: "h1",
+        user: "ann",
+        roles: &roles,
+        source: "password",
+        csrf_token: "c1",
+        expires_at: 100,
+    };
+    store.create_session(&s, 10).await.expect("create");
+    let found = store.session("h1", 50).await.expect("find").expect("live");
+    assert_eq!((found.user.as_str(), found.roles.clone(), found.csrf_token.as_str()), ("ann", roles.clone(), "c1"));
+    assert_eq!(store.session("h2", 50).await.expect("find"), None);
+    assert_eq!(store.session("h1", 100).await.expect("find"), None, "expired at its expiry");
+    assert_eq!(store.prune_sessions(100).await.expect("prune"), 1);
+    store.create_session(&cascade_store::NewSession { token_hash: "h3", ..s }, 10).await.expect("create");
+    assert!(store.delete_session("h3").await.expect("logout"));
+    assert_eq!(store.session("h3", 50).await.expect("find"), None);
+});
+
+test_both!(a_pending_request_can_be_cancelled_and_a_claimed_one_cannot, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let requests = buildset_for(&store, &[], "abc", &[builders["Fedora 3.x"], builders["Windows 3.x"]], 1000).await;
+    assert_eq!(store.cancel_buildrequest(requests[0], 1001).await.expect("cancel"), cascade_store::Cancelled::Done);
+    let r = store.get_buildrequest(requests[0]).await.expect("get").expect("exists");
+    assert!(r.complete && r.results == 6, "CANCELLED: {r:?}");
+    assert_eq!(
+        store.cancel_buildrequest(requests[0], 1002).await.expect("again"),
+        cascade_store::Cancelled::AlreadyComplete
+    );
+    assert_eq!(store.cancel_buildrequest(99_999, 1002).await.expect("none"), cascade_store::Cancelled::NotFound);
+    let bs = store.list_buildsets(&ListQuery::default()).await.expect("buildsets").items;
+    assert!(!bs[0].complete, "the other request still waits");
+    let claimed = store.claim_build(builders["Windows 3.x"], master, None, 1003).await.expect("claim").expect("one");
+    assert_eq!(claimed.build_request_id, requests[1]);
+    assert_eq!(store.cancel_buildrequest(requests[1], 1004).await.expect("claimed"), cascade_store::Cancelled::Claimed);
+});
+
+test_both!(worker_pause_and_graceful_flags_and_build_owner, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let w = store.list_workers(&ListQuery::default()).await.expect("workers").items[0].workerid;
+    assert!(store.set_worker_paused(w, true, Some("disk full")).await.expect("pause"));
+    let rec = store.get_worker(w).await.expect("get").expect("exists");
+    assert!(rec.paused && rec.pause_reason.as_deref() == Some("disk full"));
+    assert!(store.set_worker_paused(w, false, Some("ignored")).await.expect("unpause"));
+    let rec = store.get_worker(w).await.expect("get").expect("exists");
+    assert!(!rec.paused && rec.pause_reason.is_none());
+    assert!(store.set_worker_graceful(w, true).await.expect("graceful"));
+    assert!(store.get_worker(w).await.expect("get").expect("exists").graceful);
+
+    let bs = NewBuildset {
+        reason: "forced".into(),
+        sourcestamp: NewSourceStamp { repository: REPO.into(), branch: Some("main".into()), ..Default::default() },
+        properties: BTreeMap::from([("owner".to_string(), (serde_json::json!("ann"), "Force Build Form".to_string()))]),
+        builder_ids: vec![builders["Fedora 3.x"]],
+        ..Default::default()
+    };
+    store.create_buildset(&bs, 10).await.expect("buildset");
+    let claimed = store.claim_build(builders["Fedora 3.x"], master, Some(w), 11).await.expect("claim").expect("one");
+    assert_eq!(store.build_owner(claimed.build_id).await.expect("owner"), Some("ann".to_string()));
+    store
+        .set_build_properties(claimed.build_id, &[("got_revision".into(), serde_json::json!("abc"), "Git".into())])
+        .await
+        .expect("props");
+    let many = store.build_properties_many(&[claimed.build_id, 12_345]).await.expect("many");
+    assert_eq!(many.len(), 1);
+    assert_eq!(many[&claimed.build_id][0].0, "got_revision");
+});

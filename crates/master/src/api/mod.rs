@@ -2,6 +2,8 @@
 //! Lists answer `{"<resource>": [...], "meta": {"total": N}}`; a single
 //! object answers the same envelope with one element; errors are JSON.
 
+pub mod control;
+pub mod openapi;
 pub mod query;
 
 use std::sync::Arc;
@@ -84,7 +86,7 @@ fn one<T: Serialize>(name: &str, item: Option<T>, what: &str) -> ApiResult {
     }
 }
 
-fn id(raw: &str, what: &str) -> Result<i64, ApiError> {
+pub(crate) fn id(raw: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().map_err(|_| ApiError::not_found(format!("no such {what}: {raw:?}")))
 }
 
@@ -139,64 +141,159 @@ async fn builder_buildrequests(
     envelope("buildrequests", m.store.list_buildrequests(&query).await?, &p.fields)
 }
 
-/// A JSON-RPC call, as Buildbot's control API takes them.
-#[derive(Debug, serde::Deserialize)]
-struct RpcCall {
-    method: String,
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    params: Value,
-}
-
-/// `POST /api/v2/builds/{id}` with `{"method": "stop", "params": {"reason": ...}}`.
-async fn build_control(
-    State(m): State<Arc<Master>>,
-    Path(raw): Path<String>,
-    headers: axum::http::HeaderMap,
-    extensions: axum::http::Extensions,
-    body: axum::body::Bytes,
-) -> ApiResult {
-    let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
-    let call: RpcCall =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("not a JSON-RPC call: {e}")))?;
-    let action = match call.method.as_str() {
-        "stop" => "stop",
-        other => return Err(ApiError::bad_request(format!("unknown method {other:?} for a build"))),
-    };
-    let user = crate::auth::authenticate(&m, &headers, from, action).await?;
-    crate::auth::authorize(&m, &user, from, action)?;
-    let build_id = id(&raw, "build")?;
-    let build = m.store.get_build(build_id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
-    if build.complete {
-        return Err(ApiError::new(StatusCode::CONFLICT, "the build has already finished"));
+/// Builds, with the properties asked for by `property=` inlined as
+/// Buildbot does (`"properties": {name: [value, source]}`).
+async fn builds_envelope(m: &Master, page: Page<cascade_store::records::BuildRecord>, p: &query::Parsed) -> ApiResult {
+    if p.properties.is_empty() {
+        return envelope("builds", page, &p.fields);
     }
-    if build.masterid != m.master_id || !m.stop_build(build_id) {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("the build runs on master {}", build.masterid)));
+    let ids: Vec<i64> = page.items.iter().map(|b| b.buildid).collect();
+    let mut props = m.store.build_properties_many(&ids).await?;
+    let all = p.properties.iter().any(|n| n == "*");
+    let mut items = Vec::with_capacity(page.items.len());
+    for b in &page.items {
+        let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
+        let mine: Map<String, Value> = props
+            .remove(&b.buildid)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(n, _, _)| all || p.properties.contains(n))
+            .map(|(n, value, source)| (n, json!([value, source])))
+            .collect();
+        if let Value::Object(o) = &mut v {
+            o.insert("properties".into(), Value::Object(mine));
+        }
+        items.push(v);
     }
-    let reason = call.params.get("reason").and_then(|r| r.as_str()).unwrap_or("");
-    tracing::info!(user = %user.name, build = build_id, %reason, "build stopped");
-    Ok(Json(json!({ "jsonrpc": "2.0", "id": call.id, "result": null })))
+    let mut fields = p.fields.clone();
+    if !fields.is_empty() {
+        fields.push("properties".into());
+    }
+    Ok(Json(json!({ "builds": project(items, &fields), "meta": { "total": page.total } })))
 }
 
 async fn builds(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
-    envelope("builds", m.store.list_builds(&p.query).await?, &p.fields)
+    let page = m.store.list_builds(&p.query).await?;
+    builds_envelope(&m, page, &p).await
 }
 
-async fn build(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
-    one("builds", m.store.get_build(id(&raw, "build")?).await?, "build")
+async fn build(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    let b = m.store.get_build(id(&raw, "build")?).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
+    builds_envelope(&m, Page { items: vec![b], total: 1 }, &p).await
 }
 
 async fn builder_builds(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
-    let query: ListQuery = p.query.eq("builderid", id(&raw, "builder")?);
-    envelope("builds", m.store.list_builds(&query).await?, &p.fields)
+    let query: ListQuery = p.query.clone().eq("builderid", id(&raw, "builder")?);
+    let page = m.store.list_builds(&query).await?;
+    builds_envelope(&m, page, &p).await
 }
 
-async fn builder_build(State(m): State<Arc<Master>>, Path((builder, number)): Path<(String, String)>) -> ApiResult {
+async fn builder_build(
+    State(m): State<Arc<Master>>,
+    Path((builder, number)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
     let query = ListQuery::default().eq("builderid", id(&builder, "builder")?).eq("number", id(&number, "build")?);
-    one("builds", m.store.list_builds(&query).await?.items.into_iter().next(), "build")
+    let b = m
+        .store
+        .list_builds(&query)
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found("no such build"))?;
+    builds_envelope(&m, Page { items: vec![b], total: 1 }, &p).await
+}
+
+/// `/builds/{id}/properties`: one object, `{name: [value, source]}`.
+async fn build_properties(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    let build_id = id(&raw, "build")?;
+    m.store.get_build(build_id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
+    let props: Map<String, Value> =
+        m.store.build_properties(build_id).await?.into_iter().map(|(n, v, s)| (n, json!([v, s]))).collect();
+    Ok(Json(json!({ "properties": [props], "meta": { "total": 1 } })))
+}
+
+/// `/schedulers`: every configured scheduler and whether it is enabled.
+async fn schedulers(State(m): State<Arc<Master>>) -> ApiResult {
+    let items: Vec<Value> = m
+        .store
+        .list_schedulers()
+        .await?
+        .into_iter()
+        .filter(|s| m.config.schedulers.iter().any(|c| c.name == s.name))
+        .map(|s| json!({ "schedulerid": s.id, "name": s.name, "enabled": s.enabled, "master": null }))
+        .collect();
+    let total = items.len();
+    Ok(Json(json!({ "schedulers": items, "meta": { "total": total } })))
+}
+
+async fn scheduler(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+    let wanted = id(&raw, "scheduler")?;
+    let s = m
+        .store
+        .list_schedulers()
+        .await?
+        .into_iter()
+        .find(|s| s.id == wanted)
+        .ok_or_else(|| ApiError::not_found("no such scheduler"))?;
+    Ok(Json(json!({
+        "schedulers": [{ "schedulerid": s.id, "name": s.name, "enabled": s.enabled, "master": null }],
+        "meta": { "total": 1 }
+    })))
+}
+
+fn force_scheduler_json(m: &Master, s: &cascade_config::SchedulerConfig) -> Value {
+    let builders: Vec<&str> = m
+        .config
+        .builders
+        .iter()
+        .filter(|b| s.builders.as_ref().is_none_or(|list| list.iter().any(|n| n == &b.definition || n == &b.name)))
+        .map(|b| b.name.as_str())
+        .collect();
+    let field = |name: &str, label: &str, default: &str| {
+        json!({ "name": name, "fullName": name, "label": label, "type": "text", "default": default,
+                "required": false, "hide": false, "multiple": false, "regex": null, "tablabel": label })
+    };
+    json!({
+        "name": s.name,
+        "label": s.name,
+        "button_name": "Force",
+        "builder_names": builders,
+        "enabled": true,
+        "all_fields": [
+            field("reason", "Reason", "force build"),
+            field("branch", "Branch", ""),
+            field("revision", "Revision", ""),
+        ],
+    })
+}
+
+/// `/forceschedulers`: what can be forced, and for which builders.
+async fn forceschedulers(State(m): State<Arc<Master>>) -> ApiResult {
+    let items: Vec<Value> = m
+        .config
+        .schedulers
+        .iter()
+        .filter(|s| matches!(s.kind, cascade_config::SchedulerKind::Force))
+        .map(|s| force_scheduler_json(&m, s))
+        .collect();
+    let total = items.len();
+    Ok(Json(json!({ "forceschedulers": items, "meta": { "total": total } })))
+}
+
+async fn forcescheduler(State(m): State<Arc<Master>>, Path(name): Path<String>) -> ApiResult {
+    let s = m
+        .config
+        .schedulers
+        .iter()
+        .find(|s| s.name == name && matches!(s.kind, cascade_config::SchedulerKind::Force))
+        .ok_or_else(|| ApiError::not_found("no such force scheduler"))?;
+    Ok(Json(json!({ "forceschedulers": [force_scheduler_json(&m, s)], "meta": { "total": 1 } })))
 }
 
 async fn build_steps(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
@@ -246,6 +343,47 @@ async fn log_contents(State(m): State<Arc<Master>>, Path(raw): Path<String>, Raw
     Ok(Json(json!({ "logchunks": chunks, "meta": { "total": log.num_lines } })))
 }
 
+/// Lines sent per piece of a raw log.
+const RAW_PIECE_LINES: i64 = 5_000;
+
+/// `/logs/{id}/raw`: the whole log as text, streamed piece by piece, so
+/// memory does not grow with the log. A stdio log's stream markers go.
+async fn log_raw(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| ApiError::not_found("no such log"))?;
+    let store = m.store.clone();
+    let (total, strip, log_id) = (log.num_lines, log.log_type == "s", log.logid);
+    let pieces = futures_util::stream::unfold(0i64, move |first| {
+        let store = store.clone();
+        async move {
+            if first >= total {
+                return None;
+            }
+            let last = (first + RAW_PIECE_LINES - 1).min(total - 1);
+            let piece = match store.log_lines(log_id, first, last).await {
+                Ok(lines) => {
+                    let mut text = String::new();
+                    for l in &lines {
+                        text.push_str(if strip { l.get(1..).unwrap_or("") } else { l });
+                        text.push('\n');
+                    }
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(text))
+                }
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            Some((piece, last + 1))
+        }
+    });
+    let filename = format!("log-{log_id}-{}.txt", log.slug);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        axum::body::Body::from_stream(pieces),
+    )
+        .into_response())
+}
+
 async fn workers(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("workers", m.store.list_workers(&p.query).await?, &p.fields)
@@ -272,22 +410,29 @@ pub fn router() -> Router<Arc<Master>> {
         .route("/buildsets", get(buildsets))
         .route("/buildsets/{id}", get(buildset))
         .route("/buildrequests", get(buildrequests))
-        .route("/buildrequests/{id}", get(buildrequest))
+        .route("/buildrequests/{id}", get(buildrequest).post(control::buildrequest))
         .route("/builders", get(builders))
         .route("/builders/{id_or_name}", get(builder))
         .route("/builders/{id}/buildrequests", get(builder_buildrequests))
         .route("/builders/{id}/builds", get(builder_builds))
         .route("/builders/{id}/builds/{number}", get(builder_build))
         .route("/builds", get(builds))
-        .route("/builds/{id}", get(build).post(build_control))
+        .route("/builds/{id}", get(build).post(control::build))
+        .route("/builds/{id}/properties", get(build_properties))
         .route("/builds/{id}/steps", get(build_steps))
         .route("/builds/{id}/changes", get(build_changes))
         .route("/steps/{id}", get(step))
         .route("/steps/{id}/logs", get(step_logs))
         .route("/logs/{id}", get(log))
         .route("/logs/{id}/contents", get(log_contents))
+        .route("/logs/{id}/raw", get(log_raw))
         .route("/workers", get(workers))
-        .route("/workers/{id}", get(worker))
+        .route("/workers/{id}", get(worker).post(control::worker))
         .route("/masters", get(masters))
+        .route("/schedulers", get(schedulers))
+        .route("/schedulers/{id}", get(scheduler).post(control::scheduler))
+        .route("/forceschedulers", get(forceschedulers))
+        .route("/forceschedulers/{name}", get(forcescheduler).post(control::force))
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
 }

@@ -10,6 +10,8 @@ use super::ApiError;
 pub struct Parsed {
     pub query: ListQuery,
     pub fields: Vec<String>,
+    /// Build properties to inline (`property=name`, `property=*` for all).
+    pub properties: Vec<String>,
 }
 
 pub fn parse(raw: Option<&str>) -> Result<Parsed, ApiError> {
@@ -37,9 +39,7 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, ApiError> {
                 }
             }
             "field" => parsed.fields.extend(value.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
-            // Buildbot's property= asks for properties inline; they are not
-            // inlined here yet, and asking is not an error.
-            "property" => {}
+            "property" => parsed.properties.extend(value.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
             _ => {
                 let (field, op) = match key.split_once("__") {
                     Some((f, op)) => {

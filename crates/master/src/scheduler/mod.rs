@@ -129,6 +129,18 @@ impl Schedulers {
         config.schedulers.iter().map(|s| (s.name.clone(), s.kind.name().to_string())).collect()
     }
 
+    /// Switches a scheduler at once (the store holds the switch for the
+    /// next pass and for other masters).
+    pub fn set_enabled(&self, id: i64, enabled: bool) {
+        if let Ok(mut d) = self.disabled.write() {
+            if enabled {
+                d.remove(&id);
+            } else {
+                d.insert(id);
+            }
+        }
+    }
+
     fn is_disabled(&self, id: i64) -> bool {
         self.disabled.read().map(|d| d.contains(&id)).unwrap_or(false)
     }

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cascade_protocol::{UpdateEntry, WorkerInfo};
 use tokio::sync::{Notify, mpsc};
@@ -90,8 +91,10 @@ pub struct WorkerHandle {
     /// Builders with a build on this worker now: one at a time each, as in
     /// Buildbot (they share a folder, and PB one command slot).
     pub busy_builders: Mutex<HashSet<String>>,
-    /// No new builds: the worker asked to shut down once idle.
+    /// No new builds: the worker shuts down once idle.
     pub draining: AtomicBool,
+    /// No new builds until unpaused (an admin's decision; kept in the store).
+    pub paused: AtomicBool,
     pub conn: Arc<dyn WorkerConnection>,
 }
 
@@ -111,6 +114,7 @@ impl WorkerHandle {
             running: AtomicUsize::new(0),
             busy_builders: Mutex::new(HashSet::new()),
             draining: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             conn,
         }
     }
@@ -118,7 +122,7 @@ impl WorkerHandle {
     /// Takes a build slot for `builder`, if the worker has one free and is
     /// not already building that builder.
     pub fn reserve(&self, builder: &str) -> bool {
-        if self.draining.load(Ordering::SeqCst) || self.conn.is_closed() {
+        if self.draining.load(Ordering::SeqCst) || self.paused.load(Ordering::SeqCst) || self.conn.is_closed() {
             return false;
         }
         let Ok(mut busy) = self.busy_builders.lock() else { return false };
@@ -205,5 +209,47 @@ impl Registry {
             w.remove(&handle.name);
         }
         self.changed.notify_waiters();
+    }
+}
+
+/// Stop giving the worker builds; once the running ones end, tell it to
+/// shut down (the worker asked, e.g. on SIGHUP, or an admin did).
+pub fn drain_then_shut_down(master: Arc<crate::app::Master>, handle: Arc<WorkerHandle>) {
+    use std::sync::atomic::Ordering;
+    if handle.draining.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    tracing::info!(worker = %handle.name, "the worker will shut down once idle");
+    tokio::spawn(async move {
+        while handle.running.load(Ordering::SeqCst) > 0 && !handle.conn.is_closed() {
+            let changed = master.workers.changed.notified();
+            if handle.running.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
+        }
+        if !handle.conn.is_closed() {
+            tracing::info!(worker = %handle.name, "worker idle: shutting it down");
+            if let Err(e) = handle.conn.shutdown().await {
+                tracing::debug!(worker = %handle.name, error = %e, "shutdown call");
+            }
+        }
+    });
+}
+
+/// A worker paused before it reconnected stays paused. A shutdown asked
+/// for earlier has happened (this is a new connection): its flag is cleared.
+pub async fn apply_stored_flags(master: &Arc<crate::app::Master>, handle: &Arc<WorkerHandle>) {
+    match master.store.get_worker(handle.worker_id).await {
+        Ok(Some(record)) => {
+            handle.paused.store(record.paused, Ordering::SeqCst);
+            if record.graceful
+                && let Err(e) = master.store.set_worker_graceful(handle.worker_id, false).await
+            {
+                tracing::warn!(worker = %handle.name, error = %e, "could not clear the shutdown flag");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(worker = %handle.name, error = %e, "could not read the worker's flags"),
     }
 }

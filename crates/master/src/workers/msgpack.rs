@@ -443,6 +443,7 @@ async fn attach(master: &Arc<Master>, name: &str, session: Arc<Session>) -> Resu
     let worker_id = *master.worker_ids.get(name).ok_or_else(|| format!("worker {name} is not configured"))?;
     let max_builds = master.config.workers.iter().find(|w| w.name == name).map(|w| w.max_builds as usize).unwrap_or(1);
     let handle = Arc::new(WorkerHandle::new(name, worker_id, info.clone(), max_builds, session.clone()));
+    super::apply_stored_flags(master, &handle).await;
     master.workers.attach(handle.clone()).await?;
     master
         .store

@@ -135,6 +135,13 @@ impl Harness {
         (status, body)
     }
 
+    /// Status, headers and body.
+    pub async fn app_response(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let resp = self.app.clone().oneshot(req).await.expect("router answers");
+        let (parts, body) = resp.into_parts();
+        (parts.status, parts.headers, body.collect().await.expect("body").to_bytes().to_vec())
+    }
+
     pub async fn send_json(&self, req: Request<Body>) -> (StatusCode, Value) {
         let (status, body) = self.send(req).await;
         let value = serde_json::from_slice(&body)

@@ -368,8 +368,11 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     std::fs::write(worker.basedir.join("tool-copy"), &script).expect("reference copy");
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
-    let listed = h.store.list_workers(&ListQuery::default()).await.expect("workers");
-    assert_eq!(listed.items[0].connected_to.len(), 1);
+    let listed = wait_for("the store to record the connection", Duration::from_secs(10), || async {
+        let listed = h.store.list_workers(&ListQuery::default()).await.ok()?;
+        (listed.items[0].connected_to.len() == 1).then_some(listed)
+    })
+    .await;
     let info = &listed.items[0].workerinfo;
     assert_eq!(info["basedir"], worker.basedir.display().to_string());
     assert_eq!(info["version"], kind.version().as_str());
@@ -658,7 +661,11 @@ mod hostile {
     async fn answer_attach(ws: &mut Ws) {
         let mut answered = 0;
         while answered < 3 {
-            let Some(Ok(Message::Binary(bytes))) = ws.next().await else { panic!("attach sequence") };
+            let bytes = match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => bytes,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("attach sequence: {other:?}"),
+            };
             let Ok(Frame::Request { op, seq, .. }) = Frame::decode(&bytes) else { continue };
             let result = match op.as_str() {
                 "get_worker_info" => Value::Map(vec![

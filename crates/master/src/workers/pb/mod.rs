@@ -279,7 +279,7 @@ async fn call(
         (Object::Avatar, "keepalive") => Some(Ok(Value::None)),
         (Object::Avatar, "shutdown") => {
             if let Some(h) = session.handle() {
-                drain_then_shut_down(session.master.clone(), h);
+                super::drain_then_shut_down(session.master.clone(), h);
             }
             Some(Ok(Value::None))
         }
@@ -481,6 +481,7 @@ async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<Wor
     let conn = Arc::new(PbWorker { worker: name.to_string(), broker: broker.clone(), bot: mind, builders: wfbs });
     let max_builds = master.config.workers.iter().find(|w| w.name == name).map(|w| w.max_builds as usize).unwrap_or(1);
     let handle = Arc::new(WorkerHandle::new(name, worker_id, info.clone(), max_builds, conn.clone()));
+    super::apply_stored_flags(master, &handle).await;
     master.workers.attach(handle.clone()).await?;
     if let Err(e) = master.store.worker_attached(worker_id, master.master_id, &info.json, crate::clock::now()).await {
         master.workers.detach(&handle);
@@ -488,29 +489,4 @@ async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<Wor
     }
     let _ = conn.print("attached").await;
     Ok(handle)
-}
-
-/// The worker asked to stop (its owner sent it SIGHUP, say): no new builds;
-/// once the running ones end, tell it to shut down.
-fn drain_then_shut_down(master: Arc<Master>, handle: Arc<WorkerHandle>) {
-    use std::sync::atomic::Ordering;
-    if handle.draining.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    tracing::info!(worker = %handle.name, "the worker asked to shut down once idle");
-    tokio::spawn(async move {
-        while handle.running.load(Ordering::SeqCst) > 0 && !handle.conn.is_closed() {
-            let changed = master.workers.changed.notified();
-            if handle.running.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
-        }
-        if !handle.conn.is_closed() {
-            tracing::info!(worker = %handle.name, "worker idle: shutting it down");
-            if let Err(e) = handle.conn.shutdown().await {
-                tracing::debug!(worker = %handle.name, error = %e, "shutdown call");
-            }
-        }
-    });
 }

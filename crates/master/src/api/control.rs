@@ -1,0 +1,391 @@
+//! Control: Buildbot's JSON-RPC POSTs on `/api/v2/...` (scripts, with a
+//! bearer token, or pages' JavaScript with the session's CSRF token in
+//! `X-CSRF-Token`), and the same calls as plain HTML form posts (fields
+//! `method`, `csrf`, `next` and the parameters), answered with a redirect.
+//!
+//! - `forceschedulers/{name}`: `force`
+//! - `builds/{id}`: `stop`, `rebuild`
+//! - `buildrequests/{id}`: `cancel`
+//! - `workers/{id}`: `pause`, `unpause`, `stop` (once idle), `kill`
+//! - `schedulers/{id}`: `enable` (`{"enabled": false}` disables)
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use cascade_store::{Cancelled, NewBuildset, NewSourceStamp};
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, id};
+use crate::app::Master;
+use crate::auth::User;
+
+/// One control call, however it came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub method: String,
+    pub id: Value,
+    pub params: Map<String, Value>,
+    /// A form post: answer with a redirect to `next`.
+    pub form: Option<FormMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FormMeta {
+    pub csrf: String,
+    pub next: String,
+}
+
+/// Form fields that are lists when repeated (or comma-separated).
+const LIST_FIELDS: &[&str] = &["builderNames"];
+
+/// Parses a JSON-RPC body or an urlencoded form.
+pub fn parse_call(headers: &HeaderMap, body: &[u8]) -> Result<Call, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form: {e}")))?;
+        let mut params = Map::new();
+        let (mut method, mut csrf, mut next) = (String::new(), String::new(), None);
+        for (k, v) in pairs {
+            match k.as_str() {
+                "method" => method = v,
+                "csrf" => csrf = v,
+                "next" => next = Some(v),
+                k if LIST_FIELDS.contains(&k) => {
+                    let list = params.entry(k.to_string()).or_insert_with(|| Value::Array(vec![]));
+                    if let Value::Array(items) = list {
+                        items.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| json!(s)));
+                    }
+                }
+                // Checkboxes and the like: "true"/"false" become booleans.
+                _ => {
+                    let value = match v.as_str() {
+                        "true" => json!(true),
+                        "false" => json!(false),
+                        _ => json!(v),
+                    };
+                    params.insert(k, value);
+                }
+            }
+        }
+        let next = crate::auth::session::local_next(next.as_deref());
+        return Ok(Call { method, id: Value::Null, params, form: Some(FormMeta { csrf, next }) });
+    }
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("not a JSON-RPC call: {e}")))?;
+    let method = v.get("method").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("no `method`"))?;
+    let params = match v.get("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => return Err(ApiError::bad_request("`params` must be an object")),
+    };
+    Ok(Call { method: method.to_string(), id: v.get("id").cloned().unwrap_or(Value::Null), params, form: None })
+}
+
+impl Call {
+    fn str_param(&self, k: &str) -> Option<String> {
+        self.params.get(k).and_then(|v| v.as_str()).map(str::to_string).filter(|s| !s.is_empty())
+    }
+
+    fn reply(&self, result: Value) -> Response {
+        match &self.form {
+            Some(f) => Redirect::to(&f.next).into_response(),
+            None => axum::Json(json!({ "jsonrpc": "2.0", "id": self.id, "result": result })).into_response(),
+        }
+    }
+}
+
+/// Who is calling, and may they do `action` (on a build owned by `owner`)?
+async fn allowed_user(
+    m: &Master,
+    headers: &HeaderMap,
+    from: Option<SocketAddr>,
+    call: &Call,
+    action: &str,
+    owner: Option<&str>,
+) -> Result<User, ApiError> {
+    let csrf = call.form.as_ref().map(|f| f.csrf.as_str());
+    let user = crate::auth::actor(m, headers, from, action, csrf).await?;
+    crate::auth::authorize(m, &user, from, action, owner)?;
+    Ok(user)
+}
+
+fn from_of(connect: &Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<SocketAddr> {
+    connect.as_ref().map(|c| c.0.0)
+}
+
+fn unknown(call: &Call, what: &str) -> ApiError {
+    ApiError::bad_request(format!("unknown method {:?} for {what}", call.method))
+}
+
+/// `POST /api/v2/builds/{id}`: `stop`, `rebuild`.
+pub async fn build(
+    State(m): State<Arc<Master>>,
+    Path(raw): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let call = parse_call(&headers, &body)?;
+    let from = from_of(&connect);
+    let action = match call.method.as_str() {
+        "stop" => "stop",
+        "rebuild" => "rebuild",
+        _ => return Err(unknown(&call, "a build")),
+    };
+    let build_id = id(&raw, "build")?;
+    let build = m.store.get_build(build_id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
+    let owner = m.store.build_owner(build_id).await?;
+    let user = allowed_user(&m, &headers, from, &call, action, owner.as_deref()).await?;
+    if action == "stop" {
+        if build.complete {
+            return Err(ApiError::new(StatusCode::CONFLICT, "the build has already finished"));
+        }
+        if build.masterid != m.master_id || !m.stop_build(build_id) {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("the build runs on master {}", build.masterid)));
+        }
+        let reason = call.str_param("reason").unwrap_or_default();
+        tracing::info!(user = %user.name, build = build_id, %reason, "build stopped");
+        return Ok(call.reply(Value::Null));
+    }
+    let (bsid, requests) = rebuild(&m, &build, &user, call.str_param("reason")).await?;
+    tracing::info!(user = %user.name, build = build_id, buildset = bsid, "build rebuilt");
+    Ok(call.reply(json!([bsid, requests])))
+}
+
+/// A new buildset for the same builder, source and properties as `build`'s,
+/// pinned to the revision it built.
+async fn rebuild(
+    m: &Master,
+    build: &cascade_store::records::BuildRecord,
+    user: &User,
+    reason: Option<String>,
+) -> Result<(i64, Map<String, Value>), ApiError> {
+    let request = m
+        .store
+        .get_buildrequest(build.buildrequestid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the build's request is gone"))?;
+    let buildset =
+        m.store.get_buildset(request.buildsetid).await?.ok_or_else(|| ApiError::not_found("the buildset is gone"))?;
+    let ss = buildset.sourcestamps.first().cloned().ok_or_else(|| ApiError::not_found("no source stamp"))?;
+    let got_revision = m
+        .store
+        .build_properties(build.buildid)
+        .await?
+        .into_iter()
+        .find(|(n, _, _)| n == "got_revision")
+        .and_then(|(_, v, _)| v.as_str().map(str::to_string));
+    let mut properties: BTreeMap<String, (Value, String)> = BTreeMap::new();
+    for (name, v) in m.store.buildset_properties(buildset.bsid).await? {
+        let value = v.get(0).cloned().unwrap_or(Value::Null);
+        let source = v.get(1).and_then(Value::as_str).unwrap_or("Rebuild").to_string();
+        properties.insert(name, (value, source));
+    }
+    let reason = reason.unwrap_or_else(|| format!("rebuild of build {}", build.buildid));
+    properties.insert("owner".into(), (json!(user.name), "Rebuild".into()));
+    properties.insert("reason".into(), (json!(reason), "Rebuild".into()));
+    properties.insert("rebuilt_from".into(), (json!(build.buildid), "Rebuild".into()));
+    let changes = m.store.buildset_changes(buildset.bsid).await?;
+    let revision = got_revision.or(ss.revision.clone());
+    let bs = NewBuildset {
+        reason: format!("A rebuild was requested by '{}': {reason}", user.name),
+        scheduler_id: None,
+        external_idstring: None,
+        sourcestamp: NewSourceStamp {
+            repository: ss.repository.clone(),
+            branch: ss.branch.clone(),
+            revision: revision.clone(),
+            project: ss.project.clone(),
+            codebase: ss.codebase.clone(),
+        },
+        change_ids: changes.iter().map(|c| c.changeid).collect(),
+        properties,
+        builder_ids: vec![build.builderid],
+        priority: request.priority,
+        pin_revision: revision.is_some(),
+    };
+    let (bsid, request_ids) = m.store.create_buildset(&bs, crate::clock::now()).await?;
+    m.wake_builds.notify_one();
+    let mut map = Map::new();
+    for r in request_ids {
+        map.insert(build.builderid.to_string(), json!(r));
+    }
+    Ok((bsid, map))
+}
+
+/// `POST /api/v2/forceschedulers/{name}`: `force`.
+pub async fn force(
+    State(m): State<Arc<Master>>,
+    Path(name): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let call = parse_call(&headers, &body)?;
+    if call.method != "force" {
+        return Err(unknown(&call, "a force scheduler"));
+    }
+    let user = allowed_user(&m, &headers, from_of(&connect), &call, "force", None).await?;
+    let builders: Vec<String> = match call.params.get("builderNames") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(_) => return Err(ApiError::bad_request("builderNames must be a list of builder names")),
+    };
+    let properties: BTreeMap<String, Value> = match call.params.get("properties") {
+        Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        _ => BTreeMap::new(),
+    };
+    let req = crate::scheduler::ForceRequest {
+        scheduler: name.clone(),
+        builders,
+        branch: call.str_param("branch"),
+        revision: call.str_param("revision"),
+        reason: call.str_param("reason").unwrap_or_else(|| "forced".into()),
+        owner: user.name.clone(),
+        properties,
+    };
+    let created = match m.schedulers.force(&m.store, &req, crate::clock::now()).await {
+        Ok(c) => c,
+        Err(crate::scheduler::SchedulerError::Invalid(why)) => return Err(ApiError::bad_request(why)),
+        Err(crate::scheduler::SchedulerError::Store(e)) => return Err(e.into()),
+    };
+    m.wake_builds.notify_one();
+    tracing::info!(user = %user.name, scheduler = %name, buildsets = ?created, "build forced");
+    let first = created.first().map(|(bsid, _)| *bsid);
+    let requests: Vec<i64> = created.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+    Ok(call.reply(json!([first, requests])))
+}
+
+/// `POST /api/v2/buildrequests/{id}`: `cancel`.
+pub async fn buildrequest(
+    State(m): State<Arc<Master>>,
+    Path(raw): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let call = parse_call(&headers, &body)?;
+    if call.method != "cancel" {
+        return Err(unknown(&call, "a build request"));
+    }
+    let user = allowed_user(&m, &headers, from_of(&connect), &call, "cancel", None).await?;
+    let request_id = id(&raw, "build request")?;
+    match m.store.cancel_buildrequest(request_id, crate::clock::now()).await? {
+        Cancelled::Done => {
+            tracing::info!(user = %user.name, request = request_id, "build request cancelled");
+            Ok(call.reply(Value::Null))
+        }
+        Cancelled::NotFound => Err(ApiError::not_found("no such build request")),
+        Cancelled::AlreadyComplete => Err(ApiError::new(StatusCode::CONFLICT, "the request is already complete")),
+        Cancelled::Claimed => {
+            Err(ApiError::new(StatusCode::CONFLICT, "a build has taken the request: stop the build instead"))
+        }
+    }
+}
+
+/// `POST /api/v2/workers/{id}`: `pause`, `unpause`, `stop`, `kill`.
+pub async fn worker(
+    State(m): State<Arc<Master>>,
+    Path(raw): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let call = parse_call(&headers, &body)?;
+    if !matches!(call.method.as_str(), "pause" | "unpause" | "stop" | "kill") {
+        return Err(unknown(&call, "a worker"));
+    }
+    let user = allowed_user(&m, &headers, from_of(&connect), &call, "pause", None).await?;
+    let worker_id = id(&raw, "worker")?;
+    let record = m.store.get_worker(worker_id).await?.ok_or_else(|| ApiError::not_found("no such worker"))?;
+    let here = m.workers.get(&record.name).filter(|h| h.worker_id == worker_id);
+    let reason = call.str_param("reason");
+    match call.method.as_str() {
+        "pause" | "unpause" => {
+            let paused = call.method == "pause";
+            m.store.set_worker_paused(worker_id, paused, reason.as_deref()).await?;
+            if let Some(h) = &here {
+                h.paused.store(paused, Ordering::SeqCst);
+            }
+            if !paused {
+                m.wake_builds.notify_one();
+            }
+        }
+        "stop" => {
+            m.store.set_worker_graceful(worker_id, true).await?;
+            if let Some(h) = here {
+                crate::workers::drain_then_shut_down(m.clone(), h);
+            }
+        }
+        _ => {
+            if let Some(h) = here {
+                h.conn.close();
+            }
+        }
+    }
+    tracing::info!(user = %user.name, worker = %record.name, method = %call.method, ?reason, "worker control");
+    Ok(call.reply(Value::Null))
+}
+
+/// `POST /api/v2/schedulers/{id}`: `enable` with `{"enabled": bool}`.
+pub async fn scheduler(
+    State(m): State<Arc<Master>>,
+    Path(raw): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let call = parse_call(&headers, &body)?;
+    if call.method != "enable" {
+        return Err(unknown(&call, "a scheduler"));
+    }
+    let enabled = match call.params.get("enabled") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        _ => return Err(ApiError::bad_request("`enabled` must be true or false")),
+    };
+    let user = allowed_user(&m, &headers, from_of(&connect), &call, "scheduler", None).await?;
+    let scheduler_id = id(&raw, "scheduler")?;
+    if !m.store.set_scheduler_enabled(scheduler_id, enabled).await? {
+        return Err(ApiError::not_found("no such scheduler"));
+    }
+    m.schedulers.set_enabled(scheduler_id, enabled);
+    m.wake_schedulers.notify_one();
+    tracing::info!(user = %user.name, scheduler = scheduler_id, enabled, "scheduler switched");
+    Ok(call.reply(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn forms_and_json_rpc_read_the_same() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        let call = parse_call(
+            &h,
+            b"method=force&csrf=tok&next=%2Fbuilders%2F3&builderNames=a&builderNames=b%2Cc&reason=why&enabled=false",
+        )
+        .expect("form");
+        assert_eq!(call.method, "force");
+        assert_eq!(call.params["builderNames"], json!(["a", "b", "c"]));
+        assert_eq!(call.params["enabled"], json!(false));
+        assert_eq!(call.form, Some(FormMeta { csrf: "tok".into(), next: "/builders/3".into() }));
+        let h = HeaderMap::new();
+        let call = parse_call(&h, br#"{"jsonrpc":"2.0","id":4,"method":"stop","params":{"reason":"r"}}"#).expect("rpc");
+        assert_eq!((call.method.as_str(), call.id.clone(), call.form.clone()), ("stop", json!(4), None));
+        assert!(parse_call(&h, b"nonsense").is_err());
+        assert!(parse_call(&h, br#"{"method":"stop","params":[1]}"#).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! `/api/v2/openapi.json`: every route of the API, described from one
+//! table (the same table the route test walks, so the document cannot drift
+//! from what answers).
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+/// One documented route.
+pub struct Route {
+    pub method: &'static str,
+    /// With `{param}` segments, as in the router.
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// The envelope's key for a JSON answer (`None`: plain text).
+    pub key: Option<&'static str>,
+    /// Whether it takes Buildbot's list query (filters, order, limit, ...).
+    pub list: bool,
+}
+
+const fn get(path: &'static str, key: &'static str, list: bool, summary: &'static str) -> Route {
+    Route { method: "get", path, summary, key: Some(key), list }
+}
+
+const fn post(path: &'static str, summary: &'static str) -> Route {
+    Route { method: "post", path, summary, key: None, list: false }
+}
+
+pub const ROUTES: &[Route] = &[
+    get("/changes", "changes", true, "Changes, newest last by default"),
+    get("/changes/{id}", "changes", false, "One change"),
+    get("/buildsets", "buildsets", true, "Buildsets"),
+    get("/buildsets/{id}", "buildsets", false, "One buildset"),
+    get("/buildrequests", "buildrequests", true, "Build requests"),
+    get("/buildrequests/{id}", "buildrequests", false, "One build request"),
+    post("/buildrequests/{id}", "JSON-RPC `cancel` of a request no build has taken (action `cancel`)"),
+    get("/builders", "builders", true, "Builders"),
+    get("/builders/{id_or_name}", "builders", false, "One builder, by id or name"),
+    get("/builders/{id}/buildrequests", "buildrequests", true, "A builder's build requests"),
+    get("/builders/{id}/builds", "builds", true, "A builder's builds"),
+    get("/builders/{id}/builds/{number}", "builds", false, "A builder's build by number"),
+    get("/builds", "builds", true, "Builds; `property=` inlines properties"),
+    get("/builds/{id}", "builds", false, "One build"),
+    post(
+        "/builds/{id}",
+        "JSON-RPC `stop` (action `stop`) or `rebuild` (action `rebuild`); a build's owner may do both",
+    ),
+    get("/builds/{id}/properties", "properties", false, "A build's properties: {name: [value, source]}"),
+    get("/builds/{id}/steps", "steps", false, "A build's steps"),
+    get("/builds/{id}/changes", "changes", false, "A build's blamelist"),
+    get("/steps/{id}", "steps", false, "One step"),
+    get("/steps/{id}/logs", "logs", false, "A step's logs"),
+    get("/logs/{id}", "logs", false, "One log"),
+    get("/logs/{id}/contents", "logchunks", false, "Lines of a log: `offset` (first line), `limit` (count)"),
+    Route { method: "get", path: "/logs/{id}/raw", summary: "A whole log as text, streamed", key: None, list: false },
+    get("/workers", "workers", true, "Workers"),
+    get("/workers/{id}", "workers", false, "One worker"),
+    post("/workers/{id}", "JSON-RPC `pause`, `unpause`, `stop` (once idle) or `kill` (action `pause`)"),
+    get("/masters", "masters", false, "Masters"),
+    get("/schedulers", "schedulers", false, "Schedulers and whether they are enabled"),
+    get("/schedulers/{id}", "schedulers", false, "One scheduler"),
+    post("/schedulers/{id}", "JSON-RPC `enable` with {\"enabled\": bool} (action `scheduler`)"),
+    get("/forceschedulers", "forceschedulers", false, "Force schedulers and their builders"),
+    get("/forceschedulers/{name}", "forceschedulers", false, "One force scheduler"),
+    post(
+        "/forceschedulers/{name}",
+        "JSON-RPC `force` with builderNames, branch, revision, reason, properties (action `force`)",
+    ),
+];
+
+fn parameters(route: &Route) -> Vec<Value> {
+    let mut out: Vec<Value> = route
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+        .collect();
+    if route.list {
+        for (name, what) in [
+            ("limit", "most items returned (at most 1000)"),
+            ("offset", "items skipped"),
+            ("order", "field to sort by; `-field` descends"),
+            ("field", "fields to keep in each item"),
+        ] {
+            out.push(json!({ "name": name, "in": "query", "required": false, "description": what,
+                             "schema": { "type": "string" } }));
+        }
+    }
+    out
+}
+
+fn operation(route: &Route) -> Value {
+    let mut op = json!({ "summary": route.summary, "parameters": parameters(route) });
+    let ok = match (route.method, route.key) {
+        ("post", _) => json!({
+            "description": "JSON-RPC result, or a redirect for a form post",
+            "content": { "application/json": { "schema": { "type": "object", "required": ["jsonrpc", "result"] } } }
+        }),
+        (_, Some(key)) => json!({
+            "description": "Buildbot's envelope",
+            "content": { "application/json": { "schema": {
+                "type": "object",
+                "required": [key, "meta"],
+                "properties": {
+                    key: { "type": "array", "items": { "type": "object" } },
+                    "meta": { "type": "object", "properties": { "total": { "type": "integer" } } }
+                }
+            } } }
+        }),
+        _ => json!({ "description": "text", "content": { "text/plain": { "schema": { "type": "string" } } } }),
+    };
+    let error = json!({ "description": "an error", "content": { "application/json": { "schema": {
+        "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } } } } });
+    let mut responses = Map::new();
+    responses.insert("200".into(), ok);
+    responses.insert("400".into(), error.clone());
+    responses.insert("404".into(), error.clone());
+    if route.method == "post" {
+        responses.insert("401".into(), error.clone());
+        responses.insert("403".into(), error.clone());
+        responses.insert("409".into(), error);
+        op["security"] = json!([{ "bearer": [] }, { "session": [] }]);
+        op["requestBody"] = json!({ "required": true, "content": {
+            "application/json": { "schema": { "type": "object", "required": ["method"],
+                "properties": { "jsonrpc": { "type": "string" }, "id": {}, "method": { "type": "string" },
+                                "params": { "type": "object" } } } },
+            "application/x-www-form-urlencoded": { "schema": { "type": "object" } } } });
+    }
+    op["responses"] = Value::Object(responses);
+    op
+}
+
+pub fn spec() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let entry = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
+        entry[route.method] = operation(route);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Cascade Data API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Buildbot's Data API v2 shapes: lists answer {\"<resource>\": [...], \"meta\": {\"total\": N}}; filters `field=value` and `field__op=value` (eq, ne, lt, le, gt, ge, contains, in). Control is JSON-RPC POSTs.",
+        },
+        "servers": [{ "url": "/api/v2" }],
+        "components": { "securitySchemes": {
+            "bearer": { "type": "http", "scheme": "bearer" },
+            "session": { "type": "apiKey", "in": "cookie", "name": "cascade_session",
+                         "description": "a page login; state changes also need the X-CSRF-Token header" }
+        } },
+        "paths": paths,
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}

@@ -1,0 +1,240 @@
+//! Page logins: the login form (local users with argon2 hashes), the
+//! session cookie, logout. Cookies are HttpOnly and SameSite=Lax, and Secure
+//! when the master's public URL is https. The login form itself is
+//! protected by a double-submit token (a cookie and a form field that must
+//! match), so no other site can log a visitor in as someone else.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use cascade_store::NewSession;
+use subtle::ConstantTimeEq;
+
+use super::{User, hash_token, random_token};
+use crate::app::Master;
+
+pub const SESSION_COOKIE: &str = "cascade_session";
+const LOGIN_COOKIE: &str = "cascade_login";
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value; `max_age` 0 deletes the cookie.
+pub fn set_cookie(master: &Master, name: &str, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if master.config.master.url.starts_with("https://") { "; Secure" } else { "" };
+    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+/// Only paths on this site are followed after a login (no open redirect).
+pub fn local_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+/// The client's address (without connection info, as in tests: unspecified).
+pub fn client_ip(connect: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
+    connect.map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Starts a session for `user`: the row, then the cookie; answers with a
+/// redirect to `next`.
+pub async fn start(master: &Master, user: &User, source: &str, next: &str) -> Response {
+    let token = random_token();
+    let csrf = random_token();
+    let now = crate::clock::now();
+    let lifetime = master.config.auth.session_lifetime.as_secs();
+    let new = NewSession {
+        token_hash: &hash_token(&token),
+        user: &user.name,
+        roles: &user.roles,
+        source,
+        csrf_token: &csrf,
+        expires_at: now + lifetime as i64,
+    };
+    if let Err(e) = master.store.create_session(&new, now).await {
+        tracing::error!(error = %e, "could not store a session");
+        return (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable").into_response();
+    }
+    tracing::info!(user = %user.name, %source, "logged in");
+    let mut response = Redirect::to(next).into_response();
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(master, SESSION_COOKIE, &token, lifetime));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(master, LOGIN_COOKIE, "", 0));
+    response
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub title: String,
+    pub csrf: String,
+    pub next: String,
+    pub error: Option<String>,
+    pub github: bool,
+    pub username: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct NextParam {
+    next: Option<String>,
+}
+
+fn login_page(master: &Master, status: StatusCode, next: &str, error: Option<String>, username: &str) -> Response {
+    let csrf = random_token();
+    let page = LoginPage {
+        title: master.config.master.title.clone(),
+        csrf: csrf.clone(),
+        next: next.to_string(),
+        error,
+        github: master.config.auth.github.is_some(),
+        username: username.to_string(),
+    };
+    let mut response = (status, page).into_response();
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(master, LOGIN_COOKIE, &csrf, 3600));
+    response
+}
+
+pub async fn form(State(m): State<Arc<Master>>, Query(q): Query<NextParam>) -> Response {
+    login_page(&m, StatusCode::OK, &local_next(q.next.as_deref()), None, "")
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    next: Option<String>,
+}
+
+pub async fn login(
+    State(m): State<Arc<Master>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let ip = client_ip(connect.as_ref().map(|c| &c.0));
+    let next = local_next(f.next.as_deref());
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(f.csrf.as_bytes())) {
+        tracing::warn!(address = %ip, "login refused: the form's token does not match its cookie");
+        return login_page(&m, StatusCode::FORBIDDEN, &next, Some("The form expired; please try again.".into()), "");
+    }
+    if let Err(wait) = m.login_limiter.check(ip, Instant::now()) {
+        tracing::warn!(address = %ip, user = %f.username, "login refused: too many failures");
+        let mut response = login_page(
+            &m,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            Some(format!("Too many failed logins from your address; try again in {} s.", wait.as_secs().max(1))),
+            &f.username,
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    let configured = m.config.users.iter().find(|u| u.name == f.username).cloned();
+    let hash = configured.as_ref().and_then(|u| u.password_hash.clone());
+    let password = f.password.clone();
+    // argon2 is slow on purpose: off the async threads. Unknown users cost
+    // the same (a fixed dummy hash), so timing does not tell names apart.
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => crate::password::verify(&password, &h).unwrap_or(false),
+        None => {
+            let _ = crate::password::verify(&password, dummy_hash());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    match (ok, configured) {
+        (true, Some(u)) => {
+            m.login_limiter.succeeded(ip);
+            start(&m, &User { name: u.name, roles: u.roles }, "password", &next).await
+        }
+        _ => {
+            m.login_limiter.failed(ip, Instant::now());
+            tracing::warn!(address = %ip, user = %f.username, "login refused: wrong user name or password");
+            login_page(&m, StatusCode::UNAUTHORIZED, &next, Some("Wrong user name or password.".into()), &f.username)
+        }
+    }
+}
+
+/// An argon2 hash of a random password, verified for unknown users.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| crate::password::hash(&random_token()).unwrap_or_default())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(
+    State(m): State<Arc<Master>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<LogoutForm>,
+) -> Response {
+    let from = connect.map(|c| c.0.0);
+    match super::actor(&m, &headers, from, "logout", Some(&f.csrf)).await {
+        Ok(user) => {
+            if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+                let _ = m.store.delete_session(&hash_token(&token)).await;
+            }
+            tracing::info!(user = %user.name, "logged out");
+            let mut response = Redirect::to("/").into_response();
+            response.headers_mut().append(header::SET_COOKIE, set_cookie(&m, SESSION_COOKIE, "", 0));
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(local_next(Some("/builders/3")), "/builders/3");
+        assert_eq!(local_next(Some("https://evil.example/")), "/");
+        assert_eq!(local_next(Some("//evil.example/")), "/");
+        assert_eq!(local_next(Some("/\\evil.example")), "/");
+        assert_eq!(local_next(None), "/");
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; cascade_session=abc; b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "c").as_deref(), Some("3"));
+        assert_eq!(cookie(&h, "d"), None);
+    }
+}
