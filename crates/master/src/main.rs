@@ -80,11 +80,63 @@ enum Command {
     },
     /// Print an argon2 hash of a password read from standard input.
     HashPassword,
+    /// Each builder's latest finished build (exit status 1 if one of them failed).
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+        /// Only builders of this branch label (e.g. `3.x`).
+        #[arg(long, short)]
+        branch: Option<String>,
+        /// Only builders with this tag (repeatable: all of them).
+        #[arg(long = "tag", short)]
+        tags: Vec<String>,
+        /// Only builders whose latest build failed.
+        #[arg(long)]
+        failing: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force builds through a force scheduler (needs a token).
+    Force {
+        #[command(flatten)]
+        remote: Remote,
+        /// The force scheduler.
+        #[arg(long, default_value = "force")]
+        scheduler: String,
+        #[arg(long, short)]
+        branch: Option<String>,
+        #[arg(long, short)]
+        revision: Option<String>,
+        #[arg(long, short = 'm', default_value = "forced from the command line")]
+        reason: String,
+        /// Builder names (default: every builder of the scheduler).
+        builders: Vec<String>,
+    },
+    /// Stop a running build (needs a token).
+    Stop {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long, short = 'm', default_value = "stopped from the command line")]
+        reason: String,
+        build_id: i64,
+    },
     /// API tokens for scripts (`Authorization: Bearer <token>`).
     Token {
         #[command(subcommand)]
         action: TokenAction,
     },
+}
+
+/// Where the master is, and the token to show it.
+#[derive(clap::Args)]
+struct Remote {
+    /// The master's base URL.
+    #[arg(long, env = "CASCADE_URL", default_value = "http://127.0.0.1:8010")]
+    url: String,
+    /// An API token (`cascade token create`).
+    #[arg(long, env = "CASCADE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -150,7 +202,38 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    use cascade_master::client;
     match command {
+        Command::Status { remote, branch, tags, failing, json } => {
+            let api = client::Client::new(&remote.url, remote.token);
+            let mut rows = tokio::time::timeout(client::TIMEOUT, client::status(&api, branch.as_deref(), &tags))
+                .await
+                .context("the master did not answer in time")??;
+            let any_failing = rows.iter().any(client::StatusRow::failing);
+            if failing {
+                rows.retain(client::StatusRow::failing);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                print!("{}", client::render(&rows, cascade_master::clock::now(), color));
+            }
+            Ok(if any_failing { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Force { remote, scheduler, branch, revision, reason, builders } => {
+            let api = client::Client::new(&remote.url, remote.token);
+            let result =
+                client::force(&api, &scheduler, &builders, branch.as_deref(), revision.as_deref(), &reason).await?;
+            println!("forced: buildset {} requests {}", result[0], result[1]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop { remote, reason, build_id } => {
+            let api = client::Client::new(&remote.url, remote.token);
+            client::stop(&api, build_id, &reason).await?;
+            println!("build {build_id} is stopping");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config, database } => {
             init_tracing();
             let config = load_config(&config)?;

@@ -22,6 +22,8 @@ pub struct StepRecord {
     pub number: i64,
     pub name: String,
     pub started_at: Option<i64>,
+    /// Cascade has no locks: a step has what it needs when it starts.
+    pub locks_acquired_at: Option<i64>,
     pub complete_at: Option<i64>,
     pub complete: bool,
     pub state_string: String,
@@ -229,6 +231,7 @@ impl Store {
                     number: get(r, "number")?,
                     name: get(r, "name")?,
                     started_at: get(r, "started_at")?,
+                    locks_acquired_at: get(r, "started_at")?,
                     complete_at,
                     complete: complete_at.is_some(),
                     state_string: get(r, "state_string")?,

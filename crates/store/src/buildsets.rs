@@ -177,6 +177,7 @@ impl Store {
                     complete_at: get(r, "complete_at")?,
                     results: get(r, "results")?,
                     sourcestamps: stamps.remove(&bsid).unwrap_or_default(),
+                    rebuilt_buildid: None,
                     parent_buildid: get(r, "parent_build_id")?,
                     parent_relationship: get(r, "parent_relationship")?,
                 })

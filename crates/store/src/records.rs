@@ -53,6 +53,7 @@ pub struct BuildsetRecord {
     pub complete_at: Option<i64>,
     pub results: Option<i64>,
     pub sourcestamps: Vec<SourceStampRecord>,
+    pub rebuilt_buildid: Option<i64>,
     pub parent_buildid: Option<i64>,
     pub parent_relationship: Option<String>,
 }
@@ -130,6 +131,8 @@ pub struct BuildRecord {
     pub started_at: i64,
     pub complete_at: Option<i64>,
     pub complete: bool,
+    /// Time spent waiting for locks; Cascade has none.
+    pub locks_duration_s: i64,
     pub state_string: String,
     pub results: Option<i64>,
 }
@@ -179,6 +182,7 @@ pub(crate) fn build_from(r: &AnyRow) -> Result<BuildRecord> {
         started_at: get(r, "started_at")?,
         complete_at,
         complete: complete_at.is_some(),
+        locks_duration_s: 0,
         state_string: get(r, "state_string")?,
         results: get(r, "results")?,
     })

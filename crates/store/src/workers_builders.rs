@@ -29,6 +29,8 @@ const BUILDER_FIELDS: &[crate::query::Field] = &[
     field("name", "b.name", FieldType::Text),
     field("description", "b.description", FieldType::Text),
     field("tags", "b.tags", FieldType::Text),
+    // Cascade's: the branch label a builder was expanded for.
+    field("branch", "b.branch", FieldType::Text),
 ];
 
 const WORKER_FIELDS: &[crate::query::Field] = &[

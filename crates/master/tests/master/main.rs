@@ -5,6 +5,7 @@ mod api;
 mod control;
 mod harness;
 mod pb;
+mod readapi;
 mod schedulers;
 mod webhook;
 mod workers;

@@ -1,0 +1,257 @@
+//! The command-line client: `cascade status` (each builder's latest result,
+//! like Buildbot's old `bbreport -q 3.x`), `cascade force`, `cascade stop`.
+//! It speaks only the public API, so it works against any Cascade master.
+//! Rendering is plain functions over plain rows; HTTP is at the edge.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cascade_model::Results;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Calls the API of one master.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(url: &str, token: Option<String>) -> Client {
+        let base = format!("{}/api/v2", url.trim_end_matches('/'));
+        Client { http: crate::app::http_client(), base, token }
+    }
+
+    fn with_auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.header(reqwest::header::AUTHORIZATION, format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    async fn answer(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let body: Value = resp.json().await.with_context(|| format!("{what}: the answer is not JSON"))?;
+        if !status.is_success() {
+            let why = body.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+            bail!("{what}: {status}: {why}");
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.with_auth(self.http.get(&url)).send().await.with_context(|| format!("GET {url}"))?;
+        Client::answer(resp, &format!("GET {path}")).await
+    }
+
+    pub async fn call(&self, path: &str, method: &str, params: Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let resp =
+            self.with_auth(self.http.post(&url).json(&body)).send().await.with_context(|| format!("POST {url}"))?;
+        Client::answer(resp, &format!("{method} on {path}")).await
+    }
+}
+
+/// One line of `cascade status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusRow {
+    pub builder: String,
+    pub builderid: i64,
+    /// The latest finished build, if any.
+    pub number: Option<i64>,
+    pub buildid: Option<i64>,
+    pub results: Option<i64>,
+    pub result: String,
+    pub finished_at: Option<i64>,
+    /// The newest change the build covered: revision and author.
+    pub revision: Option<String>,
+    pub author: Option<String>,
+}
+
+impl StatusRow {
+    pub fn failing(&self) -> bool {
+        matches!(self.results.and_then(Results::from_code), Some(Results::Failure | Results::Exception))
+    }
+}
+
+/// `3m`, `5h`, `2d`: how long ago.
+pub fn age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn paint(text: &str, result: &str, color: bool) -> String {
+    if !color {
+        return text.to_string();
+    }
+    // Buildbot's colours, as near as a terminal gets.
+    let code = match result {
+        "success" => "32",
+        "warnings" => "33",
+        "failure" => "31",
+        "exception" => "35",
+        "retry" | "cancelled" => "36",
+        _ => "2",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// The table, one builder per line, aligned.
+pub fn render(rows: &[StatusRow], now: i64, color: bool) -> String {
+    let width = rows.iter().map(|r| r.builder.chars().count()).max().unwrap_or(7).max(7);
+    let mut out = String::new();
+    for r in rows {
+        let result = format!("{:<9}", r.result);
+        let number = r.number.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into());
+        let when = r.finished_at.map(|t| age(now - t)).unwrap_or_else(|| "-".into());
+        let head = match (&r.revision, &r.author) {
+            (Some(rev), Some(a)) => format!("{} {}", rev.chars().take(10).collect::<String>(), a),
+            (Some(rev), None) => rev.chars().take(10).collect(),
+            _ => String::new(),
+        };
+        let line = format!(
+            "{:<width$}  {}  {:>7}  {:>4}  {}",
+            r.builder,
+            paint(&result, &r.result, color),
+            number,
+            when,
+            head
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// How many builders' latest builds are fetched at once.
+const CONCURRENCY: usize = 8;
+
+/// Each selected builder's latest finished build and its newest change.
+pub async fn status(client: &Client, branch: Option<&str>, tags: &[String]) -> anyhow::Result<Vec<StatusRow>> {
+    let mut query = vec![("order".to_string(), "name".to_string()), ("limit".into(), "1000".into())];
+    if let Some(b) = branch {
+        query.push(("branch".into(), b.into()));
+    }
+    for t in tags {
+        query.push(("tags__contains".into(), t.clone()));
+    }
+    let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
+    let builders = client.get(&format!("/builders?{qs}")).await?;
+    let builders: Vec<(i64, String)> = builders["builders"]
+        .as_array()
+        .map(|list| {
+            list.iter().filter_map(|b| Some((b["builderid"].as_i64()?, b["name"].as_str()?.to_string()))).collect()
+        })
+        .unwrap_or_default();
+    let rows = futures_util::stream::iter(builders)
+        .map(|(id, name)| async move {
+            let latest = client.get(&format!("/builders/{id}/builds?complete=true&order=-number&limit=1")).await?;
+            let build = latest["builds"].get(0).cloned();
+            let mut row = StatusRow {
+                builder: name,
+                builderid: id,
+                number: None,
+                buildid: None,
+                results: None,
+                result: "no builds".into(),
+                finished_at: None,
+                revision: None,
+                author: None,
+            };
+            if let Some(b) = build {
+                row.number = b["number"].as_i64();
+                row.buildid = b["buildid"].as_i64();
+                row.results = b["results"].as_i64();
+                row.result = row.results.and_then(Results::from_code).map(|r| r.name().to_string()).unwrap_or_default();
+                row.finished_at = b["complete_at"].as_i64();
+                if let Some(bid) = row.buildid {
+                    let changes = client.get(&format!("/builds/{bid}/changes")).await?;
+                    if let Some(newest) = changes["changes"].as_array().and_then(|c| c.last()) {
+                        row.revision = newest["revision"].as_str().map(str::to_string);
+                        row.author = newest["author"].as_str().map(str::to_string);
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(row)
+        })
+        .buffered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    rows.into_iter().collect()
+}
+
+/// `cascade force`: returns the request ids made.
+pub async fn force(
+    client: &Client,
+    scheduler: &str,
+    builders: &[String],
+    branch: Option<&str>,
+    revision: Option<&str>,
+    reason: &str,
+) -> anyhow::Result<Value> {
+    let params = json!({ "builderNames": builders, "branch": branch, "revision": revision, "reason": reason });
+    let answer = client.call(&format!("/forceschedulers/{scheduler}"), "force", params).await?;
+    Ok(answer["result"].clone())
+}
+
+pub async fn stop(client: &Client, build_id: i64, reason: &str) -> anyhow::Result<()> {
+    client.call(&format!("/builds/{build_id}"), "stop", json!({ "reason": reason })).await.map(|_| ())
+}
+
+/// Timeout for one command-line call.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, results: Option<i64>, number: Option<i64>) -> StatusRow {
+        StatusRow {
+            builder: name.into(),
+            builderid: 1,
+            number,
+            buildid: number,
+            results,
+            result: results.and_then(Results::from_code).map(|r| r.name().to_string()).unwrap_or("no builds".into()),
+            finished_at: number.map(|_| 1000),
+            revision: number.map(|_| "0123456789abcdef".into()),
+            author: number.map(|_| "Ann <ann@example.org>".into()),
+        }
+    }
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(125), "2m");
+        assert_eq!(age(7200), "2h");
+        assert_eq!(age(3 * 86_400 + 5), "3d");
+        assert_eq!(age(-3), "0s");
+    }
+
+    #[test]
+    fn the_table_aligns_and_colours_only_when_asked() {
+        let rows = vec![
+            row("AMD64 Fedora 3.x", Some(0), Some(12)),
+            row("ARM64 macOS 3.x", Some(2), Some(7)),
+            row("x", None, None),
+        ];
+        let plain = render(&rows, 1000 + 3600, false);
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines[0], "AMD64 Fedora 3.x  success        #12    1h  0123456789 Ann <ann@example.org>");
+        assert_eq!(lines[1], "ARM64 macOS 3.x   failure         #7    1h  0123456789 Ann <ann@example.org>");
+        assert_eq!(lines[2], "x                 no builds        -     -");
+        assert!(!plain.contains('\x1b'));
+        let coloured = render(&rows, 4600, true);
+        assert!(coloured.contains("\x1b[31mfailure  \x1b[0m"));
+        assert!(rows[1].failing() && !rows[0].failing() && !rows[2].failing());
+    }
+}
