@@ -19,6 +19,8 @@ pub struct ChangeRow {
 }
 
 pub struct BuildRow {
+    pub id: i64,
+    pub complete: bool,
     pub builder: String,
     pub number: i64,
     /// Buildbot's result name, or `running`; also the CSS class.
@@ -37,6 +39,8 @@ pub struct Home {
     pub changes: Vec<ChangeRow>,
     pub builds: Vec<BuildRow>,
     pub session: Option<SessionView>,
+    /// Force schedulers and the builders each can force.
+    pub forces: Vec<(String, Vec<String>)>,
 }
 
 /// Who is logged in, and the token their forms carry.
@@ -53,6 +57,24 @@ pub async fn session_view(m: &Master, headers: &axum::http::HeaderMap) -> Option
         }
         _ => None,
     }
+}
+
+fn force_schedulers(m: &Master) -> Vec<(String, Vec<String>)> {
+    m.config
+        .schedulers
+        .iter()
+        .filter(|s| matches!(s.kind, cascade_config::SchedulerKind::Force))
+        .map(|s| {
+            let builders = m
+                .config
+                .builders
+                .iter()
+                .filter(|b| s.builders.as_ref().is_none_or(|l| l.iter().any(|n| n == &b.definition || n == &b.name)))
+                .map(|b| b.name.clone())
+                .collect();
+            (s.name.clone(), builders)
+        })
+        .collect()
 }
 
 pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) -> Response {
@@ -86,6 +108,8 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
             builds: builds
                 .into_iter()
                 .map(|(builder, b)| BuildRow {
+                    id: b.buildid,
+                    complete: b.complete,
                     builder,
                     number: b.number,
                     result: match b.results.and_then(cascade_model::Results::from_code) {
@@ -96,6 +120,7 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
                 })
                 .collect(),
             session,
+            forces: force_schedulers(&m),
         })
     };
     match load.await {

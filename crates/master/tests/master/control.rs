@@ -283,6 +283,14 @@ test_both!(page_logins_carry_csrf_tokens_and_failures_are_rate_limited, |db| {
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && !set.contains("Secure"), "{set}");
     let session = cookie_pair(&cookies, "cascade_session").expect("session");
 
+    // The page offers the forms to the logged-in visitor only.
+    let req = Request::get("/").header(header::COOKIE, &session).body(Body::empty()).expect("req");
+    let html = String::from_utf8(h.send(req).await.1).expect("html");
+    assert!(html.contains("action=\"/api/v2/forceschedulers/force\"") && html.contains("<option>Windows 3.x</option>"));
+    assert!(html.contains("ann") && html.contains("Log out"));
+    let anonymous = String::from_utf8(h.send(Request::get("/").body(Body::empty()).expect("req")).await.1).expect("html");
+    assert!(!anonymous.contains("forceschedulers") && anonymous.contains("href=\"/login\""));
+
     // A session's state changes need its CSRF token.
     assert_eq!(force_with_session(&h, &session, None).await, StatusCode::FORBIDDEN);
     assert_eq!(force_with_session(&h, &session, Some("wrong")).await, StatusCode::FORBIDDEN);
