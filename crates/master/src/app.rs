@@ -188,6 +188,8 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/static/cascade.css", get(crate::home::stylesheet))
         .route("/login", get(crate::auth::session::form).post(crate::auth::session::login))
         .route("/logout", post(crate::auth::session::logout))
+        .route("/tokens", get(crate::auth::tokens::list).post(crate::auth::tokens::create))
+        .route("/tokens/{id}/revoke", post(crate::auth::tokens::revoke))
         .route("/auth/github/login", get(crate::auth::github::start_login))
         .route("/auth/github/callback", get(crate::auth::github::callback))
         .nest("/api/v2", crate::api::router())

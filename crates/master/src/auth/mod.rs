@@ -9,6 +9,7 @@
 pub mod github;
 pub mod limiter;
 pub mod session;
+pub mod tokens;
 
 use std::net::SocketAddr;
 

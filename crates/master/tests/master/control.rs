@@ -288,7 +288,8 @@ test_both!(page_logins_carry_csrf_tokens_and_failures_are_rate_limited, |db| {
     let html = String::from_utf8(h.send(req).await.1).expect("html");
     assert!(html.contains("action=\"/api/v2/forceschedulers/force\"") && html.contains("<option>Windows 3.x</option>"));
     assert!(html.contains("ann") && html.contains("Log out"));
-    let anonymous = String::from_utf8(h.send(Request::get("/").body(Body::empty()).expect("req")).await.1).expect("html");
+    let anonymous =
+        String::from_utf8(h.send(Request::get("/").body(Body::empty()).expect("req")).await.1).expect("html");
     assert!(!anonymous.contains("forceschedulers") && anonymous.contains("href=\"/login\""));
 
     // A session's state changes need its CSRF token.
@@ -472,4 +473,69 @@ test_both!(github_login_maps_teams_to_roles, |db| {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(cookie_pair(&set_cookies(&headers), "cascade_session").is_none());
     server.abort();
+});
+
+/// Logs `ann` in through the form; her session cookie and CSRF token.
+async fn ann_session(h: &Harness, ip: &str) -> (String, String) {
+    let (cookie, csrf) = login_form(h).await;
+    let (status, cookies, _) = post_login(h, ip, &cookie, &csrf, "ann", "ann-password").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = cookie_pair(&cookies, "cascade_session").expect("session");
+    let token = page_csrf(h, &session).await;
+    (session, token)
+}
+
+fn form_post(uri: &str, session: &str, body: String) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, session)
+        .body(Body::from(body))
+        .expect("req")
+}
+
+test_both!(tokens_are_made_shown_once_and_revoked_from_a_page, |db| {
+    let h = Harness::with_config(db, &config()).await;
+    let (status, headers, _) = h.app_response(Request::get("/tokens").body(Body::empty()).expect("req")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "logged-out visitors are sent to log in");
+    assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/login?next=%2Ftokens"));
+    let (session, csrf) = ann_session(&h, "10.0.1.1").await;
+
+    assert_eq!(
+        h.send(form_post("/tokens", &session, "label=ci".into())).await.0,
+        StatusCode::FORBIDDEN,
+        "no CSRF token"
+    );
+    let (status, headers, body) =
+        h.app_response(form_post("/tokens", &session, format!("label=ci+%3Cbot%3E&csrf={csrf}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"));
+    let html = String::from_utf8(body).expect("html");
+    assert!(html.contains("ci &#60;bot&#62;") || html.contains("ci &lt;bot&gt;"), "the label is escaped: {html}");
+    let token =
+        html.split("<code id=\"new-token\">").nth(1).and_then(|s| s.split('<').next()).expect("the token, once");
+    assert!(token.starts_with("cascade_"));
+    let listed = h.store.list_api_tokens().await.expect("tokens");
+    assert_eq!(listed.len(), 1);
+    assert!(!listed.iter().any(|t| t.label.contains(token)));
+
+    // The token acts as ann.
+    let (status, _) =
+        rpc(&h, "/api/v2/forceschedulers/force", Some(token), "force", json!({ "builderNames": ["Windows 3.x"] }))
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    // The list page shows it without its text.
+    let req = Request::get("/tokens").header(header::COOKIE, &session).body(Body::empty()).expect("req");
+    let listing = String::from_utf8(h.send(req).await.1).expect("html");
+    assert!(listing.contains("active") && !listing.contains(token));
+
+    // Someone else's token cannot be revoked from here; one's own can.
+    let (_, other_hash) = cascade_master::auth::new_token();
+    let other = h.store.create_api_token("rm", "theirs", &other_hash, 0).await.expect("token");
+    let revoke = |id: i64, csrf: &str| form_post(&format!("/tokens/{id}/revoke"), &session, format!("csrf={csrf}"));
+    assert_eq!(h.send(revoke(other, &csrf)).await.0, StatusCode::NOT_FOUND);
+    let mine = listed[0].id;
+    assert_eq!(h.send(revoke(mine, "wrong")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.send(revoke(mine, &csrf)).await.0, StatusCode::SEE_OTHER);
+    let (status, _) = rpc(&h, "/api/v2/forceschedulers/force", Some(token), "force", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token opens nothing");
 });
