@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect(),
     );
+    cascade_master::app::install_crypto_provider();
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let hook = format!("http://{addr}/change_hook/github");
 

@@ -39,6 +39,8 @@ pub struct Master {
     pub http_client: reqwest::Client,
     /// Every log line as it is stored, for live views (`subscribe()`).
     pub live_logs: tokio::sync::broadcast::Sender<crate::runner::log::LiveLines>,
+    /// Build starts, step ends and build ends, for live pages.
+    pub events: tokio::sync::broadcast::Sender<crate::views::events::BuildEvent>,
     /// Builds running on this master, with the switch that stops each.
     running: std::sync::Mutex<BTreeMap<i64, tokio::sync::watch::Sender<bool>>>,
     builders_by_id: BTreeMap<i64, BuilderConfig>,
@@ -65,9 +67,15 @@ pub fn default_master_name(config: &Config) -> String {
     format!("{host}:{}", path.display())
 }
 
+/// TLS for outgoing HTTP is rustls on ring; this makes it the process's
+/// provider (once; later calls do nothing). Call before building a client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An HTTP client for outgoing calls: rustls on ring, the platform's roots.
 pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(10))
@@ -134,6 +142,7 @@ impl Master {
             github_client_secret: secrets.github_client_secret,
             http_client: http_client(),
             live_logs: tokio::sync::broadcast::channel(4096).0,
+            events: tokio::sync::broadcast::channel(1024).0,
             running: std::sync::Mutex::new(BTreeMap::new()),
             builders_by_id,
         }))
@@ -186,6 +195,22 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/healthz", get(healthz))
         .route("/", get(crate::home::page))
         .route("/static/cascade.css", get(crate::home::stylesheet))
+        .route("/static/cascade.js", get(crate::home::script))
+        .route("/console", get(crate::views::console::console))
+        .route("/grid", get(crate::views::console::grid))
+        .route("/waterfall", get(crate::views::waterfall::page))
+        .route("/release", get(crate::views::release::page))
+        .route("/builders", get(crate::views::builders::list))
+        .route("/builders/{id}", get(crate::views::builders::one))
+        .route("/builders/{id}/builds/{number}", get(crate::views::build::page))
+        .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}", get(crate::views::build::log))
+        .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}/raw", get(crate::views::build::raw))
+        .route("/workers", get(crate::views::workers::list))
+        .route("/workers/{id}", get(crate::views::workers::one))
+        .route("/changes", get(crate::views::changes::list))
+        .route("/changes/{id}", get(crate::views::changes::one))
+        .route("/pending", get(crate::views::builders::pending))
+        .route("/events", get(crate::views::events::stream))
         .route("/login", get(crate::auth::session::form).post(crate::auth::session::login))
         .route("/logout", post(crate::auth::session::logout))
         .route("/tokens", get(crate::auth::tokens::list).post(crate::auth::tokens::create))

@@ -129,6 +129,11 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
     }
 }
 
+/// The script for live updates, compiled in like the stylesheet.
+pub async fn script() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../../static/cascade.js"))
+}
+
 /// The stylesheet, compiled in so the master stays one file to deploy.
 pub async fn stylesheet() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../../static/cascade.css"))

@@ -13,6 +13,7 @@ pub mod password;
 pub mod runner;
 pub mod scheduler;
 pub mod sendchange;
+pub mod views;
 pub mod webhook;
 pub mod workers;
 

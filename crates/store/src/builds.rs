@@ -222,25 +222,7 @@ impl Store {
         .bind(build_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let complete_at: Option<i64> = get(r, "complete_at")?;
-                Ok(StepRecord {
-                    stepid: get(r, "id")?,
-                    buildid: get(r, "build_id")?,
-                    number: get(r, "number")?,
-                    name: get(r, "name")?,
-                    started_at: get(r, "started_at")?,
-                    locks_acquired_at: get(r, "started_at")?,
-                    complete_at,
-                    complete: complete_at.is_some(),
-                    state_string: get(r, "state_string")?,
-                    results: get(r, "results")?,
-                    hidden: false,
-                    urls: Vec::new(),
-                })
-            })
-            .collect()
+        rows.iter().map(step_from).collect()
     }
 
     pub async fn get_step(&self, step_id: i64) -> Result<Option<StepRecord>> {
@@ -460,4 +442,24 @@ impl Store {
         }
         Ok(ids)
     }
+}
+
+pub(crate) const STEP_COLUMNS: &str = "id, build_id, number, name, started_at, complete_at, state_string, results";
+
+pub(crate) fn step_from(r: &sqlx::any::AnyRow) -> Result<StepRecord> {
+    let complete_at: Option<i64> = get(r, "complete_at")?;
+    Ok(StepRecord {
+        stepid: get(r, "id")?,
+        buildid: get(r, "build_id")?,
+        number: get(r, "number")?,
+        name: get(r, "name")?,
+        started_at: get(r, "started_at")?,
+        locks_acquired_at: get(r, "started_at")?,
+        complete_at,
+        complete: complete_at.is_some(),
+        state_string: get(r, "state_string")?,
+        results: get(r, "results")?,
+        hidden: false,
+        urls: Vec::new(),
+    })
 }

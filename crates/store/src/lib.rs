@@ -17,6 +17,7 @@ mod query;
 pub mod records;
 mod schedulers;
 mod sessions;
+mod views;
 mod workers_builders;
 
 pub use buildrequests::{Cancelled, ClaimedBuild};
@@ -26,9 +27,10 @@ pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
 pub use error::StoreError;
 pub use infra::{Backend, Store};
 pub use masters::TokenRecord;
-pub use query::{Filter, ListQuery, Op, Order, Page};
+pub use query::{COUNT_CAP, Filter, ListQuery, Op, Order, Page};
 pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange, WaitingSummary};
 pub use sessions::{NewSession, SessionRecord};
+pub use views::ConsoleCell;
 pub use workers_builders::{BuilderSpec, WorkerSpec};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

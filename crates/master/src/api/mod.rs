@@ -74,9 +74,18 @@ fn project(items: Vec<Value>, fields: &[String]) -> Vec<Value> {
         .collect()
 }
 
+/// `meta`: the total, flagged when it is only a lower bound (see `COUNT_CAP`).
+fn meta(total: i64) -> Value {
+    if total > cascade_store::COUNT_CAP {
+        json!({ "total": total, "total_capped": true })
+    } else {
+        json!({ "total": total })
+    }
+}
+
 fn envelope<T: Serialize>(name: &str, page: Page<T>, fields: &[String]) -> ApiResult {
     let items: Vec<Value> = page.items.iter().map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).collect();
-    Ok(Json(json!({ name: project(items, fields), "meta": { "total": page.total } })))
+    Ok(Json(json!({ name: project(items, fields), "meta": meta(page.total) })))
 }
 
 fn one<T: Serialize>(name: &str, item: Option<T>, what: &str) -> ApiResult {
@@ -169,7 +178,7 @@ async fn builds_envelope(m: &Master, page: Page<cascade_store::records::BuildRec
     if !fields.is_empty() {
         fields.push("properties".into());
     }
-    Ok(Json(json!({ "builds": project(items, &fields), "meta": { "total": page.total } })))
+    Ok(Json(json!({ "builds": project(items, &fields), "meta": meta(page.total) })))
 }
 
 async fn builds(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
@@ -350,6 +359,11 @@ const RAW_PIECE_LINES: i64 = 5_000;
 /// memory does not grow with the log. A stdio log's stream markers go.
 async fn log_raw(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| ApiError::not_found("no such log"))?;
+    stream_log(&m, log)
+}
+
+/// A log's whole text as a streamed response (stdio stream markers dropped).
+pub fn stream_log(m: &Master, log: cascade_store::LogRecord) -> Result<Response, ApiError> {
     let store = m.store.clone();
     let (total, strip, log_id) = (log.num_lines, log.log_type == "s", log.logid);
     let pieces = futures_util::stream::unfold(0i64, move |first| {

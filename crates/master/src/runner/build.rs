@@ -49,6 +49,15 @@ pub async fn run(master: Arc<Master>, worker: Arc<WorkerHandle>, builder: Builde
     let build_id = claimed.build_id;
     let (stop_tx, stop) = watch::channel(false);
     master.register_running(build_id, stop_tx);
+    let event = |kind: &'static str, results: Option<i64>, step: Option<String>| crate::views::events::BuildEvent {
+        kind,
+        build_id,
+        builder_id: claimed.builder_id,
+        number: claimed.number,
+        results,
+        step,
+    };
+    let _ = master.events.send(event("started", None, None));
     async {
         tracing::info!(requests = claimed.covered.len(), revision = ?claimed.source.revision, "build started");
         if let Err(e) = run_steps(&master, &worker, &builder, &claimed, stop).await {
@@ -58,6 +67,8 @@ pub async fn run(master: Arc<Master>, worker: Arc<WorkerHandle>, builder: Builde
     }
     .instrument(span)
     .await;
+    let results = master.store.get_build(build_id).await.ok().flatten().and_then(|b| b.results);
+    let _ = master.events.send(event("finished", results, None));
     master.unregister_running(build_id);
     worker.release(&builder.name);
     master.workers.changed.notify_waiters();
@@ -135,6 +146,14 @@ async fn run_steps(
         let end = end?;
         log.finish().await?;
         store.finish_step(step_id, end.results, &end.state, crate::clock::now()).await?;
+        let _ = master.events.send(crate::views::events::BuildEvent {
+            kind: "step",
+            build_id,
+            builder_id: claimed.builder_id,
+            number: claimed.number,
+            results: Some(end.results.code()),
+            step: Some(step.name.clone()),
+        });
         tracing::info!(step = %step.name, results = end.results.name(), "step finished");
         if end.lost {
             store.retry_build(build_id, "retry: the worker was lost", crate::clock::now()).await?;

@@ -1,0 +1,304 @@
+//! A build's page (result, reason, blamelist with links to the commits,
+//! properties, worker, timing, steps with their logs, artifacts, stop and
+//! rebuild) and a log's page (a range of lines with ANSI colours, the live
+//! tail while the step runs; `/raw` for the whole text, streamed).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use cascade_store::ListQuery;
+
+use super::{Chrome, Filter, Look, ansi, duration, look, not_found, render, store_error};
+use crate::app::Master;
+
+pub struct StepLine {
+    pub number: i64,
+    pub name: String,
+    pub look: Look,
+    pub state: String,
+    pub took: String,
+    pub logs: Vec<(String, String, i64)>,
+}
+
+pub struct Blame {
+    pub id: i64,
+    pub revision: String,
+    pub revlink: Option<String>,
+    pub author: String,
+    pub title: String,
+}
+
+#[derive(Template)]
+#[template(path = "build.html")]
+pub struct BuildPage {
+    pub chrome: Chrome,
+    pub builder_id: i64,
+    pub builder: String,
+    pub build_id: i64,
+    pub number: i64,
+    pub look: Look,
+    pub complete: bool,
+    pub state: String,
+    pub reason: String,
+    pub worker: String,
+    pub started: String,
+    pub finished: String,
+    pub took: String,
+    pub blamelist: Vec<Blame>,
+    pub properties: Vec<(String, String, String)>,
+    pub steps: Vec<StepLine>,
+    pub artifacts: Vec<(String, u64)>,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+async fn find(m: &Master, builder: &str, number: &str) -> Result<cascade_store::records::BuildRecord, Response> {
+    let (Ok(builder_id), Ok(number)) = (builder.parse::<i64>(), number.parse::<i64>()) else {
+        return Err(not_found("build"));
+    };
+    let q = ListQuery::default().eq("builderid", builder_id).eq("number", number);
+    match m.store.list_builds(&q).await {
+        Ok(p) => p.items.into_iter().next().ok_or_else(|| not_found("build")),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// Files under the build's artifact folder, relative paths and sizes (at most 200).
+fn artifacts(m: &Master, builder: &str, number: i64) -> Vec<(String, u64)> {
+    let root = m.config.master.artifacts.join(crate::runner::build::sanitize(builder)).join(number.to_string());
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if let Ok(rel) = e.path().strip_prefix(&root) {
+                out.push((rel.display().to_string(), meta.len()));
+            }
+            if out.len() >= 200 {
+                return out;
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub async fn page(
+    State(m): State<Arc<Master>>,
+    headers: HeaderMap,
+    Path((builder, number)): Path<(String, String)>,
+) -> Response {
+    let b = match find(&m, &builder, &number).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let by_id = super::builders_by_id(&m);
+    let builder_name =
+        by_id.get(&b.builderid).map(|c| c.name.clone()).unwrap_or_else(|| format!("builder {}", b.builderid));
+    let load = async {
+        let steps = m.store.list_steps(b.buildid).await?;
+        let mut with_logs = Vec::new();
+        for s in steps {
+            let logs = m.store.list_logs(s.stepid).await?;
+            with_logs.push((s, logs));
+        }
+        let changes = m.store.build_changes(b.buildid).await?;
+        let props = m.store.build_properties(b.buildid).await?;
+        let request = m.store.get_buildrequest(b.buildrequestid).await?;
+        let reason = match request {
+            Some(r) => m.store.get_buildset(r.buildsetid).await?.map(|bs| bs.reason).unwrap_or_default(),
+            None => String::new(),
+        };
+        let worker = match b.workerid {
+            Some(w) => m.store.get_worker(w).await?.map(|w| w.name).unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok::<_, cascade_store::StoreError>((with_logs, changes, props, reason, worker))
+    };
+    let (steps, changes, props, reason, worker) = match load.await {
+        Ok(x) => x,
+        Err(e) => return store_error(e),
+    };
+    let now = crate::clock::now();
+    let steps = steps
+        .into_iter()
+        .map(|(s, logs)| StepLine {
+            number: s.number,
+            name: s.name,
+            look: look(s.results, s.complete),
+            state: s.state_string,
+            took: s.started_at.map(|t| duration(s.complete_at.unwrap_or(now) - t)).unwrap_or_default(),
+            logs: logs
+                .into_iter()
+                .map(|l| {
+                    (
+                        l.name,
+                        format!("/builders/{}/builds/{}/steps/{}/logs/{}", b.builderid, b.number, s.number, l.slug),
+                        l.num_lines,
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let blamelist = changes
+        .into_iter()
+        .map(|c| Blame {
+            id: c.changeid,
+            revision: c.revision.unwrap_or_default().chars().take(12).collect(),
+            revlink: c.revlink,
+            author: c.author,
+            title: c.comments.lines().next().unwrap_or("").to_string(),
+        })
+        .collect();
+    let properties = props
+        .into_iter()
+        .map(|(n, v, s)| (n, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()), s))
+        .collect();
+    let page = BuildPage {
+        chrome: Chrome::new(&m, &headers, "build", Filter::default()).await,
+        builder_id: b.builderid,
+        builder: builder_name.clone(),
+        build_id: b.buildid,
+        number: b.number,
+        look: look(b.results, b.complete),
+        complete: b.complete,
+        state: b.state_string.clone(),
+        reason,
+        worker,
+        started: super::when(b.started_at),
+        finished: b.complete_at.map(super::when).unwrap_or_default(),
+        took: duration(b.complete_at.unwrap_or(now) - b.started_at),
+        blamelist,
+        properties,
+        steps,
+        artifacts: artifacts(&m, &builder_name, b.number),
+        previous: (b.number > 1).then(|| super::build_href(b.builderid, b.number - 1)),
+        next: Some(super::build_href(b.builderid, b.number + 1)),
+    };
+    render(&headers, &page, b.complete_at.or(Some(b.started_at)))
+}
+
+#[derive(Template)]
+#[template(path = "log.html")]
+pub struct LogPage {
+    pub chrome: Chrome,
+    pub builder_id: i64,
+    pub builder: String,
+    pub number: i64,
+    pub step: String,
+    pub log_id: i64,
+    pub log_name: String,
+    pub raw: String,
+    pub first: i64,
+    pub total: i64,
+    pub lines: Vec<(i64, &'static str, String)>,
+    pub earlier: Option<String>,
+    pub later: Option<String>,
+    pub running: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Range {
+    first: Option<i64>,
+    count: Option<i64>,
+}
+
+/// Lines per log page; the default page is the log's end, where failures are.
+const LOG_PAGE: i64 = 1000;
+
+async fn find_log(
+    m: &Master,
+    builder: &str,
+    number: &str,
+    step: &str,
+    slug: &str,
+) -> Result<(cascade_store::records::BuildRecord, cascade_store::StepRecord, cascade_store::LogRecord), Response> {
+    let b = find(m, builder, number).await?;
+    let Ok(step_number) = step.parse::<i64>() else { return Err(not_found("step")) };
+    let steps = m.store.list_steps(b.buildid).await.map_err(store_error)?;
+    let s = steps.into_iter().find(|s| s.number == step_number).ok_or_else(|| not_found("step"))?;
+    let logs = m.store.list_logs(s.stepid).await.map_err(store_error)?;
+    let l = logs.into_iter().find(|l| l.slug == slug).ok_or_else(|| not_found("log"))?;
+    Ok((b, s, l))
+}
+
+pub async fn log(
+    State(m): State<Arc<Master>>,
+    headers: HeaderMap,
+    Path((builder, number, step, slug)): Path<(String, String, String, String)>,
+    Query(range): Query<Range>,
+) -> Response {
+    let (b, s, l) = match find_log(&m, &builder, &number, &step, &slug).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let total = l.num_lines;
+    let count = range.count.unwrap_or(LOG_PAGE).clamp(1, 10 * LOG_PAGE);
+    let first = range.first.unwrap_or((total - count).max(0)).clamp(0, total.max(0));
+    let last = (first + count - 1).min(total - 1);
+    let raw_lines = if total == 0 || last < first {
+        Vec::new()
+    } else {
+        match m.store.log_lines(l.logid, first, last).await {
+            Ok(x) => x,
+            Err(e) => return store_error(e),
+        }
+    };
+    let stdio = l.log_type == "s";
+    let lines = raw_lines
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let (class, body) = if stdio {
+                match text.chars().next() {
+                    Some('e') => ("stderr", &text[1..]),
+                    Some('h') => ("header", &text[1..]),
+                    Some('o') => ("stdout", &text[1..]),
+                    _ => ("stdout", text.as_str()),
+                }
+            } else {
+                ("stdout", text.as_str())
+            };
+            (first + i as i64, class, ansi::to_html(body))
+        })
+        .collect();
+    let base = format!("/builders/{}/builds/{}/steps/{}/logs/{}", b.builderid, b.number, s.number, l.slug);
+    let by_id = super::builders_by_id(&m);
+    let page = LogPage {
+        chrome: Chrome::new(&m, &headers, "log", Filter::default()).await,
+        builder_id: b.builderid,
+        builder: by_id.get(&b.builderid).map(|c| c.name.clone()).unwrap_or_default(),
+        number: b.number,
+        step: s.name.clone(),
+        log_id: l.logid,
+        log_name: l.name.clone(),
+        raw: format!("{base}/raw"),
+        first,
+        total,
+        lines,
+        earlier: (first > 0).then(|| format!("{base}?first={}&count={count}", (first - count).max(0))),
+        later: (last + 1 < total).then(|| format!("{base}?first={}&count={count}", last + 1)),
+        running: !l.complete,
+    };
+    render(&headers, &page, None)
+}
+
+pub async fn raw(
+    State(m): State<Arc<Master>>,
+    Path((builder, number, step, slug)): Path<(String, String, String, String)>,
+) -> Response {
+    let l = match find_log(&m, &builder, &number, &step, &slug).await {
+        Ok((_, _, l)) => l,
+        Err(r) => return r,
+    };
+    match crate::api::stream_log(&m, l) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}

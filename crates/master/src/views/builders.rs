@@ -1,0 +1,218 @@
+//! `/builders` (each builder's current state), `/builders/{id}` (its builds,
+//! newest first, paged by number; its queue; a force form) and `/pending`
+//! (the queue, with how long each request has waited).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use cascade_store::ListQuery;
+
+use super::{Chrome, Filter, Look, NOTHING, ago, build_href, duration, look, not_found, render, store_error};
+use crate::app::Master;
+
+pub struct BuilderRow {
+    pub id: i64,
+    pub name: String,
+    pub branch: String,
+    pub tags: Vec<String>,
+    pub look: Look,
+    pub href: Option<String>,
+    pub workers: Vec<(String, bool)>,
+}
+
+#[derive(Template)]
+#[template(path = "builders.html")]
+pub struct BuildersPage {
+    pub chrome: Chrome,
+    pub rows: Vec<BuilderRow>,
+}
+
+pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let filter = Filter::parse(q.as_deref());
+    let builders = super::builders(&m, &filter);
+    let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
+    let (latest, workers) = match async {
+        Ok::<_, cascade_store::StoreError>((
+            m.store.latest_builds(&ids, false).await?,
+            m.store.list_workers(&ListQuery::default().limit(1000)).await?.items,
+        ))
+    }
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return store_error(e),
+    };
+    let online: HashMap<&str, bool> = workers.iter().map(|w| (w.name.as_str(), !w.connected_to.is_empty())).collect();
+    let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
+    let rows = builders
+        .iter()
+        .map(|(b, id)| {
+            let build = latest.get(id);
+            BuilderRow {
+                id: *id,
+                name: b.name.clone(),
+                branch: b.branch.clone().unwrap_or_default(),
+                tags: b.tags.clone(),
+                look: build.map(|b| look(b.results, b.complete)).unwrap_or(NOTHING),
+                href: build.map(|bb| build_href(*id, bb.number)),
+                workers: b
+                    .workers
+                    .iter()
+                    .map(|w| (w.clone(), online.get(w.as_str()).copied().unwrap_or(false)))
+                    .collect(),
+            }
+        })
+        .collect();
+    let chrome = Chrome::new(&m, &headers, "builders", filter).await;
+    render(&headers, &BuildersPage { chrome, rows }, None)
+}
+
+pub struct BuildLine {
+    pub number: i64,
+    pub href: String,
+    pub look: Look,
+    pub started: String,
+    pub took: String,
+    pub state: String,
+    pub worker: String,
+}
+
+#[derive(Template)]
+#[template(path = "builder.html")]
+pub struct BuilderPage {
+    pub chrome: Chrome,
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub branch: String,
+    pub tags: Vec<String>,
+    pub workers: Vec<(String, bool)>,
+    pub builds: Vec<BuildLine>,
+    pub older: Option<String>,
+    pub pending: i64,
+    /// Force schedulers that can build this builder.
+    pub forces: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Paging {
+    before: Option<i64>,
+}
+
+/// Builds per page of a builder.
+const PAGE: i64 = 50;
+
+pub async fn one(
+    State(m): State<Arc<Master>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(p): Query<Paging>,
+) -> Response {
+    let Ok(id) = raw.parse::<i64>() else { return not_found("builder") };
+    let by_id = super::builders_by_id(&m);
+    let Some(b) = by_id.get(&id).copied() else { return not_found("builder") };
+    let load = async {
+        let builds = m.store.builder_builds_page(id, p.before, PAGE).await?;
+        let pending = m
+            .store
+            .list_buildrequests(
+                &ListQuery::default().eq("builderid", id).eq("complete", "false").eq("claimed", "false").limit(0),
+            )
+            .await?
+            .total;
+        let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
+        Ok::<_, cascade_store::StoreError>((builds, pending, workers))
+    };
+    let (builds, pending, workers) = match load.await {
+        Ok(x) => x,
+        Err(e) => return store_error(e),
+    };
+    let names: HashMap<i64, &str> = workers.iter().map(|w| (w.workerid, w.name.as_str())).collect();
+    let online: HashMap<&str, bool> = workers.iter().map(|w| (w.name.as_str(), !w.connected_to.is_empty())).collect();
+    let now = crate::clock::now();
+    let older = (builds.len() as i64 == PAGE).then(|| builds.last().map(|l| format!("?before={}", l.number))).flatten();
+    let newest = builds.first().map(|b| b.complete_at.unwrap_or(b.started_at));
+    let lines = builds
+        .into_iter()
+        .map(|bb| BuildLine {
+            number: bb.number,
+            href: build_href(id, bb.number),
+            look: look(bb.results, bb.complete),
+            started: super::when(bb.started_at),
+            took: duration(bb.complete_at.unwrap_or(now) - bb.started_at),
+            state: bb.state_string,
+            worker: bb.workerid.and_then(|w| names.get(&w).map(|n| n.to_string())).unwrap_or_default(),
+        })
+        .collect();
+    let forces = m
+        .config
+        .schedulers
+        .iter()
+        .filter(|s| matches!(s.kind, cascade_config::SchedulerKind::Force))
+        .filter(|s| s.builders.as_ref().is_none_or(|l| l.iter().any(|n| n == &b.definition || n == &b.name)))
+        .map(|s| s.name.clone())
+        .collect();
+    let page = BuilderPage {
+        chrome: Chrome::new(&m, &headers, "builders", Filter::default()).await,
+        id,
+        name: b.name.clone(),
+        description: b.description.clone().unwrap_or_default(),
+        branch: b.branch.clone().unwrap_or_default(),
+        tags: b.tags.clone(),
+        workers: b.workers.iter().map(|w| (w.clone(), online.get(w.as_str()).copied().unwrap_or(false))).collect(),
+        builds: lines,
+        older,
+        pending,
+        forces,
+    };
+    render(&headers, &page, newest)
+}
+
+pub struct PendingLine {
+    pub id: i64,
+    pub builder_id: i64,
+    pub builder: String,
+    pub waited: String,
+    pub submitted: String,
+    pub reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "pending.html")]
+pub struct PendingPage {
+    pub chrome: Chrome,
+    pub lines: Vec<PendingLine>,
+    pub total: i64,
+}
+
+pub async fn pending(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let filter = Filter::parse(q.as_deref());
+    let by_id = super::builders_by_id(&m);
+    let query =
+        ListQuery::default().eq("complete", "false").eq("claimed", "false").order_by("submitted_at", false).limit(500);
+    let page = match m.store.list_buildrequests(&query).await {
+        Ok(p) => p,
+        Err(e) => return store_error(e),
+    };
+    let now = crate::clock::now();
+    let lines = page
+        .items
+        .into_iter()
+        .filter(|r| by_id.get(&r.builderid).is_some_and(|b| filter.admits(b)))
+        .map(|r| PendingLine {
+            id: r.buildrequestid,
+            builder_id: r.builderid,
+            builder: by_id.get(&r.builderid).map(|b| b.name.clone()).unwrap_or_default(),
+            waited: ago(now, r.submitted_at),
+            submitted: super::when(r.submitted_at),
+            reason: String::new(),
+        })
+        .collect::<Vec<_>>();
+    let chrome = Chrome::new(&m, &headers, "pending", filter).await;
+    let total = lines.len() as i64;
+    render(&headers, &PendingPage { chrome, lines, total }, None)
+}

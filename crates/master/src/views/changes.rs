@@ -1,0 +1,124 @@
+//! `/changes` (newest first, paged by id, filtered by branch) and
+//! `/changes/{id}` (the change and every build that covered it).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use cascade_store::ListQuery;
+
+use super::{Chrome, Filter, Look, PENDING, build_href, look, not_found, render, store_error};
+use crate::app::Master;
+
+pub struct ChangeLine {
+    pub id: i64,
+    pub revision: String,
+    pub revlink: Option<String>,
+    pub branch: String,
+    pub author: String,
+    pub when: String,
+    pub title: String,
+}
+
+#[derive(Template)]
+#[template(path = "changes.html")]
+pub struct ChangesPage {
+    pub chrome: Chrome,
+    pub changes: Vec<ChangeLine>,
+    pub older: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Paging {
+    before: Option<i64>,
+}
+
+fn line(c: &cascade_store::records::ChangeRecord) -> ChangeLine {
+    ChangeLine {
+        id: c.changeid,
+        revision: c.revision.clone().unwrap_or_default().chars().take(12).collect(),
+        revlink: c.revlink.clone(),
+        branch: c.branch.clone().unwrap_or_default(),
+        author: c.author.clone(),
+        when: super::when(c.when_timestamp),
+        title: c.comments.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+pub async fn list(
+    State(m): State<Arc<Master>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    Query(p): Query<Paging>,
+) -> Response {
+    let filter = Filter::parse(q.as_deref());
+    let mut query = ListQuery::default().order_by("changeid", true).limit(50);
+    for b in m.config.branches.iter().filter(|b| filter.branches.contains(&b.name)) {
+        query = query.eq("branch", &b.git);
+    }
+    if let Some(before) = p.before {
+        query.filters.push(cascade_store::Filter {
+            field: "changeid".into(),
+            op: cascade_store::Op::Lt,
+            values: vec![before.to_string()],
+        });
+    }
+    let page = match m.store.list_changes(&query).await {
+        Ok(p) => p,
+        Err(e) => return store_error(e),
+    };
+    let changes: Vec<ChangeLine> = page.items.iter().map(line).collect();
+    let older =
+        (changes.len() == 50).then(|| changes.last().map(|c| format!("?{}&before={}", filter.query(), c.id))).flatten();
+    let newest = page.items.first().map(|c| c.when_timestamp);
+    let chrome = Chrome::new(&m, &headers, "changes", filter).await;
+    render(&headers, &ChangesPage { chrome, changes, older }, newest)
+}
+
+#[derive(Template)]
+#[template(path = "change.html")]
+pub struct ChangePage {
+    pub chrome: Chrome,
+    pub change: ChangeLine,
+    pub comments: String,
+    pub files: Vec<String>,
+    pub builds: Vec<(String, Look, Option<String>)>,
+}
+
+pub async fn one(State(m): State<Arc<Master>>, headers: HeaderMap, Path(raw): Path<String>) -> Response {
+    let Ok(id) = raw.parse::<i64>() else { return not_found("change") };
+    let (change, cells) = match async {
+        Ok::<_, cascade_store::StoreError>((m.store.get_change(id).await?, m.store.console_cells(&[id]).await?))
+    }
+    .await
+    {
+        Ok((Some(c), cells)) => (c, cells),
+        Ok((None, _)) => return not_found("change"),
+        Err(e) => return store_error(e),
+    };
+    let by_id = super::builders_by_id(&m);
+    let mut builds: Vec<(String, Look, Option<String>)> = cells
+        .iter()
+        .map(|c| {
+            let name = by_id.get(&c.builder_id).map(|b| b.name.clone()).unwrap_or_default();
+            match (c.build_id, c.number) {
+                (Some(_), Some(n)) => {
+                    (format!("{name} #{n}"), look(c.build_results, c.build_complete), Some(build_href(c.builder_id, n)))
+                }
+                _ if !c.request_complete => (name, PENDING, None),
+                _ => (name, look(Some(c.request_results), true), None),
+            }
+        })
+        .collect();
+    builds.sort_by(|a, b| a.0.cmp(&b.0));
+    let page = ChangePage {
+        chrome: Chrome::new(&m, &headers, "changes", Filter::default()).await,
+        comments: change.comments.clone(),
+        files: change.files.clone(),
+        change: line(&change),
+        builds,
+    };
+    render(&headers, &page, Some(change.when_timestamp))
+}

@@ -1,0 +1,183 @@
+//! `/console`: rows are a branch's changes (newest first), columns its
+//! builders grouped by tier; each cell is the build that covered that change
+//! (a build that merged several changes fills all their rows). Above, a
+//! bubble per builder: its current state. `/grid` is the same data with
+//! builders as rows and changes as columns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use cascade_store::{ConsoleCell, ListQuery};
+
+use super::{Chrome, Filter, Look, NOTHING, PENDING, RUNNING, build_href, look, render, store_error};
+use crate::app::Master;
+
+pub struct Column {
+    pub id: i64,
+    pub name: String,
+    pub tier: u8,
+    /// Current state: the newest build's look, or idle/offline.
+    pub bubble: Look,
+    pub bubble_href: Option<String>,
+    pub online: bool,
+}
+
+pub struct Cell {
+    pub look: Look,
+    pub href: Option<String>,
+}
+
+pub struct Row {
+    pub change_id: i64,
+    pub revision: String,
+    pub revlink: Option<String>,
+    pub author: String,
+    pub title: String,
+    pub cells: Vec<Cell>,
+}
+
+impl Row {
+    /// The cell under column `i` (for the grid, which walks columns first).
+    pub fn at(&self, i: &&usize) -> &Cell {
+        &self.cells[**i]
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console.html")]
+pub struct ConsolePage {
+    pub chrome: Chrome,
+    pub columns: Vec<Column>,
+    pub rows: Vec<Row>,
+    pub grid: bool,
+}
+
+/// Which look a change's cell gets from the requests made for it: a build
+/// that took it wins (running or its result), else pending, else nothing.
+pub fn cell_look(cells: &[&ConsoleCell]) -> (Look, Option<i64>, Option<i64>) {
+    let with_build = cells.iter().filter(|c| c.build_id.is_some()).max_by_key(|c| c.build_id);
+    if let Some(c) = with_build {
+        return (look(c.build_results, c.build_complete), c.build_id, c.number);
+    }
+    if cells.iter().any(|c| !c.request_complete) {
+        return (PENDING, None, None);
+    }
+    // Cancelled (or otherwise ended) without a build.
+    match cells.first() {
+        Some(c) => (look(Some(c.request_results), true), None, None),
+        None => (NOTHING, None, None),
+    }
+}
+
+pub async fn console(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    page(m, headers, q, false).await
+}
+
+pub async fn grid(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    page(m, headers, q, true).await
+}
+
+async fn page(m: Arc<Master>, headers: HeaderMap, q: Option<String>, grid: bool) -> Response {
+    let filter = Filter::parse(q.as_deref()).or_first_branch(&m);
+    let builders = super::builders(&m, &filter);
+    let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
+    let count: i64 = q
+        .as_deref()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .and_then(|p| p.into_iter().find(|(k, _)| k == "changes").and_then(|(_, v)| v.parse().ok()))
+        .unwrap_or(if grid { 15 } else { 20 })
+        .clamp(1, 100);
+    let git: Vec<String> =
+        m.config.branches.iter().filter(|b| filter.branches.contains(&b.name)).map(|b| b.git.clone()).collect();
+    let mut query = ListQuery::default().order_by("changeid", true).limit(count);
+    for g in &git {
+        query = query.eq("branch", g);
+    }
+    let load = async {
+        let changes = if git.is_empty() { Vec::new() } else { m.store.list_changes(&query).await?.items };
+        let change_ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
+        let cells = m.store.console_cells(&change_ids).await?;
+        let latest = m.store.latest_builds(&ids, false).await?;
+        let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
+        Ok::<_, cascade_store::StoreError>((changes, cells, latest, workers))
+    };
+    let (changes, cells, latest, workers) = match load.await {
+        Ok(x) => x,
+        Err(e) => return store_error(e),
+    };
+    let online: HashMap<&str, bool> = workers.iter().map(|w| (w.name.as_str(), !w.connected_to.is_empty())).collect();
+    let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
+    let columns: Vec<Column> = builders
+        .iter()
+        .map(|(b, id)| {
+            let up = b.workers.iter().any(|w| online.get(w.as_str()).copied().unwrap_or(false));
+            let (bubble, bubble_href) = match latest.get(id) {
+                Some(build) if !build.complete => (RUNNING, Some(build_href(*id, build.number))),
+                Some(build) => (look(build.results, true), Some(build_href(*id, build.number))),
+                None => (NOTHING, None),
+            };
+            Column { id: *id, name: b.name.clone(), tier: super::tier(b), bubble, bubble_href, online: up }
+        })
+        .collect();
+    let mut by_key: BTreeMap<(i64, i64), Vec<&ConsoleCell>> = BTreeMap::new();
+    for c in &cells {
+        by_key.entry((c.change_id, c.builder_id)).or_default().push(c);
+    }
+    let rows: Vec<Row> = changes
+        .iter()
+        .map(|c| Row {
+            change_id: c.changeid,
+            revision: c.revision.clone().unwrap_or_default().chars().take(10).collect(),
+            revlink: c.revlink.clone(),
+            author: c.author.split(" <").next().unwrap_or(&c.author).to_string(),
+            title: c.comments.lines().next().unwrap_or("").chars().take(100).collect(),
+            cells: columns
+                .iter()
+                .map(|col| {
+                    let found = by_key.get(&(c.changeid, col.id)).map(Vec::as_slice).unwrap_or(&[]);
+                    let (look, _, number) = cell_look(found);
+                    Cell { look, href: number.map(|n| build_href(col.id, n)) }
+                })
+                .collect(),
+        })
+        .collect();
+    let newest = changes.first().map(|c| c.when_timestamp);
+    let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, filter).await;
+    render(&headers, &ConsolePage { chrome, columns, rows, grid }, newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(build: Option<(i64, Option<i64>, bool)>, complete: bool) -> ConsoleCell {
+        ConsoleCell {
+            change_id: 1,
+            builder_id: 1,
+            request_complete: complete,
+            request_results: if complete { 6 } else { -1 },
+            claimed: build.is_some(),
+            build_id: build.map(|b| b.0),
+            number: build.map(|b| b.0),
+            build_results: build.and_then(|b| b.1),
+            build_complete: build.is_some_and(|b| b.2),
+        }
+    }
+
+    #[test]
+    fn a_cell_shows_the_newest_build_or_the_wait() {
+        let pending = cell(None, false);
+        assert_eq!(cell_look(&[&pending]).0, PENDING);
+        let running = cell(Some((7, None, false)), false);
+        assert_eq!(cell_look(&[&pending, &running]).0, RUNNING);
+        let failed = cell(Some((3, Some(2), true)), true);
+        let passed = cell(Some((9, Some(0), true)), true);
+        assert_eq!(cell_look(&[&failed, &passed]).0.word, "success", "the newest build wins");
+        assert_eq!(cell_look(&[&cell(None, true)]).0.word, "cancelled");
+        assert_eq!(cell_look(&[]).0, NOTHING);
+    }
+}

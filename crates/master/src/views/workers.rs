@@ -1,0 +1,102 @@
+//! `/workers` (connected or not, since when, running builds, what they
+//! report about themselves) and `/workers/{id}`.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use cascade_store::ListQuery;
+
+use super::{Chrome, Filter, not_found, render, store_error};
+use crate::app::Master;
+
+pub struct WorkerLine {
+    pub id: i64,
+    pub name: String,
+    pub connected: bool,
+    pub paused: bool,
+    pub graceful: bool,
+    pub running: Vec<(String, String)>,
+    pub admin: String,
+    pub host: String,
+    pub version: String,
+    pub info: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "workers.html")]
+pub struct WorkersPage {
+    pub chrome: Chrome,
+    pub workers: Vec<WorkerLine>,
+    pub one: bool,
+}
+
+async fn lines(m: &Master, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_store::StoreError> {
+    let mut q = ListQuery::default().limit(1000);
+    if let Some(id) = only {
+        q = q.eq("workerid", id);
+    }
+    let workers = m.store.list_workers(&q).await?.items;
+    let running = m.store.running_builds().await?;
+    let by_id = m.config.builders.iter().filter_map(|b| m.builder_ids.get(&b.name).map(|id| (*id, b.name.clone())));
+    let names: std::collections::HashMap<i64, String> = by_id.collect();
+    Ok(workers
+        .into_iter()
+        .map(|w| {
+            let text = |k: &str| w.workerinfo.get(k).and_then(|v| v.as_str()).unwrap_or("").trim().to_string();
+            let info = w
+                .workerinfo
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "admin" | "host" | "version" | "worker_commands"))
+                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            WorkerLine {
+                id: w.workerid,
+                connected: !w.connected_to.is_empty(),
+                paused: w.paused,
+                graceful: w.graceful,
+                running: running
+                    .iter()
+                    .filter(|b| b.workerid == Some(w.workerid))
+                    .map(|b| {
+                        let name = names.get(&b.builderid).cloned().unwrap_or_default();
+                        (format!("{name} #{}", b.number), super::build_href(b.builderid, b.number))
+                    })
+                    .collect(),
+                admin: text("admin"),
+                host: text("host"),
+                version: text("version"),
+                info,
+                name: w.name,
+            }
+        })
+        .collect())
+}
+
+pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap) -> Response {
+    match lines(&m, None).await {
+        Ok(workers) => {
+            let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
+            render(&headers, &WorkersPage { chrome, workers, one: false }, None)
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn one(State(m): State<Arc<Master>>, headers: HeaderMap, Path(raw): Path<String>) -> Response {
+    let Ok(id) = raw.parse::<i64>() else { return not_found("worker") };
+    match lines(&m, Some(id)).await {
+        Ok(workers) if !workers.is_empty() => {
+            let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
+            render(&headers, &WorkersPage { chrome, workers, one: true }, None)
+        }
+        Ok(_) => not_found("worker"),
+        Err(e) => store_error(e),
+    }
+}

@@ -1,0 +1,226 @@
+//! Reads for the pages: each answers from indexes, whatever the history's
+//! depth (a builder's builds by `(builder_id, number)`, a change's builds
+//! through `buildset_changes (change_id)` and `buildrequests (buildset_id)`).
+
+use sqlx::AssertSqlSafe;
+
+use crate::builds::{STEP_COLUMNS, StepRecord, step_from};
+use crate::changes::placeholders;
+use crate::records::{BUILD_COLUMNS, BuildRecord, build_from, get};
+use crate::{Result, Store};
+
+/// What a console cell knows: one build request for a change, and the build
+/// that took it (if one has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleCell {
+    pub change_id: i64,
+    pub builder_id: i64,
+    pub request_complete: bool,
+    pub request_results: i64,
+    pub claimed: bool,
+    pub build_id: Option<i64>,
+    pub number: Option<i64>,
+    pub build_results: Option<i64>,
+    pub build_complete: bool,
+}
+
+impl Store {
+    /// Each builder's newest build (or newest finished one), one index
+    /// lookup per builder in a single statement.
+    pub async fn latest_builds(&self, builder_ids: &[i64], finished_only: bool) -> Result<Vec<BuildRecord>> {
+        let mut out = Vec::with_capacity(builder_ids.len());
+        let finished = if finished_only { "AND x.complete_at IS NOT NULL" } else { "" };
+        for chunk in builder_ids.chunks(500) {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builders bl JOIN builds b ON b.id = \
+                 (SELECT x.id FROM builds x WHERE x.builder_id = bl.id {finished} ORDER BY x.number DESC LIMIT 1) \
+                 WHERE bl.id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(build_from(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest `per_builder` builds of each builder (newest first): the
+    /// newest numbers first, then one statement of per-builder ranges, each
+    /// an index range scan.
+    pub async fn recent_builds_of(&self, builder_ids: &[i64], per_builder: i64) -> Result<Vec<BuildRecord>> {
+        let latest = self.latest_builds(builder_ids, false).await?;
+        let mut out = Vec::new();
+        for chunk in latest.chunks(200) {
+            let ranges: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(b.builder_id = ${} AND b.number > ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds b WHERE {} ORDER BY b.builder_id, b.number DESC",
+                ranges.join(" OR ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for b in chunk {
+                q = q.bind(b.builderid).bind(b.number - per_builder);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(build_from(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A builder's builds, newest first, below `before` (keyset paging by number).
+    pub async fn builder_builds_page(
+        &self,
+        builder_id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<BuildRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder_id = $1 AND b.number < $2 ORDER BY b.number DESC LIMIT $3"
+        )))
+        .bind(builder_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(build_from).collect()
+    }
+
+    /// Steps of several builds.
+    pub async fn steps_of(&self, build_ids: &[i64]) -> Result<Vec<StepRecord>> {
+        let mut out = Vec::new();
+        for chunk in build_ids.chunks(500) {
+            let sql = format!(
+                "SELECT {STEP_COLUMNS} FROM steps WHERE build_id IN ({}) ORDER BY build_id, number",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(step_from(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every build request made for these changes, with its build.
+    pub async fn console_cells(&self, change_ids: &[i64]) -> Result<Vec<ConsoleCell>> {
+        let mut out = Vec::new();
+        for chunk in change_ids.chunks(200) {
+            let sql = format!(
+                "SELECT bc.change_id, r.builder_id, r.complete, r.results AS request_results, \
+                 r.claimed_by_master_id, r.build_id, b.number, b.results AS build_results, b.complete_at \
+                 FROM buildset_changes bc JOIN buildrequests r ON r.buildset_id = bc.buildset_id \
+                 LEFT JOIN builds b ON b.id = r.build_id WHERE bc.change_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(ConsoleCell {
+                    change_id: get(&r, "change_id")?,
+                    builder_id: get(&r, "builder_id")?,
+                    request_complete: get::<i64>(&r, "complete")? != 0,
+                    request_results: get(&r, "request_results")?,
+                    claimed: get::<Option<i64>>(&r, "claimed_by_master_id")?.is_some(),
+                    build_id: get(&r, "build_id")?,
+                    number: get(&r, "number")?,
+                    build_results: get(&r, "build_results")?,
+                    build_complete: get::<Option<i64>>(&r, "complete_at")?.is_some(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The build where a builder's current failing streak began: the first
+    /// finished build after its last passing one (one statement).
+    pub async fn breaking_build(&self, builder_id: i64) -> Result<Option<BuildRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder_id = $1 AND b.complete_at IS NOT NULL \
+             AND b.number > COALESCE((SELECT g.number FROM builds g WHERE g.builder_id = $1 \
+             AND g.complete_at IS NOT NULL AND g.results IN (0, 1) ORDER BY g.number DESC LIMIT 1), -1) \
+             ORDER BY b.number LIMIT 1"
+        )))
+        .bind(builder_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(build_from).transpose()
+    }
+
+    /// Where each builder's failing streak began (for the builders given,
+    /// those that have one), in three statements whatever their number.
+    pub async fn breaking_builds(&self, builder_ids: &[i64]) -> Result<Vec<BuildRecord>> {
+        let mut ids: Vec<i64> = Vec::new();
+        for chunk in builder_ids.chunks(500) {
+            let sql = format!(
+                "SELECT (SELECT b.id FROM builds b WHERE b.builder_id = bl.id AND b.complete_at IS NOT NULL \
+                 AND b.number > COALESCE((SELECT g.number FROM builds g WHERE g.builder_id = bl.id \
+                 AND g.complete_at IS NOT NULL AND g.results IN (0, 1) ORDER BY g.number DESC LIMIT 1), -1) \
+                 ORDER BY b.number LIMIT 1) AS breaking FROM builders bl WHERE bl.id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                if let Some(id) = get::<Option<i64>>(&r, "breaking")? {
+                    ids.push(id);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!("SELECT {BUILD_COLUMNS} FROM builds b WHERE b.id IN ({})", placeholders(1, chunk.len()));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(build_from(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// (build id, change id) for every change the builds cover.
+    pub async fn blamelist_pairs(&self, build_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+        let mut out = Vec::new();
+        for chunk in build_ids.chunks(500) {
+            let sql = format!(
+                "SELECT DISTINCT r.build_id, bc.change_id FROM buildrequests r \
+                 JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id IN ({}) \
+                 ORDER BY r.build_id, bc.change_id",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((get(&r, "build_id")?, get(&r, "change_id")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds running now, on any master.
+    pub async fn running_builds(&self) -> Result<Vec<BuildRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.complete_at IS NULL ORDER BY b.id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(build_from).collect()
+    }
+}
