@@ -41,6 +41,49 @@ pub struct Home {
     pub session: Option<SessionView>,
     /// Force schedulers and the builders each can force.
     pub forces: Vec<(String, Vec<String>)>,
+    pub branches: Vec<BranchSummary>,
+}
+
+/// One line per branch: how its stable builders stand, what runs now.
+pub struct BranchSummary {
+    pub name: String,
+    pub stable: usize,
+    pub green: usize,
+    pub red: usize,
+    pub running: usize,
+}
+
+async fn branch_summaries(m: &Master) -> Result<Vec<BranchSummary>, cascade_store::StoreError> {
+    let stable = crate::views::Filter { branches: vec![], tags: vec!["stable".into()] };
+    let builders = crate::views::builders(m, &stable);
+    let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
+    let latest = m.store.latest_builds(&ids, true).await?;
+    let results: std::collections::HashMap<i64, Option<i64>> =
+        latest.iter().map(|b| (b.builderid, b.results)).collect();
+    let running = m.store.running_builds().await?;
+    let branch_of: std::collections::HashMap<i64, &str> =
+        m.config.builders.iter().filter_map(|b| Some((*m.builder_ids.get(&b.name)?, b.branch.as_deref()?))).collect();
+    Ok(m.config
+        .branches
+        .iter()
+        .map(|br| {
+            let mine: Vec<i64> = builders
+                .iter()
+                .filter(|(b, _)| b.branch.as_deref() == Some(br.name.as_str()))
+                .map(|(_, id)| *id)
+                .collect();
+            let of = |want: &[i64]| {
+                mine.iter().filter(|id| results.get(id).copied().flatten().is_some_and(|r| want.contains(&r))).count()
+            };
+            BranchSummary {
+                name: br.name.clone(),
+                stable: mine.len(),
+                green: of(&[0, 1]),
+                red: of(&[2, 4]),
+                running: running.iter().filter(|b| branch_of.get(&b.builderid) == Some(&br.name.as_str())).count(),
+            }
+        })
+        .collect())
 }
 
 /// Who is logged in, and the token their forms carry.
@@ -88,6 +131,7 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
         let builders = m.store.list_builders(&ListQuery::default().limit(0)).await?;
         let workers = m.store.list_workers(&ListQuery::default().limit(0)).await?;
         let builds = m.store.recent_builds(25).await?;
+        let branches = branch_summaries(&m).await?;
         Ok::<_, cascade_store::StoreError>(Home {
             title: m.config.master.title.clone(),
             builders: builders.total,
@@ -121,6 +165,7 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
                 .collect(),
             session,
             forces: force_schedulers(&m),
+            branches,
         })
     };
     match load.await {

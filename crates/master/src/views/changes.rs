@@ -115,7 +115,8 @@ pub async fn one(State(m): State<Arc<Master>>, headers: HeaderMap, Path(raw): Pa
     builds.sort_by(|a, b| a.0.cmp(&b.0));
     let page = ChangePage {
         chrome: Chrome::new(&m, &headers, "changes", Filter::default()).await,
-        comments: change.comments.clone(),
+        // Escaped, terminal escapes dropped (a pasted coloured traceback).
+        comments: super::ansi::to_html(&change.comments),
         files: change.files.clone(),
         change: line(&change),
         builds,

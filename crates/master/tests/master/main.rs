@@ -4,6 +4,7 @@
 mod api;
 mod control;
 mod harness;
+mod pages;
 mod pb;
 mod readapi;
 mod schedulers;

@@ -1,0 +1,175 @@
+//! Every page, rendered from a store holding hostile text: commit messages,
+//! author names, branch and builder names, state strings and log lines with
+//! `<script>`, quotes and ANSI sequences must appear as text. Plus what each
+//! page must show (cells, verdicts, blamelists), and 304s for a known ETag.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use cascade_model::Results;
+use cascade_testkit::test_both;
+use serde_json::{Value, json};
+
+use crate::harness::{Harness, synthetic_push};
+
+const HOSTILE: &str = "<script>alert(\"x\")</script> & 'quoted'";
+
+fn config() -> String {
+    r#"
+[master]
+title = "CI <b>&</b>"
+name = "pages"
+[github]
+insecure_webhook = true
+[[branch]]
+name = "3.x<i>"
+git = "main"
+[[worker]]
+name = "w<1>"
+password = "pw"
+[[factory]]
+name = "f"
+steps = [{ command = "make" }]
+[[builder]]
+name = "Fedora <script>"
+workers = ["w<1>"]
+factory = "f"
+branches = ["3.x<i>"]
+tags = ["stable", "tier-1"]
+[[builder]]
+name = "Windows"
+workers = ["w<1>"]
+factory = "f"
+branches = ["3.x<i>"]
+tags = ["tier-3"]
+[[scheduler]]
+name = "main"
+kind = "branch"
+branch = "3.x<i>"
+tree_stable = "1s"
+[[scheduler]]
+name = "force"
+kind = "force"
+"#
+    .to_string()
+}
+
+async fn html(h: &Harness, uri: &str) -> (StatusCode, String, axum::http::HeaderMap) {
+    let (status, headers, body) = h.app_response(Request::get(uri).body(Body::empty()).expect("req")).await;
+    (status, String::from_utf8(body).expect("utf-8"), headers)
+}
+
+fn assert_escaped(uri: &str, page: &str) {
+    assert!(!page.contains("<script>alert"), "{uri} lets a script through:\n{page}");
+    assert!(!page.contains("<b>&</b>"), "{uri}: the title is not escaped");
+    assert!(!page.contains('\x1b'), "{uri}: raw ANSI escape in the page");
+}
+
+/// A finished build for `builder` covering the pushed change, with a step and its log.
+async fn build_with_log(h: &Harness, builder: i64, results: Results, lines: &[&str]) -> (i64, i64) {
+    let now = cascade_master::clock::now();
+    let claimed = h.store.claim_build(builder, h.master.master_id, None, now).await.expect("claim").expect("a build");
+    let step = h.store.add_step(claimed.build_id, 0, "test <script>", now).await.expect("step");
+    let log = h.store.add_log(step, "stdio", "s").await.expect("log");
+    let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    h.store.append_log_lines(log, 0, &lines).await.expect("lines");
+    h.store.finish_log(log).await.expect("finish log");
+    h.store.finish_step(step, results, &format!("test {HOSTILE}"), now).await.expect("finish step");
+    h.store.finish_build(claimed.build_id, results, &format!("failed {HOSTILE}"), now).await.expect("finish");
+    (claimed.build_id, claimed.number)
+}
+
+test_both!(every_page_renders_hostile_text_as_text, |db| {
+    let h = Harness::with_config(db, &config()).await;
+    let mut payload = synthetic_push("main", 5, 2, &["Lib/os.py"]);
+    payload["commits"][1]["message"] = json!(format!("{HOSTILE}\n\nbody \u{1b}[31mred\u{1b}[0m"));
+    payload["commits"][1]["author"]["name"] = json!("<b>Eve</b>");
+    payload["head_commit"] = payload["commits"][1].clone();
+    let changes = h.push(&payload, "pages-1").await;
+    h.master.schedulers.tick(&h.store, cascade_master::clock::now() + 60).await.expect("tick");
+    let fedora = h.builder("Fedora <script> 3.x<i>");
+    let windows = h.builder("Windows 3.x<i>");
+    let (build_id, number) = build_with_log(
+        &h,
+        fedora,
+        Results::Failure,
+        &["hstarting <script>", "o\u{1b}[1;31mFAIL\u{1b}[0m: test_os <b>", "e\"quotes\" & 'apostrophes'"],
+    )
+    .await;
+
+    let uris = [
+        "/".to_string(),
+        "/console".into(),
+        "/grid".into(),
+        "/waterfall".into(),
+        "/release".into(),
+        "/builders".into(),
+        format!("/builders/{fedora}"),
+        format!("/builders/{fedora}/builds/{number}"),
+        format!("/builders/{fedora}/builds/{number}/steps/0/logs/stdio"),
+        "/workers".into(),
+        "/workers/1".into(),
+        "/changes".into(),
+        format!("/changes/{}", changes[1]),
+        "/pending".into(),
+        "/login".into(),
+    ];
+    for uri in &uris {
+        let (status, page, headers) = html(&h, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+        assert!(
+            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/html")),
+            "{uri}"
+        );
+        assert_escaped(uri, &page);
+    }
+
+    // The console: the change's row, a failure cell linking to the build, a pending one for Windows.
+    let (_, console, headers) = html(&h, "/console").await;
+    let eve = console.find("Eve").map(|i| &console[i.saturating_sub(30)..i + 30]).unwrap_or("");
+    assert!(eve.contains("&#60;b&#62;Eve") || eve.contains("&lt;b&gt;Eve"), "author escaped: {eve}");
+    assert!(console.contains(&format!("href=\"/builders/{fedora}/builds/{number}\">✘</a>")), "{console}");
+    assert!(console.contains("cell pending"), "Windows has not built yet");
+    // 304 for the same page again.
+    let etag = headers.get(header::ETAG).expect("an etag").clone();
+    let req = Request::get("/console").header(header::IF_NONE_MATCH, etag).body(Body::empty()).expect("req");
+    let (status, _, body) = h.app_response(req).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+
+    // The release page: a failing stable tier-1 builder blocks; its breaking build and blamelist show.
+    let (_, release, _) = html(&h, "/release").await;
+    assert!(release.contains("verdict blocked"), "{release}");
+    assert!(release.contains(&format!("#{number}")));
+    assert!(!release.contains("Windows"), "only stable builders");
+
+    // The build page: blamelist (both changes of the push), state, step, log link.
+    let (_, build, _) = html(&h, &format!("/builders/{fedora}/builds/{number}")).await;
+    assert!(build.contains("✘ failure"));
+    assert!(build.contains(&format!("/changes/{}", changes[0])) && build.contains(&format!("/changes/{}", changes[1])));
+    assert!(build.contains(&format!("/builders/{fedora}/builds/{number}/steps/0/logs/stdio")));
+
+    // The log page: streams as classes, ANSI as spans, text escaped.
+    let (_, log, _) = html(&h, &format!("/builders/{fedora}/builds/{number}/steps/0/logs/stdio")).await;
+    assert!(log.contains("<span class=\"ansi-bold ansi-fg1\">FAIL</span>: test_os &lt;b&gt;"), "{log}");
+    assert!(log.contains("class=\"stderr\""));
+    let (status, raw, headers) = html(&h, &format!("/builders/{fedora}/builds/{number}/steps/0/logs/stdio/raw")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/plain"))
+    );
+    assert!(raw.starts_with("starting <script>\n"), "raw is the text itself: {raw}");
+
+    // Filters: a tag narrows the builders list.
+    let (_, stable, _) = html(&h, "/builders?tag=stable").await;
+    assert!(stable.contains("Fedora &#60;script&#62;") && !stable.contains(">Windows 3.x"), "{stable}");
+    let (_, pending, _) = html(&h, "/pending").await;
+    assert!(pending.contains(&format!("/builders/{windows}")), "{pending}");
+
+    // Unknown things are 404s.
+    for uri in
+        ["/builders/999999", "/builders/abc", &format!("/builders/{fedora}/builds/999"), "/changes/0", "/workers/999"]
+    {
+        assert_eq!(html(&h, uri).await.0, StatusCode::NOT_FOUND, "{uri}");
+    }
+    let _ = (build_id, Value::Null);
+});
