@@ -12,6 +12,9 @@
   var url = "/events" + (tailing ? "?log=" + encodeURIComponent(log.getAttribute("data-log")) : "");
   var source = new EventSource(url);
   var pending = null;
+  // Browsers allow six connections per site over HTTP/1.1: let this one go
+  // as soon as the page does.
+  window.addEventListener("pagehide", function () { source.close(); });
 
   function refresh() {
     if (pending) return;
@@ -39,14 +42,14 @@
   source.addEventListener("resync", function () {
     if (page === "log") { window.location.reload(); } else { refresh(); }
   });
-  source.addEventListener("lines", function (e) {
-    if (!tailing) return;
-    var batch = JSON.parse(e.data);
+  // Appends lines numbered from `first`; lines already shown are skipped.
+  function append(first, lines) {
     var next = parseInt(log.getAttribute("data-next"), 10);
+    if (first > next) return false; // a gap: fetch it first
     var atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
-    batch.lines.forEach(function (line, i) {
-      var n = batch.first_line + i;
-      if (n < next) return; // already on the page
+    lines.forEach(function (line, i) {
+      var n = first + i;
+      if (n < next) return;
       var span = document.createElement("span");
       var kind = line.charAt(0);
       span.className = kind === "e" ? "stderr" : kind === "h" ? "header" : "stdout";
@@ -57,5 +60,32 @@
     });
     log.setAttribute("data-next", String(next));
     if (atBottom) window.scrollTo(0, document.body.scrollHeight);
+    return true;
+  }
+
+  // Lines written between the page's rendering and now come from the API.
+  function catchUp() {
+    var id = log.getAttribute("data-log");
+    var next = log.getAttribute("data-next");
+    return fetch("/api/v2/logs/" + id + "/contents?offset=" + next + "&limit=10000", { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        if (!body) return;
+        body.logchunks.forEach(function (chunk) {
+          var lines = chunk.content.split("\n");
+          if (lines.length && lines[lines.length - 1] === "") lines.pop();
+          append(chunk.firstline, lines);
+        });
+      })
+      .catch(function () {});
+  }
+
+  if (tailing) source.addEventListener("open", catchUp);
+  source.addEventListener("lines", function (e) {
+    if (!tailing) return;
+    var batch = JSON.parse(e.data);
+    if (!append(batch.first_line, batch.lines)) {
+      catchUp().then(function () { append(batch.first_line, batch.lines); });
+    }
   });
 })();

@@ -2,6 +2,7 @@
 //! real router, real GitHub payloads signed with the test secret.
 
 mod api;
+mod browser;
 mod control;
 mod harness;
 mod pages;

@@ -1,0 +1,256 @@
+//! The pages in a real browser: Debian's headless Chromium, driven over
+//! the WebDriver protocol through `chromedriver` (both installed by
+//! `tests/support/chromium.sh`, which `.ci/run` runs). A push arrives and the
+//! console's cell turns from running to green without a reload; a log page
+//! tails its running step; the release page's verdict flips when a stable
+//! build fails. Screenshots of the main pages are saved under
+//! `<target>/browser-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use cascade_testkit::test_both;
+use serde_json::{Value, json};
+
+use crate::harness::Harness;
+use crate::workers::{BuildbotWorker, Kind, config, make_repo, push, run_master, wait_for};
+
+/// The chromedriver executable: `CASCADE_CHROMEDRIVER`, or the one the
+/// support script installs (run here if needed).
+fn chromedriver() -> PathBuf {
+    if let Ok(p) = std::env::var("CASCADE_CHROMEDRIVER") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/chromium.sh");
+    let out = std::process::Command::new("bash").arg(&script).output().expect("run chromium.sh");
+    assert!(out.status.success(), "installing chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Where screenshots go: next to the build's other outputs.
+fn screenshot_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let target = exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let dir = target.join("browser-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+/// A WebDriver session on a headless Chromium.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    _driver: tokio::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let driver = tokio::process::Command::new(chromedriver())
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        cascade_master::app::install_crypto_provider();
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for("chromedriver to be ready", Duration::from_secs(30), || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let v: Value = http.get(format!("{base}/status")).send().await.ok()?.json().await.ok()?;
+                v["value"]["ready"].as_bool().filter(|r| *r)
+            }
+        })
+        .await;
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": std::env::var("CASCADE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]
+            }
+        } } });
+        let v: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("json");
+        let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
+        Browser { http, base, session, _driver: driver }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().await.expect("webdriver").json().await.expect("json");
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": [] }))).await
+    }
+
+    /// Waits until `script` returns a truthy value.
+    async fn until(&self, what: &str, limit: Duration, script: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let v = self.js(script).await;
+            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                return v;
+            }
+            assert!(started.elapsed() < limit, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Marks the current document; `unreloaded` is true while it is the same one.
+    async fn mark(&self) {
+        self.js("window.__cascadeMark = 'same document'; return true;").await;
+    }
+
+    async fn unreloaded(&self) -> bool {
+        self.js("return window.__cascadeMark === 'same document';").await == json!(true)
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).expect("png");
+        std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    async fn close(self) {
+        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
+    }
+}
+
+test_both!(pages_update_live_in_a_real_browser, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let (go, fail) = (dir.path().join("GO"), dir.path().join("FAIL"));
+    // The step talks until told to stop, then passes unless told to fail.
+    let step = format!(
+        r#"{{ name = "work", command = ["sh", "-c", "i=0; while [ ! -f {go} ]; do i=$((i+1)); echo line $i; sleep 0.2; done; test ! -f {fail}"] }},"#,
+        go = go.display(),
+        fail = fail.display()
+    );
+    let text = format!("{}\n[[scheduler]]\nname = \"force\"\nkind = \"force\"\n", config(&repo, &step))
+        .replace("branches = [\"main\"]", "branches = [\"main\"]\ntags = [\"stable\", \"tier-1\"]");
+    let h = Harness::with_config(db, &text).await;
+    let running = run_master(&h.master).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let site = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = cascade_master::router(h.master.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    let builder = h.builder("unix main");
+    let browser = Browser::start().await;
+    let live = Duration::from_secs(30);
+
+    // The console: a push shows up as a running cell, then turns green, with no reload.
+    browser.go(&format!("{site}/console")).await;
+    browser.mark().await;
+    push(&h, &sha).await;
+    browser.until("a running cell", live, "return document.querySelector('td.cell.running') !== null;").await;
+    assert!(browser.unreloaded().await, "the console updated in place");
+    browser.screenshot("console-running").await;
+    std::fs::write(&go, "").expect("go");
+    browser.until("the cell to turn green", live, "return document.querySelector('td.cell.success') !== null;").await;
+    assert!(browser.unreloaded().await, "the console updated in place");
+    browser.screenshot("console").await;
+
+    // The release page says releasable, then blocked when the stable build fails.
+    browser.go(&format!("{site}/release")).await;
+    browser.until("the verdict", live, "return document.querySelector('.verdict.releasable') !== null;").await;
+    browser.mark().await;
+    std::fs::remove_file(&go).expect("stop going");
+    std::fs::write(&fail, "").expect("fail");
+    h.master
+        .schedulers
+        .force(
+            &h.store,
+            &cascade_master::scheduler::ForceRequest {
+                scheduler: "force".into(),
+                builders: vec!["unix main".into()],
+                branch: None,
+                revision: Some(sha.clone()),
+                reason: "browser test".into(),
+                owner: "test".into(),
+                properties: Default::default(),
+            },
+            cascade_master::clock::now(),
+        )
+        .await
+        .expect("force");
+    h.master.wake_builds.notify_one();
+
+    // Meanwhile the second build's log page tails its running step.
+    let second = wait_for("the second build's step", live, || async {
+        let b = h.store.get_build(2).await.ok().flatten()?;
+        let steps = h.store.list_steps(b.buildid).await.ok()?;
+        steps.iter().find(|s| s.name == "work").map(|s| s.number)
+    })
+    .await;
+    browser.go(&format!("{site}/builders/{builder}/builds/2/steps/{second}/logs/stdio")).await;
+    browser.mark().await;
+    let first_count = browser
+        .until("log lines", live, "return document.querySelectorAll('#log span').length;")
+        .await
+        .as_i64()
+        .unwrap_or(0);
+    let script =
+        format!("var n = document.querySelectorAll('#log span').length; return n > {} + 5 ? n : 0;", first_count);
+    browser.until("the log to grow", live, &script).await;
+    assert!(browser.unreloaded().await, "the log tailed in place");
+    let text = browser.js("return document.getElementById('log').textContent;").await;
+    let text = text.as_str().unwrap_or("");
+    let numbers: Vec<i64> =
+        text.lines().filter_map(|l| l.strip_prefix("line ").and_then(|n| n.trim().parse().ok())).collect();
+    assert!(
+        numbers.len() > 5 && numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "every line once, in order: {numbers:?}"
+    );
+    browser.screenshot("log-tail").await;
+
+    browser.go(&format!("{site}/release")).await;
+    browser.until("the page", live, "return document.querySelector('.verdict') !== null;").await;
+    browser.mark().await;
+    std::fs::write(&go, "").expect("go");
+    browser.until("the verdict to flip", live, "return document.querySelector('.verdict.blocked') !== null;").await;
+    assert!(browser.unreloaded().await, "the release page updated in place");
+    browser.screenshot("release").await;
+
+    // Screenshots of the other main pages, each rendered whole.
+    for (name, path) in [
+        ("home", "/".to_string()),
+        ("waterfall", "/waterfall".into()),
+        ("grid", "/grid".into()),
+        ("builders", "/builders".into()),
+        ("builder", format!("/builders/{builder}")),
+        ("build", format!("/builders/{builder}/builds/2")),
+        ("workers", "/workers".into()),
+        ("changes", "/changes".into()),
+        ("pending", "/pending".into()),
+    ] {
+        browser.go(&format!("{site}{path}")).await;
+        let title = browser.until(name, live, "return document.readyState === 'complete' && document.title;").await;
+        assert!(title.as_str().is_some_and(|t| t.contains("worker-test") || !t.is_empty()), "{name}: {title}");
+        browser.screenshot(name).await;
+    }
+    browser.close().await;
+});
