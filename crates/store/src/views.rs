@@ -214,6 +214,15 @@ impl Store {
         Ok(out)
     }
 
+    /// When each connected worker connected (worker id → Unix seconds).
+    pub async fn worker_connected_since(&self) -> Result<std::collections::HashMap<i64, i64>> {
+        let rows =
+            sqlx::query("SELECT worker_id, MIN(connected_at) AS since FROM worker_connections GROUP BY worker_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok((get(r, "worker_id")?, get(r, "since")?))).collect()
+    }
+
     /// Builds running now, on any master.
     pub async fn running_builds(&self) -> Result<Vec<BuildRecord>> {
         let rows = sqlx::query(AssertSqlSafe(format!(

@@ -16,6 +16,8 @@ pub struct WorkerLine {
     pub id: i64,
     pub name: String,
     pub connected: bool,
+    /// Connected since, or "offline".
+    pub since: String,
     pub paused: bool,
     pub graceful: bool,
     pub running: Vec<(String, String)>,
@@ -40,6 +42,8 @@ async fn lines(m: &Master, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade
     }
     let workers = m.store.list_workers(&q).await?.items;
     let running = m.store.running_builds().await?;
+    let since = m.store.worker_connected_since().await?;
+    let now = crate::clock::now();
     let by_id = m.config.builders.iter().filter_map(|b| m.builder_ids.get(&b.name).map(|id| (*id, b.name.clone())));
     let names: std::collections::HashMap<i64, String> = by_id.collect();
     Ok(workers
@@ -59,6 +63,10 @@ async fn lines(m: &Master, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade
             WorkerLine {
                 id: w.workerid,
                 connected: !w.connected_to.is_empty(),
+                since: since
+                    .get(&w.workerid)
+                    .map(|t| format!("since {} ({})", super::when(*t), super::ago(now, *t)))
+                    .unwrap_or_default(),
                 paused: w.paused,
                 graceful: w.graceful,
                 running: running
