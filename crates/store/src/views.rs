@@ -25,27 +25,38 @@ pub struct ConsoleCell {
 }
 
 impl Store {
-    /// Each builder's newest build (or newest finished one), one index
-    /// lookup per builder in a single statement.
-    pub async fn latest_builds(&self, builder_ids: &[i64], finished_only: bool) -> Result<Vec<BuildRecord>> {
-        let mut out = Vec::with_capacity(builder_ids.len());
-        let finished = if finished_only { "AND x.complete_at IS NOT NULL" } else { "" };
-        for chunk in builder_ids.chunks(500) {
-            let sql = format!(
-                "SELECT {BUILD_COLUMNS} FROM builders bl JOIN builds b ON b.id = \
-                 (SELECT x.id FROM builds x WHERE x.builder_id = bl.id {finished} ORDER BY x.number DESC LIMIT 1) \
-                 WHERE bl.id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+    /// Runs `sql(placeholders)` for `ids`, 500 at a time (the backends cap
+    /// bound parameters), and returns every row.
+    pub(crate) async fn rows_for_ids(
+        &self,
+        ids: &[i64],
+        sql: impl Fn(&str) -> String,
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut q = sqlx::query(AssertSqlSafe(sql(&placeholders(1, chunk.len()))));
             for id in chunk {
                 q = q.bind(*id);
             }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(build_from(&r)?);
-            }
+            out.extend(q.fetch_all(&self.pool).await?);
         }
         Ok(out)
+    }
+
+    /// Each builder's newest build (or newest finished one), one index
+    /// lookup per builder in a single statement.
+    pub async fn latest_builds(&self, builder_ids: &[i64], finished_only: bool) -> Result<Vec<BuildRecord>> {
+        let finished = if finished_only { "AND x.complete_at IS NOT NULL" } else { "" };
+        let rows = self
+            .rows_for_ids(builder_ids, |list| {
+                format!(
+                    "SELECT {BUILD_COLUMNS} FROM builders bl JOIN builds b ON b.id = \
+                     (SELECT x.id FROM builds x WHERE x.builder_id = bl.id {finished} ORDER BY x.number DESC LIMIT 1) \
+                     WHERE bl.id IN ({list})"
+                )
+            })
+            .await?;
+        rows.iter().map(build_from).collect()
     }
 
     /// The newest `per_builder` builds of each builder (newest first): the
@@ -93,125 +104,81 @@ impl Store {
 
     /// Steps of several builds.
     pub async fn steps_of(&self, build_ids: &[i64]) -> Result<Vec<StepRecord>> {
-        let mut out = Vec::new();
-        for chunk in build_ids.chunks(500) {
-            let sql = format!(
-                "SELECT {STEP_COLUMNS} FROM steps WHERE build_id IN ({}) ORDER BY build_id, number",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(step_from(&r)?);
-            }
-        }
-        Ok(out)
+        let rows = self
+            .rows_for_ids(build_ids, |list| {
+                format!("SELECT {STEP_COLUMNS} FROM steps WHERE build_id IN ({list}) ORDER BY build_id, number")
+            })
+            .await?;
+        rows.iter().map(step_from).collect()
     }
 
     /// Every build request made for these changes, with its build.
     pub async fn console_cells(&self, change_ids: &[i64]) -> Result<Vec<ConsoleCell>> {
-        let mut out = Vec::new();
-        for chunk in change_ids.chunks(200) {
-            let sql = format!(
-                "SELECT bc.change_id, r.builder_id, r.complete, r.results AS request_results, \
-                 r.claimed_by_master_id, r.build_id, b.number, b.results AS build_results, b.complete_at \
-                 FROM buildset_changes bc JOIN buildrequests r ON r.buildset_id = bc.buildset_id \
-                 LEFT JOIN builds b ON b.id = r.build_id WHERE bc.change_id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(ConsoleCell {
-                    change_id: get(&r, "change_id")?,
-                    builder_id: get(&r, "builder_id")?,
-                    request_complete: get::<i64>(&r, "complete")? != 0,
-                    request_results: get(&r, "request_results")?,
-                    claimed: get::<Option<i64>>(&r, "claimed_by_master_id")?.is_some(),
-                    build_id: get(&r, "build_id")?,
-                    number: get(&r, "number")?,
-                    build_results: get(&r, "build_results")?,
-                    build_complete: get::<Option<i64>>(&r, "complete_at")?.is_some(),
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// The build where a builder's current failing streak began: the first
-    /// finished build after its last passing one (one statement).
-    pub async fn breaking_build(&self, builder_id: i64) -> Result<Option<BuildRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder_id = $1 AND b.complete_at IS NOT NULL \
-             AND b.number > COALESCE((SELECT g.number FROM builds g WHERE g.builder_id = $1 \
-             AND g.complete_at IS NOT NULL AND g.results IN (0, 1) ORDER BY g.number DESC LIMIT 1), -1) \
-             ORDER BY b.number LIMIT 1"
-        )))
-        .bind(builder_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(build_from).transpose()
+        let rows = self
+            .rows_for_ids(change_ids, |list| {
+                format!(
+                    "SELECT bc.change_id, r.builder_id, r.complete, r.results AS request_results, \
+                     r.claimed_by_master_id, r.build_id, b.number, b.results AS build_results, b.complete_at \
+                     FROM buildset_changes bc JOIN buildrequests r ON r.buildset_id = bc.buildset_id \
+                     LEFT JOIN builds b ON b.id = r.build_id WHERE bc.change_id IN ({list})"
+                )
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConsoleCell {
+                    change_id: get(r, "change_id")?,
+                    builder_id: get(r, "builder_id")?,
+                    request_complete: get::<i64>(r, "complete")? != 0,
+                    request_results: get(r, "request_results")?,
+                    claimed: get::<Option<i64>>(r, "claimed_by_master_id")?.is_some(),
+                    build_id: get(r, "build_id")?,
+                    number: get(r, "number")?,
+                    build_results: get(r, "build_results")?,
+                    build_complete: get::<Option<i64>>(r, "complete_at")?.is_some(),
+                })
+            })
+            .collect()
     }
 
     /// Where each builder's failing streak began (for the builders given,
     /// those that have one), in three statements whatever their number.
     pub async fn breaking_builds(&self, builder_ids: &[i64]) -> Result<Vec<BuildRecord>> {
-        let mut ids: Vec<i64> = Vec::new();
-        for chunk in builder_ids.chunks(500) {
-            let sql = format!(
-                "SELECT (SELECT b.id FROM builds b WHERE b.builder_id = bl.id AND b.complete_at IS NOT NULL \
-                 AND b.number > COALESCE((SELECT g.number FROM builds g WHERE g.builder_id = bl.id \
-                 AND g.complete_at IS NOT NULL AND g.results IN (0, 1) ORDER BY g.number DESC LIMIT 1), -1) \
-                 ORDER BY b.number LIMIT 1) AS breaking FROM builders bl WHERE bl.id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                if let Some(id) = get::<Option<i64>>(&r, "breaking")? {
-                    ids.push(id);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!("SELECT {BUILD_COLUMNS} FROM builds b WHERE b.id IN ({})", placeholders(1, chunk.len()));
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(build_from(&r)?);
-            }
-        }
-        Ok(out)
+        let rows = self
+            .rows_for_ids(builder_ids, |list| {
+                format!(
+                    "SELECT (SELECT b.id FROM builds b WHERE b.builder_id = bl.id AND b.complete_at IS NOT NULL \
+                     AND b.number > COALESCE((SELECT g.number FROM builds g WHERE g.builder_id = bl.id \
+                     AND g.complete_at IS NOT NULL AND g.results IN (0, 1) ORDER BY g.number DESC LIMIT 1), -1) \
+                     ORDER BY b.number LIMIT 1) AS breaking FROM builders bl WHERE bl.id IN ({list})"
+                )
+            })
+            .await?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| get::<Option<i64>>(r, "breaking"))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let rows = self
+            .rows_for_ids(&ids, |list| format!("SELECT {BUILD_COLUMNS} FROM builds b WHERE b.id IN ({list})"))
+            .await?;
+        rows.iter().map(build_from).collect()
     }
 
     /// (build id, change id) for every change the builds cover.
     pub async fn blamelist_pairs(&self, build_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
-        let mut out = Vec::new();
-        for chunk in build_ids.chunks(500) {
-            let sql = format!(
-                "SELECT DISTINCT r.build_id, bc.change_id FROM buildrequests r \
-                 JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id IN ({}) \
-                 ORDER BY r.build_id, bc.change_id",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push((get(&r, "build_id")?, get(&r, "change_id")?));
-            }
-        }
-        Ok(out)
+        let rows = self
+            .rows_for_ids(build_ids, |list| {
+                format!(
+                    "SELECT DISTINCT r.build_id, bc.change_id FROM buildrequests r \
+                     JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id IN ({list}) \
+                     ORDER BY r.build_id, bc.change_id"
+                )
+            })
+            .await?;
+        rows.iter().map(|r| Ok((get(r, "build_id")?, get(r, "change_id")?))).collect()
     }
 
     /// When each connected worker connected (worker id → Unix seconds).

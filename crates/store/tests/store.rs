@@ -544,3 +544,41 @@ test_both!(worker_pause_and_graceful_flags_and_build_owner, |db| {
     assert_eq!(many.len(), 1);
     assert_eq!(many[&claimed.build_id][0].0, "got_revision");
 });
+
+test_both!(page_reads_find_latest_recent_and_breaking_builds, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let fedora = builders["Fedora 3.x"];
+    // Six builds: pass, pass, fail, pass, fail, fail: the streak began at #5.
+    let outcomes = [0, 0, 2, 0, 2, 2];
+    for (i, results) in outcomes.iter().enumerate() {
+        let change = ingest(&store, vec![change("main", &format!("r{i}"), &["a.py"])]).await;
+        buildset_for(&store, &change, &format!("r{i}"), &[fedora], 100 + i as i64).await;
+        let c = store.claim_build(fedora, master, None, 200 + i as i64).await.expect("claim").expect("build");
+        let r = cascade_model::Results::from_code(*results).expect("code");
+        store.finish_build(c.build_id, r, "done", 300 + i as i64).await.expect("finish");
+    }
+    // A seventh, still running.
+    let change = ingest(&store, vec![change("main", "r6", &["a.py"])]).await;
+    buildset_for(&store, &change, "r6", &[fedora], 106).await;
+    store.claim_build(fedora, master, None, 206).await.expect("claim").expect("build");
+
+    let newest = store.latest_builds(&[fedora, builders["Windows 3.x"]], false).await.expect("latest");
+    assert_eq!(newest.iter().map(|b| (b.number, b.complete)).collect::<Vec<_>>(), vec![(7, false)]);
+    let finished = store.latest_builds(&[fedora], true).await.expect("latest finished");
+    assert_eq!(finished[0].number, 6);
+    let recent = store.recent_builds_of(&[fedora], 3).await.expect("recent");
+    assert_eq!(recent.iter().map(|b| b.number).collect::<Vec<_>>(), vec![7, 6, 5]);
+    let breaking = store.breaking_builds(&[fedora, builders["Windows 3.x"]]).await.expect("breaking");
+    assert_eq!(breaking.iter().map(|b| b.number).collect::<Vec<_>>(), vec![5]);
+    let pairs = store.blamelist_pairs(&[breaking[0].buildid]).await.expect("blamelist");
+    assert_eq!(pairs.len(), 1);
+    let page = store.builder_builds_page(fedora, Some(5), 2).await.expect("page");
+    assert_eq!(page.iter().map(|b| b.number).collect::<Vec<_>>(), vec![4, 3]);
+    let cells = store.console_cells(&[pairs[0].1]).await.expect("cells");
+    assert_eq!(cells.len(), 1);
+    assert_eq!((cells[0].number, cells[0].build_results, cells[0].build_complete), (Some(5), Some(2), true));
+    assert_eq!(store.running_builds().await.expect("running").len(), 1);
+    let steps = store.steps_of(&[breaking[0].buildid]).await.expect("steps");
+    assert!(steps.is_empty());
+});

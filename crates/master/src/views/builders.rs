@@ -46,7 +46,7 @@ pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q):
         Ok(x) => x,
         Err(e) => return store_error(e),
     };
-    let online: HashMap<&str, bool> = workers.iter().map(|w| (w.name.as_str(), !w.connected_to.is_empty())).collect();
+    let presence = super::Presence::of(&workers);
     let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
     let rows = builders
         .iter()
@@ -59,11 +59,7 @@ pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q):
                 tags: b.tags.clone(),
                 look: build.map(|b| look(b.results, b.complete)).unwrap_or(NOTHING),
                 href: build.map(|bb| build_href(*id, bb.number)),
-                workers: b
-                    .workers
-                    .iter()
-                    .map(|w| (w.clone(), online.get(w.as_str()).copied().unwrap_or(false)))
-                    .collect(),
+                workers: b.workers.iter().map(|w| (w.clone(), presence.online(w))).collect(),
             }
         })
         .collect();
@@ -132,7 +128,7 @@ pub async fn one(
         Err(e) => return store_error(e),
     };
     let names: HashMap<i64, &str> = workers.iter().map(|w| (w.workerid, w.name.as_str())).collect();
-    let online: HashMap<&str, bool> = workers.iter().map(|w| (w.name.as_str(), !w.connected_to.is_empty())).collect();
+    let presence = super::Presence::of(&workers);
     let now = crate::clock::now();
     let older = (builds.len() as i64 == PAGE).then(|| builds.last().map(|l| format!("?before={}", l.number))).flatten();
     let newest = builds.first().map(|b| b.complete_at.unwrap_or(b.started_at));
@@ -163,7 +159,7 @@ pub async fn one(
         description: b.description.clone().unwrap_or_default(),
         branch: b.branch.clone().unwrap_or_default(),
         tags: b.tags.clone(),
-        workers: b.workers.iter().map(|w| (w.clone(), online.get(w.as_str()).copied().unwrap_or(false))).collect(),
+        workers: b.workers.iter().map(|w| (w.clone(), presence.online(w))).collect(),
         builds: lines,
         older,
         pending,

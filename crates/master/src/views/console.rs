@@ -109,12 +109,12 @@ async fn page(m: Arc<Master>, headers: HeaderMap, q: Option<String>, grid: bool)
         Ok(x) => x,
         Err(e) => return store_error(e),
     };
-    let online: HashMap<&str, bool> = workers.iter().map(|w| (w.name.as_str(), !w.connected_to.is_empty())).collect();
+    let presence = super::Presence::of(&workers);
     let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
     let columns: Vec<Column> = builders
         .iter()
         .map(|(b, id)| {
-            let up = b.workers.iter().any(|w| online.get(w.as_str()).copied().unwrap_or(false));
+            let up = presence.serves(b);
             let (bubble, bubble_href) = match latest.get(id) {
                 Some(build) if !build.complete => (RUNNING, Some(build_href(*id, build.number))),
                 Some(build) => (look(build.results, true), Some(build_href(*id, build.number))),

@@ -224,6 +224,29 @@ pub fn builders_by_id(master: &Arc<Master>) -> BTreeMap<i64, &BuilderConfig> {
     master.config.builders.iter().filter_map(|b| master.builder_ids.get(&b.name).map(|id| (*id, b))).collect()
 }
 
+/// Which workers are connected now (to any master), by name.
+pub struct Presence(std::collections::HashMap<String, bool>);
+
+impl Presence {
+    pub async fn load(m: &Master) -> Result<Presence, cascade_store::StoreError> {
+        let workers = m.store.list_workers(&cascade_store::ListQuery::default().limit(1000)).await?.items;
+        Ok(Presence::of(&workers))
+    }
+
+    pub fn of(workers: &[cascade_store::records::WorkerRecord]) -> Presence {
+        Presence(workers.iter().map(|w| (w.name.clone(), !w.connected_to.is_empty())).collect())
+    }
+
+    pub fn online(&self, worker: &str) -> bool {
+        self.0.get(worker).copied().unwrap_or(false)
+    }
+
+    /// Whether any worker of the builder is connected.
+    pub fn serves(&self, b: &BuilderConfig) -> bool {
+        b.workers.iter().any(|w| self.online(w))
+    }
+}
+
 /// A link to a build's page.
 pub fn build_href(builder_id: i64, number: i64) -> String {
     format!("/builders/{builder_id}/builds/{number}")

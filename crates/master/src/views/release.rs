@@ -102,7 +102,7 @@ pub async fn page(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q):
         Ok(x) => x,
         Err(e) => return store_error(e),
     };
-    let online: HashMap<&str, bool> = workers.iter().map(|w| (w.name.as_str(), !w.connected_to.is_empty())).collect();
+    let presence = super::Presence::of(&workers);
     let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
     let mut reports = Vec::new();
     let branches: Vec<String> = m
@@ -162,7 +162,7 @@ pub async fn page(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q):
             let build = latest.get(id);
             newest = newest.max(build.and_then(|b| b.complete_at));
             let failing = build.is_some_and(|b| matches!(b.results, Some(2) | Some(4)));
-            let offline = !b.workers.iter().any(|w| online.get(w.as_str()).copied().unwrap_or(false));
+            let offline = !presence.serves(b);
             let mut entry = Entry {
                 id: *id,
                 name: b.name.clone(),
