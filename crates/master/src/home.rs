@@ -20,6 +20,8 @@ pub struct ChangeRow {
 
 pub struct BuildRow {
     pub id: i64,
+    pub builder_id: i64,
+    pub symbol: &'static str,
     pub complete: bool,
     pub builder: String,
     pub number: i64,
@@ -153,6 +155,8 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
                 .into_iter()
                 .map(|(builder, b)| BuildRow {
                     id: b.buildid,
+                    builder_id: b.builderid,
+                    symbol: crate::views::look(b.results, b.complete).symbol,
                     complete: b.complete,
                     builder,
                     number: b.number,
