@@ -44,6 +44,8 @@ pub struct Home {
     /// Force schedulers and the builders each can force.
     pub forces: Vec<(String, Vec<String>)>,
     pub branches: Vec<BranchSummary>,
+    /// (id, name, kind, enabled) of every configured scheduler.
+    pub schedulers: Vec<(i64, String, String, bool)>,
 }
 
 /// One line per branch: how its stable builders stand, what runs now.
@@ -134,6 +136,14 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
         let workers = m.store.list_workers(&ListQuery::default().limit(0)).await?;
         let builds = m.store.recent_builds(25).await?;
         let branches = branch_summaries(&m).await?;
+        let schedulers = m
+            .store
+            .list_schedulers()
+            .await?
+            .into_iter()
+            .filter(|s| m.config.schedulers.iter().any(|c| c.name == s.name))
+            .map(|s| (s.id, s.name, s.kind, s.enabled))
+            .collect();
         Ok::<_, cascade_store::StoreError>(Home {
             title: m.config.master.title.clone(),
             builders: builders.total,
@@ -170,6 +180,7 @@ pub async fn page(State(m): State<Arc<Master>>, headers: axum::http::HeaderMap) 
             session,
             forces: force_schedulers(&m),
             branches,
+            schedulers,
         })
     };
     match load.await {

@@ -292,6 +292,17 @@ test_both!(page_logins_carry_csrf_tokens_and_failures_are_rate_limited, |db| {
         String::from_utf8(h.send(Request::get("/").body(Body::empty()).expect("req")).await.1).expect("html");
     assert!(!anonymous.contains("forceschedulers") && anonymous.contains("href=\"/login\""));
 
+    // The schedulers' switches are there too; ann (core-dev) may not use them.
+    let scheduler =
+        html.split("action=\"/api/v2/schedulers/").nth(1).and_then(|s| s.split('"').next()).expect("a switch");
+    let csrf_token = page_csrf(&h, &session).await;
+    let req = Request::post(format!("/api/v2/schedulers/{scheduler}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, &session)
+        .body(Body::from(format!("method=enable&enabled=false&csrf={csrf_token}&next=%2F")))
+        .expect("req");
+    assert_eq!(h.send(req).await.0, StatusCode::FORBIDDEN, "only release managers switch schedulers");
+
     // A session's state changes need its CSRF token.
     assert_eq!(force_with_session(&h, &session, None).await, StatusCode::FORBIDDEN);
     assert_eq!(force_with_session(&h, &session, Some("wrong")).await, StatusCode::FORBIDDEN);
