@@ -204,6 +204,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/builders/{id}", get(crate::views::builders::one))
         .route("/builders/{id}/builds/{number}", get(crate::views::build::page))
         .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}", get(crate::views::build::log))
+        .route("/builders/{id}/builds/{number}/artifacts/{*path}", get(crate::views::build::artifact))
         .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}/raw", get(crate::views::build::raw))
         .route("/workers", get(crate::views::workers::list))
         .route("/workers/{id}", get(crate::views::workers::one))

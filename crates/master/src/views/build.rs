@@ -66,9 +66,13 @@ async fn find(m: &Master, builder: &str, number: &str) -> Result<cascade_store::
     }
 }
 
+fn artifact_root(m: &Master, builder: &str, number: i64) -> std::path::PathBuf {
+    m.config.master.artifacts.join(crate::runner::build::sanitize(builder)).join(number.to_string())
+}
+
 /// Files under the build's artifact folder, relative paths and sizes (at most 200).
 fn artifacts(m: &Master, builder: &str, number: i64) -> Vec<(String, u64)> {
-    let root = m.config.master.artifacts.join(crate::runner::build::sanitize(builder)).join(number.to_string());
+    let root = artifact_root(m, builder, number);
     let mut out = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
@@ -300,5 +304,78 @@ pub async fn raw(
     match crate::api::stream_log(&m, l) {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    }
+}
+
+/// An artifact's relative path, if it stays inside the artifact folder
+/// (plain names only: no `..`, no absolute paths, no empty parts).
+pub fn safe_relative(path: &str) -> Option<std::path::PathBuf> {
+    let mut out = std::path::PathBuf::new();
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\\') || part.contains('\0') {
+            return None;
+        }
+        out.push(part);
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// `/builders/{id}/builds/{number}/artifacts/{path}`: an uploaded file,
+/// streamed (memory does not grow with its size).
+pub async fn artifact(
+    State(m): State<Arc<Master>>,
+    Path((builder, number, path)): Path<(String, String, String)>,
+) -> Response {
+    let b = match find(&m, &builder, &number).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(rel) = safe_relative(&path) else { return not_found("artifact") };
+    let by_id = super::builders_by_id(&m);
+    let Some(name) = by_id.get(&b.builderid).map(|c| c.name.clone()) else { return not_found("artifact") };
+    let root = artifact_root(&m, &name, b.number);
+    let full = root.join(&rel);
+    // Symlinks could lead out: the resolved file must still be under the root.
+    let (Ok(real), Ok(real_root)) = (std::fs::canonicalize(&full), std::fs::canonicalize(&root)) else {
+        return not_found("artifact");
+    };
+    if !real.starts_with(&real_root) || !real.is_file() {
+        return not_found("artifact");
+    }
+    let Ok(file) = tokio::fs::File::open(&real).await else { return not_found("artifact") };
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let filename = rel.file_name().map(|f| f.to_string_lossy().replace('"', "")).unwrap_or_default();
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_relative;
+
+    #[test]
+    fn artifact_paths_stay_inside() {
+        assert_eq!(safe_relative("reports/a.txt"), Some(std::path::PathBuf::from("reports/a.txt")));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\..\\b"] {
+            assert_eq!(safe_relative(bad), None, "{bad:?}");
+        }
     }
 }

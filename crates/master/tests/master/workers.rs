@@ -443,6 +443,19 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     assert_eq!(got.len(), 300_000);
     assert!(got == sent, "the binary upload is identical");
     assert!(!artifacts.join("nope.txt").exists(), "a failed upload leaves no file");
+    // The build page links the artifacts, which download as they were.
+    let page = format!("/builders/{}/builds/{}", build.builderid, build.number);
+    let (status, html) = h.send(axum::http::Request::get(&page).body(axum::body::Body::empty()).expect("req")).await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    let link = format!("{page}/artifacts/reports/build-{}.txt", build.number);
+    assert!(String::from_utf8_lossy(&html).contains(&link), "the build page links the report");
+    let (status, body) = h.send(axum::http::Request::get(&link).body(axum::body::Body::empty()).expect("req")).await;
+    assert_eq!((status, body), (axum::http::StatusCode::OK, report.clone().into_bytes()));
+    for bad in ["%2E%2E/%2E%2E/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "nope.txt"] {
+        let req =
+            axum::http::Request::get(format!("{page}/artifacts/{bad}")).body(axum::body::Body::empty()).expect("req");
+        assert_eq!(h.send(req).await.0, axum::http::StatusCode::NOT_FOUND, "{bad}");
+    }
     // A directory upload unpacks the whole tree.
     assert_eq!(std::fs::read_to_string(artifacts.join("site/index.html")).expect("index"), "<h1>hi</h1>\n");
     assert_eq!(std::fs::read_to_string(artifacts.join("site/css/a.css")).expect("css"), "h1{}\n");
