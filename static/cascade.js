@@ -16,10 +16,16 @@
   // as soon as the page does.
   window.addEventListener("pagehide", function () { source.close(); });
 
+  var lastRefresh = 0;
+  // At most one re-render every few seconds, however busy the master is.
+  var MIN_GAP = 3000;
+
   function refresh() {
     if (pending) return;
+    var wait = Math.max(300, lastRefresh + MIN_GAP - Date.now());
     pending = setTimeout(function () {
       pending = null;
+      lastRefresh = Date.now();
       fetch(window.location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
@@ -33,11 +39,22 @@
           }
         })
         .catch(function () {});
-    }, 300);
+    }, wait);
   }
 
-  source.addEventListener("build", function () {
-    if (page !== "log") refresh();
+  // Whether an event concerns this page: pages that name their builders
+  // (data-builder) or their build (data-build) only follow those.
+  function concerns(e) {
+    var named = document.querySelector("[data-builder], [data-build]");
+    if (!named) return true;
+    return document.querySelector('[data-builder="' + e.builder_id + '"], [data-build="' + e.build_id + '"]') !== null;
+  }
+
+  source.addEventListener("build", function (msg) {
+    if (page === "log") return;
+    var e = null;
+    try { e = JSON.parse(msg.data); } catch (err) { e = null; }
+    if (!e || concerns(e)) refresh();
   });
   source.addEventListener("resync", function () {
     if (page === "log") { window.location.reload(); } else { refresh(); }
