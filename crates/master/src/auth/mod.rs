@@ -89,11 +89,11 @@ pub async fn caller(
     headers: &HeaderMap,
     from: Option<SocketAddr>,
 ) -> Result<Option<Caller>, ApiError> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let token =
-            auth.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or_else(|| {
-                refuse(StatusCode::UNAUTHORIZED, "use Authorization: Bearer <token>", None, from, "-")
-            })?;
+    // Only bearer tokens are ours; another scheme (a proxy's Basic) claims nothing here.
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|a| a.strip_prefix("Bearer "));
+    if let Some(token) = bearer {
+        let token = token.trim();
         let name = master
             .store
             .api_token_user(&hash_token(token))

@@ -370,5 +370,8 @@ test_both!(a_pb_worker_that_asks_to_stop_finishes_its_build_first, |db| {
         async move { exited.then_some(()) }
     })
     .await;
-    assert!(h.master.workers.get("w1").is_none());
+    wait_for("the registry to forget the worker", LIMIT, || async {
+        h.master.workers.get("w1").is_none().then_some(())
+    })
+    .await;
 });

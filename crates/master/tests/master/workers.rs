@@ -586,7 +586,11 @@ async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestD
     })
     .await;
     assert_eq!(retried.results, Some(5), "RETRY");
-    assert!(h.master.workers.get("w1").is_none());
+    // The connection's end and the build's end race; both come.
+    wait_for("the registry to forget the worker", Duration::from_secs(10), || async {
+        h.master.workers.get("w1").is_none().then_some(())
+    })
+    .await;
     let pending = h.store.list_buildrequests(&ListQuery::default().eq("complete", "false")).await.expect("requests");
     assert_eq!(pending.total, 1, "the request waits again");
 
