@@ -374,7 +374,7 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     })
     .await;
     let info = &listed.items[0].workerinfo;
-    assert_eq!(info["basedir"], worker.basedir.display().to_string());
+    assert_eq!(info["basedir"], worker.basedir.display().to_string(), "{info}");
     assert_eq!(info["version"], kind.version().as_str());
     assert!(info.get("environ").is_none(), "the worker's environment is never stored");
     assert!(info["admin"].as_str().is_some_and(|a| !a.is_empty()), "info/admin is reported: {info}");

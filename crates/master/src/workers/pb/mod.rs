@@ -447,7 +447,14 @@ async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<Wor
         .call(mind, "getWorkerInfo", vec![], vec![], REQUEST_TIMEOUT)
         .await
         .map_err(|e| format!("getWorkerInfo: {e}"))?;
+    if !matches!(info, Value::Dict(_)) {
+        tracing::warn!(worker = %name, answer = ?info, "getWorkerInfo did not answer a dict");
+    }
     let info = WorkerInfo::from_json(info.to_json());
+    if info.basedir.is_none() {
+        // Every path the runner sends starts there: without it, retry the login.
+        return Err("getWorkerInfo: the worker did not say where its base folder is".into());
+    }
     // One WorkerForBuilder per builder this worker serves, in the folder the
     // runner builds in.
     let builders: Vec<&str> = master
