@@ -368,9 +368,12 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     std::fs::write(worker.basedir.join("tool-copy"), &script).expect("reference copy");
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    // Info and connection are written together but listed by two statements:
+    // wait until one listing shows both.
     let listed = wait_for("the store to record the connection", Duration::from_secs(10), || async {
         let listed = h.store.list_workers(&ListQuery::default()).await.ok()?;
-        (listed.items[0].connected_to.len() == 1).then_some(listed)
+        let w = &listed.items[0];
+        (w.connected_to.len() == 1 && w.workerinfo.get("basedir").is_some()).then_some(listed)
     })
     .await;
     let info = &listed.items[0].workerinfo;
