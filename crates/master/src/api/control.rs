@@ -120,8 +120,13 @@ fn from_of(connect: &Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<Socke
     connect.as_ref().map(|c| c.0.0)
 }
 
-fn unknown(call: &Call, what: &str) -> ApiError {
-    ApiError::bad_request(format!("unknown method {:?} for {what}", call.method))
+/// Parses a call whose method must be one of `methods` (on `what`).
+fn call_for(headers: &HeaderMap, body: &[u8], methods: &[&str], what: &str) -> Result<Call, ApiError> {
+    let call = parse_call(headers, body)?;
+    if !methods.contains(&call.method.as_str()) {
+        return Err(ApiError::bad_request(format!("unknown method {:?} for {what}", call.method)));
+    }
+    Ok(call)
 }
 
 /// `POST /api/v2/builds/{id}`: `stop`, `rebuild`.
@@ -132,13 +137,9 @@ pub async fn build(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let call = parse_call(&headers, &body)?;
+    let call = call_for(&headers, &body, &["stop", "rebuild"], "a build")?;
     let from = from_of(&connect);
-    let action = match call.method.as_str() {
-        "stop" => "stop",
-        "rebuild" => "rebuild",
-        _ => return Err(unknown(&call, "a build")),
-    };
+    let action = if call.method == "stop" { "stop" } else { "rebuild" };
     let build_id = id(&raw, "build")?;
     let build = m.store.get_build(build_id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
     let owner = m.store.build_owner(build_id).await?;
@@ -228,10 +229,7 @@ pub async fn force(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let call = parse_call(&headers, &body)?;
-    if call.method != "force" {
-        return Err(unknown(&call, "a force scheduler"));
-    }
+    let call = call_for(&headers, &body, &["force"], "a force scheduler")?;
     let user = allowed_user(&m, &headers, from_of(&connect), &call, "force", None).await?;
     let builders: Vec<String> = match call.params.get("builderNames") {
         None | Some(Value::Null) => Vec::new(),
@@ -272,10 +270,7 @@ pub async fn buildrequest(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let call = parse_call(&headers, &body)?;
-    if call.method != "cancel" {
-        return Err(unknown(&call, "a build request"));
-    }
+    let call = call_for(&headers, &body, &["cancel"], "a build request")?;
     let user = allowed_user(&m, &headers, from_of(&connect), &call, "cancel", None).await?;
     let request_id = id(&raw, "build request")?;
     match m.store.cancel_buildrequest(request_id, crate::clock::now()).await? {
@@ -299,10 +294,7 @@ pub async fn worker(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let call = parse_call(&headers, &body)?;
-    if !matches!(call.method.as_str(), "pause" | "unpause" | "stop" | "kill") {
-        return Err(unknown(&call, "a worker"));
-    }
+    let call = call_for(&headers, &body, &["pause", "unpause", "stop", "kill"], "a worker")?;
     let user = allowed_user(&m, &headers, from_of(&connect), &call, "pause", None).await?;
     let worker_id = id(&raw, "worker")?;
     let record = m.store.get_worker(worker_id).await?.ok_or_else(|| ApiError::not_found("no such worker"))?;
@@ -343,10 +335,7 @@ pub async fn scheduler(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let call = parse_call(&headers, &body)?;
-    if call.method != "enable" {
-        return Err(unknown(&call, "a scheduler"));
-    }
+    let call = call_for(&headers, &body, &["enable"], "a scheduler")?;
     let enabled = match call.params.get("enabled") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
