@@ -35,19 +35,10 @@ pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q):
     let filter = Filter::parse(q.as_deref());
     let builders = super::builders(&m, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
-    let (latest, workers) = match async {
-        Ok::<_, cascade_store::StoreError>((
-            m.store.latest_builds(&ids, false).await?,
-            m.store.list_workers(&ListQuery::default().limit(1000)).await?.items,
-        ))
-    }
-    .await
-    {
+    let (latest, presence) = match super::standing(&m, &ids, false).await {
         Ok(x) => x,
         Err(e) => return store_error(e),
     };
-    let presence = super::Presence::of(&workers);
-    let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
     let rows = builders
         .iter()
         .map(|(b, id)| {

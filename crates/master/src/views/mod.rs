@@ -247,6 +247,18 @@ impl Presence {
     }
 }
 
+/// Each builder's newest build (or newest finished one), by builder id,
+/// and which workers are online: what the builders and release pages show.
+pub async fn standing(
+    m: &Master,
+    ids: &[i64],
+    finished_only: bool,
+) -> Result<(std::collections::HashMap<i64, cascade_store::records::BuildRecord>, Presence), cascade_store::StoreError>
+{
+    let latest = m.store.latest_builds(ids, finished_only).await?.into_iter().map(|b| (b.builderid, b)).collect();
+    Ok((latest, Presence::load(m).await?))
+}
+
 /// A link to a build's page.
 pub fn build_href(builder_id: i64, number: i64) -> String {
     format!("/builders/{builder_id}/builds/{number}")
