@@ -47,14 +47,26 @@
   function concerns(e) {
     var named = document.querySelector("[data-builder], [data-build]");
     if (!named) return true;
-    return document.querySelector('[data-builder="' + e.builder_id + '"], [data-build="' + e.build_id + '"]') !== null;
+    var builders = e.builder_ids || [e.builder_id];
+    for (var i = 0; i < builders.length; i++) {
+      if (document.querySelector('[data-builder="' + builders[i] + '"]') !== null) return true;
+    }
+    return e.build_id !== undefined && document.querySelector('[data-build="' + e.build_id + '"]') !== null;
   }
 
-  source.addEventListener("build", function (msg) {
+  function onEvent(msg) {
     if (page === "log") return;
     var e = null;
     try { e = JSON.parse(msg.data); } catch (err) { e = null; }
     if (!e || concerns(e)) refresh();
+  }
+  // Builds and new requests concern their builders' pages.
+  source.addEventListener("build", onEvent);
+  source.addEventListener("request", onEvent);
+  // A worker coming or going changes what pages say is online.
+  var showsWorkers = ["workers", "builders", "console", "grid", "release", "waterfall"];
+  source.addEventListener("worker", function () {
+    if (showsWorkers.indexOf(page) >= 0) refresh();
   });
   source.addEventListener("resync", function () {
     if (page === "log") { window.location.reload(); } else { refresh(); }

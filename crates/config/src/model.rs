@@ -22,6 +22,75 @@ pub struct Config {
     pub schedulers: Vec<SchedulerConfig>,
     pub users: Vec<UserConfig>,
     pub auth: AuthConfig,
+    pub janitor: JanitorConfig,
+}
+
+/// What the rules of `[auth]` may allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Stop a running build.
+    Stop,
+    /// Force builds through a force scheduler.
+    Force,
+    /// Rebuild a finished build.
+    Rebuild,
+    /// Cancel a pending build request.
+    Cancel,
+    /// Pause, unpause, stop or kill a worker.
+    Pause,
+    /// Enable or disable a scheduler.
+    Scheduler,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 6] =
+        [Action::Stop, Action::Force, Action::Rebuild, Action::Cancel, Action::Pause, Action::Scheduler];
+
+    /// The name used in the config's `[auth] rules` and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Force => "force",
+            Action::Rebuild => "rebuild",
+            Action::Cancel => "cancel",
+            Action::Pause => "pause",
+            Action::Scheduler => "scheduler",
+        }
+    }
+
+    /// The action called `name`.
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Housekeeping: how often it runs and how long what it prunes is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JanitorConfig {
+    /// How often expired sessions, old delivery ids and old events go.
+    pub every: Duration,
+    /// Webhook delivery ids are kept this long (GitHub redelivers for 3
+    /// days, GitHub Enterprise for 7), so a redelivery is recognised.
+    pub delivery_horizon: Duration,
+    /// Recorded events are kept this long for consumers that were away.
+    pub event_horizon: Duration,
+}
+
+impl Default for JanitorConfig {
+    fn default() -> Self {
+        JanitorConfig {
+            every: Duration::from_secs(3600),
+            delivery_horizon: Duration::from_secs(7 * 24 * 3600),
+            event_horizon: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 /// A local user: logs in with a password (pages) or API tokens (scripts).
@@ -38,8 +107,8 @@ pub struct UserConfig {
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub admins: Vec<String>,
-    /// Action (`stop`, `force`, `rebuild`, `cancel`, ...) → roles.
-    pub rules: BTreeMap<String, Vec<String>>,
+    /// Action → the roles allowed to do it.
+    pub rules: BTreeMap<Action, Vec<String>>,
     /// Everything, reading included, needs a login (or a token).
     pub private: bool,
     /// How long a page login lasts.
@@ -80,10 +149,10 @@ pub struct GithubLoginConfig {
 
 impl AuthConfig {
     /// Whether a user with these roles may do `action`.
-    pub fn allows(&self, user: &str, roles: &[String], action: &str) -> bool {
+    pub fn allows(&self, user: &str, roles: &[String], action: Action) -> bool {
         self.admins.iter().any(|a| a == user)
             || roles.iter().any(|r| r == "admin")
-            || self.rules.get(action).is_some_and(|allowed| allowed.iter().any(|a| roles.contains(a)))
+            || self.rules.get(&action).is_some_and(|allowed| allowed.iter().any(|a| roles.contains(a)))
     }
 }
 
@@ -104,6 +173,8 @@ pub struct MasterConfig {
     pub worker_ping: Duration,
     /// A worker silent this long is taken for dead (its builds RETRY).
     pub worker_timeout: Duration,
+    /// How often this master proves to the others that it is alive.
+    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone)]

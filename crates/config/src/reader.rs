@@ -290,6 +290,7 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
     let schedulers = read_schedulers(&mut ctx, &mut root, &branches, &builders);
     let users = read_users(&mut ctx, &mut root);
     let auth = read_auth(&mut ctx, &mut root);
+    let janitor = read_janitor(&mut ctx, &mut root);
     root.finish(&mut ctx);
 
     if !ctx.errors.is_empty() {
@@ -306,11 +307,9 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
         schedulers,
         users,
         auth,
+        janitor,
     })
 }
-
-/// Actions the rules may name.
-const ACTIONS: &[&str] = &["stop", "force", "rebuild", "cancel", "pause", "scheduler"];
 
 fn read_users(ctx: &mut Ctx, root: &mut Table) -> Vec<UserConfig> {
     let mut out: Vec<UserConfig> = Vec::new();
@@ -387,17 +386,14 @@ fn read_auth(ctx: &mut Ctx, root: &mut Table) -> AuthConfig {
     if let Some(mut rules) = t.opt_table(ctx, "rules") {
         let keys: Vec<(String, usize)> =
             rules.map.iter().map(|(k, _)| (k.get_ref().to_string(), k.span().start)).collect();
-        for (action, offset) in keys {
-            if !ACTIONS.contains(&action.as_str()) {
-                rules.take(&action);
-                ctx.error(
-                    offset,
-                    &rules.key(&action),
-                    format!("unknown action; expected one of {}", ACTIONS.join(", ")),
-                );
+        for (name, offset) in keys {
+            let Some(action) = Action::parse(&name) else {
+                rules.take(&name);
+                let known: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+                ctx.error(offset, &rules.key(&name), format!("unknown action; expected one of {}", known.join(", ")));
                 continue;
-            }
-            let roles = rules.opt_str_list(ctx, &action).unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+            };
+            let roles = rules.opt_str_list(ctx, &name).unwrap_or_default().into_iter().map(|(s, _)| s).collect();
             auth.rules.insert(action, roles);
         }
         rules.finish(ctx);
@@ -422,6 +418,7 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
         database: "sqlite://cascade.sqlite".into(),
         worker_ping: Duration::from_secs(30),
         worker_timeout: Duration::from_secs(100),
+        heartbeat: Duration::from_secs(10),
         artifacts: ctx.base_dir.join("artifacts"),
     };
     let Some(mut t) = root.opt_table(ctx, "master") else { return master };
@@ -469,8 +466,27 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
     if master.worker_timeout <= master.worker_ping {
         ctx.error(t.offset(), &t.key("worker_timeout"), "must be longer than worker_ping");
     }
+    if let Some(d) = t.opt_duration(ctx, "heartbeat") {
+        master.heartbeat = d.max(Duration::from_millis(10));
+    }
     t.finish(ctx);
     master
+}
+
+fn read_janitor(ctx: &mut Ctx, root: &mut Table) -> JanitorConfig {
+    let mut janitor = JanitorConfig::default();
+    let Some(mut t) = root.opt_table(ctx, "janitor") else { return janitor };
+    if let Some(d) = t.opt_duration(ctx, "every") {
+        janitor.every = d.max(Duration::from_millis(10));
+    }
+    if let Some(d) = t.opt_duration(ctx, "delivery_horizon") {
+        janitor.delivery_horizon = d;
+    }
+    if let Some(d) = t.opt_duration(ctx, "event_horizon") {
+        janitor.event_horizon = d;
+    }
+    t.finish(ctx);
+    janitor
 }
 
 fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
@@ -597,7 +613,11 @@ fn read_factories(ctx: &mut Ctx, root: &mut Table) -> Vec<FactoryConfig> {
                     }
                 }
                 _ => {
-                    ctx.error(v.span().start, &t.key("steps"), format!("expected an array of steps, found {}", kind(v)))
+                    ctx.error(
+                        v.span().start,
+                        &t.key("steps"),
+                        format!("expected an array of steps, found {}", kind(v)),
+                    );
                 }
             },
         }
@@ -630,136 +650,152 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
     let always_run = t.bool_or(ctx, "always_run", false);
     let timeout = t.opt_duration(ctx, "timeout");
     let max_time = t.opt_duration(ctx, "max_time");
-
-    let (default_name, kind) = if let Some(mut g) = t.opt_table(ctx, "git") {
-        let repo = g.opt_str(ctx, "repo");
-        let mode = match g.take("mode") {
-            None => GitMode::Full,
-            Some(v) => match as_str(ctx, v, &g.key("mode")).as_deref() {
-                Some("full") => GitMode::Full,
-                Some("incremental") => GitMode::Incremental,
-                Some(other) => {
-                    ctx.error(
-                        v.span().start,
-                        &g.key("mode"),
-                        format!("unknown mode {other:?}; expected \"full\" or \"incremental\""),
-                    );
-                    GitMode::Full
-                }
-                None => GitMode::Full,
-            },
-        };
-        let method = match g.take("method") {
-            None => GitMethod::Fresh,
-            Some(v) => match as_str(ctx, v, &g.key("method")).as_deref() {
-                Some("fresh") => GitMethod::Fresh,
-                Some("clobber") => GitMethod::Clobber,
-                Some("copy") => GitMethod::Copy,
-                Some("clean") => GitMethod::Clean,
-                Some(other) => {
-                    ctx.error(
-                        v.span().start,
-                        &g.key("method"),
-                        format!("unknown method {other:?}; expected \"fresh\", \"clobber\", \"copy\" or \"clean\""),
-                    );
-                    GitMethod::Fresh
-                }
-                None => GitMethod::Fresh,
-            },
-        };
-        let submodules = g.bool_or(ctx, "submodules", false);
-        g.finish(ctx);
-        ("git".to_string(), StepKind::Git(GitStep { repo, mode, method, submodules }))
-    } else if let Some(mut u) = t.opt_table(ctx, "upload") {
-        let src = u.req_str(ctx, "src");
-        let dest = u.req_str(ctx, "dest");
-        let directory = u.bool_or(ctx, "directory", false);
-        if let Some(d) = &dest
-            && (d.starts_with('/') || d.split('/').any(|part| part == ".."))
-        {
-            ctx.error(u.offset(), &u.key("dest"), "must be a relative path inside the build's artifact folder");
-        }
-        u.finish(ctx);
-        let (src, dest) = (src?, dest?);
-        (format!("upload {dest}"), StepKind::Upload(UploadStep { src, dest, directory }))
-    } else if let Some(mut d) = t.opt_table(ctx, "download") {
-        let src = d.req_str(ctx, "src");
-        let dest = d.req_str(ctx, "dest");
-        if let Some(dd) = &dest
-            && (dd.starts_with('/') || dd.split('/').any(|part| part == ".."))
-        {
-            ctx.error(d.offset(), &d.key("dest"), "must be a relative path inside the build folder");
-        }
-        let mode = match d.opt_int(ctx, "mode") {
-            Some((m, _)) if (0..=0o7777).contains(&m) => Some(m as u32),
-            Some((_, offset)) => {
-                ctx.error(offset, &d.key("mode"), "expected Unix permissions, e.g. 0o755");
-                None
-            }
-            None => None,
-        };
-        d.finish(ctx);
-        let (src, dest) = (src?, dest?);
-        (format!("download {dest}"), StepKind::Download(DownloadStep { src: ctx.base_dir.join(src), dest, mode }))
+    let (default_name, kind) = if let Some(g) = t.opt_table(ctx, "git") {
+        read_git(ctx, g)
+    } else if let Some(u) = t.opt_table(ctx, "upload") {
+        read_upload(ctx, u)?
+    } else if let Some(d) = t.opt_table(ctx, "download") {
+        read_download(ctx, d)?
     } else {
-        let command = match t.take("command") {
-            None => {
-                ctx.error(
-                    t.offset(),
-                    &t.key("command"),
-                    "missing required key (a step needs `command`, `git` or `upload`)",
-                );
-                None
-            }
-            Some(v) => match v.get_ref() {
-                DeValue::String(s) if !s.trim().is_empty() => Some(Command::Shell(s.to_string())),
-                DeValue::Array(_) => {
-                    let argv: Vec<String> = str_list(ctx, v, &t.key("command"))?.into_iter().map(|(s, _)| s).collect();
-                    if argv.is_empty() {
-                        ctx.error(v.span().start, &t.key("command"), "an empty command");
-                        None
-                    } else {
-                        Some(Command::Argv(argv))
-                    }
-                }
-                _ => {
-                    ctx.error(v.span().start, &t.key("command"), "expected a non-empty string or an array of strings");
-                    None
-                }
-            },
-        };
-        let env = t.opt_str_map(ctx, "env");
-        let workdir = t.opt_str(ctx, "workdir");
-        let mut decode_rc = BTreeMap::new();
-        if let Some(mut d) = t.opt_table(ctx, "decode_rc") {
-            let entries: Vec<(String, usize)> =
-                d.map.iter().map(|(k, v)| (k.get_ref().to_string(), v.span().start)).collect();
-            for (code, offset) in entries {
-                let value = d.opt_str(ctx, &code);
-                let Ok(rc) = code.parse::<i64>() else {
-                    ctx.error(offset, &d.key(&code), "keys of decode_rc are exit codes (integers)");
-                    continue;
-                };
-                match value.as_deref().and_then(validate::result_by_name) {
-                    Some(r) => {
-                        decode_rc.insert(rc, r);
-                    }
-                    None => ctx.error(offset, &d.key(&code), "expected one of \"success\", \"warnings\", \"failure\", \"skipped\", \"exception\", \"retry\", \"cancelled\""),
-                }
-            }
-            d.finish(ctx);
-        }
-        let warning_pattern = t.opt_str(ctx, "warning_pattern");
-        let command = command?;
-        let default_name = match &command {
-            Command::Shell(s) => s.split_whitespace().next().unwrap_or("shell").to_string(),
-            Command::Argv(a) => a[0].rsplit('/').next().unwrap_or("shell").to_string(),
-        };
-        (default_name, StepKind::Shell(ShellStep { command, env, workdir, decode_rc, warning_pattern }))
+        read_shell(ctx, t)?
     };
     let name =
         name.unwrap_or_else(|| if index == 0 { default_name.clone() } else { format!("{default_name}_{index}") });
     Some(StepConfig { name, kind, halt_on_failure, flunk_on_failure, warn_on_failure, always_run, timeout, max_time })
+}
+
+/// One of `choices` (name → value) at `key`, the first by default; an
+/// unknown name is an error that lists the choices.
+fn read_choice<T: Copy>(ctx: &mut Ctx, t: &mut Table, key: &str, what: &str, choices: &[(&str, T)]) -> T {
+    let default = choices[0].1;
+    let Some(v) = t.take(key) else { return default };
+    let Some(given) = as_str(ctx, v, &t.key(key)) else { return default };
+    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == given) {
+        return *value;
+    }
+    let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) if rest.len() == 1 => format!("{} or {last}", rest[0]),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    ctx.error(v.span().start, &t.key(key), format!("unknown {what} {given:?}; expected {expected}"));
+    default
+}
+
+fn read_git(ctx: &mut Ctx, mut g: Table) -> (String, StepKind) {
+    let repo = g.opt_str(ctx, "repo");
+    let mode =
+        read_choice(ctx, &mut g, "mode", "mode", &[("full", GitMode::Full), ("incremental", GitMode::Incremental)]);
+    let methods = [
+        ("fresh", GitMethod::Fresh),
+        ("clobber", GitMethod::Clobber),
+        ("copy", GitMethod::Copy),
+        ("clean", GitMethod::Clean),
+    ];
+    let method = read_choice(ctx, &mut g, "method", "method", &methods);
+    let submodules = g.bool_or(ctx, "submodules", false);
+    g.finish(ctx);
+    ("git".to_string(), StepKind::Git(GitStep { repo, mode, method, submodules }))
+}
+
+/// `dest` of a transfer must stay inside the folder it names.
+fn relative_dest(ctx: &mut Ctx, t: &Table, dest: Option<&String>, inside: &str) {
+    if let Some(d) = dest
+        && (d.starts_with('/') || d.split('/').any(|part| part == ".."))
+    {
+        ctx.error(t.offset(), &t.key("dest"), format!("must be a relative path inside {inside}"));
+    }
+}
+
+fn read_upload(ctx: &mut Ctx, mut u: Table) -> Option<(String, StepKind)> {
+    let src = u.req_str(ctx, "src");
+    let dest = u.req_str(ctx, "dest");
+    let directory = u.bool_or(ctx, "directory", false);
+    relative_dest(ctx, &u, dest.as_ref(), "the build's artifact folder");
+    u.finish(ctx);
+    let (src, dest) = (src?, dest?);
+    Some((format!("upload {dest}"), StepKind::Upload(UploadStep { src, dest, directory })))
+}
+
+fn read_download(ctx: &mut Ctx, mut d: Table) -> Option<(String, StepKind)> {
+    let src = d.req_str(ctx, "src");
+    let dest = d.req_str(ctx, "dest");
+    relative_dest(ctx, &d, dest.as_ref(), "the build folder");
+    let mode = match d.opt_int(ctx, "mode") {
+        Some((m, _)) if (0..=0o7777).contains(&m) => Some(m as u32),
+        Some((_, offset)) => {
+            ctx.error(offset, &d.key("mode"), "expected Unix permissions, e.g. 0o755");
+            None
+        }
+        None => None,
+    };
+    d.finish(ctx);
+    let (src, dest) = (src?, dest?);
+    Some((format!("download {dest}"), StepKind::Download(DownloadStep { src: ctx.base_dir.join(src), dest, mode })))
+}
+
+fn read_command(ctx: &mut Ctx, t: &mut Table) -> Option<Command> {
+    let Some(v) = t.take("command") else {
+        ctx.error(t.offset(), &t.key("command"), "missing required key (a step needs `command`, `git` or `upload`)");
+        return None;
+    };
+    match v.get_ref() {
+        DeValue::String(s) if !s.trim().is_empty() => Some(Command::Shell(s.to_string())),
+        DeValue::Array(_) => {
+            let argv: Vec<String> = str_list(ctx, v, &t.key("command"))?.into_iter().map(|(s, _)| s).collect();
+            if argv.is_empty() {
+                ctx.error(v.span().start, &t.key("command"), "an empty command");
+                return None;
+            }
+            Some(Command::Argv(argv))
+        }
+        _ => {
+            ctx.error(v.span().start, &t.key("command"), "expected a non-empty string or an array of strings");
+            None
+        }
+    }
+}
+
+/// `decode_rc`: exit code → result name.
+fn read_decode_rc(ctx: &mut Ctx, t: &mut Table) -> BTreeMap<i64, cascade_model::Results> {
+    let mut decode_rc = BTreeMap::new();
+    let Some(mut d) = t.opt_table(ctx, "decode_rc") else { return decode_rc };
+    let entries: Vec<(String, usize)> = d.map.iter().map(|(k, v)| (k.get_ref().to_string(), v.span().start)).collect();
+    for (code, offset) in entries {
+        let value = d.opt_str(ctx, &code);
+        let Ok(rc) = code.parse::<i64>() else {
+            ctx.error(offset, &d.key(&code), "keys of decode_rc are exit codes (integers)");
+            continue;
+        };
+        match value.as_deref().and_then(validate::result_by_name) {
+            Some(r) => {
+                decode_rc.insert(rc, r);
+            }
+            None => ctx.error(
+                offset,
+                &d.key(&code),
+                "expected one of \"success\", \"warnings\", \"failure\", \"skipped\", \"exception\", \"retry\", \"cancelled\"",
+            ),
+        }
+    }
+    d.finish(ctx);
+    decode_rc
+}
+
+fn read_shell(ctx: &mut Ctx, t: &mut Table) -> Option<(String, StepKind)> {
+    let command = read_command(ctx, t);
+    let env = t.opt_str_map(ctx, "env");
+    let workdir = t.opt_str(ctx, "workdir");
+    let decode_rc = read_decode_rc(ctx, t);
+    let warning_pattern = t.opt_str(ctx, "warning_pattern");
+    let command = command?;
+    let default_name = match &command {
+        Command::Shell(s) => s.split_whitespace().next().unwrap_or("shell").to_string(),
+        Command::Argv(a) => a[0].rsplit('/').next().unwrap_or("shell").to_string(),
+    };
+    Some((default_name, StepKind::Shell(ShellStep { command, env, workdir, decode_rc, warning_pattern })))
 }
 
 fn read_builders(
@@ -841,6 +877,56 @@ fn read_builders(
     out
 }
 
+/// A scheduler's `branch`, which must be configured.
+fn scheduler_branch(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfig]) -> Option<String> {
+    let offset = t.map.get("branch").map_or(t.offset(), |v| v.span().start);
+    let b = t.req_str(ctx, "branch")?;
+    if !branches.iter().any(|c| c.name == b) {
+        ctx.error(offset, &t.key("branch"), format!("unknown branch {b:?}"));
+    }
+    Some(b)
+}
+
+fn read_branch_scheduler(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfig]) -> Option<SchedulerKind> {
+    let branch = scheduler_branch(ctx, t, branches);
+    let tree_stable = t.opt_duration(ctx, "tree_stable").unwrap_or(Duration::from_secs(0));
+    let mut ignore_files = Vec::new();
+    for (i, (p, offset)) in t.opt_str_list(ctx, "ignore_files").unwrap_or_default().into_iter().enumerate() {
+        match cascade_model::Glob::new(&p) {
+            Ok(g) => ignore_files.push(g),
+            Err(e) => ctx.error(offset, &t.key(&format!("ignore_files[{i}]")), e.to_string()),
+        }
+    }
+    branch.map(|branch| SchedulerKind::Branch { branch, tree_stable, ignore_files })
+}
+
+fn read_periodic_scheduler(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfig]) -> Option<SchedulerKind> {
+    let branch = scheduler_branch(ctx, t, branches);
+    let cron_offset = t.map.get("cron").map_or(t.offset(), |v| v.span().start);
+    let cron = t.req_str(ctx, "cron");
+    if let Some(c) = &cron
+        && let Err(e) = validate::cron(c)
+    {
+        ctx.error(cron_offset, &t.key("cron"), format!("invalid cron expression {c:?}: {e}"));
+    }
+    Some(SchedulerKind::Periodic { branch: branch?, cron: cron? })
+}
+
+fn read_scheduler_kind(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfig]) -> Option<SchedulerKind> {
+    let kind_offset = t.map.get("kind").map_or(t.offset(), |v| v.span().start);
+    match t.req_str(ctx, "kind").as_deref() {
+        Some("branch") => read_branch_scheduler(ctx, t, branches),
+        Some("periodic") => read_periodic_scheduler(ctx, t, branches),
+        Some("force") => Some(SchedulerKind::Force),
+        Some(other) => {
+            let message = format!("unknown scheduler kind {other:?}; expected \"branch\", \"periodic\" or \"force\"");
+            ctx.error(kind_offset, &t.key("kind"), message);
+            None
+        }
+        None => None,
+    }
+}
+
 fn read_schedulers(
     ctx: &mut Ctx,
     root: &mut Table,
@@ -850,62 +936,11 @@ fn read_schedulers(
     let mut out: Vec<SchedulerConfig> = Vec::new();
     for mut t in array_of_tables(ctx, root, "scheduler") {
         let name = t.req_str(ctx, "name");
-        let kind_offset = t.map.get("kind").map(|v| v.span().start).unwrap_or(t.offset());
-        let kind_name = t.req_str(ctx, "kind");
-        let branch_offset = t.map.get("branch").map(|v| v.span().start).unwrap_or(t.offset());
-        let mut branch = || -> Option<String> {
-            let b = t.req_str(ctx, "branch")?;
-            if !branches.iter().any(|c| c.name == b) {
-                ctx.error(branch_offset, &t.key("branch"), format!("unknown branch {b:?}"));
-            }
-            Some(b)
-        };
-        let kind = match kind_name.as_deref() {
-            Some("branch") => {
-                let branch = branch();
-                let tree_stable = t.opt_duration(ctx, "tree_stable").unwrap_or(Duration::from_secs(0));
-                let mut ignore_files = Vec::new();
-                for (i, (p, offset)) in t.opt_str_list(ctx, "ignore_files").unwrap_or_default().into_iter().enumerate()
-                {
-                    match cascade_model::Glob::new(&p) {
-                        Ok(g) => ignore_files.push(g),
-                        Err(e) => ctx.error(offset, &t.key(&format!("ignore_files[{i}]")), e.to_string()),
-                    }
-                }
-                branch.map(|branch| SchedulerKind::Branch { branch, tree_stable, ignore_files })
-            }
-            Some("periodic") => {
-                let branch = branch();
-                let cron_offset = t.map.get("cron").map(|v| v.span().start).unwrap_or(t.offset());
-                let cron = t.req_str(ctx, "cron");
-                if let Some(c) = &cron
-                    && let Err(e) = validate::cron(c)
-                {
-                    ctx.error(cron_offset, &t.key("cron"), format!("invalid cron expression {c:?}: {e}"));
-                }
-                match (branch, cron) {
-                    (Some(branch), Some(cron)) => Some(SchedulerKind::Periodic { branch, cron }),
-                    _ => None,
-                }
-            }
-            Some("force") => Some(SchedulerKind::Force),
-            Some(other) => {
-                ctx.error(
-                    kind_offset,
-                    &t.key("kind"),
-                    format!("unknown scheduler kind {other:?}; expected \"branch\", \"periodic\" or \"force\""),
-                );
-                None
-            }
-            None => None,
-        };
+        let kind = read_scheduler_kind(ctx, &mut t, branches);
         let builder_list = t.opt_str_list(ctx, "builders");
-        if let Some(list) = &builder_list {
-            for (i, (b, offset)) in list.iter().enumerate() {
-                let known = builders.iter().any(|c| c.name == *b || c.definition == *b);
-                if !known {
-                    ctx.error(*offset, &t.key(&format!("builders[{i}]")), format!("unknown builder {b:?}"));
-                }
+        for (i, (b, offset)) in builder_list.iter().flatten().enumerate() {
+            if !builders.iter().any(|c| c.name == *b || c.definition == *b) {
+                ctx.error(*offset, &t.key(&format!("builders[{i}]")), format!("unknown builder {b:?}"));
             }
         }
         if let (Some(name), Some(kind)) = (name, kind) {
@@ -920,11 +955,8 @@ fn read_schedulers(
             if !fed {
                 ctx.error(t.offset(), &t.key("builders"), "this scheduler feeds no builder (none builds its branch)");
             }
-            out.push(SchedulerConfig {
-                name,
-                kind,
-                builders: builder_list.map(|l| l.into_iter().map(|(s, _)| s).collect()),
-            });
+            let builders = builder_list.map(|l| l.into_iter().map(|(s, _)| s).collect());
+            out.push(SchedulerConfig { name, kind, builders });
         }
         t.finish(ctx);
     }

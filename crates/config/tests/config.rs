@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cascade_config::{Command, SchedulerKind, SecretSource, StepKind, WorkerPassword, load, parse};
+use cascade_config::{Action, Command, SchedulerKind, SecretSource, StepKind, WorkerPassword, load, parse};
 
 fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml")
@@ -106,7 +106,7 @@ branch = "3.x"
 tree_stable = "soon"
 "#;
     let errors = parse(text, Path::new("cascade.toml")).expect_err("config must be rejected").0;
-    let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let lines: Vec<String> = errors.iter().map(std::string::ToString::to_string).collect();
     let expect = [
         "cascade.toml:3:1: master.colour: unknown key",
         "cascade.toml:15:1: worker[1].name: duplicate worker name \"w1\"",
@@ -139,7 +139,7 @@ fn syntax_errors_name_the_position() {
 fn wrong_types_are_errors_not_panics() {
     let text = format!("{MINIMAL}\n[[builder]]\nname = 5\nworkers = \"w1\"\nfactory = \"f\"\ntags = [1]\n");
     let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
-    let all = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    let all = errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n");
     assert!(all.contains("builder[0].name: expected a string, found an integer"), "{all}");
     assert!(all.contains("builder[0].workers: expected an array of strings, found a string"), "{all}");
     assert!(all.contains("builder[0].tags[0]: expected a string, found an integer"), "{all}");
@@ -175,7 +175,7 @@ fn secrets_come_from_literal_env_and_file() {
     let text = text.replace("{ env = \"CASCADE_TEST_WORKER_PW_THAT_IS_UNSET\" }", "\"literal-pw\"");
     let config = parse(&text, &path).expect("parses");
     let secrets = config.resolve_secrets().expect("resolves");
-    assert_eq!(secrets.webhook_secret.as_ref().map(|s| s.expose()), Some("from-file"));
+    assert_eq!(secrets.webhook_secret.as_ref().map(cascade_config::SecretString::expose), Some("from-file"));
     assert_eq!(secrets.worker_passwords["w1"].expose(), "literal-pw");
     // never printed
     assert!(!format!("{secrets:?}").contains("literal-pw"));
@@ -191,7 +191,7 @@ fn scheduler_checks() {
          [[scheduler]]\nname = \"b\"\nkind = \"branch\"\nbranch = \"3.x\"\nignore_files = [\"[oops\"]\nbuilders = [\"Nope\"]\n"
     );
     let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
-    let all = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    let all = errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n");
     assert!(all.contains("scheduler[0].cron: invalid cron expression"), "{all}");
     assert!(all.contains("scheduler[1].kind: unknown scheduler kind \"sometimes\""), "{all}");
     assert!(all.contains("scheduler[2].ignore_files[0]: invalid glob"), "{all}");
@@ -225,7 +225,7 @@ fn users_and_auth_rules() {
          [auth]\nadmins = [\"root\"]\nrules = {{ stop = [\"core-dev\"], launch = [\"x\"] }}\n"
     );
     let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
-    let all = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    let all = errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n");
     assert!(all.contains("user[1].name: duplicate user name \"ann\""), "{all}");
     assert!(all.contains("user[2].password_hash: expected an argon2 hash"), "{all}");
     assert!(all.contains("auth.rules.launch: unknown action"), "{all}");
@@ -235,10 +235,52 @@ fn users_and_auth_rules() {
         "{MINIMAL}\n[[user]]\nname = \"ann\"\nroles = [\"core-dev\"]\n[auth]\nadmins = [\"root\"]\nrules = {{ stop = [\"core-dev\"] }}\n"
     );
     let config = parse(&ok, Path::new("c.toml")).expect("parses");
-    let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert!(config.auth.allows("ann", &roles(&["core-dev"]), "stop"));
-    assert!(!config.auth.allows("ann", &roles(&["core-dev"]), "force"));
-    assert!(config.auth.allows("root", &[], "force"), "admins may do everything");
-    assert!(config.auth.allows("zed", &roles(&["admin"]), "rebuild"), "so may the admin role");
-    assert!(!config.auth.allows("bob", &roles(&["triage"]), "stop"));
+    let roles = |r: &[&str]| r.iter().map(std::string::ToString::to_string).collect::<Vec<_>>();
+    assert!(config.auth.allows("ann", &roles(&["core-dev"]), Action::Stop));
+    assert!(!config.auth.allows("ann", &roles(&["core-dev"]), Action::Force));
+    assert!(config.auth.allows("root", &[], Action::Force), "admins may do everything");
+    assert!(config.auth.allows("zed", &roles(&["admin"]), Action::Rebuild), "so may the admin role");
+    assert!(!config.auth.allows("bob", &roles(&["triage"]), Action::Stop));
+}
+
+#[test]
+fn heartbeat_and_housekeeping_have_defaults_and_settings() {
+    let config = parse(MINIMAL, Path::new("c.toml")).expect("parses");
+    assert_eq!(config.master.heartbeat, Duration::from_secs(10));
+    assert_eq!(config.janitor.every, Duration::from_secs(3600));
+    assert_eq!(config.janitor.delivery_horizon, Duration::from_secs(7 * 24 * 3600));
+    let text = format!(
+        "[master]\nheartbeat = \"2s\"\n{MINIMAL}\n[janitor]\nevery = \"5m\"\nevent_horizon = \"1d\"\ndelivery_horizon = 60\n"
+    );
+    let config = parse(&text, Path::new("c.toml")).expect("parses");
+    assert_eq!(config.master.heartbeat, Duration::from_secs(2));
+    assert_eq!(config.janitor.every, Duration::from_secs(300));
+    assert_eq!(config.janitor.event_horizon, Duration::from_secs(86_400));
+    assert_eq!(config.janitor.delivery_horizon, Duration::from_secs(60));
+    let bad = format!("{MINIMAL}\n[janitor]\nevery = \"soon\"\nsweep = true\n");
+    let all = parse(&bad, Path::new("c.toml")).expect_err("rejected").to_string();
+    assert!(all.contains("janitor.every"), "{all}");
+    assert!(all.contains("janitor.sweep"), "{all}");
+}
+
+#[test]
+fn git_modes_and_methods_are_checked_by_name() {
+    let text = MINIMAL.replace(
+        "steps = [{ command = \"make\" }]",
+        "steps = [{ git = { mode = \"shallow\", method = \"wipe\" } }, { git = { method = \"copy\" } }]",
+    );
+    let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").to_string();
+    assert!(errors.contains("unknown mode \"shallow\"; expected \"full\" or \"incremental\""), "{errors}");
+    assert!(
+        errors.contains("unknown method \"wipe\"; expected \"fresh\", \"clobber\", \"copy\" or \"clean\""),
+        "{errors}"
+    );
+    let ok = MINIMAL.replace("steps = [{ command = \"make\" }]", "steps = [{ git = { method = \"copy\" } }]");
+    let config = parse(&ok, Path::new("c.toml")).expect("parses");
+    match &config.factories[0].steps[0].kind {
+        StepKind::Git(g) => {
+            assert_eq!((g.mode, g.method), (cascade_config::GitMode::Full, cascade_config::GitMethod::Copy));
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -131,94 +131,80 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let (url, scratch) = scratch_database(&args.database).await?;
-    let text = config_text(args.definitions, &url);
-    let config = cascade_config::parse(&text, std::path::Path::new("load.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let secrets = config.resolve_secrets().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = cascade_store::Store::connect(&url).await?;
-    let started = Instant::now();
-    let master = cascade_master::Master::start(config, secrets, store.clone(), cascade_master::clock::now()).await?;
-    eprintln!(
-        "master started with {} builders on {:?} in {:.1?}",
-        master.builder_ids.len(),
-        store.backend(),
-        started.elapsed()
-    );
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(master.schedulers.clone().run(
-        store.clone(),
-        master.wake_schedulers.clone(),
-        master.wake_builds.clone(),
-        stopped,
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, cascade_master::router(master)).await });
+/// The signed pushes, and where to post them.
+struct Load {
+    client: reqwest::Client,
+    hook: String,
+    bodies: Arc<Vec<(Vec<u8>, String)>>,
+    concurrency: usize,
+}
 
-    let total = args.warmup + args.pushes;
-    let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
-        (0..total)
-            .map(|n| push_body(n, args.commits))
-            .map(|b| {
-                let s = sign(&b);
-                (b, s)
-            })
-            .collect(),
-    );
-    cascade_master::app::install_crypto_provider();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
-    let hook = format!("http://{addr}/change_hook/github");
+impl Load {
+    /// One connection's share of the pushes `next..end`: their latencies.
+    async fn sender(
+        client: reqwest::Client,
+        hook: String,
+        bodies: Arc<Vec<(Vec<u8>, String)>>,
+        next: Arc<std::sync::atomic::AtomicUsize>,
+        end: usize,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let mut latencies = Vec::new();
+        loop {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n >= end {
+                return Ok(latencies);
+            }
+            let (body, sig) = &bodies[n];
+            let t = Instant::now();
+            let resp = client
+                .post(&hook)
+                .header("content-type", "application/json")
+                .header("x-github-event", "push")
+                .header("x-github-delivery", format!("load-{n}"))
+                .header("x-hub-signature-256", sig)
+                .body(body.clone())
+                .send()
+                .await?;
+            let status = resp.status();
+            let _ = resp.bytes().await?;
+            latencies.push(t.elapsed());
+            anyhow::ensure!(status.is_success(), "push {n} answered {status}");
+        }
+    }
 
-    let run = |range: std::ops::Range<usize>| {
+    /// Posts pushes `range` from `concurrency` connections; every latency.
+    async fn run(&self, range: std::ops::Range<usize>) -> anyhow::Result<Vec<Duration>> {
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(range.start));
-        let end = range.end;
-        let tasks: Vec<_> = (0..args.concurrency)
+        let tasks: Vec<_> = (0..self.concurrency)
             .map(|_| {
-                let (client, hook, bodies, next) = (client.clone(), hook.clone(), bodies.clone(), next.clone());
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    loop {
-                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if n >= end {
-                            return Ok::<_, anyhow::Error>(latencies);
-                        }
-                        let (body, sig) = &bodies[n];
-                        let t = Instant::now();
-                        let resp = client
-                            .post(&hook)
-                            .header("content-type", "application/json")
-                            .header("x-github-event", "push")
-                            .header("x-github-delivery", format!("load-{n}"))
-                            .header("x-hub-signature-256", sig)
-                            .body(body.clone())
-                            .send()
-                            .await?;
-                        let status = resp.status();
-                        let _ = resp.bytes().await?;
-                        latencies.push(t.elapsed());
-                        anyhow::ensure!(status.is_success(), "push {n} answered {status}");
-                    }
-                })
+                let (client, hook, bodies) = (self.client.clone(), self.hook.clone(), self.bodies.clone());
+                tokio::spawn(Load::sender(client, hook, bodies, next.clone(), range.end))
             })
             .collect();
-        async move {
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await??);
-            }
-            Ok::<_, anyhow::Error>(all)
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await??);
         }
-    };
+        Ok(all)
+    }
+}
 
-    run(0..args.warmup).await?;
-    let t0 = Instant::now();
-    let mut latencies = run(args.warmup..total).await?;
-    let elapsed = t0.elapsed();
-    latencies.sort();
-    let stored = store.list_changes(&cascade_store::ListQuery::default().limit(0)).await?.total;
+/// A master on `url` with the CPython-sized configuration, served on loopback.
+async fn start_master(args: &Args, url: &str) -> anyhow::Result<(cascade_store::Store, cascade_master::Served)> {
+    let text = config_text(args.definitions, url);
+    let config = cascade_config::parse(&text, std::path::Path::new("load.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secrets = config.resolve_secrets().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = cascade_store::Store::connect(url).await?;
+    let started = Instant::now();
+    let clock = cascade_master::clock::Clock::System;
+    let master = cascade_master::Master::start(config, secrets, store.clone(), clock).await?;
+    let (builders, backend) = (master.catalog.builder_count(), store.backend());
+    eprintln!("master started with {builders} builders on {backend:?} in {:.1?}", started.elapsed());
+    let served = cascade_master::server::spawn(master, cascade_master::Listeners::loopback().await?)?;
+    Ok((store, served))
+}
+
+fn report(args: &Args, store: &cascade_store::Store, elapsed: Duration, latencies: &[Duration], stored: i64) {
     println!(
         "pushes={} commits/push={} concurrency={} builders={} backend={:?}",
         args.pushes,
@@ -230,11 +216,41 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "throughput={:.0} pushes/s  p50={:.2}ms  p90={:.2}ms  p99={:.2}ms  max={:.2}ms  changes_stored={stored}",
         args.pushes as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.90).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        percentile(latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(latencies, 0.90).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (url, scratch) = scratch_database(&args.database).await?;
+    let (store, served) = start_master(&args, &url).await?;
+    let total = args.warmup + args.pushes;
+    let bodies = (0..total)
+        .map(|n| push_body(n, args.commits))
+        .map(|b| {
+            let signature = sign(&b);
+            (b, signature)
+        })
+        .collect();
+    cascade_master::outbound::install_crypto_provider();
+    let load = Load {
+        client: reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?,
+        hook: format!("{}/change_hook/github", served.url()),
+        bodies: Arc::new(bodies),
+        concurrency: args.concurrency,
+    };
+    load.run(0..args.warmup).await?;
+    let t0 = Instant::now();
+    let mut latencies = load.run(args.warmup..total).await?;
+    let elapsed = t0.elapsed();
+    latencies.sort();
+    let stored = store.list_changes(&cascade_store::ListQuery::default().limit(0)).await?.total;
+    report(&args, &store, elapsed, &latencies, stored);
+    served.stop().await?;
     store.close().await;
     if let Some(name) = scratch {
         let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&args.database).await?;

@@ -11,6 +11,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use crate::humanize::age;
+
 /// Calls the API of one master.
 pub struct Client {
     http: reqwest::Client,
@@ -21,7 +23,7 @@ pub struct Client {
 impl Client {
     pub fn new(url: &str, token: Option<String>) -> Client {
         let base = format!("{}/api/v2", url.trim_end_matches('/'));
-        Client { http: crate::app::http_client(), base, token }
+        Client { http: crate::outbound::http_client(), base, token }
     }
 
     fn with_auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -74,18 +76,7 @@ pub struct StatusRow {
 
 impl StatusRow {
     pub fn failing(&self) -> bool {
-        matches!(self.results.and_then(Results::from_code), Some(Results::Failure | Results::Exception))
-    }
-}
-
-/// `3m`, `5h`, `2d`: how long ago.
-pub fn age(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86_400 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
+        Results::of(self.results).is_some_and(Results::is_failing)
     }
 }
 

@@ -186,10 +186,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             }
         })
     };
-    let served = crate::serve(config, None).await;
+    let served = crate::server::run(config, None, crate::server::signal()).await;
     worker.abort();
     commits.abort();
-    served
+    Ok(served?)
 }
 
 #[cfg(test)]

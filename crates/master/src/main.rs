@@ -1,10 +1,12 @@
-//! `cascade`: the master and its command-line tools.
+//! `cascade`: the master and its command-line tools. Each subcommand is
+//! one function; the work is in the library.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cascade_master::{client, clock};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -15,117 +17,95 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Run the master.
-    Serve {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Overrides `master.database` from the config.
-        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
-    },
+    Serve(ServeArgs),
     /// A self-contained demo on SQLite: a git repository, a worker, and commits that make builds.
-    Demo {
-        /// Where the demo keeps its repository, database, config and worker folder.
-        #[arg(long, default_value = "cascade-demo")]
-        dir: PathBuf,
-        /// Address for the web pages and API.
-        #[arg(long, default_value = "127.0.0.1:8010")]
-        http: String,
-        /// Port for the demo's worker connection (loopback only).
-        #[arg(long, default_value_t = 9990)]
-        worker_port: u16,
-        /// How many commits to make.
-        #[arg(long, default_value_t = 8)]
-        commits: usize,
-        /// Seconds between commits.
-        #[arg(long, default_value_t = 8)]
-        interval: u64,
-    },
+    Demo(DemoArgs),
     /// Check a config file; print every error with file, line, column and key.
     CheckConfig { config: PathBuf },
     /// Inject a change by hand, as Buildbot's sendchange.
-    Sendchange {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
-        /// Author, e.g. "Ann <ann@example.org>".
-        #[arg(long, short = 'W')]
-        who: String,
-        /// Git branch name or configured branch label.
-        #[arg(long, short)]
-        branch: Option<String>,
-        #[arg(long, short)]
-        revision: Option<String>,
-        #[arg(long, short = 'm', default_value = "")]
-        comments: String,
-        #[arg(long)]
-        repository: Option<String>,
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long, short = 'C')]
-        category: Option<String>,
-        #[arg(long)]
-        revlink: Option<String>,
-        /// Commit time, Unix seconds (default: now).
-        #[arg(long)]
-        when: Option<i64>,
-        /// A property NAME=VALUE (repeatable).
-        #[arg(long = "property", short = 'p', value_parser = parse_property)]
-        properties: Vec<(String, String)>,
-        /// Files the change touches.
-        files: Vec<String>,
-    },
+    Sendchange(Box<SendchangeArgs>),
     /// Print an argon2 hash of a password read from standard input.
     HashPassword,
     /// Each builder's latest finished build (exit status 1 if one of them failed).
-    Status {
-        #[command(flatten)]
-        remote: Remote,
-        /// Only builders of this branch label (e.g. `3.x`).
-        #[arg(long, short)]
-        branch: Option<String>,
-        /// Only builders with this tag (repeatable: all of them).
-        #[arg(long = "tag", short)]
-        tags: Vec<String>,
-        /// Only builders whose latest build failed.
-        #[arg(long)]
-        failing: bool,
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
     /// Force builds through a force scheduler (needs a token).
-    Force {
-        #[command(flatten)]
-        remote: Remote,
-        /// The force scheduler.
-        #[arg(long, default_value = "force")]
-        scheduler: String,
-        #[arg(long, short)]
-        branch: Option<String>,
-        #[arg(long, short)]
-        revision: Option<String>,
-        #[arg(long, short = 'm', default_value = "forced from the command line")]
-        reason: String,
-        /// Builder names (default: every builder of the scheduler).
-        builders: Vec<String>,
-    },
+    Force(ForceArgs),
     /// Stop a running build (needs a token).
-    Stop {
-        #[command(flatten)]
-        remote: Remote,
-        #[arg(long, short = 'm', default_value = "stopped from the command line")]
-        reason: String,
-        build_id: i64,
-    },
+    Stop(StopArgs),
     /// API tokens for scripts (`Authorization: Bearer <token>`).
     Token {
         #[command(subcommand)]
         action: TokenAction,
     },
+}
+
+/// The config, and the database if not the configured one.
+#[derive(clap::Args)]
+struct Local {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Overrides `master.database` from the config.
+    #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    local: Local,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Where the demo keeps its repository, database, config and worker folder.
+    #[arg(long, default_value = "cascade-demo")]
+    dir: PathBuf,
+    /// Address for the web pages and API.
+    #[arg(long, default_value = "127.0.0.1:8010")]
+    http: String,
+    /// Port for the demo's worker connection (loopback only).
+    #[arg(long, default_value_t = 9990)]
+    worker_port: u16,
+    /// How many commits to make.
+    #[arg(long, default_value_t = 8)]
+    commits: usize,
+    /// Seconds between commits.
+    #[arg(long, default_value_t = 8)]
+    interval: u64,
+}
+
+#[derive(clap::Args)]
+struct SendchangeArgs {
+    #[command(flatten)]
+    local: Local,
+    /// Author, e.g. "Ann <ann@example.org>".
+    #[arg(long, short = 'W')]
+    who: String,
+    /// Git branch name or configured branch label.
+    #[arg(long, short)]
+    branch: Option<String>,
+    #[arg(long, short)]
+    revision: Option<String>,
+    #[arg(long, short = 'm', default_value = "")]
+    comments: String,
+    #[arg(long)]
+    repository: Option<String>,
+    #[arg(long)]
+    project: Option<String>,
+    #[arg(long, short = 'C')]
+    category: Option<String>,
+    #[arg(long)]
+    revlink: Option<String>,
+    /// Commit time, Unix seconds (default: now).
+    #[arg(long)]
+    when: Option<i64>,
+    /// A property NAME=VALUE (repeatable).
+    #[arg(long = "property", short = 'p', value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Files the change touches.
+    files: Vec<String>,
 }
 
 /// Where the master is, and the token to show it.
@@ -139,14 +119,62 @@ struct Remote {
     token: Option<String>,
 }
 
+impl Remote {
+    fn client(self) -> client::Client {
+        client::Client::new(&self.url, self.token)
+    }
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Only builders of this branch label (e.g. `3.x`).
+    #[arg(long, short)]
+    branch: Option<String>,
+    /// Only builders with this tag (repeatable: all of them).
+    #[arg(long = "tag", short)]
+    tags: Vec<String>,
+    /// Only builders whose latest build failed.
+    #[arg(long)]
+    failing: bool,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ForceArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// The force scheduler.
+    #[arg(long, default_value = "force")]
+    scheduler: String,
+    #[arg(long, short)]
+    branch: Option<String>,
+    #[arg(long, short)]
+    revision: Option<String>,
+    #[arg(long, short = 'm', default_value = "forced from the command line")]
+    reason: String,
+    /// Builder names (default: every builder of the scheduler).
+    builders: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct StopArgs {
+    #[command(flatten)]
+    remote: Remote,
+    #[arg(long, short = 'm', default_value = "stopped from the command line")]
+    reason: String,
+    build_id: i64,
+}
+
 #[derive(Subcommand)]
 enum TokenAction {
     /// Create a token for a configured user; it is printed once, never stored.
     Create {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        local: Local,
         /// A `[[user]]` of the config (or one of `auth.admins`).
         #[arg(long)]
         user: String,
@@ -156,17 +184,13 @@ enum TokenAction {
     },
     /// List tokens (never their values).
     List {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        local: Local,
     },
     /// Revoke a token by its id.
     Revoke {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        local: Local,
         id: i64,
     },
 }
@@ -176,6 +200,25 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => demo(args).await,
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Sendchange(args) => sendchange(*args).await,
+        Command::HashPassword => hash_password(),
+        Command::Status(args) => status(args).await,
+        Command::Force(args) => force(args).await,
+        Command::Stop(args) => stop(args).await,
+        Command::Token { action } => token(action).await,
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("cascade: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn init_tracing() {
@@ -189,177 +232,143 @@ fn load_config(path: &Path) -> anyhow::Result<cascade_config::Config> {
     cascade_config::load(path).map_err(|e| anyhow::anyhow!("{} error(s) in the configuration:\n{e}", e.0.len()))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli.command).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("cascade: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+/// The config and its store, for the tools that write to the store directly.
+async fn open(local: &Local) -> anyhow::Result<(cascade_config::Config, cascade_store::Store)> {
+    let config = load_config(&local.config)?;
+    let url = local.database.clone().unwrap_or_else(|| config.master.database.clone());
+    let store = cascade_store::Store::connect(&url).await.with_context(|| "opening the store")?;
+    Ok((config, store))
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    use cascade_master::client;
-    match command {
-        Command::Status { remote, branch, tags, failing, json } => {
-            let api = client::Client::new(&remote.url, remote.token);
-            let mut rows = tokio::time::timeout(client::TIMEOUT, client::status(&api, branch.as_deref(), &tags))
-                .await
-                .context("the master did not answer in time")??;
-            let any_failing = rows.iter().any(client::StatusRow::failing);
-            if failing {
-                rows.retain(client::StatusRow::failing);
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let config = load_config(&args.local.config)?;
+    cascade_master::server::run(config, args.local.database, cascade_master::server::signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let interval = std::time::Duration::from_secs(args.interval);
+    let (dir, http, worker_port, commits) = (args.dir, args.http, args.worker_port, args.commits);
+    cascade_master::demo::run(cascade_master::demo::DemoOptions { dir, http, worker_port, commits, interval }).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match cascade_config::load(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
             }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-                print!("{}", client::render(&rows, cascade_master::clock::now(), color));
-            }
-            Ok(if any_failing { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            return Ok(ExitCode::FAILURE);
         }
-        Command::Force { remote, scheduler, branch, revision, reason, builders } => {
-            let api = client::Client::new(&remote.url, remote.token);
-            let result =
-                client::force(&api, &scheduler, &builders, branch.as_deref(), revision.as_deref(), &reason).await?;
-            println!("forced: buildset {} requests {}", result[0], result[1]);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Stop { remote, reason, build_id } => {
-            let api = client::Client::new(&remote.url, remote.token);
-            client::stop(&api, build_id, &reason).await?;
-            println!("build {build_id} is stopping");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Serve { config, database } => {
-            init_tracing();
-            let config = load_config(&config)?;
-            cascade_master::serve(config, database).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Demo { dir, http, worker_port, commits, interval } => {
-            init_tracing();
-            cascade_master::demo::run(cascade_master::demo::DemoOptions {
-                dir,
-                http,
-                worker_port,
-                commits,
-                interval: std::time::Duration::from_secs(interval),
-            })
-            .await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::CheckConfig { config } => match cascade_config::load(&config) {
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("{e}");
-                }
-                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
-                Ok(ExitCode::FAILURE)
-            }
-            Ok(cfg) => {
-                // Secrets belong to the machine that runs the master; a
-                // missing one here is worth a warning, not a failure.
-                if let Err(missing) = cfg.resolve_secrets() {
-                    for e in &missing.0 {
-                        eprintln!("warning: {e}");
-                    }
-                }
-                println!(
-                    "{}: ok ({} builders, {} workers, {} schedulers)",
-                    config.display(),
-                    cfg.builders.len(),
-                    cfg.workers.len(),
-                    cfg.schedulers.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-        },
-        Command::Sendchange {
-            config,
-            database,
-            who,
-            branch,
-            revision,
-            comments,
-            repository,
-            project,
-            category,
-            revlink,
-            when,
-            properties,
-            files,
-        } => {
-            let cfg = load_config(&config)?;
-            let url = database.unwrap_or_else(|| cfg.master.database.clone());
-            let store = cascade_store::Store::connect(&url).await.with_context(|| "opening the store")?;
-            let change = cascade_master::sendchange::SendChange {
-                who,
-                branch,
-                revision,
-                comments,
-                files,
-                repository,
-                project,
-                category,
-                revlink,
-                when,
-                properties: properties.into_iter().collect(),
-            };
-            let id = cascade_master::sendchange::send(&store, &cfg, change, cascade_master::clock::now()).await?;
-            store.close().await;
-            println!("change {id} stored");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Token { action } => {
-            let (config, database) = match &action {
-                TokenAction::Create { config, database, .. }
-                | TokenAction::List { config, database }
-                | TokenAction::Revoke { config, database, .. } => (config.clone(), database.clone()),
-            };
-            let cfg = load_config(&config)?;
-            let url = database.unwrap_or_else(|| cfg.master.database.clone());
-            let store = cascade_store::Store::connect(&url).await.with_context(|| "opening the store")?;
-            let now = cascade_master::clock::now();
-            match action {
-                TokenAction::Create { user, label, .. } => {
-                    let known = cfg.users.iter().any(|u| u.name == user) || cfg.auth.admins.contains(&user);
-                    anyhow::ensure!(known, "{user} is neither a [[user]] nor in auth.admins of {}", config.display());
-                    let (token, hash) = cascade_master::auth::new_token();
-                    let id = store.create_api_token(&user, &label, &hash, now).await?;
-                    eprintln!("token {id} for {user}; it is shown only now:");
-                    println!("{token}");
-                }
-                TokenAction::List { .. } => {
-                    for t in store.list_api_tokens().await? {
-                        let state = if t.revoked { "revoked" } else { "active" };
-                        println!("{}\t{}\t{}\t{}\t{}", t.id, t.user, state, t.created_at, t.label);
-                    }
-                }
-                TokenAction::Revoke { id, .. } => {
-                    anyhow::ensure!(store.revoke_api_token(id, now).await?, "no active token {id}");
-                    println!("token {id} revoked");
-                }
-            }
-            store.close().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::HashPassword => {
-            let stdin = std::io::stdin();
-            if stdin.is_terminal() {
-                eprintln!("password (then Enter; it is echoed):");
-            }
-            let mut line = String::new();
-            stdin.lock().read_line(&mut line)?;
-            let password = line.trim_end_matches(['\n', '\r']);
-            if password.is_empty() {
-                anyhow::bail!("empty password");
-            }
-            println!("{}", cascade_master::password::hash(password)?);
-            Ok(ExitCode::SUCCESS)
+    };
+    // Secrets belong to the machine that runs the master; a missing one
+    // here is worth a warning, not a failure.
+    if let Err(missing) = cfg.resolve_secrets() {
+        for e in &missing.0 {
+            eprintln!("warning: {e}");
         }
     }
+    let (builders, workers, schedulers) = (cfg.builders.len(), cfg.workers.len(), cfg.schedulers.len());
+    println!("{}: ok ({builders} builders, {workers} workers, {schedulers} schedulers)", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sendchange(args: SendchangeArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, store) = open(&args.local).await?;
+    let change = cascade_master::sendchange::SendChange {
+        who: args.who,
+        branch: args.branch,
+        revision: args.revision,
+        comments: args.comments,
+        files: args.files,
+        repository: args.repository,
+        project: args.project,
+        category: args.category,
+        revlink: args.revlink,
+        when: args.when,
+        properties: args.properties.into_iter().collect(),
+    };
+    let id = cascade_master::sendchange::send(&store, &cfg, change, clock::now()).await?;
+    store.close().await;
+    println!("change {id} stored");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hash_password() -> anyhow::Result<ExitCode> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("password (then Enter; it is echoed):");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    println!("{}", cascade_master::password::hash(password)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let api = args.remote.client();
+    let mut rows = tokio::time::timeout(client::TIMEOUT, client::status(&api, args.branch.as_deref(), &args.tags))
+        .await
+        .context("the master did not answer in time")??;
+    let any_failing = rows.iter().any(client::StatusRow::failing);
+    if args.failing {
+        rows.retain(client::StatusRow::failing);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", client::render(&rows, clock::now(), color));
+    }
+    Ok(if any_failing { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+async fn force(args: ForceArgs) -> anyhow::Result<ExitCode> {
+    let api = args.remote.client();
+    let (branch, revision) = (args.branch.as_deref(), args.revision.as_deref());
+    let result = client::force(&api, &args.scheduler, &args.builders, branch, revision, &args.reason).await?;
+    println!("forced: buildset {} requests {}", result[0], result[1]);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
+    let api = args.remote.client();
+    client::stop(&api, args.build_id, &args.reason).await?;
+    println!("build {} is stopping", args.build_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
+    let (TokenAction::Create { local, .. } | TokenAction::List { local } | TokenAction::Revoke { local, .. }) = &action;
+    let (cfg, store) = open(local).await?;
+    let now = clock::now();
+    match action {
+        TokenAction::Create { user, label, local } => {
+            let known = cfg.users.iter().any(|u| u.name == user) || cfg.auth.admins.contains(&user);
+            anyhow::ensure!(known, "{user} is neither a [[user]] nor in auth.admins of {}", local.config.display());
+            let (token, hash) = cascade_master::auth::new_token();
+            let id = store.create_api_token(&user, &label, &hash, now).await?;
+            eprintln!("token {id} for {user}; it is shown only now:");
+            println!("{token}");
+        }
+        TokenAction::List { .. } => {
+            for t in store.list_api_tokens().await? {
+                let state = if t.revoked { "revoked" } else { "active" };
+                println!("{}\t{}\t{}\t{}\t{}", t.id, t.user, state, t.created_at, t.label);
+            }
+        }
+        TokenAction::Revoke { id, .. } => {
+            anyhow::ensure!(store.revoke_api_token(id, now).await?, "no active token {id}");
+            println!("token {id} revoked");
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }

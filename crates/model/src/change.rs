@@ -7,19 +7,27 @@ use std::collections::BTreeMap;
 pub struct NewChange {
     /// `Name <email>`, as Buildbot writes it.
     pub author: String,
+    /// The committer, when the push names one; `None` for sendchange and forced builds.
     pub committer: Option<String>,
+    /// The commit message.
     pub comments: String,
     /// The git branch name (`main`), not the configured label (`3.x`).
     pub branch: Option<String>,
+    /// The commit's full sha; `None` when the change names no commit.
     pub revision: Option<String>,
     /// A link to the commit, shown on pages.
     pub revlink: Option<String>,
     /// When the commit was made (from the commit), Unix seconds.
     pub when_timestamp: i64,
+    /// `Some("tag")` for a pushed tag, `None` for a branch.
     pub category: Option<String>,
+    /// The repository's web URL.
     pub repository: String,
+    /// Buildbot's codebase; always empty here, as there is one repository.
     pub codebase: String,
+    /// The repository's `owner/name`.
     pub project: String,
+    /// Paths added, modified or removed, for `ignore_files` to judge.
     pub files: Vec<String>,
     /// Property values as JSON; their source is always "Change".
     pub properties: BTreeMap<String, serde_json::Value>,

@@ -5,9 +5,13 @@
 /// A build request waiting for a worker, reduced to what merging looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRequest {
+    /// The request's `buildrequestid`; lower is older.
     pub id: i64,
+    /// The builder the request waits for.
     pub builder_id: i64,
+    /// The source stamp's repository; requests merge only within one.
     pub repository: String,
+    /// The source stamp's branch; requests merge only within one.
     pub branch: Option<String>,
     /// A revision asked for explicitly with no changes behind it (a build
     /// forced at a commit). Such a request builds exactly that commit, so it

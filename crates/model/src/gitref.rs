@@ -1,13 +1,18 @@
 //! Git ref names as GitHub sends them (`refs/heads/main`, `refs/tags/v1.0`).
 
+/// A ref, split by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GitRef {
+    /// `refs/heads/NAME`: the branch name.
     Branch(String),
+    /// `refs/tags/NAME`: the tag name.
     Tag(String),
+    /// Any other ref (`refs/pull/1/head`), kept whole.
     Other(String),
 }
 
 impl GitRef {
+    /// Splits a full ref name; anything but a branch or tag is `Other`.
     pub fn parse(full: &str) -> GitRef {
         if let Some(b) = full.strip_prefix("refs/heads/") {
             GitRef::Branch(b.to_string())

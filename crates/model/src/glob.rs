@@ -8,10 +8,13 @@
 
 use thiserror::Error;
 
+/// A pattern `Glob::new` could not parse.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid glob {pattern:?}: {reason}")]
 pub struct GlobError {
+    /// The pattern as written.
     pub pattern: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
@@ -31,6 +34,7 @@ enum Token {
     },
 }
 
+/// A compiled path glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
@@ -39,6 +43,7 @@ pub struct Glob {
 }
 
 impl Glob {
+    /// Compiles `pattern`; empty patterns, unclosed classes and trailing backslashes are errors.
     pub fn new(pattern: &str) -> Result<Glob, GlobError> {
         let err = |reason| GlobError { pattern: pattern.to_string(), reason };
         if pattern.is_empty() {
@@ -112,10 +117,12 @@ impl Glob {
         Ok(Glob { pattern: pattern.to_string(), tokens, basename_only })
     }
 
+    /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.pattern
     }
 
+    /// Whether `path` (relative to the repository root) matches.
     pub fn matches(&self, path: &str) -> bool {
         let path = path.trim_start_matches('/');
         let subject = if self.basename_only { path.rsplit('/').next().unwrap_or(path) } else { path };

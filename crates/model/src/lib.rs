@@ -5,16 +5,22 @@
 //! which requests one build covers, what a result means) live here so they can
 //! be tested on their own.
 
+#![warn(missing_docs)]
+
 pub mod change;
 pub mod coalesce;
+pub mod event;
 pub mod gitref;
 pub mod glob;
+pub mod log;
+pub mod naming;
 pub mod outcome;
 pub mod results;
 pub mod scheduling;
 
 pub use change::NewChange;
 pub use coalesce::{Claim, PendingRequest, plan_claim};
+pub use event::{Envelope, Event, EventKind};
 pub use gitref::GitRef;
 pub use glob::Glob;
 pub use results::Results;

@@ -8,6 +8,7 @@ use crate::results::Results;
 /// How a remote command ended, as far as results care.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommandEnd {
+    /// The exit code; `None` if the command ended without one.
     pub rc: Option<i64>,
     /// The master interrupted it (a stop): CANCELLED whatever `rc` says.
     pub interrupted: bool,
@@ -39,14 +40,18 @@ pub fn step_result(end: &CommandEnd, decode_rc: &BTreeMap<i64, Results>) -> Resu
 /// A step's flags, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepFlags {
+    /// A failure halts the build: only `always_run` steps run after it.
     pub halt_on_failure: bool,
+    /// A failure makes the build FAILURE.
     pub flunk_on_failure: bool,
+    /// A failure makes the build WARNINGS (when it does not flunk it).
     pub warn_on_failure: bool,
 }
 
 /// The running result of a build, step by step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildTally {
+    /// The worst result so far.
     pub results: Results,
     /// Only `always_run` steps run once this is set.
     pub halted: bool,

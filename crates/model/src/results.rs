@@ -2,19 +2,28 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A build's or step's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "i64", try_from = "i64")]
 pub enum Results {
+    /// Everything passed.
     Success = 0,
+    /// Passed, with warnings.
     Warnings = 1,
+    /// Something failed.
     Failure = 2,
+    /// Not run.
     Skipped = 3,
+    /// Something broke outside the code under test (a worker error, a bad configuration).
     Exception = 4,
+    /// Cut short by a lost worker or a restarted master; its requests are queued again.
     Retry = 5,
+    /// Stopped before it finished.
     Cancelled = 6,
 }
 
 impl Results {
+    /// Every result, in code order.
     pub const ALL: [Results; 7] = [
         Results::Success,
         Results::Warnings,
@@ -25,10 +34,12 @@ impl Results {
         Results::Cancelled,
     ];
 
+    /// Buildbot's number for this result.
     pub fn code(self) -> i64 {
         self as i64
     }
 
+    /// The result Buildbot numbers `code`, if any.
     pub fn from_code(code: i64) -> Option<Results> {
         Results::ALL.into_iter().find(|r| r.code() == code)
     }
@@ -69,6 +80,17 @@ impl Results {
     /// Whether a finished build counts as "passing" for state-change detection.
     pub fn is_passing(self) -> bool {
         matches!(self, Results::Success | Results::Warnings)
+    }
+
+    /// Whether a finished build counts as broken: a failure or an
+    /// exception. These block a release and make `cascade status` fail.
+    pub fn is_failing(self) -> bool {
+        matches!(self, Results::Failure | Results::Exception)
+    }
+
+    /// The result a stored code stands for, if it is one.
+    pub fn of(code: Option<i64>) -> Option<Results> {
+        code.and_then(Results::from_code)
     }
 }
 
@@ -118,5 +140,10 @@ mod tests {
         assert!(Results::Warnings.is_passing());
         assert!(!Results::Failure.is_passing());
         assert!(!Results::Exception.is_passing());
+        let failing: Vec<Results> = Results::ALL.into_iter().filter(|r| r.is_failing()).collect();
+        assert_eq!(failing, vec![Results::Failure, Results::Exception]);
+        assert_eq!(Results::of(Some(4)), Some(Results::Exception));
+        assert_eq!(Results::of(Some(9)), None);
+        assert_eq!(Results::of(None), None);
     }
 }

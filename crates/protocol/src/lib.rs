@@ -8,9 +8,13 @@
 //!
 //! `pb` is Twisted's Perspective Broker, the stock worker's default.
 
+#![warn(missing_docs)]
+
 pub mod msgpack;
 pub mod pb;
+pub mod transfer;
 pub mod worker_info;
 
 pub use msgpack::{Frame, ProtocolError, UpdateEntry};
+pub use transfer::UploadOp;
 pub use worker_info::WorkerInfo;

@@ -8,11 +8,15 @@ use serde_json::{Map, Value as Json};
 /// before anything is stored or logged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerInfo {
+    /// The worker's base directory, on the worker.
     pub basedir: Option<String>,
     /// `posix` or `nt`: how to join paths on the worker.
     pub system: Option<String>,
+    /// The buildbot-worker version.
     pub version: Option<String>,
+    /// How many CPUs the worker has.
     pub numcpus: Option<i64>,
+    /// The commands the worker supports, sorted.
     pub worker_commands: Vec<String>,
     /// Everything else (`admin`, `host`, `os_*`, ...), as JSON.
     pub json: Json,
@@ -58,7 +62,7 @@ impl WorkerInfo {
             basedir: s("basedir"),
             system: s("system"),
             version: s("version"),
-            numcpus: json.get("numcpus").and_then(|n| n.as_i64()),
+            numcpus: json.get("numcpus").and_then(serde_json::Value::as_i64),
             worker_commands,
             json: Json::Object(json),
         }

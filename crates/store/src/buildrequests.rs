@@ -1,10 +1,11 @@
 //! Build requests: listing, the atomic claim that starts a build (merging
 //! every compatible pending request into it), and cancellation.
 
-use cascade_model::{PendingRequest, Results, plan_claim};
-use sqlx::AssertSqlSafe;
+use cascade_model::{Event, PendingRequest, Results, plan_claim};
+use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::changes::placeholders;
+use crate::events::record;
 use crate::query::{FieldType, ListQuery, Page, compile, fetch_page, field};
 use crate::records::{
     BUILD_COLUMNS, BuildRecord, BuildRequestRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, build_from, get,
@@ -44,8 +45,11 @@ const REQUEST_FIELDS: &[crate::query::Field] = &[
 /// A build just started by a claim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedBuild {
+    /// The new build's id.
     pub build_id: i64,
+    /// Its number on the builder.
     pub number: i64,
+    /// The builder it runs on.
     pub builder_id: i64,
     /// The request taken; the build's `buildrequestid`.
     pub build_request_id: i64,
@@ -55,11 +59,97 @@ pub struct ClaimedBuild {
     pub source: SourceStampRecord,
 }
 
+/// The builder's unclaimed, incomplete requests.
+async fn pending_requests(conn: &mut AnyConnection, builder_id: i64) -> Result<Vec<PendingRequest>> {
+    let rows = sqlx::query(
+        "SELECT id, builder_id, repository, branch, pinned_revision, priority FROM buildrequests \
+         WHERE builder_id = $1 AND complete = 0 AND claimed_by_master_id IS NULL",
+    )
+    .bind(builder_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PendingRequest {
+                id: get(r, "id")?,
+                builder_id: get(r, "builder_id")?,
+                repository: get(r, "repository")?,
+                branch: get(r, "branch")?,
+                pinned_revision: get(r, "pinned_revision")?,
+                priority: get(r, "priority")?,
+            })
+        })
+        .collect()
+}
+
+/// Claims every request in `ids` for `master_id`; false if another master
+/// took one of them first.
+async fn mark_claimed(conn: &mut AnyConnection, ids: &[i64], master_id: i64, now: i64) -> Result<bool> {
+    let list = placeholders(3, ids.len());
+    let mut q = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE buildrequests SET claimed_by_master_id = $1, claimed_at = $2 \
+         WHERE id IN ({list}) AND complete = 0 AND claimed_by_master_id IS NULL"
+    )))
+    .bind(master_id)
+    .bind(now);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    Ok(q.execute(conn).await?.rows_affected() == ids.len() as u64)
+}
+
+/// The builder's next build, numbered after its last; returns (id, number).
+async fn insert_build(
+    conn: &mut AnyConnection,
+    builder_id: i64,
+    request_id: i64,
+    worker_id: Option<i64>,
+    master_id: i64,
+    now: i64,
+) -> Result<(i64, i64)> {
+    let row = sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 AS next FROM builds WHERE builder_id = $1")
+        .bind(builder_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let number: i64 = get(&row, "next")?;
+    let row = sqlx::query(
+        "INSERT INTO builds (number, builder_id, build_request_id, worker_id, master_id, started_at, state_string) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'created') RETURNING id",
+    )
+    .bind(number)
+    .bind(builder_id)
+    .bind(request_id)
+    .bind(worker_id)
+    .bind(master_id)
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    Ok((get(&row, "id")?, number))
+}
+
+/// Points every covered request at the build; all but the taken one are
+/// merged into it.
+async fn link_requests(conn: &mut AnyConnection, ids: &[i64], build_id: i64, taken: i64) -> Result<()> {
+    let list = placeholders(3, ids.len());
+    let mut q = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE buildrequests SET build_id = $1, merged_into = CASE WHEN id = $2 THEN NULL ELSE $2 END \
+         WHERE id IN ({list})"
+    )))
+    .bind(build_id)
+    .bind(taken);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
 /// How often a claim is retried when another master wins a race for the
 /// same rows; each retry sees the other's commit.
 const CLAIM_ATTEMPTS: usize = 8;
 
 impl Store {
+    /// Lists build requests (Buildbot's `/buildrequests`).
     pub async fn list_buildrequests(&self, q: &ListQuery) -> Result<Page<BuildRequestRecord>> {
         let compiled = compile(REQUEST_FIELDS, q, "r.id")?;
         let (rows, total) = fetch_page(
@@ -94,6 +184,7 @@ impl Store {
         Ok(Page { items, total })
     }
 
+    /// One build request, by id.
     pub async fn get_buildrequest(&self, id: i64) -> Result<Option<BuildRequestRecord>> {
         Ok(self.list_buildrequests(&ListQuery::default().eq("buildrequestid", id)).await?.items.into_iter().next())
     }
@@ -125,73 +216,18 @@ impl Store {
 
     async fn try_claim(&self, builder_id: i64, master_id: i64, worker_id: Option<i64>, now: i64) -> Result<Attempt> {
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "SELECT id, builder_id, repository, branch, pinned_revision, priority FROM buildrequests \
-             WHERE builder_id = $1 AND complete = 0 AND claimed_by_master_id IS NULL",
-        )
-        .bind(builder_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let pending: Vec<PendingRequest> = rows
-            .iter()
-            .map(|r| {
-                Ok(PendingRequest {
-                    id: get(r, "id")?,
-                    builder_id: get(r, "builder_id")?,
-                    repository: get(r, "repository")?,
-                    branch: get(r, "branch")?,
-                    pinned_revision: get(r, "pinned_revision")?,
-                    priority: get(r, "priority")?,
-                })
-            })
-            .collect::<Result<_>>()?;
+        let pending = pending_requests(&mut tx, builder_id).await?;
         let Some(claim) = plan_claim(&pending, builder_id) else {
             tx.rollback().await?;
             return Ok(Attempt::Nothing);
         };
         let covered = claim.all();
-        let ids = placeholders(3, covered.len());
-        let mut q = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE buildrequests SET claimed_by_master_id = $1, claimed_at = $2 \
-             WHERE id IN ({ids}) AND complete = 0 AND claimed_by_master_id IS NULL"
-        )))
-        .bind(master_id)
-        .bind(now);
-        for id in &covered {
-            q = q.bind(*id);
-        }
-        if q.execute(&mut *tx).await?.rows_affected() != covered.len() as u64 {
+        if !mark_claimed(&mut tx, &covered, master_id, now).await? {
             tx.rollback().await?;
             return Ok(Attempt::Raced);
         }
-        let row = sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 AS next FROM builds WHERE builder_id = $1")
-            .bind(builder_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let number: i64 = get(&row, "next")?;
-        let row = sqlx::query(
-            "INSERT INTO builds (number, builder_id, build_request_id, worker_id, master_id, started_at, state_string) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'created') RETURNING id",
-        )
-        .bind(number)
-        .bind(builder_id)
-        .bind(claim.taken)
-        .bind(worker_id)
-        .bind(master_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let build_id: i64 = get(&row, "id")?;
-        let mut q = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE buildrequests SET build_id = $1, merged_into = CASE WHEN id = $2 THEN NULL ELSE $2 END \
-             WHERE id IN ({ids})"
-        )))
-        .bind(build_id)
-        .bind(claim.taken);
-        for id in &covered {
-            q = q.bind(*id);
-        }
-        q.execute(&mut *tx).await?;
+        let (build_id, number) = insert_build(&mut tx, builder_id, claim.taken, worker_id, master_id, now).await?;
+        link_requests(&mut tx, &covered, build_id, claim.taken).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SOURCESTAMP_COLUMNS} FROM buildrequests r \
              JOIN buildset_sourcestamps bss ON bss.buildset_id = r.buildset_id \
@@ -201,7 +237,10 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let source = sourcestamp_from(&row)?;
+        let event = Event::BuildStarted { build_id, builder_id, number, worker_id, master_id };
+        record(&mut tx, &event, now).await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(Attempt::Claimed(Box::new(ClaimedBuild {
             build_id,
             number,
@@ -212,6 +251,7 @@ impl Store {
         })))
     }
 
+    /// One build, by id.
     pub async fn get_build(&self, build_id: i64) -> Result<Option<BuildRecord>> {
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {BUILD_COLUMNS} FROM builds b WHERE b.id = $1")))
             .bind(build_id)
@@ -220,6 +260,7 @@ impl Store {
         row.as_ref().map(build_from).transpose()
     }
 
+    /// Lists builds (Buildbot's `/builds`).
     pub async fn list_builds(&self, q: &ListQuery) -> Result<Page<BuildRecord>> {
         let compiled = compile(BUILD_FIELDS, q, "b.id")?;
         let (rows, total) = fetch_page(&self.pool, BUILD_COLUMNS, "builds b", &compiled).await?;
@@ -251,10 +292,13 @@ impl Store {
 /// What cancelling one build request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
+    /// It is cancelled (results CANCELLED).
     Done,
     /// A build has it: stop the build instead.
     Claimed,
+    /// It was complete already; nothing changed.
     AlreadyComplete,
+    /// There is no such request.
     NotFound,
 }
 

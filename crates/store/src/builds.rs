@@ -3,10 +3,11 @@
 
 use std::io::{Read, Write};
 
-use cascade_model::Results;
-use sqlx::AssertSqlSafe;
+use cascade_model::{Event, Results};
+use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::changes::placeholders;
+use crate::events::record;
 use crate::records::get;
 use crate::{Result, Store, StoreError};
 
@@ -15,32 +16,52 @@ const COMPRESS_FROM: usize = 512;
 /// Lines are stored in chunks of at most this much text.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// A step (Buildbot's `/steps`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepRecord {
+    /// The step's id.
     pub stepid: i64,
+    /// The build it belongs to.
     pub buildid: i64,
+    /// Its position in the build, from 0.
     pub number: i64,
+    /// The step's name.
     pub name: String,
+    /// When it started, Unix seconds.
     pub started_at: Option<i64>,
     /// Cascade has no locks: a step has what it needs when it starts.
     pub locks_acquired_at: Option<i64>,
+    /// When it finished, Unix seconds.
     pub complete_at: Option<i64>,
+    /// Whether it has finished.
     pub complete: bool,
+    /// A short status line (`running`, then how it ended).
     pub state_string: String,
+    /// Buildbot's result code; `None` while running.
     pub results: Option<i64>,
+    /// Buildbot hides some steps from pages; never set here.
     pub hidden: bool,
+    /// Buildbot's links a step adds; always empty here.
     pub urls: Vec<serde_json::Value>,
 }
 
+/// A log of a step (Buildbot's `/logs`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LogRecord {
+    /// The log's id.
     pub logid: i64,
+    /// The step it belongs to.
     pub stepid: i64,
+    /// The log's name (`stdio`, ...).
     pub name: String,
+    /// The name with anything but ASCII letters and digits made `_`, unique within the step.
     pub slug: String,
+    /// Buildbot's log type: `s` for stdio (each line led by its stream, `o`, `e` or `h`), `t` for text.
     #[serde(rename = "type")]
     pub log_type: String,
+    /// How many lines it holds so far.
     pub num_lines: i64,
+    /// Whether no more lines will come.
     pub complete: bool,
 }
 
@@ -60,7 +81,7 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>> {
 
 impl Store {
     /// A worker attached to `master_id`: its info (never its environment)
-    /// and the connection are recorded.
+    /// and the connection are recorded, and [`Event::WorkerConnected`].
     pub async fn worker_attached(
         &self,
         worker_id: i64,
@@ -69,11 +90,12 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE workers SET info = $1 WHERE id = $2")
+        let row = sqlx::query("UPDATE workers SET info = $1 WHERE id = $2 RETURNING name")
             .bind(info.to_string())
             .bind(worker_id)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        let worker: String = get(&row, "name")?;
         sqlx::query(
             "INSERT INTO worker_connections (worker_id, master_id, connected_at) VALUES ($1, $2, $3) \
              ON CONFLICT (worker_id, master_id) DO UPDATE SET connected_at = excluded.connected_at",
@@ -83,16 +105,27 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        record(&mut tx, &Event::WorkerConnected { worker_id, worker, master_id }, now).await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
-    pub async fn worker_detached(&self, worker_id: i64, master_id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM worker_connections WHERE worker_id = $1 AND master_id = $2")
+    /// The worker's connection to `master_id` ended ([`Event::WorkerLost`]).
+    pub async fn worker_detached(&self, worker_id: i64, master_id: i64, now: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query("DELETE FROM worker_connections WHERE worker_id = $1 AND master_id = $2")
             .bind(worker_id)
             .bind(master_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if gone.rows_affected() > 0 {
+            let row = sqlx::query("SELECT name FROM workers WHERE id = $1").bind(worker_id).fetch_one(&mut *tx).await?;
+            let worker: String = get(&row, "name")?;
+            record(&mut tx, &Event::WorkerLost { worker_id, worker, master_id }, now).await?;
+        }
+        tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
@@ -107,6 +140,7 @@ impl Store {
         rows.iter().map(|r| get(r, "builder_id")).collect()
     }
 
+    /// Sets build properties as (name, value, source), replacing any of the same name.
     pub async fn set_build_properties(
         &self,
         build_id: i64,
@@ -129,6 +163,7 @@ impl Store {
         Ok(())
     }
 
+    /// A build's properties as (name, value, source), by name.
     pub async fn build_properties(&self, build_id: i64) -> Result<Vec<(String, serde_json::Value, String)>> {
         let rows = sqlx::query("SELECT name, value, source FROM build_properties WHERE build_id = $1 ORDER BY name")
             .bind(build_id)
@@ -180,6 +215,7 @@ impl Store {
         Ok(value.get(0).and_then(|v| v.as_str()).or_else(|| value.as_str()).map(str::to_string))
     }
 
+    /// Sets the build's status line.
     pub async fn set_build_state(&self, build_id: i64, state: &str) -> Result<()> {
         sqlx::query("UPDATE builds SET state_string = $1 WHERE id = $2")
             .bind(state.to_string())
@@ -189,7 +225,9 @@ impl Store {
         Ok(())
     }
 
+    /// Starts step `number` of a build ([`Event::StepStarted`]); returns its id.
     pub async fn add_step(&self, build_id: i64, number: i64, name: &str, now: i64) -> Result<i64> {
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO steps (build_id, number, name, started_at, state_string) VALUES ($1, $2, $3, $4, 'running') \
              RETURNING id",
@@ -198,22 +236,55 @@ impl Store {
         .bind(number)
         .bind(name.to_string())
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        get(&row, "id")
+        let step_id: i64 = get(&row, "id")?;
+        let (builder_id, build_number) = build_of(&mut tx, build_id).await?;
+        let event = Event::StepStarted {
+            build_id,
+            builder_id,
+            number: build_number,
+            step_id,
+            step_number: number,
+            step: name.to_string(),
+        };
+        record(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        self.events_committed();
+        Ok(step_id)
     }
 
+    /// Ends a step ([`Event::StepFinished`]).
     pub async fn finish_step(&self, step_id: i64, results: Results, state: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE steps SET complete_at = $1, results = $2, state_string = $3 WHERE id = $4")
-            .bind(now)
-            .bind(results.code())
-            .bind(state.to_string())
-            .bind(step_id)
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE steps SET complete_at = $1, results = $2, state_string = $3 WHERE id = $4 \
+             RETURNING build_id, number, name",
+        )
+        .bind(now)
+        .bind(results.code())
+        .bind(state.to_string())
+        .bind(step_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let build_id: i64 = get(&row, "build_id")?;
+        let (builder_id, number) = build_of(&mut tx, build_id).await?;
+        let event = Event::StepFinished {
+            build_id,
+            builder_id,
+            number,
+            step_id,
+            step_number: get(&row, "number")?,
+            step: get(&row, "name")?,
+            results,
+        };
+        record(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
+    /// A build's steps, in order.
     pub async fn list_steps(&self, build_id: i64) -> Result<Vec<StepRecord>> {
         let rows = sqlx::query(
             "SELECT id, build_id, number, name, started_at, complete_at, state_string, results FROM steps \
@@ -225,6 +296,7 @@ impl Store {
         rows.iter().map(step_from).collect()
     }
 
+    /// One step, by id.
     pub async fn get_step(&self, step_id: i64) -> Result<Option<StepRecord>> {
         let row =
             sqlx::query("SELECT build_id FROM steps WHERE id = $1").bind(step_id).fetch_optional(&self.pool).await?;
@@ -233,6 +305,7 @@ impl Store {
         Ok(self.list_steps(build_id).await?.into_iter().find(|s| s.stepid == step_id))
     }
 
+    /// One log, by id.
     pub async fn get_log(&self, log_id: i64) -> Result<Option<LogRecord>> {
         let row = sqlx::query("SELECT step_id FROM logs WHERE id = $1").bind(log_id).fetch_optional(&self.pool).await?;
         let Some(row) = row else { return Ok(None) };
@@ -240,6 +313,7 @@ impl Store {
         Ok(self.list_logs(step_id).await?.into_iter().find(|l| l.logid == log_id))
     }
 
+    /// Adds an empty log to a step; returns its id.
     pub async fn add_log(&self, step_id: i64, name: &str, log_type: &str) -> Result<i64> {
         let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let row = sqlx::query(
@@ -254,6 +328,7 @@ impl Store {
         get(&row, "id")
     }
 
+    /// A step's logs, oldest first.
     pub async fn list_logs(&self, step_id: i64) -> Result<Vec<LogRecord>> {
         let rows = sqlx::query(
             "SELECT id, step_id, name, slug, type, num_lines, complete FROM logs WHERE step_id = $1 ORDER BY id",
@@ -312,6 +387,7 @@ impl Store {
         Ok(total)
     }
 
+    /// Marks a log complete: no more lines will come.
     pub async fn finish_log(&self, log_id: i64) -> Result<()> {
         sqlx::query("UPDATE logs SET complete = 1 WHERE id = $1").bind(log_id).execute(&self.pool).await?;
         Ok(())
@@ -345,16 +421,11 @@ impl Store {
     }
 
     /// Ends a build: the build, every request it covers, and each buildset
-    /// whose requests are now all complete (with the worst of their results).
+    /// whose requests are now all complete (with the worst of their
+    /// results); [`Event::BuildFinished`].
     pub async fn finish_build(&self, build_id: i64, results: Results, state: &str, now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE builds SET complete_at = $1, results = $2, state_string = $3 WHERE id = $4")
-            .bind(now)
-            .bind(results.code())
-            .bind(state.to_string())
-            .bind(build_id)
-            .execute(&mut *tx)
-            .await?;
+        let event = end_build(&mut tx, build_id, results, state, now).await?;
         let sets = sqlx::query(
             "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 WHERE build_id = $3 RETURNING buildset_id",
         )
@@ -367,30 +438,11 @@ impl Store {
         buildsets.sort_unstable();
         buildsets.dedup();
         for bsid in buildsets {
-            let rows = sqlx::query("SELECT complete, results FROM buildrequests WHERE buildset_id = $1")
-                .bind(bsid)
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut worst: Option<Results> = None;
-            let mut all_done = true;
-            for r in &rows {
-                if get::<i64>(r, "complete")? == 0 {
-                    all_done = false;
-                    break;
-                }
-                let res = Results::from_code(get(r, "results")?).unwrap_or(Results::Exception);
-                worst = Some(worst.map_or(res, |w| w.worst(res)));
-            }
-            if all_done {
-                sqlx::query("UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 WHERE id = $3")
-                    .bind(now)
-                    .bind(worst.unwrap_or(Results::Success).code())
-                    .bind(bsid)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            complete_buildset_if_done(&mut tx, bsid, now).await?;
         }
+        record(&mut tx, &event, now).await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
@@ -398,13 +450,7 @@ impl Store {
     /// and puts the requests it covered back in the queue.
     pub async fn retry_build(&self, build_id: i64, state: &str, now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE builds SET complete_at = $1, results = $2, state_string = $3 WHERE id = $4")
-            .bind(now)
-            .bind(Results::Retry.code())
-            .bind(state.to_string())
-            .bind(build_id)
-            .execute(&mut *tx)
-            .await?;
+        let event = end_build(&mut tx, build_id, Results::Retry, state, now).await?;
         sqlx::query(
             "UPDATE buildrequests SET claimed_by_master_id = NULL, claimed_at = NULL, build_id = NULL, merged_into = NULL \
              WHERE build_id = $1 AND complete = 0",
@@ -412,7 +458,30 @@ impl Store {
         .bind(build_id)
         .execute(&mut *tx)
         .await?;
+        record(&mut tx, &event, now).await?;
         tx.commit().await?;
+        self.events_committed();
+        Ok(())
+    }
+
+    /// The worker connections a master left behind are gone
+    /// ([`Event::WorkerLost`] for each).
+    async fn forget_connections(&self, master_id: i64, now: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT c.worker_id, w.name FROM worker_connections c JOIN workers w ON w.id = c.worker_id \
+             WHERE c.master_id = $1 ORDER BY c.worker_id",
+        )
+        .bind(master_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM worker_connections WHERE master_id = $1").bind(master_id).execute(&mut *tx).await?;
+        for r in &rows {
+            let event = Event::WorkerLost { worker_id: get(r, "worker_id")?, worker: get(r, "name")?, master_id };
+            record(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
@@ -427,7 +496,7 @@ impl Store {
         for id in &ids {
             self.retry_build(*id, "retry: the master restarted", now).await?;
         }
-        sqlx::query("DELETE FROM worker_connections WHERE master_id = $1").bind(master_id).execute(&self.pool).await?;
+        self.forget_connections(master_id, now).await?;
         // Steps and logs of those builds stay as they were, marked finished.
         if !ids.is_empty() {
             let sql = format!(
@@ -442,6 +511,50 @@ impl Store {
         }
         Ok(ids)
     }
+}
+
+/// A build's builder and number.
+async fn build_of(conn: &mut AnyConnection, build_id: i64) -> Result<(i64, i64)> {
+    let row = sqlx::query("SELECT builder_id, number FROM builds WHERE id = $1").bind(build_id).fetch_one(conn).await?;
+    Ok((get(&row, "builder_id")?, get(&row, "number")?))
+}
+
+/// Marks the build ended; returns the event that says so.
+async fn end_build(conn: &mut AnyConnection, build_id: i64, results: Results, state: &str, now: i64) -> Result<Event> {
+    let row = sqlx::query(
+        "UPDATE builds SET complete_at = $1, results = $2, state_string = $3 WHERE id = $4 RETURNING builder_id, number",
+    )
+    .bind(now)
+    .bind(results.code())
+    .bind(state.to_string())
+    .bind(build_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Event::BuildFinished { build_id, builder_id: get(&row, "builder_id")?, number: get(&row, "number")?, results })
+}
+
+/// Completes a buildset whose requests are all complete, with the worst of
+/// their results.
+async fn complete_buildset_if_done(conn: &mut AnyConnection, bsid: i64, now: i64) -> Result<()> {
+    let rows = sqlx::query("SELECT complete, results FROM buildrequests WHERE buildset_id = $1")
+        .bind(bsid)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut worst: Option<Results> = None;
+    for r in &rows {
+        if get::<i64>(r, "complete")? == 0 {
+            return Ok(());
+        }
+        let res = Results::from_code(get(r, "results")?).unwrap_or(Results::Exception);
+        worst = Some(worst.map_or(res, |w| w.worst(res)));
+    }
+    sqlx::query("UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 WHERE id = $3")
+        .bind(now)
+        .bind(worst.unwrap_or(Results::Success).code())
+        .bind(bsid)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub(crate) const STEP_COLUMNS: &str = "id, build_id, number, name, started_at, complete_at, state_string, results";

@@ -2,34 +2,49 @@
 
 use std::collections::BTreeMap;
 
+use cascade_model::Event;
 use serde_json::Value;
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
 use crate::changes::{placeholders, sourcestamp_id};
+use crate::events::record;
 use crate::query::{Bind, FieldType, ListQuery, Page, bind_all, compile, fetch_page, field};
 use crate::records::{BuildsetRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, get, sourcestamp_from};
 use crate::{Result, Store};
 
+/// What a buildset builds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewSourceStamp {
+    /// The repository's URL.
     pub repository: String,
+    /// The git branch name, if any.
     pub branch: Option<String>,
     /// `None`: the branch's tip when the build starts.
     pub revision: Option<String>,
+    /// The repository's `owner/name`.
     pub project: String,
+    /// Buildbot's codebase; empty, as there is one repository.
     pub codebase: String,
 }
 
+/// A buildset to create, with one request per builder.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewBuildset {
+    /// Why it is made (which scheduler fired, who forced it).
     pub reason: String,
+    /// The scheduler that made it; `None` for forced builds and rebuilds.
     pub scheduler_id: Option<i64>,
+    /// Buildbot's free-form external id, if any.
     pub external_idstring: Option<String>,
+    /// What to build.
     pub sourcestamp: NewSourceStamp,
+    /// The changes it is built for: the blamelist.
     pub change_ids: Vec<i64>,
     /// Property name -> (value, source), as Buildbot.
     pub properties: BTreeMap<String, (Value, String)>,
+    /// The builders to request a build on, one request each.
     pub builder_ids: Vec<i64>,
+    /// The requests' priority; higher runs first.
     pub priority: i64,
     /// Build exactly `sourcestamp.revision` even with changes behind it (a
     /// rebuild): the request then merges only with its like.
@@ -46,6 +61,41 @@ const BUILDSET_FIELDS: &[crate::query::Field] = &[
     field("external_idstring", "b.external_idstring", FieldType::Text),
     field("parent_buildid", "b.parent_build_id", FieldType::Int),
 ];
+
+/// One request per builder of the buildset; returns their ids.
+async fn insert_requests(
+    tx: &mut Transaction<'static, Any>,
+    bs: &NewBuildset,
+    bsid: i64,
+    pinned: Option<String>,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let ss = &bs.sourcestamp;
+    let mut request_ids = Vec::with_capacity(bs.builder_ids.len());
+    for chunk in bs.builder_ids.chunks(200) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|i| format!("($1, $2, $3, $4, $5, $6, ${}, 0, -1, 0)", i + 7)).collect();
+        let sql = format!(
+            "INSERT INTO buildrequests (buildset_id, priority, repository, branch, pinned_revision, submitted_at, \
+             builder_id, complete, results, waited_for) VALUES {} RETURNING id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(bsid)
+            .bind(bs.priority)
+            .bind(ss.repository.clone())
+            .bind(ss.branch.clone())
+            .bind(pinned.clone())
+            .bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            request_ids.push(get(&row, "id")?);
+        }
+    }
+    Ok(request_ids)
+}
 
 /// Inserts a buildset with its source stamp, changes, properties and one
 /// request per builder, inside the caller's transaction.
@@ -101,30 +151,14 @@ pub(crate) async fn insert_buildset(
     // A revision asked for with no changes behind it is pinned: the request
     // must build exactly that commit, so it only merges with its like.
     let pinned = if bs.change_ids.is_empty() || bs.pin_revision { ss.revision.clone() } else { None };
-    let mut request_ids = Vec::with_capacity(bs.builder_ids.len());
-    for chunk in bs.builder_ids.chunks(200) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|i| format!("($1, $2, $3, $4, $5, $6, ${}, 0, -1, 0)", i + 7)).collect();
-        let sql = format!(
-            "INSERT INTO buildrequests (buildset_id, priority, repository, branch, pinned_revision, submitted_at, \
-             builder_id, complete, results, waited_for) VALUES {} RETURNING id",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(bsid)
-            .bind(bs.priority)
-            .bind(ss.repository.clone())
-            .bind(ss.branch.clone())
-            .bind(pinned.clone())
-            .bind(now);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            request_ids.push(get(&row, "id")?);
-        }
-    }
+    let mut request_ids = insert_requests(tx, bs, bsid, pinned, now).await?;
     request_ids.sort_unstable();
+    let event = Event::BuildRequested {
+        buildset_id: bsid,
+        builder_ids: bs.builder_ids.clone(),
+        request_ids: request_ids.clone(),
+    };
+    record(tx, &event, now).await?;
     Ok((bsid, request_ids))
 }
 
@@ -134,13 +168,16 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let created = insert_buildset(&mut tx, bs, now).await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(created)
     }
 
+    /// One buildset, by id.
     pub async fn get_buildset(&self, bsid: i64) -> Result<Option<BuildsetRecord>> {
         Ok(self.list_buildsets(&ListQuery::default().eq("bsid", bsid)).await?.items.into_iter().next())
     }
 
+    /// Lists buildsets (Buildbot's `/buildsets`) with their source stamps.
     pub async fn list_buildsets(&self, q: &ListQuery) -> Result<Page<BuildsetRecord>> {
         let compiled = compile(BUILDSET_FIELDS, q, "b.id")?;
         let (rows, total) = fetch_page(

@@ -14,23 +14,31 @@ use crate::{Result, Store};
 /// Identifies a webhook delivery; GitHub repeats both ids on a redelivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// GitHub's `X-GitHub-Hook-ID`: the hook that sent it.
     pub hook_id: String,
+    /// GitHub's `X-GitHub-Delivery`: the delivery's id.
     pub delivery_id: String,
+    /// GitHub's `X-GitHub-Event` (`push`, `ping`, ...).
     pub event: String,
 }
 
 /// A scheduler that wants a change, and whether the change is important to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerTouch {
+    /// The scheduler.
     pub scheduler_id: i64,
+    /// Whether the change is important to it (not every file it touches is ignored).
     pub important: bool,
 }
 
+/// What storing a delivery's changes came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
     /// This delivery was stored before; nothing was written.
     Duplicate,
+    /// The changes were stored.
     Stored {
+        /// Their ids, in the order given.
         change_ids: Vec<i64>,
     },
 }
@@ -112,11 +120,13 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// One change, by id.
     pub async fn get_change(&self, id: i64) -> Result<Option<ChangeRecord>> {
         let page = self.list_changes(&ListQuery::default().eq("changeid", id)).await?;
         Ok(page.items.into_iter().next())
     }
 
+    /// Lists changes (Buildbot's `/changes`).
     pub async fn list_changes(&self, q: &ListQuery) -> Result<Page<ChangeRecord>> {
         let compiled = compile(CHANGE_FIELDS, q, "c.id")?;
         let select = format!("{CHANGE_SELECT}, {SOURCESTAMP_COLUMNS}");

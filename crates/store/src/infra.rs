@@ -7,9 +7,12 @@ use sqlx::{Any, AnyPool, Executor, SqlStr, Transaction};
 
 use crate::{Result, StoreError};
 
+/// Which database the store runs on; chosen by the URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// `sqlite:` URLs.
     Sqlite,
+    /// `postgres://` and `postgresql://` URLs.
     Postgres,
 }
 
@@ -18,6 +21,8 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// Bumped after every commit that recorded events (see `events.rs`).
+    pub(crate) signal: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -26,34 +31,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// (version, description, SQLite text, PostgreSQL text); versions and
-/// descriptions are the same on both backends.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../../../migrations/sqlite/0001_init.sql"),
-        include_str!("../../../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "builds",
-        include_str!("../../../migrations/sqlite/0002_builds.sql"),
-        include_str!("../../../migrations/postgres/0002_builds.sql"),
-    ),
-    (
-        3,
-        "tokens",
-        include_str!("../../../migrations/sqlite/0003_tokens.sql"),
-        include_str!("../../../migrations/postgres/0003_tokens.sql"),
-    ),
-    (
-        4,
-        "sessions",
-        include_str!("../../../migrations/sqlite/0004_sessions.sql"),
-        include_str!("../../../migrations/postgres/0004_sessions.sql"),
-    ),
-];
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 fn migrations(backend: Backend) -> Migrator {
     Migrator::with_migrations(
@@ -142,9 +120,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend })
+        let signal = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
+        Ok(Store { pool, backend, signal })
     }
 
+    /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -160,6 +140,7 @@ impl Store {
         Ok(tx)
     }
 
+    /// Closes every pooled connection; waits for those in use.
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -179,6 +160,7 @@ impl Store {
 /// process (harmless for any TCP socket; other kinds just refuse the option).
 /// Remove once a sqlx release sets it again.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // one setsockopt; see SAFETY below
 fn disable_nagle_on_tcp_sockets() {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
     for entry in entries.flatten() {
@@ -232,6 +214,26 @@ mod tests {
                 "migration {version}"
             );
         }
+    }
+
+    /// Every file in the migration folders is embedded (build.rs finds
+    /// them), so none can be forgotten.
+    #[test]
+    fn every_migration_file_runs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        for backend in ["sqlite", "postgres"] {
+            let mut files: Vec<String> = std::fs::read_dir(dir.join(backend))
+                .expect("migrations folder")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".sql"))
+                .collect();
+            files.sort();
+            let embedded: Vec<String> = MIGRATIONS.iter().map(|(v, d, _, _)| format!("{v:04}_{d}.sql")).collect();
+            assert_eq!(files, embedded, "{backend}");
+        }
+        assert!(MIGRATIONS.len() >= 5);
+        assert_eq!(migrations(Backend::Sqlite).iter().count(), MIGRATIONS.len());
     }
 
     #[test]

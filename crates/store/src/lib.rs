@@ -6,11 +6,14 @@
 //! Every write that must be atomic (a webhook delivery and its changes, a
 //! scheduler firing, a claim) is one transaction.
 
+#![warn(missing_docs)]
+
 mod buildrequests;
 mod builds;
 mod buildsets;
 mod changes;
 mod error;
+mod events;
 mod infra;
 mod masters;
 mod query;
@@ -25,6 +28,7 @@ pub use builds::{LogRecord, StepRecord};
 pub use buildsets::{NewBuildset, NewSourceStamp};
 pub use changes::{Delivery, IngestOutcome, SchedulerTouch};
 pub use error::StoreError;
+pub use events::EventRows;
 pub use infra::{Backend, Store};
 pub use masters::TokenRecord;
 pub use query::{COUNT_CAP, Filter, ListQuery, Op, Order, Page};
@@ -33,4 +37,5 @@ pub use sessions::{NewSession, SessionRecord};
 pub use views::ConsoleCell;
 pub use workers_builders::{BuilderSpec, WorkerSpec};
 
+/// The store's result type: errors are [`StoreError`]s.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

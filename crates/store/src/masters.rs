@@ -1,23 +1,33 @@
 //! Masters: each running master has a row and keeps it fresh, so that
 //! others sharing the database can tell a live master from a dead one.
 
+use cascade_model::Event;
+
+use crate::events::record;
 use crate::records::{MasterRecord, get};
 use crate::{Result, Store};
 
 impl Store {
-    /// Registers (or re-activates) the master called `name`; returns its id.
+    /// Registers (or re-activates) the master called `name`; returns its
+    /// id ([`Event::MasterStarted`]).
     pub async fn register_master(&self, name: &str, now: i64) -> Result<i64> {
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO masters (name, active, last_active) VALUES ($1, 1, $2) \
              ON CONFLICT (name) DO UPDATE SET active = 1, last_active = excluded.last_active RETURNING id",
         )
         .bind(name.to_string())
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        get(&row, "id")
+        let master_id: i64 = get(&row, "id")?;
+        record(&mut tx, &Event::MasterStarted { master_id, name: name.to_string() }, now).await?;
+        tx.commit().await?;
+        self.events_committed();
+        Ok(master_id)
     }
 
+    /// Keeps the master's row fresh, so others know it is alive.
     pub async fn master_heartbeat(&self, master_id: i64, now: i64) -> Result<()> {
         sqlx::query("UPDATE masters SET active = 1, last_active = $1 WHERE id = $2")
             .bind(now)
@@ -27,11 +37,17 @@ impl Store {
         Ok(())
     }
 
-    pub async fn deactivate_master(&self, master_id: i64) -> Result<()> {
-        sqlx::query("UPDATE masters SET active = 0 WHERE id = $1").bind(master_id).execute(&self.pool).await?;
+    /// The master stopped cleanly ([`Event::MasterStopped`]).
+    pub async fn deactivate_master(&self, master_id: i64, now: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE masters SET active = 0 WHERE id = $1").bind(master_id).execute(&mut *tx).await?;
+        record(&mut tx, &Event::MasterStopped { master_id }, now).await?;
+        tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
+    /// Every master, live or not, by id.
     pub async fn list_masters(&self) -> Result<Vec<MasterRecord>> {
         let rows =
             sqlx::query("SELECT id, name, active, last_active FROM masters ORDER BY id").fetch_all(&self.pool).await?;
@@ -51,10 +67,15 @@ impl Store {
 /// An API token as listed (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
+    /// The token's id.
     pub id: i64,
+    /// The user it authenticates as.
     pub user: String,
+    /// What its owner called it.
     pub label: String,
+    /// When it was created, Unix seconds.
     pub created_at: i64,
+    /// Whether it was revoked; a revoked token logs nobody in.
     pub revoked: bool,
 }
 
@@ -82,6 +103,7 @@ impl Store {
         row.map(|r| get(&r, "user_name")).transpose()
     }
 
+    /// Revokes a token; false if it does not exist or was revoked already.
     pub async fn revoke_api_token(&self, id: i64, now: i64) -> Result<bool> {
         let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
@@ -91,6 +113,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Every token, revoked ones too, by id.
     pub async fn list_api_tokens(&self) -> Result<Vec<TokenRecord>> {
         let rows = sqlx::query("SELECT id, user_name, label, created_at, revoked_at FROM api_tokens ORDER BY id")
             .fetch_all(&self.pool)

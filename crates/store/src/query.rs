@@ -11,19 +11,29 @@ use crate::{Result, StoreError};
 /// The most rows one list call returns, whatever `limit` asks for.
 pub const MAX_LIMIT: i64 = 1000;
 
+/// A filter's comparison, the `op` of `field__op=value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `eq` (also a bare `field=value`): equal to one of the values.
     Eq,
+    /// `ne`: equal to none of the values.
     Ne,
+    /// `lt`: less than.
     Lt,
+    /// `le`: at most.
     Le,
+    /// `gt`: greater than.
     Gt,
+    /// `ge`: at least.
     Ge,
+    /// `contains`: text holding one of the values; text fields only.
     Contains,
+    /// `in`: equal to one of the values, as `eq`.
     In,
 }
 
 impl Op {
+    /// The op named `s` in a query string; `None` if there is none.
     pub fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "eq" => Op::Eq,
@@ -39,37 +49,51 @@ impl Op {
     }
 }
 
+/// One `field__op=value` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
+    /// The API's field name (`builderid`); the resource must allow it.
     pub field: String,
+    /// How the field is compared.
     pub op: Op,
     /// Several values for `eq`/`in` mean "any of them".
     pub values: Vec<String>,
 }
 
+/// One `order=` key; the id breaks ties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
+    /// The API's field name.
     pub field: String,
+    /// `order=-field`: largest first.
     pub descending: bool,
 }
 
+/// A Data API list query: filters (all must hold), order, and a page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {
+    /// Conditions that must all hold.
     pub filters: Vec<Filter>,
+    /// Sort keys, first one first; the id breaks ties.
     pub order: Vec<Order>,
+    /// Rows to return, at most `MAX_LIMIT` (1000), which `None` means.
     pub limit: Option<i64>,
+    /// Rows to skip first.
     pub offset: Option<i64>,
 }
 
 impl ListQuery {
+    /// Adds the filter `field=value`.
     pub fn eq(mut self, field: &str, value: impl ToString) -> ListQuery {
         self.filters.push(Filter { field: field.into(), op: Op::Eq, values: vec![value.to_string()] });
         self
     }
+    /// Adds a sort key.
     pub fn order_by(mut self, field: &str, descending: bool) -> ListQuery {
         self.order.push(Order { field: field.into(), descending });
         self
     }
+    /// Returns at most `n` rows.
     pub fn limit(mut self, n: i64) -> ListQuery {
         self.limit = Some(n);
         self
@@ -79,7 +103,9 @@ impl ListQuery {
 /// One page of a list and the number of rows matching the filters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
+    /// The page's rows.
     pub items: Vec<T>,
+    /// Rows matching the filters, counted up to [`COUNT_CAP`] + 1.
     pub total: i64,
 }
 
@@ -139,100 +165,112 @@ fn parse_bool(field: &str, v: &str) -> Result<bool> {
     }
 }
 
-pub(crate) fn compile(fields: &[Field], q: &ListQuery, id_column: &str) -> Result<Compiled> {
-    let find = |name: &str| -> Result<&Field> {
-        fields.iter().find(|f| f.name == name).ok_or_else(|| StoreError::BadQuery(format!("unknown field {name:?}")))
-    };
-    let mut binds: Vec<Bind> = Vec::new();
+fn bad(message: String) -> StoreError {
+    StoreError::BadQuery(message)
+}
+
+/// A filter on a flag (`= 1`) or presence (`IS NOT NULL`) field.
+fn flag_condition(f: &Field, filter: &Filter) -> Result<String> {
+    if !matches!(filter.op, Op::Eq | Op::Ne) || filter.values.len() != 1 {
+        return Err(bad(format!("field {}: only one true/false value with eq or ne", f.name)));
+    }
+    let wanted = parse_bool(f.name, &filter.values[0])? == (filter.op == Op::Eq);
+    Ok(match (f.ty, wanted) {
+        (FieldType::Flag, true) => format!("{} = 1", f.column),
+        (FieldType::Flag, false) => format!("{} = 0", f.column),
+        (_, true) => format!("{} IS NOT NULL", f.column),
+        (_, false) => format!("{} IS NULL", f.column),
+    })
+}
+
+/// A filter value as bound: an integer, a text, or a `LIKE` pattern.
+fn bind_value(f: &Field, op: Op, value: &str) -> Result<Bind> {
+    match (f.ty, op) {
+        (FieldType::Int, Op::Contains) => Err(bad(format!("field {}: contains works on text fields", f.name))),
+        (FieldType::Int, _) => value
+            .parse::<i64>()
+            .map(Bind::Int)
+            .map_err(|_| bad(format!("field {}: expected an integer, got {value:?}", f.name))),
+        (_, Op::Contains) => {
+            let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            Ok(Bind::Text(format!("%{escaped}%")))
+        }
+        _ => Ok(Bind::Text(value.to_string())),
+    }
+}
+
+/// The SQL of a filter on `col` whose values are bound at `placeholders`.
+fn value_condition(f: &Field, op: Op, placeholders: &[String]) -> Result<String> {
+    let col = f.column;
+    Ok(match op {
+        Op::Eq | Op::In if placeholders.len() == 1 => format!("{col} = {}", placeholders[0]),
+        Op::Eq | Op::In => format!("{col} IN ({})", placeholders.join(", ")),
+        Op::Ne if placeholders.len() == 1 => format!("{col} <> {}", placeholders[0]),
+        Op::Ne => format!("{col} NOT IN ({})", placeholders.join(", ")),
+        Op::Contains => {
+            let any: Vec<String> = placeholders.iter().map(|p| format!("{col} LIKE {p} ESCAPE '\\'")).collect();
+            format!("({})", any.join(" OR "))
+        }
+        op => {
+            if placeholders.len() != 1 {
+                return Err(bad(format!("field {}: one value for a comparison", f.name)));
+            }
+            let sym = match op {
+                Op::Lt => "<",
+                Op::Le => "<=",
+                Op::Gt => ">",
+                _ => ">=",
+            };
+            format!("{col} {sym} {}", placeholders[0])
+        }
+    })
+}
+
+/// The `WHERE` clause of a query's filters; their values go to `binds`.
+fn where_clause(fields: &[Field], q: &ListQuery, binds: &mut Vec<Bind>) -> Result<String> {
     let mut conditions: Vec<String> = Vec::new();
     for filter in &q.filters {
-        let f = find(&filter.field)?;
+        let f = find_field(fields, &filter.field)?;
         if filter.values.is_empty() {
-            return Err(StoreError::BadQuery(format!("field {}: no value given", f.name)));
+            return Err(bad(format!("field {}: no value given", f.name)));
         }
-        match f.ty {
-            FieldType::Flag | FieldType::Present => {
-                if !matches!(filter.op, Op::Eq | Op::Ne) || filter.values.len() != 1 {
-                    return Err(StoreError::BadQuery(format!(
-                        "field {}: only one true/false value with eq or ne",
-                        f.name
-                    )));
-                }
-                let wanted = parse_bool(f.name, &filter.values[0])? == (filter.op == Op::Eq);
-                let sql = match (f.ty, wanted) {
-                    (FieldType::Flag, true) => format!("{} = 1", f.column),
-                    (FieldType::Flag, false) => format!("{} = 0", f.column),
-                    (_, true) => format!("{} IS NOT NULL", f.column),
-                    (_, false) => format!("{} IS NULL", f.column),
-                };
-                conditions.push(sql);
-                continue;
-            }
-            FieldType::Int | FieldType::Text => {}
+        if matches!(f.ty, FieldType::Flag | FieldType::Present) {
+            conditions.push(flag_condition(f, filter)?);
+            continue;
         }
         let mut placeholders = Vec::new();
         for v in &filter.values {
-            let value = v.clone();
-            let bind = match (f.ty, filter.op) {
-                (FieldType::Int, Op::Contains) => {
-                    return Err(StoreError::BadQuery(format!("field {}: contains works on text fields", f.name)));
-                }
-                (FieldType::Int, _) => Bind::Int(value.parse::<i64>().map_err(|_| {
-                    StoreError::BadQuery(format!("field {}: expected an integer, got {value:?}", f.name))
-                })?),
-                (_, Op::Contains) => {
-                    let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                    Bind::Text(format!("%{escaped}%"))
-                }
-                _ => Bind::Text(value),
-            };
-            binds.push(bind);
+            binds.push(bind_value(f, filter.op, v)?);
             placeholders.push(format!("${}", binds.len()));
         }
-        let col = f.column;
-        let sql = match filter.op {
-            Op::Eq | Op::In if placeholders.len() == 1 => format!("{col} = {}", placeholders[0]),
-            Op::Eq | Op::In => format!("{col} IN ({})", placeholders.join(", ")),
-            Op::Ne if placeholders.len() == 1 => format!("{col} <> {}", placeholders[0]),
-            Op::Ne => format!("{col} NOT IN ({})", placeholders.join(", ")),
-            Op::Contains => {
-                let any: Vec<String> = placeholders.iter().map(|p| format!("{col} LIKE {p} ESCAPE '\\'")).collect();
-                format!("({})", any.join(" OR "))
-            }
-            op => {
-                if placeholders.len() != 1 {
-                    return Err(StoreError::BadQuery(format!("field {}: one value for a comparison", f.name)));
-                }
-                let sym = match op {
-                    Op::Lt => "<",
-                    Op::Le => "<=",
-                    Op::Gt => ">",
-                    _ => ">=",
-                };
-                format!("{col} {sym} {}", placeholders[0])
-            }
-        };
-        conditions.push(sql);
+        conditions.push(value_condition(f, filter.op, &placeholders)?);
     }
-    let where_sql = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    Ok(if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) })
+}
 
+fn find_field<'f>(fields: &'f [Field], name: &str) -> Result<&'f Field> {
+    fields.iter().find(|f| f.name == name).ok_or_else(|| bad(format!("unknown field {name:?}")))
+}
+
+pub(crate) fn compile(fields: &[Field], q: &ListQuery, id_column: &str) -> Result<Compiled> {
+    let mut binds: Vec<Bind> = Vec::new();
+    let where_sql = where_clause(fields, q, &mut binds)?;
     let mut order_parts = Vec::new();
     for o in &q.order {
-        let f = find(&o.field)?;
+        let f = find_field(fields, &o.field)?;
         order_parts.push(format!("{} {}", f.column, if o.descending { "DESC" } else { "ASC" }));
     }
     // The id breaks ties, so pages are stable; it follows the first key's direction.
-    let id_dir = q.order.first().map(|o| o.descending).unwrap_or(false);
+    let id_dir = q.order.first().is_some_and(|o| o.descending);
     order_parts.push(format!("{id_column} {}", if id_dir { "DESC" } else { "ASC" }));
-
     let limit = match q.limit {
         None => MAX_LIMIT,
-        Some(n) if n < 0 => return Err(StoreError::BadQuery("limit cannot be negative".into())),
+        Some(n) if n < 0 => return Err(bad("limit cannot be negative".into())),
         Some(n) => n.min(MAX_LIMIT),
     };
     let offset = match q.offset {
         None => 0,
-        Some(n) if n < 0 => return Err(StoreError::BadQuery("offset cannot be negative".into())),
+        Some(n) if n < 0 => return Err(bad("offset cannot be negative".into())),
         Some(n) => n,
     };
     Ok(Compiled { where_sql, order_sql: format!("ORDER BY {}", order_parts.join(", ")), limit, offset, binds })
@@ -279,7 +317,7 @@ mod tests {
     ];
 
     fn filter(field: &str, op: Op, values: &[&str]) -> Filter {
-        Filter { field: field.into(), op, values: values.iter().map(|s| s.to_string()).collect() }
+        Filter { field: field.into(), op, values: values.iter().map(std::string::ToString::to_string).collect() }
     }
 
     #[test]

@@ -13,32 +13,46 @@ use crate::changes::{Delivery, record_delivery};
 use crate::records::get;
 use crate::{Result, Store};
 
+/// A scheduler's row: its durable switch and firing time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerRow {
+    /// The scheduler's id.
     pub id: i64,
+    /// Its configured name, unique.
     pub name: String,
+    /// `branch`, `periodic` or `force`.
     pub kind: String,
+    /// A disabled scheduler does not fire; the switch is shared by every master.
     pub enabled: bool,
+    /// When the row was made, Unix seconds.
     pub created_at: i64,
+    /// When it last fired (a periodic one: the occurrence fired), Unix seconds.
     pub last_fired_at: Option<i64>,
 }
 
 /// What a scheduler's timer needs to know about its waiting changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitingSummary {
+    /// The scheduler.
     pub scheduler_id: i64,
     /// The newest waiting change: a firing consumes up to it.
     pub up_to_change_id: i64,
     /// When the last important one arrived, if any is waiting.
     pub last_important_at: Option<i64>,
+    /// How many changes are waiting.
     pub count: i64,
 }
 
+/// A change a scheduler is waiting on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitingChange {
+    /// The scheduler.
     pub scheduler_id: i64,
+    /// The change.
     pub change_id: i64,
+    /// Whether it is important to the scheduler (not every file it touches is ignored).
     pub important: bool,
+    /// When it arrived (not its commit time), Unix seconds.
     pub received_at: i64,
 }
 
@@ -77,6 +91,7 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.name.clone(), r)).collect())
     }
 
+    /// Every scheduler's row, by id.
     pub async fn list_schedulers(&self) -> Result<Vec<SchedulerRow>> {
         let rows = sqlx::query("SELECT id, name, kind, enabled, created_at, last_fired_at FROM schedulers ORDER BY id")
             .fetch_all(&self.pool)
@@ -84,6 +99,7 @@ impl Store {
         rows.iter().map(scheduler_from).collect()
     }
 
+    /// Switches a scheduler on or off; false if there is no such scheduler.
     pub async fn set_scheduler_enabled(&self, scheduler_id: i64, enabled: bool) -> Result<bool> {
         let done = sqlx::query("UPDATE schedulers SET enabled = $1 WHERE id = $2")
             .bind(crate::infra::flag(enabled))
@@ -181,6 +197,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(Some(created))
     }
 
@@ -210,6 +227,7 @@ impl Store {
         buildset.scheduler_id = Some(scheduler_id);
         let created = insert_buildset(&mut tx, &buildset, now).await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(Some(created))
     }
 
@@ -257,6 +275,8 @@ impl Store {
 /// What deleting a branch undid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BranchDeletion {
+    /// Unclaimed requests of the branch now cancelled.
     pub cancelled_requests: u64,
+    /// Changes of the branch no scheduler waits on any more.
     pub dropped_changes: u64,
 }

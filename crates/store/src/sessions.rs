@@ -5,29 +5,42 @@
 use crate::records::get;
 use crate::{Result, Store};
 
+/// A live web session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
+    /// The session's id.
     pub id: i64,
+    /// The user logged in.
     pub user: String,
+    /// The user's roles, fixed at login.
     pub roles: Vec<String>,
     /// `password` or `github`.
     pub source: String,
+    /// The token each write made in this session must carry (against CSRF).
     pub csrf_token: String,
+    /// When the session ends, Unix seconds.
     pub expires_at: i64,
 }
 
 /// A session to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession<'a> {
+    /// Hex SHA-256 of the cookie's token; the token itself is never stored.
     pub token_hash: &'a str,
+    /// The user logging in.
     pub user: &'a str,
+    /// The user's roles, fixed for the session's life.
     pub roles: &'a [String],
+    /// `password` or `github`.
     pub source: &'a str,
+    /// The token each write made in this session must carry (against CSRF).
     pub csrf_token: &'a str,
+    /// When the session ends, Unix seconds.
     pub expires_at: i64,
 }
 
 impl Store {
+    /// Records a session; returns its id.
     pub async fn create_session(&self, s: &NewSession<'_>, now: i64) -> Result<i64> {
         let roles = serde_json::to_string(s.roles).unwrap_or_else(|_| "[]".into());
         let row = sqlx::query(
@@ -67,6 +80,7 @@ impl Store {
         }))
     }
 
+    /// Logs a session out; false if there was none with that token.
     pub async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
             .bind(token_hash.to_string())

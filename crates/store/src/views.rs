@@ -13,14 +13,23 @@ use crate::{Result, Store};
 /// that took it (if one has).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleCell {
+    /// The change.
     pub change_id: i64,
+    /// The builder the request is for.
     pub builder_id: i64,
+    /// Whether the request is complete.
     pub request_complete: bool,
+    /// The request's result code; -1 until complete, as Buildbot.
     pub request_results: i64,
+    /// Whether a master has claimed the request.
     pub claimed: bool,
+    /// The build that took the request, if one has.
     pub build_id: Option<i64>,
+    /// That build's number on its builder.
     pub number: Option<i64>,
+    /// That build's result code; `None` while it runs.
     pub build_results: Option<i64>,
+    /// Whether that build has finished.
     pub build_complete: bool,
 }
 

@@ -9,18 +9,27 @@ use crate::query::{Bind, FieldType, ListQuery, Page, bind_all, compile, fetch_pa
 use crate::records::{BuilderMaster, BuilderRecord, ConnectedMaster, WorkerRecord, get, json_or_null};
 use crate::{Result, Store};
 
+/// A configured builder, as mirrored into the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuilderSpec {
+    /// Its expanded name, `<definition> <branch>`; unique.
     pub name: String,
+    /// The builder definition it was expanded from.
     pub definition: String,
+    /// The branch label it builds (`3.x`); `None` if its definition lists no branches.
     pub branch: Option<String>,
+    /// Its configured description.
     pub description: Option<String>,
+    /// Its configured tags.
     pub tags: Vec<String>,
+    /// The names of the workers that may run its builds.
     pub workers: Vec<String>,
 }
 
+/// A configured worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSpec {
+    /// The name it logs in with.
     pub name: String,
 }
 
@@ -102,6 +111,7 @@ impl Store {
         rows.iter().map(|r| get(r, "id")).collect()
     }
 
+    /// Lists builders (Buildbot's `/builders`); `tags` filters only with `tags__contains`.
     pub async fn list_builders(&self, q: &ListQuery) -> Result<Page<BuilderRecord>> {
         // Tags are a JSON list in one column; `tags__contains=stable` must not
         // match "unstable", so the quoted form is searched.
@@ -139,14 +149,17 @@ impl Store {
         Ok(Page { items, total })
     }
 
+    /// One builder, by id.
     pub async fn get_builder(&self, id: i64) -> Result<Option<BuilderRecord>> {
         Ok(self.list_builders(&ListQuery::default().eq("builderid", id)).await?.items.into_iter().next())
     }
 
+    /// One builder, by name.
     pub async fn get_builder_by_name(&self, name: &str) -> Result<Option<BuilderRecord>> {
         Ok(self.list_builders(&ListQuery::default().eq("name", name)).await?.items.into_iter().next())
     }
 
+    /// Lists workers (Buildbot's `/workers`) with the builders they serve and the masters they are on.
     pub async fn list_workers(&self, q: &ListQuery) -> Result<Page<WorkerRecord>> {
         let compiled = compile(WORKER_FIELDS, q, "w.id")?;
         let (rows, total) = fetch_page(
@@ -225,6 +238,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// One worker, by id.
     pub async fn get_worker(&self, id: i64) -> Result<Option<WorkerRecord>> {
         Ok(self.list_workers(&ListQuery::default().eq("workerid", id)).await?.items.into_iter().next())
     }

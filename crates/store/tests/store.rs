@@ -23,7 +23,7 @@ fn change(branch: &str, revision: &str, files: &[&str]) -> NewChange {
         repository: REPO.into(),
         codebase: String::new(),
         project: "python/cpython".into(),
-        files: files.iter().map(|s| s.to_string()).collect(),
+        files: files.iter().map(std::string::ToString::to_string).collect(),
         properties: BTreeMap::from([("event".to_string(), serde_json::json!("push"))]),
     }
 }
@@ -458,6 +458,20 @@ test_both!(a_restarted_master_retries_the_builds_it_owned, |db| {
     assert_eq!(store.list_steps(build.build_id).await.expect("steps")[0].stepid, step);
     assert!(store.get_worker(w).await.expect("get").expect("worker").connected_to.is_empty());
     assert_eq!(store.pending_builder_ids().await.expect("pending"), vec![builders["Fedora 3.x"]]);
+    // Both are told: the build ended as RETRY, the worker's connection is gone.
+    let events: Vec<cascade_model::Event> =
+        store.events_after(0, 100).await.expect("events").events.into_iter().map(|e| e.event).collect();
+    assert!(events.contains(&cascade_model::Event::BuildFinished {
+        build_id: build.build_id,
+        builder_id: builders["Fedora 3.x"],
+        number: build.number,
+        results: cascade_model::Results::Retry,
+    }));
+    assert!(events.contains(&cascade_model::Event::WorkerLost {
+        worker_id: w,
+        worker: "w1".into(),
+        master_id: master
+    }));
 });
 
 test_both!(api_tokens_are_found_by_hash_and_revocable, |db| {
@@ -581,4 +595,87 @@ test_both!(page_reads_find_latest_recent_and_breaking_builds, |db| {
     assert_eq!(store.running_builds().await.expect("running").len(), 1);
     let steps = store.steps_of(&[breaking[0].buildid]).await.expect("steps");
     assert!(steps.is_empty());
+});
+
+test_both!(state_changes_are_recorded_as_events_with_them, |db| {
+    use cascade_model::{Event, EventKind, Results};
+    let store = db.store().await;
+    let mut signal = store.event_signal();
+    let (builders, master) = setup(&store).await;
+    assert!(signal.has_changed().expect("signal"), "committing an event bumps the signal");
+    signal.borrow_and_update();
+    let fedora = builders["Fedora 3.x"];
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    let requests = buildset_for(&store, &ids, "a", &[fedora], 10).await;
+    let build = store.claim_build(fedora, master, None, 11).await.expect("claim").expect("build");
+    let step = store.add_step(build.build_id, 0, "compile", 12).await.expect("step");
+    store.finish_step(step, Results::Success, "compile", 13).await.expect("finish step");
+    let w = store.list_workers(&ListQuery::default()).await.expect("workers").items[0].workerid;
+    store.worker_attached(w, master, &serde_json::json!({}), 14).await.expect("attach");
+    store.worker_detached(w, master, 15).await.expect("detach");
+    store.worker_detached(w, master, 15).await.expect("a second detach says nothing");
+    store.finish_build(build.build_id, Results::Failure, "failed", 16).await.expect("finish");
+    store.deactivate_master(master, 17).await.expect("deactivate");
+    assert!(signal.has_changed().expect("signal"));
+
+    let rows = store.events_after(0, 100).await.expect("events");
+    let kinds: Vec<EventKind> = rows.events.iter().map(|e| e.event.kind()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::MasterStarted,
+            EventKind::BuildRequested,
+            EventKind::BuildStarted,
+            EventKind::StepStarted,
+            EventKind::StepFinished,
+            EventKind::WorkerConnected,
+            EventKind::WorkerLost,
+            EventKind::BuildFinished,
+            EventKind::MasterStopped,
+        ]
+    );
+    assert_eq!(rows.ids.len(), rows.events.len());
+    assert!(rows.ids.windows(2).all(|w| w[0] < w[1]), "ascending ids: {:?}", rows.ids);
+    let by_kind = |k: EventKind| rows.events.iter().find(|e| e.event.kind() == k).expect("event").clone();
+    assert_eq!(
+        by_kind(EventKind::BuildRequested).event,
+        Event::BuildRequested { buildset_id: 1, builder_ids: vec![fedora], request_ids: requests.clone() }
+    );
+    assert_eq!(
+        by_kind(EventKind::StepFinished).event,
+        Event::StepFinished {
+            build_id: build.build_id,
+            builder_id: fedora,
+            number: build.number,
+            step_id: step,
+            step_number: 0,
+            step: "compile".into(),
+            results: Results::Success,
+        }
+    );
+    assert_eq!(by_kind(EventKind::BuildFinished).at, 16);
+    assert_eq!(
+        by_kind(EventKind::WorkerLost).event,
+        Event::WorkerLost { worker_id: w, worker: "w1".into(), master_id: master }
+    );
+
+    // Holes are asked for by id; paging goes on from an id.
+    let some = store.events_with_ids(&[rows.ids[2], rows.ids[4], 999_999]).await.expect("by id");
+    assert_eq!(some.ids, vec![rows.ids[2], rows.ids[4]]);
+    let later = store.events_after(rows.ids[6], 100).await.expect("after");
+    assert_eq!(later.ids, rows.ids[7..].to_vec());
+    assert_eq!(store.last_event_id().await.expect("last"), *rows.ids.last().expect("some"));
+
+    // Pruning keeps the newest event, so ids never start over.
+    let last = store.last_event_id().await.expect("last");
+    assert_eq!(store.prune_events(1_000_000).await.expect("prune"), rows.ids.len() as u64 - 1);
+    assert_eq!(store.events_after(0, 100).await.expect("events").ids, vec![last]);
+    store.register_master("m2", 20).await.expect("another master");
+    assert!(store.last_event_id().await.expect("last") > last);
+
+    // A durable consumer's place is kept.
+    assert_eq!(store.event_cursor("irc").await.expect("cursor"), None);
+    store.save_event_cursor("irc", 5, 21).await.expect("save");
+    store.save_event_cursor("irc", 9, 22).await.expect("save again");
+    assert_eq!(store.event_cursor("irc").await.expect("cursor"), Some(9));
 });

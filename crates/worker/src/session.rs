@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use cascade_protocol::Frame;
-use cascade_protocol::msgpack::Request;
+use cascade_protocol::msgpack::{MasterRequest, Op, Request};
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use rmpv::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -38,7 +39,7 @@ pub struct Shared {
 impl Shared {
     /// Sends a request of ours; its answer is not awaited (updates are
     /// fire-and-forget, as in Buildbot's worker).
-    pub async fn send(&self, op: &'static str, fields: Vec<(String, Value)>) -> bool {
+    pub async fn send(&self, op: Op, fields: Vec<(String, Value)>) -> bool {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let frame = Request { op, fields }.into_frame(seq);
         self.out.send(Message::Binary(frame.encode().into())).await.is_ok()
@@ -46,12 +47,10 @@ impl Shared {
 
     /// Sends a request and waits for the master's answer (file transfers
     /// wait, which paces them to what the master can take).
-    pub async fn request(&self, op: &'static str, fields: Vec<(String, Value)>) -> Result<Value, String> {
+    pub async fn request(&self, op: Op, fields: Vec<(String, Value)>) -> Result<Value, String> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(seq, tx);
-        }
+        self.pending.lock().insert(seq, tx);
         let frame = Request { op, fields }.into_frame(seq);
         if self.out.send(Message::Binary(frame.encode().into())).await.is_err() {
             return Err("the connection is gone".into());
@@ -64,9 +63,7 @@ impl Shared {
     }
 
     pub fn finished(&self, command_id: &str) {
-        if let Ok(mut r) = self.running.lock() {
-            r.remove(command_id);
-        }
+        self.running.lock().remove(command_id);
     }
 }
 
@@ -103,7 +100,7 @@ pub async fn run(master: &str, name: &str, password: &str, basedir: &Path) -> an
         match Frame::decode(&bytes) {
             Err(e) => tracing::warn!(error = %e, "undecodable message from the master ignored"),
             Ok(Frame::Response { seq, result }) => {
-                let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&seq));
+                let waiter = shared.pending.lock().remove(&seq);
                 match (waiter, result) {
                     (Some(w), result) => {
                         let _ = w.send(result);
@@ -113,8 +110,9 @@ pub async fn run(master: &str, name: &str, password: &str, basedir: &Path) -> an
                 }
             }
             Ok(Frame::Request { op, seq, fields }) => {
-                let result = handle(&shared, basedir, &op, &fields);
-                let shutdown = op == "shutdown" && result.is_ok();
+                let request = MasterRequest::parse(&op, &fields).map_err(|e| e.to_string());
+                let shutdown = matches!(request, Ok(MasterRequest::Shutdown));
+                let result = request.and_then(|r| handle(&shared, basedir, r));
                 let frame = Frame::Response { seq, result };
                 if shared.out.send(Message::Binary(frame.encode().into())).await.is_err() {
                     break;
@@ -129,62 +127,48 @@ pub async fn run(master: &str, name: &str, password: &str, basedir: &Path) -> an
     }
     // Commands cannot report to anyone any more, and the master treats them
     // as lost (RETRY): stop them rather than leave them running unseen.
-    let running: Vec<_> = shared.running.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+    let running: Vec<_> = shared.running.lock().drain().collect();
     for (_, stop) in running {
         let _ = stop.send(true);
     }
-    if let Ok(mut p) = shared.pending.lock() {
-        p.clear();
-    }
+    shared.pending.lock().clear();
     drop(shared);
     writer.abort();
     Ok(end)
 }
 
-fn handle(shared: &Arc<Shared>, basedir: &Path, op: &str, fields: &[(String, Value)]) -> Result<Value, String> {
-    let field = |name: &str| Frame::field(fields, name);
-    match op {
-        "print" => {
-            tracing::info!(message = field("message").and_then(|m| m.as_str()).unwrap_or(""), "master says");
+fn handle(shared: &Arc<Shared>, basedir: &Path, request: MasterRequest) -> Result<Value, String> {
+    match request {
+        MasterRequest::Print { message } => {
+            tracing::info!(message = %message, "master says");
             Ok(Value::Nil)
         }
-        "keepalive" => Ok(Value::Nil),
-        "get_worker_info" => Ok(crate::info::worker_info(basedir)),
-        "set_worker_settings" => {
-            let settings = field("args")
-                .and_then(Settings::from_value)
+        MasterRequest::Keepalive | MasterRequest::Shutdown => Ok(Value::Nil),
+        MasterRequest::GetWorkerInfo => Ok(crate::info::worker_info(basedir)),
+        MasterRequest::SetWorkerSettings { args } => {
+            let settings = Settings::from_value(&args)
                 .ok_or_else(|| "message did not contain obligatory settings for worker".to_string())?;
-            if let Ok(mut s) = shared.settings.lock() {
-                *s = settings;
-            }
+            *shared.settings.lock() = settings;
             Ok(Value::Nil)
         }
-        "start_command" => {
-            let id = field("command_id").and_then(|v| v.as_str()).ok_or("start_command needs command_id")?;
-            let name = field("command_name").and_then(|v| v.as_str()).ok_or("start_command needs command_name")?;
-            if !crate::info::COMMANDS.contains(&name) {
-                return Err(format!("(command {id}): unrecognized WorkerCommand '{name}'"));
+        MasterRequest::StartCommand { command_id, command_name, args } => {
+            if !crate::info::COMMANDS.contains(&command_name.as_str()) {
+                return Err(format!("(command {command_id}): unrecognized WorkerCommand '{command_name}'"));
             }
-            let args = field("args").cloned().unwrap_or(Value::Nil);
-            commands::check_args(name, &args)?;
+            commands::check_args(&command_name, &args)?;
             let (stop, stopped) = watch::channel(false);
-            if let Ok(mut r) = shared.running.lock() {
-                r.insert(id.to_string(), stop);
-            }
-            tokio::spawn(commands::run(shared.clone(), id.to_string(), name.to_string(), args, stopped));
+            shared.running.lock().insert(command_id.clone(), stop);
+            tokio::spawn(commands::run(shared.clone(), command_id, command_name, args, stopped));
             Ok(Value::Nil)
         }
-        "interrupt_command" => {
-            let id = field("command_id").and_then(|v| v.as_str()).unwrap_or("");
-            match shared.running.lock().ok().and_then(|r| r.get(id).cloned()) {
+        MasterRequest::InterruptCommand { command_id, .. } => {
+            match shared.running.lock().get(&command_id).cloned() {
                 Some(stop) => {
                     let _ = stop.send(true);
                 }
-                None => tracing::info!(command = id, "asked to interrupt a command, but none was running"),
+                None => tracing::info!(command = %command_id, "asked to interrupt a command, but none was running"),
             }
             Ok(Value::Nil)
         }
-        "shutdown" => Ok(Value::Nil),
-        other => Err(format!("Command {other} does not exist.")),
     }
 }

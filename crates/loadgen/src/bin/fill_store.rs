@@ -128,51 +128,57 @@ async fn exec(pool: &sqlx::AnyPool, what: &str, sql: String) -> anyhow::Result<u
     Ok(done.rows_affected())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let started = Instant::now();
-    if let Some(path) = &args.write_config {
-        std::fs::write(path, config_text(&args.database)).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    // The store creates the schema and the configuration rows.
-    let store = Store::connect(&args.database).await.context("opening the store")?;
-    let specs = specs();
-    let workers: Vec<WorkerSpec> = (0..WORKERS).map(|i| WorkerSpec { name: format!("worker-{i}") }).collect();
-    store.sync_configuration(&specs, &workers).await?;
-    let master = store.register_master("fill-store", 0).await?;
-    store.close().await;
-    eprintln!("{} builders, {} workers", specs.len(), workers.len());
+/// One branch's share of the history: the SQL fragments its statements share.
+struct Fill<'a> {
+    pool: &'a sqlx::AnyPool,
+    /// The branch's index, label and git name.
+    bi: usize,
+    label: &'a str,
+    git: &'a str,
+    /// Pushes, and builders of the branch.
+    pushes: i64,
+    builders: i64,
+    /// The first build (and request) id of this branch.
+    next_id: i64,
+    master: i64,
+    first_worker: i64,
+}
 
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&args.database).await?;
-    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM builds").fetch_one(&pool).await?;
-    if existing > 0 {
-        bail!("the database already holds {existing} builds; fill-store wants an empty one");
+const T0: i64 = 1_700_000_000;
+
+impl Fill<'_> {
+    /// Change, source stamp and buildset ids start after this.
+    fn base(&self) -> i64 {
+        self.bi as i64 * self.pushes
     }
-    if args.database.starts_with("sqlite") {
-        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-        sqlx::query("PRAGMA synchronous = OFF").execute(&pool).await?;
+
+    fn counter(&self) -> String {
+        format!("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {})", self.pushes)
     }
-    // Pushes per branch so that every builder gets `per_builder` builds.
-    let per_builder = args.builds.div_ceil(specs.len());
-    let t0: i64 = 1_700_000_000;
-    let first_worker: i64 = sqlx::query_scalar("SELECT MIN(id) FROM workers").fetch_one(&pool).await?;
-    let mut next_id: i64 = 1;
-    for (bi, (label, git)) in BRANCHES.iter().enumerate() {
-        let nb: i64 =
-            sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM builders WHERE branch = '{label}'")))
-                .fetch_one(&pool)
-                .await?;
-        eprintln!("branch {label}: {nb} builders, {per_builder} pushes");
-        let k = per_builder as i64;
-        let base = (bi as i64) * k; // change, source stamp and buildset ids
-        let counter = format!("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {k})");
-        // Ten minutes between pushes, branches interleaved.
-        let when = format!("({t0} + n * 600 + {bi} * 60)");
+
+    /// Ten minutes between pushes, branches interleaved.
+    fn when(&self) -> String {
+        format!("({T0} + n * 600 + {} * 60)", self.bi)
+    }
+
+    /// Every (push, builder) pair with its build id: `next_id` + (push − 1) ×
+    /// builders + the builder's rank on the branch.
+    fn pairs(&self) -> String {
+        let (label, next_id, nb, counter) = (self.label, self.next_id, self.builders, self.counter());
+        let ranked = format!(
+            "ranked AS (SELECT id AS builder_id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS j FROM builders WHERE branch = '{label}')"
+        );
+        format!(
+            "{counter}, {ranked} SELECT s.n, r.builder_id, r.j, {next_id} + (s.n - 1) * {nb} + r.j AS id FROM s CROSS JOIN ranked r"
+        )
+    }
+
+    /// One change, source stamp and buildset per push.
+    async fn changes(&self) -> anyhow::Result<()> {
+        let (bi, label, git, base, counter, when) =
+            (self.bi, self.label, self.git, self.base(), self.counter(), self.when());
         exec(
-            &pool,
+            self.pool,
             "source stamps",
             format!(
                 "INSERT INTO sourcestamps (id, ss_key, branch, revision, repository, project, codebase, created_at) \
@@ -181,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
             ),
         )
         .await?;
-        exec(&pool, "changes", format!(
+        exec(self.pool, "changes", format!(
             "INSERT INTO changes (id, author, committer, comments, branch, revision, revlink, when_timestamp, category, \
              repository, codebase, project, sourcestamp_id, parent_change_id, received_at) \
              {counter} SELECT {base} + n, 'Developer ' || (n % 40) || ' <dev' || (n % 40) || '@example.org>', NULL, \
@@ -190,51 +196,56 @@ async fn main() -> anyhow::Result<()> {
              'https://github.com/python/cpython', '', 'python/cpython', {base} + n, \
              CASE WHEN n > 1 THEN {base} + n - 1 END, {when} FROM s"
         )).await?;
-        exec(&pool, "buildsets", format!(
+        exec(self.pool, "buildsets", format!(
             "INSERT INTO buildsets (id, reason, submitted_at, complete, complete_at, results) \
              {counter} SELECT {base} + n, 'The SingleBranchScheduler scheduler named ''{label}'' triggered this build', \
              {when}, 1, {when} + 3000, CASE WHEN n % 7 = 0 THEN 2 ELSE 0 END FROM s"
         )).await?;
         exec(
-            &pool,
+            self.pool,
             "buildset changes",
             format!(
                 "INSERT INTO buildset_changes (buildset_id, change_id) {counter} SELECT {base} + n, {base} + n FROM s"
             ),
         )
         .await?;
-        exec(&pool, "buildset source stamps", format!(
+        exec(self.pool, "buildset source stamps", format!(
             "INSERT INTO buildset_sourcestamps (buildset_id, sourcestamp_id) {counter} SELECT {base} + n, {base} + n FROM s"
         )).await?;
-        // Build request id = build id: `next_id` + (push − 1) × builders + the builder's rank on the branch.
-        let ranked = format!(
-            "ranked AS (SELECT id AS builder_id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS j FROM builders WHERE branch = '{label}')"
-        );
-        let pairs = format!(
-            "{counter}, {ranked} SELECT s.n, r.builder_id, r.j, {next_id} + (s.n - 1) * {nb} + r.j AS id FROM s CROSS JOIN ranked r"
-        );
+        Ok(())
+    }
+
+    /// A build and its request per (push, builder); returns how many.
+    async fn builds(&self) -> anyhow::Result<i64> {
+        let (bi, git, base, master, pairs) = (self.bi, self.git, self.base(), self.master, self.pairs());
         // About one build in nine fails, one in seventeen warns, one in a hundred is an exception.
         let results = "CASE WHEN (p.n * 7 + p.j) % 9 = 0 THEN 2 WHEN (p.n * 3 + p.j) % 17 = 0 THEN 1 \
                        WHEN (p.n + p.j) % 100 = 0 THEN 4 ELSE 0 END";
-        let start = format!("({t0} + p.n * 600 + {bi} * 60 + 30 + p.j % 300)");
-        exec(&pool, "builds", format!(
+        let start = format!("({T0} + p.n * 600 + {bi} * 60 + 30 + p.j % 300)");
+        let worker = format!("{} + (p.j % {WORKERS})", self.first_worker);
+        exec(self.pool, "builds", format!(
             "INSERT INTO builds (id, number, builder_id, build_request_id, worker_id, master_id, started_at, complete_at, \
              state_string, results) \
-             SELECT p.id, p.n, p.builder_id, p.id, {first_worker} + (p.j % {WORKERS}), {master}, {start}, \
+             SELECT p.id, p.n, p.builder_id, p.id, {worker}, {master}, {start}, \
              {start} + 900 + p.j % 1800, CASE WHEN {results} = 2 THEN 'failed test' ELSE 'build successful' END, {results} \
              FROM ({pairs}) p"
         )).await?;
-        exec(&pool, "build requests", format!(
+        exec(self.pool, "build requests", format!(
             "INSERT INTO buildrequests (id, buildset_id, builder_id, priority, repository, branch, submitted_at, complete, \
              complete_at, results, waited_for, claimed_by_master_id, claimed_at, build_id) \
              SELECT p.id, {base} + p.n, p.builder_id, 0, 'https://github.com/python/cpython', '{git}', \
-             {t0} + p.n * 600 + {bi} * 60, 1, {start} + 900 + p.j % 1800, {results}, 0, {master}, {start}, p.id \
+             {T0} + p.n * 600 + {bi} * 60, 1, {start} + 900 + p.j % 1800, {results}, 0, {master}, {start}, p.id \
              FROM ({pairs}) p"
         )).await?;
-        let builds = k * nb;
+        Ok(self.pushes * self.builders)
+    }
+
+    /// Every build's steps.
+    async fn steps(&self, builds: i64) -> anyhow::Result<()> {
+        let next_id = self.next_id;
         let steps_values: Vec<String> =
             STEP_NAMES.iter().enumerate().map(|(i, name)| format!("SELECT {i} AS k, '{name}' AS name")).collect();
-        exec(&pool, "steps", format!(
+        exec(self.pool, "steps", format!(
             "WITH st AS ({}) INSERT INTO steps (id, build_id, number, name, started_at, complete_at, state_string, results, hidden) \
              SELECT (b.id - 1) * {n} + st.k + 1, b.id, st.k, st.name, b.started_at + st.k * 120, b.started_at + st.k * 120 + 110, \
              st.name || CASE WHEN b.results = 2 AND st.name = 'test' THEN ' failed' ELSE '' END, \
@@ -243,20 +254,79 @@ async fn main() -> anyhow::Result<()> {
             steps_values.join(" UNION ALL "),
             n = STEP_NAMES.len()
         )).await?;
-        next_id += builds;
+        Ok(())
     }
-    if args.database.starts_with("postgres") {
+}
+
+/// The schema and the configuration's rows, through the store; returns the
+/// builders and this tool's master id.
+async fn prepare(database: &str) -> anyhow::Result<(Vec<BuilderSpec>, i64)> {
+    let store = Store::connect(database).await.context("opening the store")?;
+    let specs = specs();
+    let workers: Vec<WorkerSpec> = (0..WORKERS).map(|i| WorkerSpec { name: format!("worker-{i}") }).collect();
+    store.sync_configuration(&specs, &workers).await?;
+    let master = store.register_master("fill-store", 0).await?;
+    store.close().await;
+    eprintln!("{} builders, {} workers", specs.len(), workers.len());
+    Ok((specs, master))
+}
+
+/// One connection, checked empty and tuned for bulk inserts.
+async fn bulk_pool(database: &str) -> anyhow::Result<sqlx::AnyPool> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(database).await?;
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM builds").fetch_one(&pool).await?;
+    if existing > 0 {
+        bail!("the database already holds {existing} builds; fill-store wants an empty one");
+    }
+    if database.starts_with("sqlite") {
+        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        sqlx::query("PRAGMA synchronous = OFF").execute(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// Sequences past the ids written by hand, and fresh statistics.
+async fn finish(pool: &sqlx::AnyPool, database: &str) -> anyhow::Result<()> {
+    if database.starts_with("postgres") {
         for table in ["sourcestamps", "changes", "buildsets", "buildrequests", "builds", "steps"] {
             sqlx::query(AssertSqlSafe(format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"
             )))
-            .execute(&pool)
+            .execute(pool)
             .await?;
         }
-        sqlx::query("ANALYZE").execute(&pool).await?;
-    } else {
-        sqlx::query("ANALYZE").execute(&pool).await?;
     }
+    sqlx::query("ANALYZE").execute(pool).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    if let Some(path) = &args.write_config {
+        std::fs::write(path, config_text(&args.database)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let (specs, master) = prepare(&args.database).await?;
+    let pool = bulk_pool(&args.database).await?;
+    // Pushes per branch so that every builder gets `per_builder` builds.
+    let per_builder = args.builds.div_ceil(specs.len());
+    let first_worker: i64 = sqlx::query_scalar("SELECT MIN(id) FROM workers").fetch_one(&pool).await?;
+    let mut next_id: i64 = 1;
+    for (bi, (label, git)) in BRANCHES.iter().enumerate() {
+        let count = format!("SELECT COUNT(*) FROM builders WHERE branch = '{label}'");
+        let builders: i64 = sqlx::query_scalar(AssertSqlSafe(count)).fetch_one(&pool).await?;
+        eprintln!("branch {label}: {builders} builders, {per_builder} pushes");
+        let fill =
+            Fill { pool: &pool, bi, label, git, pushes: per_builder as i64, builders, next_id, master, first_worker };
+        fill.changes().await?;
+        let builds = fill.builds().await?;
+        fill.steps(builds).await?;
+        next_id += builds;
+    }
+    finish(&pool, &args.database).await?;
     eprintln!("{} builds in {:.0} s", next_id - 1, started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -55,10 +55,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    cascade_master::app::install_crypto_provider();
+    cascade_master::outbound::install_crypto_provider();
     let client = reqwest::Client::new();
-    let paths: Vec<String> =
-        if args.paths.is_empty() { DEFAULT_PATHS.iter().map(|p| p.to_string()).collect() } else { args.paths.clone() };
+    let paths: Vec<String> = if args.paths.is_empty() {
+        DEFAULT_PATHS.iter().map(std::string::ToString::to_string).collect()
+    } else {
+        args.paths.clone()
+    };
     println!("{:<58} {:>6} {:>9} {:>9} {:>9} {:>9}", "path", "status", "bytes", "p50 ms", "p95 ms", "max ms");
     for path in &paths {
         let url = format!("{}{path}", args.url.trim_end_matches('/'));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine;
 use cascade_protocol::Frame;
-use cascade_protocol::msgpack::Request;
+use cascade_protocol::msgpack::{MasterRequest, Request};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rmpv::Value;
@@ -119,7 +119,8 @@ async fn worker(
     while let Some(msg) = stream.next().await {
         let Message::Binary(bytes) = msg? else { continue };
         let Ok(Frame::Request { op, seq: their, fields }) = Frame::decode(&bytes) else { continue };
-        let result = if op == "get_worker_info" {
+        let request = MasterRequest::parse(&op, &fields);
+        let result = if matches!(request, Ok(MasterRequest::GetWorkerInfo)) {
             Value::Map(vec![
                 (Value::from("basedir"), Value::from("/sim")),
                 (Value::from("system"), Value::from("posix")),
@@ -128,10 +129,7 @@ async fn worker(
             Value::Nil
         };
         sink.send(Message::Binary(Frame::Response { seq: their, result: Ok(result) }.encode().into())).await?;
-        if op != "start_command" {
-            continue;
-        }
-        let id = Frame::field(&fields, "command_id").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let Ok(MasterRequest::StartCommand { command_id: id, .. }) = request else { continue };
         let mut left = lines;
         let mut turn = 0usize;
         while left > 0 {
@@ -143,7 +141,7 @@ async fn worker(
                 Value::Array(vec![Value::from(text.as_str()), Value::Array(vec![]), Value::Array(vec![])]),
             ]);
             let update = Request {
-                op: "update",
+                op: cascade_protocol::msgpack::Op::Update,
                 fields: vec![
                     ("command_id".into(), Value::from(id.as_str())),
                     ("args".into(), Value::Array(vec![entry])),
@@ -156,12 +154,12 @@ async fn worker(
         }
         let tail = Value::Array(vec![Value::Array(vec![Value::from("rc"), Value::from(0)])]);
         let update = Request {
-            op: "update",
+            op: cascade_protocol::msgpack::Op::Update,
             fields: vec![("command_id".into(), Value::from(id.as_str())), ("args".into(), tail)],
         };
         sink.send(Message::Binary(update.into_frame(seq).encode().into())).await?;
         let complete = Request {
-            op: "complete",
+            op: cascade_protocol::msgpack::Op::Complete,
             fields: vec![("command_id".into(), Value::from(id.as_str())), ("args".into(), Value::Nil)],
         };
         sink.send(Message::Binary(complete.into_frame(seq + 1).encode().into())).await?;
@@ -184,22 +182,53 @@ async fn scratch(url: &str) -> anyhow::Result<(String, Option<String>)> {
     Ok((format!("{base}/{name}"), Some(name)))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let (url, scratch_db) = scratch(&args.database).await?;
-    let config = cascade_config::parse(&config_text(args.workers, &url), std::path::Path::new("load.toml"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let secrets = config.resolve_secrets().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = cascade_store::Store::connect(&url).await?;
-    let master = cascade_master::Master::start(config, secrets, store.clone(), cascade_master::clock::now()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(axum::serve(listener, cascade_master::workers::msgpack::router(master.clone())).into_future());
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(cascade_master::runner::run(master.clone(), stopped));
+/// What a run measured.
+struct Measured {
+    attached_in: Duration,
+    elapsed: Duration,
+    cpu: f64,
+    rss_idle: u64,
+    rss_mid: u64,
+    rss_max: u64,
+}
 
-    let sent = Arc::new(AtomicU64::new(0));
+/// Forces one build per worker and waits for them all, sampling memory.
+async fn run_builds(
+    master: &cascade_master::Master,
+    store: &cascade_store::Store,
+    workers: usize,
+) -> anyhow::Result<(Duration, f64, Vec<u64>)> {
+    let t0 = Instant::now();
+    let cpu0 = cpu_secs();
+    let req = cascade_master::scheduler::ForceRequest {
+        scheduler: "force".into(),
+        reason: "load".into(),
+        owner: "load".into(),
+        ..Default::default()
+    };
+    master.schedulers.force(store, &req, cascade_master::clock::now()).await?;
+    master.runner.nudge();
+    let mut rss_samples = Vec::new();
+    let complete = cascade_store::ListQuery::default().eq("complete", "true").limit(0);
+    loop {
+        let done = store.list_buildrequests(&complete).await?.total;
+        rss_samples.push(rss_kib());
+        if done as usize >= workers {
+            break;
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(1800), "builds did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((t0.elapsed(), cpu_secs() - cpu0, rss_samples))
+}
+
+/// Connects the simulated workers and waits until all are attached.
+async fn attach_workers(
+    master: &cascade_master::Master,
+    port: u16,
+    args: &Args,
+    sent: &Arc<AtomicU64>,
+) -> anyhow::Result<Duration> {
     let output = Arc::new(output_batches(args.line_bytes));
     for w in 0..args.workers {
         let (sent, output) = (sent.clone(), output.clone());
@@ -215,68 +244,65 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(attach_start.elapsed() < Duration::from_secs(300), "workers did not all attach");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let attached_in = attach_start.elapsed();
-    let rss_idle = rss_kib();
+    Ok(attach_start.elapsed())
+}
 
-    let t0 = Instant::now();
-    let cpu0 = cpu_secs();
-    let req = cascade_master::scheduler::ForceRequest {
-        scheduler: "force".into(),
-        reason: "load".into(),
-        owner: "load".into(),
-        ..Default::default()
-    };
-    master.schedulers.force(&store, &req, cascade_master::clock::now()).await?;
-    master.wake_builds.notify_one();
-    let mut rss_max = 0u64;
-    let mut rss_samples = Vec::new();
-    loop {
-        let done =
-            store.list_buildrequests(&cascade_store::ListQuery::default().eq("complete", "true").limit(0)).await?.total;
-        let rss = rss_kib();
-        rss_max = rss_max.max(rss);
-        rss_samples.push(rss);
-        if done as usize >= args.workers {
-            break;
-        }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(1800), "builds did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let elapsed = t0.elapsed();
-    let cpu = cpu_secs() - cpu0;
-    let bytes = sent.load(Ordering::Relaxed);
-    let stored_lines: i64 = {
-        let mut n = 0;
-        for b in store.recent_builds(args.workers as i64).await? {
-            for s in store.list_steps(b.1.buildid).await? {
-                for l in store.list_logs(s.stepid).await? {
-                    n += l.num_lines;
-                }
+/// Lines stored by the builds.
+async fn stored_lines(store: &cascade_store::Store, builds: usize) -> anyhow::Result<i64> {
+    let mut n = 0;
+    for b in store.recent_builds(builds as i64).await? {
+        for s in store.list_steps(b.1.buildid).await? {
+            for l in store.list_logs(s.stepid).await? {
+                n += l.num_lines;
             }
         }
-        n
-    };
-    let mid = rss_samples.get(rss_samples.len() / 2).copied().unwrap_or(0);
-    println!(
-        "workers={} lines/build={} line_bytes={} backend={:?}",
-        args.workers,
-        args.lines,
-        args.line_bytes,
-        store.backend()
-    );
+    }
+    Ok(n)
+}
+
+fn report(args: &Args, backend: cascade_store::Backend, m: &Measured, bytes: u64, stored_lines: i64) {
+    println!("workers={} lines/build={} line_bytes={} backend={backend:?}", args.workers, args.lines, args.line_bytes);
     println!(
         "attach={:.2}s  builds={:.2}s  output={:.1} MB  ingest={:.1} MB/s  stored_lines={}  cpu={:.1}s ({:.0}% of one core)  rss_idle={} MiB  rss_mid={} MiB  rss_max={} MiB",
-        attached_in.as_secs_f64(),
-        elapsed.as_secs_f64(),
+        m.attached_in.as_secs_f64(),
+        m.elapsed.as_secs_f64(),
         bytes as f64 / 1e6,
-        bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        bytes as f64 / 1e6 / m.elapsed.as_secs_f64(),
         stored_lines,
-        cpu,
-        100.0 * cpu / elapsed.as_secs_f64(),
-        rss_idle / 1024,
-        mid / 1024,
-        rss_max / 1024,
+        m.cpu,
+        100.0 * m.cpu / m.elapsed.as_secs_f64(),
+        m.rss_idle / 1024,
+        m.rss_mid / 1024,
+        m.rss_max / 1024,
     );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (url, scratch_db) = scratch(&args.database).await?;
+    let config = cascade_config::parse(&config_text(args.workers, &url), std::path::Path::new("load.toml"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secrets = config.resolve_secrets().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = cascade_store::Store::connect(&url).await?;
+    let clock = cascade_master::clock::Clock::System;
+    let master = cascade_master::Master::start(config, secrets, store.clone(), clock).await?;
+    let served = cascade_master::server::spawn(master.clone(), cascade_master::Listeners::loopback().await?)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let attached_in = attach_workers(&master, served.addresses.msgpack.port(), &args, &sent).await?;
+    let rss_idle = rss_kib();
+    let (elapsed, cpu, rss) = run_builds(&master, &store, args.workers).await?;
+    let measured = Measured {
+        attached_in,
+        elapsed,
+        cpu,
+        rss_idle,
+        rss_mid: rss.get(rss.len() / 2).copied().unwrap_or(0),
+        rss_max: rss.iter().copied().max().unwrap_or(0),
+    };
+    let lines = stored_lines(&store, args.workers).await?;
+    report(&args, store.backend(), &measured, sent.load(Ordering::Relaxed), lines);
+    served.stop().await?;
     store.close().await;
     if let Some(name) = scratch_db {
         let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&args.database).await?;

@@ -16,14 +16,90 @@ use std::sync::atomic::Ordering;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use cascade_store::{Cancelled, NewBuildset, NewSourceStamp};
+use cascade_config::Action;
+use cascade_store::{Cancelled, NewBuildset, NewSourceStamp, Store};
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, id};
-use crate::app::Master;
-use crate::auth::User;
+use super::id;
+use crate::auth::{Access, Intent, User};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::error::HttpError;
+use crate::runner::Runner;
+use crate::scheduler::{ForceRequest, SchedulerError, Schedulers};
+use crate::workers::Registry;
+
+/// What control calls need.
+pub struct Control {
+    /// Where the changes are made.
+    pub store: Store,
+    /// Builders and workers as configured.
+    pub catalog: Arc<Catalog>,
+    /// What time it is.
+    pub clock: Clock,
+    /// Who may do what.
+    pub access: Arc<Access>,
+    /// Builds running here (stop), and the distributor (nudged).
+    pub runner: Arc<Runner>,
+    /// Workers connected here.
+    pub registry: Arc<Registry>,
+    /// Force schedulers, and the switches of all.
+    pub schedulers: Arc<Schedulers>,
+}
+
+/// The methods control calls name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Force builds (force schedulers).
+    Force,
+    /// Stop a build, or stop a worker once idle.
+    Stop,
+    /// Rebuild a build.
+    Rebuild,
+    /// Cancel a pending request.
+    Cancel,
+    /// Pause a worker.
+    Pause,
+    /// Unpause a worker.
+    Unpause,
+    /// Drop a worker's connection.
+    Kill,
+    /// Switch a scheduler on or off.
+    Enable,
+}
+
+impl Method {
+    const ALL: [Method; 8] = [
+        Method::Force,
+        Method::Stop,
+        Method::Rebuild,
+        Method::Cancel,
+        Method::Pause,
+        Method::Unpause,
+        Method::Kill,
+        Method::Enable,
+    ];
+
+    /// The name calls use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Force => "force",
+            Method::Stop => "stop",
+            Method::Rebuild => "rebuild",
+            Method::Cancel => "cancel",
+            Method::Pause => "pause",
+            Method::Unpause => "unpause",
+            Method::Kill => "kill",
+            Method::Enable => "enable",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
 
 /// One control call, however it came.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,11 +121,11 @@ pub struct FormMeta {
 const LIST_FIELDS: &[&str] = &["builderNames"];
 
 /// Parses a JSON-RPC body or an urlencoded form.
-pub fn parse_call(headers: &HeaderMap, body: &[u8]) -> Result<Call, ApiError> {
+pub fn parse_call(headers: &HeaderMap, body: &[u8]) -> Result<Call, HttpError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_request(format!("malformed form: {e}")))?;
+            serde_urlencoded::from_bytes(body).map_err(|e| HttpError::bad_request(format!("malformed form: {e}")))?;
         let mut params = Map::new();
         let (mut method, mut csrf, mut next) = (String::new(), String::new(), None);
         for (k, v) in pairs {
@@ -78,12 +154,12 @@ pub fn parse_call(headers: &HeaderMap, body: &[u8]) -> Result<Call, ApiError> {
         return Ok(Call { method, id: Value::Null, params, form: Some(FormMeta { csrf, next }) });
     }
     let v: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("not a JSON-RPC call: {e}")))?;
-    let method = v.get("method").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("no `method`"))?;
+        serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("not a JSON-RPC call: {e}")))?;
+    let method = v.get("method").and_then(Value::as_str).ok_or_else(|| HttpError::bad_request("no `method`"))?;
     let params = match v.get("params") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(o)) => o.clone(),
-        Some(_) => return Err(ApiError::bad_request("`params` must be an object")),
+        Some(_) => return Err(HttpError::bad_request("`params` must be an object")),
     };
     Ok(Call { method: method.to_string(), id: v.get("id").cloned().unwrap_or(Value::Null), params, form: None })
 }
@@ -101,99 +177,112 @@ impl Call {
     }
 }
 
-/// Who is calling, and may they do `action` (on a build owned by `owner`)?
-async fn allowed_user(
-    m: &Master,
-    headers: &HeaderMap,
-    from: Option<SocketAddr>,
-    call: &Call,
-    action: &str,
-    owner: Option<&str>,
-) -> Result<User, ApiError> {
-    let csrf = call.form.as_ref().map(|f| f.csrf.as_str());
-    let user = crate::auth::actor(m, headers, from, action, csrf).await?;
-    crate::auth::authorize(m, &user, from, action, owner)?;
-    Ok(user)
-}
-
-fn from_of(connect: &Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<SocketAddr> {
-    connect.as_ref().map(|c| c.0.0)
-}
-
 /// Parses a call whose method must be one of `methods` (on `what`).
-fn call_for(headers: &HeaderMap, body: &[u8], methods: &[&str], what: &str) -> Result<Call, ApiError> {
+fn call_for(headers: &HeaderMap, body: &[u8], methods: &[Method], what: &str) -> Result<(Call, Method), HttpError> {
     let call = parse_call(headers, body)?;
-    if !methods.contains(&call.method.as_str()) {
-        return Err(ApiError::bad_request(format!("unknown method {:?} for {what}", call.method)));
+    match Method::parse(&call.method).filter(|m| methods.contains(m)) {
+        Some(m) => Ok((call, m)),
+        None => Err(HttpError::bad_request(format!("unknown method {:?} for {what}", call.method))),
     }
-    Ok(call)
+}
+
+fn from_of(connect: Option<&Extension<ConnectInfo<SocketAddr>>>) -> Option<SocketAddr> {
+    connect.map(|c| c.0.0)
+}
+
+impl Control {
+    /// Who is calling, and may they do `action` (on a build owned by `owner`)?
+    async fn allowed_user(
+        &self,
+        headers: &HeaderMap,
+        from: Option<SocketAddr>,
+        call: &Call,
+        action: Action,
+        owner: Option<&str>,
+    ) -> Result<User, HttpError> {
+        let csrf = call.form.as_ref().map(|f| f.csrf.as_str());
+        let user = self.access.actor(headers, from, Intent::Act(action), csrf).await?;
+        self.access.authorize(&user, from, action, owner)?;
+        Ok(user)
+    }
 }
 
 /// `POST /api/v2/builds/{id}`: `stop`, `rebuild`.
 pub async fn build(
-    State(m): State<Arc<Master>>,
+    State(c): State<Arc<Control>>,
     Path(raw): Path<String>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let call = call_for(&headers, &body, &["stop", "rebuild"], "a build")?;
-    let from = from_of(&connect);
-    let action = if call.method == "stop" { "stop" } else { "rebuild" };
+) -> Result<Response, HttpError> {
+    let (call, method) = call_for(&headers, &body, &[Method::Stop, Method::Rebuild], "a build")?;
+    let action = if method == Method::Stop { Action::Stop } else { Action::Rebuild };
     let build_id = id(&raw, "build")?;
-    let build = m.store.get_build(build_id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
-    let owner = m.store.build_owner(build_id).await?;
-    let user = allowed_user(&m, &headers, from, &call, action, owner.as_deref()).await?;
-    if action == "stop" {
+    let build = c.store.get_build(build_id).await?.ok_or_else(|| HttpError::not_found("no such build"))?;
+    let owner = c.store.build_owner(build_id).await?;
+    let user = c.allowed_user(&headers, from_of(connect.as_ref()), &call, action, owner.as_deref()).await?;
+    if action == Action::Stop {
         if build.complete {
-            return Err(ApiError::new(StatusCode::CONFLICT, "the build has already finished"));
+            return Err(HttpError::conflict("the build has already finished"));
         }
-        if build.masterid != m.master_id || !m.stop_build(build_id) {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("the build runs on master {}", build.masterid)));
+        if build.masterid != c.catalog.master_id || !c.runner.stop_build(build_id) {
+            return Err(HttpError::conflict(format!("the build runs on master {}", build.masterid)));
         }
         let reason = call.str_param("reason").unwrap_or_default();
         tracing::info!(user = %user.name, build = build_id, %reason, "build stopped");
         return Ok(call.reply(Value::Null));
     }
-    let (bsid, requests) = rebuild(&m, &build, &user, call.str_param("reason")).await?;
+    let (bsid, requests) = rebuild(&c, &build, &user, call.str_param("reason")).await?;
     tracing::info!(user = %user.name, build = build_id, buildset = bsid, "build rebuilt");
     Ok(call.reply(json!([bsid, requests])))
+}
+
+/// The properties of a rebuild: the original buildset's, plus who and why.
+async fn rebuild_properties(
+    c: &Control,
+    bsid: i64,
+    build_id: i64,
+    user: &User,
+    reason: &str,
+) -> Result<BTreeMap<String, (Value, String)>, HttpError> {
+    let mut properties: BTreeMap<String, (Value, String)> = BTreeMap::new();
+    for (name, v) in c.store.buildset_properties(bsid).await? {
+        let value = v.get(0).cloned().unwrap_or(Value::Null);
+        let source = v.get(1).and_then(Value::as_str).unwrap_or("Rebuild").to_string();
+        properties.insert(name, (value, source));
+    }
+    properties.insert("owner".into(), (json!(user.name), "Rebuild".into()));
+    properties.insert("reason".into(), (json!(reason), "Rebuild".into()));
+    properties.insert("rebuilt_from".into(), (json!(build_id), "Rebuild".into()));
+    Ok(properties)
 }
 
 /// A new buildset for the same builder, source and properties as `build`'s,
 /// pinned to the revision it built.
 async fn rebuild(
-    m: &Master,
+    c: &Control,
     build: &cascade_store::records::BuildRecord,
     user: &User,
     reason: Option<String>,
-) -> Result<(i64, Map<String, Value>), ApiError> {
-    let request = m
+) -> Result<(i64, Map<String, Value>), HttpError> {
+    let request = c
         .store
         .get_buildrequest(build.buildrequestid)
         .await?
-        .ok_or_else(|| ApiError::not_found("the build's request is gone"))?;
+        .ok_or_else(|| HttpError::not_found("the build's request is gone"))?;
     let buildset =
-        m.store.get_buildset(request.buildsetid).await?.ok_or_else(|| ApiError::not_found("the buildset is gone"))?;
-    let ss = buildset.sourcestamps.first().cloned().ok_or_else(|| ApiError::not_found("no source stamp"))?;
-    let got_revision = m
+        c.store.get_buildset(request.buildsetid).await?.ok_or_else(|| HttpError::not_found("the buildset is gone"))?;
+    let ss = buildset.sourcestamps.first().cloned().ok_or_else(|| HttpError::not_found("no source stamp"))?;
+    let got_revision = c
         .store
         .build_properties(build.buildid)
         .await?
         .into_iter()
         .find(|(n, _, _)| n == "got_revision")
         .and_then(|(_, v, _)| v.as_str().map(str::to_string));
-    let mut properties: BTreeMap<String, (Value, String)> = BTreeMap::new();
-    for (name, v) in m.store.buildset_properties(buildset.bsid).await? {
-        let value = v.get(0).cloned().unwrap_or(Value::Null);
-        let source = v.get(1).and_then(Value::as_str).unwrap_or("Rebuild").to_string();
-        properties.insert(name, (value, source));
-    }
     let reason = reason.unwrap_or_else(|| format!("rebuild of build {}", build.buildid));
-    properties.insert("owner".into(), (json!(user.name), "Rebuild".into()));
-    properties.insert("reason".into(), (json!(reason), "Rebuild".into()));
-    properties.insert("rebuilt_from".into(), (json!(build.buildid), "Rebuild".into()));
-    let changes = m.store.buildset_changes(buildset.bsid).await?;
+    let properties = rebuild_properties(c, buildset.bsid, build.buildid, user, &reason).await?;
+    let changes = c.store.buildset_changes(buildset.bsid).await?;
     let revision = got_revision.or(ss.revision.clone());
     let bs = NewBuildset {
         reason: format!("A rebuild was requested by '{}': {reason}", user.name),
@@ -212,8 +301,8 @@ async fn rebuild(
         priority: request.priority,
         pin_revision: revision.is_some(),
     };
-    let (bsid, request_ids) = m.store.create_buildset(&bs, crate::clock::now()).await?;
-    m.wake_builds.notify_one();
+    let (bsid, request_ids) = c.store.create_buildset(&bs, c.clock.now()).await?;
+    c.runner.nudge();
     let mut map = Map::new();
     for r in request_ids {
         map.insert(build.builderid.to_string(), json!(r));
@@ -221,41 +310,50 @@ async fn rebuild(
     Ok((bsid, map))
 }
 
+impl From<SchedulerError> for HttpError {
+    fn from(e: SchedulerError) -> HttpError {
+        match e {
+            SchedulerError::Invalid(why) => HttpError::bad_request(why),
+            SchedulerError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `builderNames` of a force call: a list, one name, or none (all).
+fn builder_names(call: &Call) -> Result<Vec<String>, HttpError> {
+    match call.params.get("builderNames") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => Ok(items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(_) => Err(HttpError::bad_request("builderNames must be a list of builder names")),
+    }
+}
+
 /// `POST /api/v2/forceschedulers/{name}`: `force`.
 pub async fn force(
-    State(m): State<Arc<Master>>,
+    State(c): State<Arc<Control>>,
     Path(name): Path<String>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let call = call_for(&headers, &body, &["force"], "a force scheduler")?;
-    let user = allowed_user(&m, &headers, from_of(&connect), &call, "force", None).await?;
-    let builders: Vec<String> = match call.params.get("builderNames") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(_) => return Err(ApiError::bad_request("builderNames must be a list of builder names")),
-    };
+) -> Result<Response, HttpError> {
+    let (call, _) = call_for(&headers, &body, &[Method::Force], "a force scheduler")?;
+    let user = c.allowed_user(&headers, from_of(connect.as_ref()), &call, Action::Force, None).await?;
     let properties: BTreeMap<String, Value> = match call.params.get("properties") {
         Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => BTreeMap::new(),
     };
-    let req = crate::scheduler::ForceRequest {
+    let req = ForceRequest {
         scheduler: name.clone(),
-        builders,
+        builders: builder_names(&call)?,
         branch: call.str_param("branch"),
         revision: call.str_param("revision"),
         reason: call.str_param("reason").unwrap_or_else(|| "forced".into()),
         owner: user.name.clone(),
         properties,
     };
-    let created = match m.schedulers.force(&m.store, &req, crate::clock::now()).await {
-        Ok(c) => c,
-        Err(crate::scheduler::SchedulerError::Invalid(why)) => return Err(ApiError::bad_request(why)),
-        Err(crate::scheduler::SchedulerError::Store(e)) => return Err(e.into()),
-    };
-    m.wake_builds.notify_one();
+    let created = c.schedulers.force(&c.store, &req, c.clock.now()).await?;
+    c.runner.nudge();
     tracing::info!(user = %user.name, scheduler = %name, buildsets = ?created, "build forced");
     let first = created.first().map(|(bsid, _)| *bsid);
     let requests: Vec<i64> = created.iter().flat_map(|(_, r)| r.iter().copied()).collect();
@@ -264,57 +362,56 @@ pub async fn force(
 
 /// `POST /api/v2/buildrequests/{id}`: `cancel`.
 pub async fn buildrequest(
-    State(m): State<Arc<Master>>,
+    State(c): State<Arc<Control>>,
     Path(raw): Path<String>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let call = call_for(&headers, &body, &["cancel"], "a build request")?;
-    let user = allowed_user(&m, &headers, from_of(&connect), &call, "cancel", None).await?;
+) -> Result<Response, HttpError> {
+    let (call, _) = call_for(&headers, &body, &[Method::Cancel], "a build request")?;
+    let user = c.allowed_user(&headers, from_of(connect.as_ref()), &call, Action::Cancel, None).await?;
     let request_id = id(&raw, "build request")?;
-    match m.store.cancel_buildrequest(request_id, crate::clock::now()).await? {
+    match c.store.cancel_buildrequest(request_id, c.clock.now()).await? {
         Cancelled::Done => {
             tracing::info!(user = %user.name, request = request_id, "build request cancelled");
             Ok(call.reply(Value::Null))
         }
-        Cancelled::NotFound => Err(ApiError::not_found("no such build request")),
-        Cancelled::AlreadyComplete => Err(ApiError::new(StatusCode::CONFLICT, "the request is already complete")),
-        Cancelled::Claimed => {
-            Err(ApiError::new(StatusCode::CONFLICT, "a build has taken the request: stop the build instead"))
-        }
+        Cancelled::NotFound => Err(HttpError::not_found("no such build request")),
+        Cancelled::AlreadyComplete => Err(HttpError::conflict("the request is already complete")),
+        Cancelled::Claimed => Err(HttpError::conflict("a build has taken the request: stop the build instead")),
     }
 }
 
 /// `POST /api/v2/workers/{id}`: `pause`, `unpause`, `stop`, `kill`.
 pub async fn worker(
-    State(m): State<Arc<Master>>,
+    State(c): State<Arc<Control>>,
     Path(raw): Path<String>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let call = call_for(&headers, &body, &["pause", "unpause", "stop", "kill"], "a worker")?;
-    let user = allowed_user(&m, &headers, from_of(&connect), &call, "pause", None).await?;
+) -> Result<Response, HttpError> {
+    let methods = [Method::Pause, Method::Unpause, Method::Stop, Method::Kill];
+    let (call, method) = call_for(&headers, &body, &methods, "a worker")?;
+    let user = c.allowed_user(&headers, from_of(connect.as_ref()), &call, Action::Pause, None).await?;
     let worker_id = id(&raw, "worker")?;
-    let record = m.store.get_worker(worker_id).await?.ok_or_else(|| ApiError::not_found("no such worker"))?;
-    let here = m.workers.get(&record.name).filter(|h| h.worker_id == worker_id);
+    let record = c.store.get_worker(worker_id).await?.ok_or_else(|| HttpError::not_found("no such worker"))?;
+    let here = c.registry.get(&record.name).filter(|h| h.worker_id == worker_id);
     let reason = call.str_param("reason");
-    match call.method.as_str() {
-        "pause" | "unpause" => {
-            let paused = call.method == "pause";
-            m.store.set_worker_paused(worker_id, paused, reason.as_deref()).await?;
+    match method {
+        Method::Pause | Method::Unpause => {
+            let paused = method == Method::Pause;
+            c.store.set_worker_paused(worker_id, paused, reason.as_deref()).await?;
             if let Some(h) = &here {
                 h.paused.store(paused, Ordering::SeqCst);
             }
             if !paused {
-                m.wake_builds.notify_one();
+                c.runner.nudge();
             }
         }
-        "stop" => {
-            m.store.set_worker_graceful(worker_id, true).await?;
+        Method::Stop => {
+            c.store.set_worker_graceful(worker_id, true).await?;
             if let Some(h) = here {
-                crate::workers::drain_then_shut_down(m.clone(), h);
+                c.registry.drain_then_shut_down(h);
             }
         }
         _ => {
@@ -323,31 +420,31 @@ pub async fn worker(
             }
         }
     }
-    tracing::info!(user = %user.name, worker = %record.name, method = %call.method, ?reason, "worker control");
+    tracing::info!(user = %user.name, worker = %record.name, method = method.name(), ?reason, "worker control");
     Ok(call.reply(Value::Null))
 }
 
 /// `POST /api/v2/schedulers/{id}`: `enable` with `{"enabled": bool}`.
 pub async fn scheduler(
-    State(m): State<Arc<Master>>,
+    State(c): State<Arc<Control>>,
     Path(raw): Path<String>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let call = call_for(&headers, &body, &["enable"], "a scheduler")?;
+) -> Result<Response, HttpError> {
+    let (call, _) = call_for(&headers, &body, &[Method::Enable], "a scheduler")?;
     let enabled = match call.params.get("enabled") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-        _ => return Err(ApiError::bad_request("`enabled` must be true or false")),
+        _ => return Err(HttpError::bad_request("`enabled` must be true or false")),
     };
-    let user = allowed_user(&m, &headers, from_of(&connect), &call, "scheduler", None).await?;
+    let user = c.allowed_user(&headers, from_of(connect.as_ref()), &call, Action::Scheduler, None).await?;
     let scheduler_id = id(&raw, "scheduler")?;
-    if !m.store.set_scheduler_enabled(scheduler_id, enabled).await? {
-        return Err(ApiError::not_found("no such scheduler"));
+    if !c.store.set_scheduler_enabled(scheduler_id, enabled).await? {
+        return Err(HttpError::not_found("no such scheduler"));
     }
-    m.schedulers.set_enabled(scheduler_id, enabled);
-    m.wake_schedulers.notify_one();
+    c.schedulers.set_enabled(scheduler_id, enabled);
+    c.schedulers.nudge();
     tracing::info!(user = %user.name, scheduler = scheduler_id, enabled, "scheduler switched");
     Ok(call.reply(Value::Null))
 }

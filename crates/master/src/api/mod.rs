@@ -8,55 +8,26 @@ pub mod query;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRef, Path, RawQuery, State};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use cascade_store::{ListQuery, Page, StoreError};
+use cascade_store::{ListQuery, Page, Store};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::app::Master;
+use crate::catalog::Catalog;
+use crate::error::HttpError;
 
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
+/// What the read API needs.
+pub struct Reads {
+    /// Where everything is read from.
+    pub store: Store,
+    /// Schedulers and builders as configured.
+    pub catalog: Arc<Catalog>,
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
-    }
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::BadQuery(m) => ApiError::bad_request(m),
-            other => {
-                tracing::error!(error = %other, "API query failed");
-                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: "the store is unavailable".into() }
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult = Result<Json<Value>, HttpError>;
 
 /// Keeps only the requested fields of each object (Buildbot's `field=`).
 fn project(items: Vec<Value>, fields: &[String]) -> Vec<Value> {
@@ -91,48 +62,48 @@ fn envelope<T: Serialize>(name: &str, page: Page<T>, fields: &[String]) -> ApiRe
 fn one<T: Serialize>(name: &str, item: Option<T>, what: &str) -> ApiResult {
     match item {
         Some(i) => envelope(name, Page { items: vec![i], total: 1 }, &[]),
-        None => Err(ApiError::not_found(format!("no such {what}"))),
+        None => Err(HttpError::not_found(format!("no such {what}"))),
     }
 }
 
-pub(crate) fn id(raw: &str, what: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().map_err(|_| ApiError::not_found(format!("no such {what}: {raw:?}")))
+pub(crate) fn id(raw: &str, what: &str) -> Result<i64, HttpError> {
+    raw.parse::<i64>().map_err(|_| HttpError::not_found(format!("no such {what}: {raw:?}")))
 }
 
-async fn changes(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn changes(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("changes", m.store.list_changes(&p.query).await?, &p.fields)
 }
 
-async fn change(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn change(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("changes", m.store.get_change(id(&raw, "change")?).await?, "change")
 }
 
-async fn buildsets(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn buildsets(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("buildsets", m.store.list_buildsets(&p.query).await?, &p.fields)
 }
 
-async fn buildset(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn buildset(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("buildsets", m.store.get_buildset(id(&raw, "buildset")?).await?, "buildset")
 }
 
-async fn buildrequests(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn buildrequests(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("buildrequests", m.store.list_buildrequests(&p.query).await?, &p.fields)
 }
 
-async fn buildrequest(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn buildrequest(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("buildrequests", m.store.get_buildrequest(id(&raw, "build request")?).await?, "build request")
 }
 
-async fn builders(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builders(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("builders", m.store.list_builders(&p.query).await?, &p.fields)
 }
 
 /// `/builders/{id_or_name}`, as Buildbot accepts both.
-async fn builder(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn builder(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let found = match raw.parse::<i64>() {
         Ok(i) => m.store.get_builder(i).await?,
         Err(_) => m.store.get_builder_by_name(&raw).await?,
@@ -141,7 +112,7 @@ async fn builder(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiRe
 }
 
 async fn builder_buildrequests(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Reads>>,
     Path(raw): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -152,7 +123,7 @@ async fn builder_buildrequests(
 
 /// Builds, with the properties asked for by `property=` inlined as
 /// Buildbot does (`"properties": {name: [value, source]}`).
-async fn builds_envelope(m: &Master, page: Page<cascade_store::records::BuildRecord>, p: &query::Parsed) -> ApiResult {
+async fn builds_envelope(m: &Reads, page: Page<cascade_store::records::BuildRecord>, p: &query::Parsed) -> ApiResult {
     if p.properties.is_empty() {
         return envelope("builds", page, &p.fields);
     }
@@ -181,19 +152,19 @@ async fn builds_envelope(m: &Master, page: Page<cascade_store::records::BuildRec
     Ok(Json(json!({ "builds": project(items, &fields), "meta": meta(page.total) })))
 }
 
-async fn builds(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builds(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     let page = m.store.list_builds(&p.query).await?;
     builds_envelope(&m, page, &p).await
 }
 
-async fn build(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn build(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
-    let b = m.store.get_build(id(&raw, "build")?).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
+    let b = m.store.get_build(id(&raw, "build")?).await?.ok_or_else(|| HttpError::not_found("no such build"))?;
     builds_envelope(&m, Page { items: vec![b], total: 1 }, &p).await
 }
 
-async fn builder_builds(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builder_builds(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     let query: ListQuery = p.query.clone().eq("builderid", id(&raw, "builder")?);
     let page = m.store.list_builds(&query).await?;
@@ -201,7 +172,7 @@ async fn builder_builds(State(m): State<Arc<Master>>, Path(raw): Path<String>, R
 }
 
 async fn builder_build(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Reads>>,
     Path((builder, number)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -214,34 +185,34 @@ async fn builder_build(
         .items
         .into_iter()
         .next()
-        .ok_or_else(|| ApiError::not_found("no such build"))?;
+        .ok_or_else(|| HttpError::not_found("no such build"))?;
     builds_envelope(&m, Page { items: vec![b], total: 1 }, &p).await
 }
 
 /// `/builds/{id}/properties`: one object, `{name: [value, source]}`.
-async fn build_properties(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn build_properties(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let build_id = id(&raw, "build")?;
-    m.store.get_build(build_id).await?.ok_or_else(|| ApiError::not_found("no such build"))?;
+    m.store.get_build(build_id).await?.ok_or_else(|| HttpError::not_found("no such build"))?;
     let props: Map<String, Value> =
         m.store.build_properties(build_id).await?.into_iter().map(|(n, v, s)| (n, json!([v, s]))).collect();
     Ok(Json(json!({ "properties": [props], "meta": { "total": 1 } })))
 }
 
 /// `/schedulers`: every configured scheduler and whether it is enabled.
-async fn schedulers(State(m): State<Arc<Master>>) -> ApiResult {
+async fn schedulers(State(m): State<Arc<Reads>>) -> ApiResult {
     let items: Vec<Value> = m
         .store
         .list_schedulers()
         .await?
         .into_iter()
-        .filter(|s| m.config.schedulers.iter().any(|c| c.name == s.name))
+        .filter(|s| m.catalog.has_scheduler(&s.name))
         .map(|s| json!({ "schedulerid": s.id, "name": s.name, "enabled": s.enabled, "master": null }))
         .collect();
     let total = items.len();
     Ok(Json(json!({ "schedulers": items, "meta": { "total": total } })))
 }
 
-async fn scheduler(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn scheduler(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let wanted = id(&raw, "scheduler")?;
     let s = m
         .store
@@ -249,21 +220,15 @@ async fn scheduler(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> Api
         .await?
         .into_iter()
         .find(|s| s.id == wanted)
-        .ok_or_else(|| ApiError::not_found("no such scheduler"))?;
+        .ok_or_else(|| HttpError::not_found("no such scheduler"))?;
     Ok(Json(json!({
         "schedulers": [{ "schedulerid": s.id, "name": s.name, "enabled": s.enabled, "master": null }],
         "meta": { "total": 1 }
     })))
 }
 
-fn force_scheduler_json(m: &Master, s: &cascade_config::SchedulerConfig) -> Value {
-    let builders: Vec<&str> = m
-        .config
-        .builders
-        .iter()
-        .filter(|b| s.builders.as_ref().is_none_or(|list| list.iter().any(|n| n == &b.definition || n == &b.name)))
-        .map(|b| b.name.as_str())
-        .collect();
+fn force_scheduler_json(m: &Reads, s: &cascade_config::SchedulerConfig) -> Value {
+    let builders: Vec<&str> = m.catalog.forceable(s).map(|b| b.name.as_str()).collect();
     let field = |name: &str, label: &str, default: &str| {
         json!({ "name": name, "fullName": name, "label": label, "type": "text", "default": default,
                 "required": false, "hide": false, "multiple": false, "regex": null, "tablabel": label })
@@ -283,51 +248,44 @@ fn force_scheduler_json(m: &Master, s: &cascade_config::SchedulerConfig) -> Valu
 }
 
 /// `/forceschedulers`: what can be forced, and for which builders.
-async fn forceschedulers(State(m): State<Arc<Master>>) -> ApiResult {
-    let items: Vec<Value> = m
-        .config
-        .schedulers
-        .iter()
-        .filter(|s| matches!(s.kind, cascade_config::SchedulerKind::Force))
-        .map(|s| force_scheduler_json(&m, s))
-        .collect();
+async fn forceschedulers(State(m): State<Arc<Reads>>) -> ApiResult {
+    let items: Vec<Value> = m.catalog.force_schedulers().map(|s| force_scheduler_json(&m, s)).collect();
     let total = items.len();
     Ok(Json(json!({ "forceschedulers": items, "meta": { "total": total } })))
 }
 
-async fn forcescheduler(State(m): State<Arc<Master>>, Path(name): Path<String>) -> ApiResult {
+async fn forcescheduler(State(m): State<Arc<Reads>>, Path(name): Path<String>) -> ApiResult {
     let s = m
-        .config
-        .schedulers
-        .iter()
-        .find(|s| s.name == name && matches!(s.kind, cascade_config::SchedulerKind::Force))
-        .ok_or_else(|| ApiError::not_found("no such force scheduler"))?;
+        .catalog
+        .force_schedulers()
+        .find(|s| s.name == name)
+        .ok_or_else(|| HttpError::not_found("no such force scheduler"))?;
     Ok(Json(json!({ "forceschedulers": [force_scheduler_json(&m, s)], "meta": { "total": 1 } })))
 }
 
-async fn build_steps(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn build_steps(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let items = m.store.list_steps(id(&raw, "build")?).await?;
     let total = items.len() as i64;
     envelope("steps", Page { items, total }, &[])
 }
 
-async fn build_changes(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn build_changes(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let items = m.store.build_changes(id(&raw, "build")?).await?;
     let total = items.len() as i64;
     envelope("changes", Page { items, total }, &[])
 }
 
-async fn step(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn step(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("steps", m.store.get_step(id(&raw, "step")?).await?, "step")
 }
 
-async fn step_logs(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn step_logs(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let items = m.store.list_logs(id(&raw, "step")?).await?;
     let total = items.len() as i64;
     envelope("logs", Page { items, total }, &[])
 }
 
-async fn log(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn log(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("logs", m.store.get_log(id(&raw, "log")?).await?, "log")
 }
 
@@ -336,9 +294,9 @@ const MAX_LOG_LINES: i64 = 10_000;
 
 /// `/logs/{id}/contents?offset=N&limit=M`: lines as Buildbot's log chunks.
 /// For a stdio log each line starts with its stream: `o`, `e` or `h`.
-async fn log_contents(State(m): State<Arc<Master>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn log_contents(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
-    let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| ApiError::not_found("no such log"))?;
+    let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| HttpError::not_found("no such log"))?;
     let first = p.query.offset.unwrap_or(0).max(0);
     let count = p.query.limit.unwrap_or(MAX_LOG_LINES).clamp(0, MAX_LOG_LINES);
     let lines = if count == 0 { Vec::new() } else { m.store.log_lines(log.logid, first, first + count - 1).await? };
@@ -352,72 +310,39 @@ async fn log_contents(State(m): State<Arc<Master>>, Path(raw): Path<String>, Raw
     Ok(Json(json!({ "logchunks": chunks, "meta": { "total": log.num_lines } })))
 }
 
-/// Lines sent per piece of a raw log.
-const RAW_PIECE_LINES: i64 = 5_000;
-
 /// `/logs/{id}/raw`: the whole log as text, streamed piece by piece, so
 /// memory does not grow with the log. A stdio log's stream markers go.
-async fn log_raw(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| ApiError::not_found("no such log"))?;
-    stream_log(&m, log)
+async fn log_raw(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> Result<Response, HttpError> {
+    let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| HttpError::not_found("no such log"))?;
+    Ok(crate::rawlog::response(&m.store, &log))
 }
 
-/// A log's whole text as a streamed response (stdio stream markers dropped).
-pub fn stream_log(m: &Master, log: cascade_store::LogRecord) -> Result<Response, ApiError> {
-    let store = m.store.clone();
-    let (total, strip, log_id) = (log.num_lines, log.log_type == "s", log.logid);
-    let pieces = futures_util::stream::unfold(0i64, move |first| {
-        let store = store.clone();
-        async move {
-            if first >= total {
-                return None;
-            }
-            let last = (first + RAW_PIECE_LINES - 1).min(total - 1);
-            let piece = match store.log_lines(log_id, first, last).await {
-                Ok(lines) => {
-                    let mut text = String::new();
-                    for l in &lines {
-                        text.push_str(if strip { l.get(1..).unwrap_or("") } else { l });
-                        text.push('\n');
-                    }
-                    Ok::<_, std::io::Error>(axum::body::Bytes::from(text))
-                }
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            Some((piece, last + 1))
-        }
-    });
-    let filename = format!("log-{log_id}-{}.txt", log.slug);
-    Ok((
-        [
-            (axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
-        ],
-        axum::body::Body::from_stream(pieces),
-    )
-        .into_response())
-}
-
-async fn workers(State(m): State<Arc<Master>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn workers(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
     let p = query::parse(q.as_deref())?;
     envelope("workers", m.store.list_workers(&p.query).await?, &p.fields)
 }
 
-async fn worker(State(m): State<Arc<Master>>, Path(raw): Path<String>) -> ApiResult {
+async fn worker(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("workers", m.store.get_worker(id(&raw, "worker")?).await?, "worker")
 }
 
-async fn masters(State(m): State<Arc<Master>>) -> ApiResult {
+async fn masters(State(m): State<Arc<Reads>>) -> ApiResult {
     let items = m.store.list_masters().await?;
     let total = items.len() as i64;
     envelope("masters", Page { items, total }, &[])
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such resource")
+async fn not_found() -> HttpError {
+    HttpError::not_found("no such resource")
 }
 
-pub fn router() -> Router<Arc<Master>> {
+/// Every `/api/v2` route (nested there by the app).
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Reads>: FromRef<S>,
+    Arc<control::Control>: FromRef<S>,
+{
     Router::new()
         .route("/changes", get(changes))
         .route("/changes/{id}", get(change))

@@ -3,7 +3,7 @@
 
 use cascade_store::{Filter, ListQuery, Op, Order};
 
-use super::ApiError;
+use crate::error::HttpError;
 
 /// A parsed list query and the fields to keep in each object (empty: all).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,16 +14,16 @@ pub struct Parsed {
     pub properties: Vec<String>,
 }
 
-pub fn parse(raw: Option<&str>) -> Result<Parsed, ApiError> {
+pub fn parse(raw: Option<&str>) -> Result<Parsed, HttpError> {
     let pairs: Vec<(String, String)> = match raw {
         None | Some("") => Vec::new(),
         Some(q) => {
-            serde_urlencoded::from_str(q).map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?
+            serde_urlencoded::from_str(q).map_err(|e| HttpError::bad_request(format!("malformed query string: {e}")))?
         }
     };
     let mut parsed = Parsed::default();
-    let int = |name: &str, v: &str| -> Result<i64, ApiError> {
-        v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("{name} must be an integer, got {v:?}")))
+    let int = |name: &str, v: &str| -> Result<i64, HttpError> {
+        v.parse::<i64>().map_err(|_| HttpError::bad_request(format!("{name} must be an integer, got {v:?}")))
     };
     for (key, value) in pairs {
         match key.as_str() {
@@ -43,7 +43,7 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, ApiError> {
             _ => {
                 let (field, op) = match key.split_once("__") {
                     Some((f, op)) => {
-                        (f, Op::parse(op).ok_or_else(|| ApiError::bad_request(format!("unknown operator {op:?}")))?)
+                        (f, Op::parse(op).ok_or_else(|| HttpError::bad_request(format!("unknown operator {op:?}")))?)
                     }
                     None => (key.as_str(), Op::Eq),
                 };

@@ -16,9 +16,10 @@ use cascade_config::GithubLoginConfig;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::Access;
 use super::User;
 use super::session::{client_ip, cookie, local_next, set_cookie, start};
-use crate::app::Master;
+use crate::error::HttpError;
 
 const STATE_COOKIE: &str = "cascade_oauth";
 /// How long a visitor has to come back from GitHub.
@@ -31,14 +32,14 @@ pub struct StartParams {
     next: Option<String>,
 }
 
-fn callback_url(master: &Master) -> String {
-    format!("{}auth/github/callback", master.config.master.url)
+fn callback_url(access: &Access) -> String {
+    format!("{}auth/github/callback", access.catalog.config.master.url)
 }
 
 /// `GET /auth/github/login`: off to GitHub, with a state to check on return.
-pub async fn start_login(State(m): State<Arc<Master>>, Query(q): Query<StartParams>) -> Response {
-    let Some(gh) = &m.config.auth.github else {
-        return (StatusCode::NOT_FOUND, "GitHub login is not configured").into_response();
+pub async fn start_login(State(access): State<Arc<Access>>, Query(q): Query<StartParams>) -> Response {
+    let Some(gh) = &access.catalog.config.auth.github else {
+        return HttpError::not_found("GitHub login is not configured").into_response();
     };
     let state = super::random_token();
     let next = local_next(q.next.as_deref());
@@ -46,13 +47,13 @@ pub async fn start_login(State(m): State<Arc<Master>>, Query(q): Query<StartPara
         "{}?client_id={}&redirect_uri={}&scope=read%3Aorg&state={}",
         gh.authorize_url,
         urlencode(&gh.client_id),
-        urlencode(&callback_url(&m)),
+        urlencode(&callback_url(&access)),
         state
     );
     let mut response = Redirect::to(&url).into_response();
     // The state and where to go afterwards; `next` is a local path, so safe in a cookie.
     let value = format!("{state}.{}", hex::encode(next.as_bytes()));
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(&m, STATE_COOKIE, &value, STATE_LIFETIME_SECS));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(&access, STATE_COOKIE, &value, STATE_LIFETIME_SECS));
     response
 }
 
@@ -182,22 +183,22 @@ pub async fn identify(
 
 /// `GET /auth/github/callback`: GitHub sends the visitor back with a code.
 pub async fn callback(
-    State(m): State<Arc<Master>>,
+    State(access): State<Arc<Access>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Query(q): Query<CallbackParams>,
 ) -> Response {
     let ip = client_ip(connect.as_ref().map(|c| &c.0));
-    let (Some(gh), Some(secret)) = (&m.config.auth.github, &m.github_client_secret) else {
-        return (StatusCode::NOT_FOUND, "GitHub login is not configured").into_response();
+    let (Some(gh), Some(secret)) = (&access.catalog.config.auth.github, &access.github_client_secret) else {
+        return HttpError::not_found("GitHub login is not configured").into_response();
     };
     let refuse = |status: StatusCode, why: &str| {
         tracing::warn!(address = %ip, reason = %why, "GitHub login refused");
-        let mut r = (status, why.to_string()).into_response();
-        r.headers_mut().append(header::SET_COOKIE, set_cookie(&m, STATE_COOKIE, "", 0));
+        let mut r = HttpError::new(status, why).into_response();
+        r.headers_mut().append(header::SET_COOKIE, set_cookie(&access, STATE_COOKIE, "", 0));
         r
     };
-    if let Err(wait) = m.login_limiter.check(ip, Instant::now()) {
+    if let Err(wait) = access.limiter.check(ip, Instant::now()) {
         return refuse(StatusCode::TOO_MANY_REQUESTS, &format!("too many failed logins; wait {} s", wait.as_secs()));
     }
     if let Some(e) = q.error {
@@ -207,25 +208,25 @@ pub async fn callback(
     let (state, next_hex) = saved.split_once('.').unwrap_or(("", ""));
     let sent = q.state.unwrap_or_default();
     if state.is_empty() || !bool::from(state.as_bytes().ct_eq(sent.as_bytes())) {
-        m.login_limiter.failed(ip, Instant::now());
+        access.limiter.failed(ip, Instant::now());
         return refuse(StatusCode::FORBIDDEN, "the login's state does not match; start again");
     }
     let next = local_next(hex::decode(next_hex).ok().and_then(|b| String::from_utf8(b).ok()).as_deref());
     let Some(code) = q.code.filter(|c| !c.is_empty()) else {
         return refuse(StatusCode::BAD_REQUEST, "GitHub sent no code");
     };
-    let who = match identify(&m.http_client, gh, secret.expose(), &code, &callback_url(&m)).await {
+    let who = match identify(&access.http, gh, secret.expose(), &code, &callback_url(&access)).await {
         Ok(who) => who,
         Err(e) => {
-            m.login_limiter.failed(ip, Instant::now());
+            access.limiter.failed(ip, Instant::now());
             return refuse(StatusCode::BAD_GATEWAY, &e.to_string());
         }
     };
-    let roles = roles_for(gh, &m.config.auth.admins, &who);
-    m.login_limiter.succeeded(ip);
+    let roles = roles_for(gh, &access.catalog.config.auth.admins, &who);
+    access.limiter.succeeded(ip);
     tracing::info!(user = %who.login, teams = ?who.teams, ?roles, "GitHub login");
-    let mut response = start(&m, &User { name: who.login, roles }, "github", &next).await;
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(&m, STATE_COOKIE, "", 0));
+    let mut response = start(&access, &User { name: who.login, roles }, "github", &next).await;
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(&access, STATE_COOKIE, "", 0));
     response
 }
 
@@ -255,7 +256,7 @@ mod tests {
         };
         let who = |login: &str, teams: &[&str]| GithubIdentity {
             login: login.into(),
-            teams: teams.iter().map(|t| t.to_string()).collect(),
+            teams: teams.iter().map(std::string::ToString::to_string).collect(),
         };
         assert_eq!(roles_for(&gh, &[], &who("ann", &["Python/Python-Core", "other/x"])), vec!["core-dev"]);
         assert_eq!(roles_for(&gh, &[], &who("zware", &[])), vec!["admin"]);

@@ -4,8 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Addresses tracked at most; past that the oldest entries go (an attacker
 /// with many addresses gains nothing but a flush of others' counters).
@@ -24,7 +25,7 @@ impl LoginLimiter {
 
     /// `Err(wait)` when this address must wait before trying again.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let Ok(mut map) = self.failures.lock() else { return Ok(()) };
+        let mut map = self.failures.lock();
         let Some(times) = map.get_mut(&ip) else { return Ok(()) };
         while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             times.pop_front();
@@ -41,7 +42,7 @@ impl LoginLimiter {
     }
 
     pub fn failed(&self, ip: IpAddr, now: Instant) {
-        let Ok(mut map) = self.failures.lock() else { return };
+        let mut map = self.failures.lock();
         if map.len() >= MAX_ADDRESSES && !map.contains_key(&ip) {
             let window = self.window;
             map.retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) < window));
@@ -58,9 +59,7 @@ impl LoginLimiter {
 
     /// A successful login clears the address's record.
     pub fn succeeded(&self, ip: IpAddr) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&ip);
-        }
+        self.failures.lock().remove(&ip);
     }
 }
 

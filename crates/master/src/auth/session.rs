@@ -17,8 +17,8 @@ use axum::{Extension, Form};
 use cascade_store::NewSession;
 use subtle::ConstantTimeEq;
 
+use super::Access;
 use super::{User, hash_token, random_token};
-use crate::app::Master;
 
 pub const SESSION_COOKIE: &str = "cascade_session";
 const LOGIN_COOKIE: &str = "cascade_login";
@@ -37,8 +37,8 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// A `Set-Cookie` value; `max_age` 0 deletes the cookie.
-pub fn set_cookie(master: &Master, name: &str, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if master.config.master.url.starts_with("https://") { "; Secure" } else { "" };
+pub fn set_cookie(access: &Access, name: &str, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if access.catalog.config.master.url.starts_with("https://") { "; Secure" } else { "" };
     let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
 }
@@ -58,11 +58,11 @@ pub fn client_ip(connect: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
 
 /// Starts a session for `user`: the row, then the cookie; answers with a
 /// redirect to `next`.
-pub async fn start(master: &Master, user: &User, source: &str, next: &str) -> Response {
+pub async fn start(access: &Access, user: &User, source: &str, next: &str) -> Response {
     let token = random_token();
     let csrf = random_token();
-    let now = crate::clock::now();
-    let lifetime = master.config.auth.session_lifetime.as_secs();
+    let now = access.clock.now();
+    let lifetime = access.catalog.config.auth.session_lifetime.as_secs();
     let new = NewSession {
         token_hash: &hash_token(&token),
         user: &user.name,
@@ -71,14 +71,13 @@ pub async fn start(master: &Master, user: &User, source: &str, next: &str) -> Re
         csrf_token: &csrf,
         expires_at: now + lifetime as i64,
     };
-    if let Err(e) = master.store.create_session(&new, now).await {
-        tracing::error!(error = %e, "could not store a session");
-        return (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable").into_response();
+    if let Err(e) = access.store.create_session(&new, now).await {
+        return crate::error::HttpError::from(e).into_response();
     }
     tracing::info!(user = %user.name, %source, "logged in");
     let mut response = Redirect::to(next).into_response();
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(master, SESSION_COOKIE, &token, lifetime));
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(master, LOGIN_COOKIE, "", 0));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(access, SESSION_COOKIE, &token, lifetime));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(access, LOGIN_COOKIE, "", 0));
     response
 }
 
@@ -98,23 +97,23 @@ pub struct NextParam {
     next: Option<String>,
 }
 
-fn login_page(master: &Master, status: StatusCode, next: &str, error: Option<String>, username: &str) -> Response {
+fn login_page(access: &Access, status: StatusCode, next: &str, error: Option<String>, username: &str) -> Response {
     let csrf = random_token();
     let page = LoginPage {
-        title: master.config.master.title.clone(),
+        title: access.catalog.config.master.title.clone(),
         csrf: csrf.clone(),
         next: next.to_string(),
         error,
-        github: master.config.auth.github.is_some(),
+        github: access.catalog.config.auth.github.is_some(),
         username: username.to_string(),
     };
     let mut response = (status, page).into_response();
-    response.headers_mut().append(header::SET_COOKIE, set_cookie(master, LOGIN_COOKIE, &csrf, 3600));
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(access, LOGIN_COOKIE, &csrf, 3600));
     response
 }
 
-pub async fn form(State(m): State<Arc<Master>>, Query(q): Query<NextParam>) -> Response {
-    login_page(&m, StatusCode::OK, &local_next(q.next.as_deref()), None, "")
+pub async fn form(State(access): State<Arc<Access>>, Query(q): Query<NextParam>) -> Response {
+    login_page(&access, StatusCode::OK, &local_next(q.next.as_deref()), None, "")
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -129,7 +128,7 @@ pub struct LoginForm {
 }
 
 pub async fn login(
-    State(m): State<Arc<Master>>,
+    State(access): State<Arc<Access>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
@@ -139,12 +138,18 @@ pub async fn login(
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(f.csrf.as_bytes())) {
         tracing::warn!(address = %ip, "login refused: the form's token does not match its cookie");
-        return login_page(&m, StatusCode::FORBIDDEN, &next, Some("The form expired; please try again.".into()), "");
+        return login_page(
+            &access,
+            StatusCode::FORBIDDEN,
+            &next,
+            Some("The form expired; please try again.".into()),
+            "",
+        );
     }
-    if let Err(wait) = m.login_limiter.check(ip, Instant::now()) {
+    if let Err(wait) = access.limiter.check(ip, Instant::now()) {
         tracing::warn!(address = %ip, user = %f.username, "login refused: too many failures");
         let mut response = login_page(
-            &m,
+            &access,
             StatusCode::TOO_MANY_REQUESTS,
             &next,
             Some(format!("Too many failed logins from your address; try again in {} s.", wait.as_secs().max(1))),
@@ -155,7 +160,7 @@ pub async fn login(
         }
         return response;
     }
-    let configured = m.config.users.iter().find(|u| u.name == f.username).cloned();
+    let configured = access.catalog.config.users.iter().find(|u| u.name == f.username).cloned();
     let hash = configured.as_ref().and_then(|u| u.password_hash.clone());
     let password = f.password.clone();
     // argon2 is slow on purpose: off the async threads. Unknown users cost
@@ -171,13 +176,19 @@ pub async fn login(
     .unwrap_or(false);
     match (ok, configured) {
         (true, Some(u)) => {
-            m.login_limiter.succeeded(ip);
-            start(&m, &User { name: u.name, roles: u.roles }, "password", &next).await
+            access.limiter.succeeded(ip);
+            start(&access, &User { name: u.name, roles: u.roles }, "password", &next).await
         }
         _ => {
-            m.login_limiter.failed(ip, Instant::now());
+            access.limiter.failed(ip, Instant::now());
             tracing::warn!(address = %ip, user = %f.username, "login refused: wrong user name or password");
-            login_page(&m, StatusCode::UNAUTHORIZED, &next, Some("Wrong user name or password.".into()), &f.username)
+            login_page(
+                &access,
+                StatusCode::UNAUTHORIZED,
+                &next,
+                Some("Wrong user name or password.".into()),
+                &f.username,
+            )
         }
     }
 }
@@ -195,20 +206,20 @@ pub struct LogoutForm {
 }
 
 pub async fn logout(
-    State(m): State<Arc<Master>>,
+    State(access): State<Arc<Access>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(f): Form<LogoutForm>,
 ) -> Response {
     let from = connect.map(|c| c.0.0);
-    match super::actor(&m, &headers, from, "logout", Some(&f.csrf)).await {
+    match access.actor(&headers, from, super::Intent::Logout, Some(&f.csrf)).await {
         Ok(user) => {
             if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-                let _ = m.store.delete_session(&hash_token(&token)).await;
+                let _ = access.store.delete_session(&hash_token(&token)).await;
             }
             tracing::info!(user = %user.name, "logged out");
             let mut response = Redirect::to("/").into_response();
-            response.headers_mut().append(header::SET_COOKIE, set_cookie(&m, SESSION_COOKIE, "", 0));
+            response.headers_mut().append(header::SET_COOKIE, set_cookie(&access, SESSION_COOKIE, "", 0));
             response
         }
         Err(e) => e.into_response(),

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 
-use super::{Caller, Via};
-use crate::app::Master;
+use super::{Access, Caller, Intent, Via};
+use crate::error::HttpError;
 
 pub struct TokenRow {
     pub id: i64,
@@ -32,20 +32,18 @@ pub struct TokensPage {
 }
 
 /// The logged-in visitor (a page session), or the response to send instead.
-async fn visitor(m: &Master, headers: &HeaderMap) -> Result<(String, String), Response> {
-    match super::caller(m, headers, None).await {
-        Ok(Some(Caller { user, via: Via::Session { csrf } })) => Ok((user.name, csrf)),
-        Ok(_) => Err(Redirect::to("/login?next=%2Ftokens").into_response()),
-        Err(e) => Err(e.into_response()),
+async fn visitor(access: &Access, headers: &HeaderMap) -> Result<Result<(String, String), Response>, HttpError> {
+    match access.caller(headers, None).await? {
+        Some(Caller { user, via: Via::Session { csrf } }) => Ok(Ok((user.name, csrf))),
+        _ => Ok(Err(Redirect::to("/login?next=%2Ftokens").into_response())),
     }
 }
 
-async fn render(m: &Master, user: String, csrf: String, created: Option<String>) -> Response {
-    let tokens = match m.store.list_api_tokens().await {
-        Ok(t) => t,
-        Err(e) => return crate::api::ApiError::from(e).into_response(),
-    };
-    let tokens = tokens
+async fn render(access: &Access, user: String, csrf: String, created: Option<String>) -> Result<Response, HttpError> {
+    let tokens = access
+        .store
+        .list_api_tokens()
+        .await?
         .into_iter()
         .filter(|t| t.user == user)
         .map(|t| TokenRow {
@@ -57,17 +55,18 @@ async fn render(m: &Master, user: String, csrf: String, created: Option<String>)
             revoked: t.revoked,
         })
         .collect();
-    let page = TokensPage { title: m.config.master.title.clone(), user, csrf, tokens, created };
+    let page = TokensPage { title: access.catalog.config.master.title.clone(), user, csrf, tokens, created };
     let mut response = page.into_response();
     // The one response holding a token's text is never cached.
     response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-    response
+    Ok(response)
 }
 
-pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap) -> Response {
-    match visitor(&m, &headers).await {
-        Ok((user, csrf)) => render(&m, user, csrf, None).await,
-        Err(r) => r,
+/// `GET /tokens`: the visitor's tokens.
+pub async fn list(State(access): State<Arc<Access>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    match visitor(&access, &headers).await? {
+        Ok((user, csrf)) => render(&access, user, csrf, None).await,
+        Err(redirect) => Ok(redirect),
     }
 }
 
@@ -79,26 +78,22 @@ pub struct CreateForm {
     label: String,
 }
 
+/// `POST /tokens`: a new token, shown once.
 pub async fn create(
-    State(m): State<Arc<Master>>,
+    State(access): State<Arc<Access>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(f): Form<CreateForm>,
-) -> Response {
+) -> Result<Response, HttpError> {
     let from = connect.map(|c| c.0.0);
-    let user = match super::actor(&m, &headers, from, "token", Some(&f.csrf)).await {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
+    let user = access.actor(&headers, from, Intent::ManageTokens, Some(&f.csrf)).await?;
     let (token, hash) = super::new_token();
     let label: String = f.label.chars().take(200).collect();
-    if let Err(e) = m.store.create_api_token(&user.name, &label, &hash, crate::clock::now()).await {
-        return crate::api::ApiError::from(e).into_response();
-    }
+    access.store.create_api_token(&user.name, &label, &hash, access.clock.now()).await?;
     tracing::info!(user = %user.name, %label, "API token created");
-    match visitor(&m, &headers).await {
-        Ok((name, csrf)) => render(&m, name, csrf, Some(token)).await,
-        Err(r) => r,
+    match visitor(&access, &headers).await? {
+        Ok((name, csrf)) => render(&access, name, csrf, Some(token)).await,
+        Err(redirect) => Ok(redirect),
     }
 }
 
@@ -108,27 +103,21 @@ pub struct RevokeForm {
     csrf: String,
 }
 
+/// `POST /tokens/{id}/revoke`: one of the visitor's own tokens.
 pub async fn revoke(
-    State(m): State<Arc<Master>>,
+    State(access): State<Arc<Access>>,
     Path(id): Path<i64>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(f): Form<RevokeForm>,
-) -> Response {
+) -> Result<Response, HttpError> {
     let from = connect.map(|c| c.0.0);
-    let user = match super::actor(&m, &headers, from, "token", Some(&f.csrf)).await {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    let owned = m.store.list_api_tokens().await.map(|t| t.iter().any(|t| t.id == id && t.user == user.name));
-    match owned {
-        Ok(true) => {}
-        Ok(false) => return (StatusCode::NOT_FOUND, "no such token of yours").into_response(),
-        Err(e) => return crate::api::ApiError::from(e).into_response(),
+    let user = access.actor(&headers, from, Intent::ManageTokens, Some(&f.csrf)).await?;
+    let owned = access.store.list_api_tokens().await?.iter().any(|t| t.id == id && t.user == user.name);
+    if !owned {
+        return Err(HttpError::not_found("no such token of yours"));
     }
-    if let Err(e) = m.store.revoke_api_token(id, crate::clock::now()).await {
-        return crate::api::ApiError::from(e).into_response();
-    }
+    access.store.revoke_api_token(id, access.clock.now()).await?;
     tracing::info!(user = %user.name, token = id, "API token revoked");
-    Redirect::to("/tokens").into_response()
+    Ok(Redirect::to("/tokens").into_response())
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use cascade_model::log::Stream;
 use cascade_model::outcome::CommandEnd;
 use cascade_protocol::UpdateEntry;
 use regex::Regex;
@@ -10,6 +11,8 @@ use tokio::sync::watch;
 
 use super::log::LogWriter;
 use crate::workers::{CommandEvent, WorkerError, WorkerHandle};
+
+const NO_DOWNLOAD: &str = "this step serves no download";
 
 /// Most stdout kept when a command's output is wanted (e.g. `git rev-parse`).
 const CAPTURE_LIMIT: usize = 1 << 20;
@@ -34,7 +37,15 @@ pub struct CommandRun<'a> {
     pub capture_stdout: bool,
 }
 
+/// Whether a command's event ended it.
+enum Flow {
+    Go,
+    Done,
+}
+
 impl CommandRun<'_> {
+    /// Runs the command to its end: its output goes to `log`, a stop
+    /// interrupts it, transfers go to `transfer`.
     pub async fn run(
         mut self,
         log: &mut LogWriter,
@@ -50,7 +61,7 @@ impl CommandRun<'_> {
                 return Ok(result);
             }
             Err(e) => {
-                log.add('h', &format!("{} could not start: {e}", self.name)).await?;
+                log.header(&format!("{} could not start: {e}", self.name)).await?;
                 result.end.error = Some(e.to_string());
                 return Ok(result);
             }
@@ -65,54 +76,15 @@ impl CommandRun<'_> {
         let mut listening = true;
         loop {
             tokio::select! {
-                event = events.recv() => match event {
-                    Some(CommandEvent::Output(entries)) => {
-                        for entry in entries {
-                            self.absorb(entry, log, &mut result).await?;
-                        }
-                    }
-                    Some(CommandEvent::Upload(op, reply)) => {
-                        tracing::trace!(command = %self.command_id, "upload event");
-                        let answer = match transfer.as_deref_mut() {
-                            Some(t) => t.upload(op),
-                            None => Err("this step takes no upload".to_string()),
-                        };
-                        if let Err(e) = &answer {
-                            log.add('h', &format!("upload refused: {e}")).await?;
-                        }
-                        let _ = reply.send(answer);
-                    }
-                    Some(CommandEvent::Read(length, reply)) => {
-                        let answer = match transfer.as_deref_mut() {
-                            Some(t) => t.read(length),
-                            None => Err("this step serves no download".to_string()),
-                        };
-                        let _ = reply.send(answer);
-                    }
-                    Some(CommandEvent::ReadClose(reply)) => {
-                        let answer = match transfer.as_deref_mut() {
-                            Some(t) => t.close_read(),
-                            None => Err("this step serves no download".to_string()),
-                        };
-                        let _ = reply.send(answer);
-                    }
-                    Some(CommandEvent::Complete { error }) => {
-                        if let Some(e) = &error {
-                            log.add('h', &format!("the worker failed running {}: {e}", self.name)).await?;
-                        }
-                        result.end.error = error;
+                event = events.recv() => {
+                    if let Flow::Done = self.on_event(event, log, &mut result, transfer.as_deref_mut()).await? {
                         break;
                     }
-                    Some(CommandEvent::Lost) | None => {
-                        log.add('h', "the worker was lost while the command ran").await?;
-                        result.lost = true;
-                        break;
-                    }
-                },
+                }
                 changed = stop.changed(), if listening && !interrupted => match changed {
                     Ok(()) if *stop.borrow() => {
                         interrupted = true;
-                        log.add('h', "stopping: interrupting the command").await?;
+                        log.header("stopping: interrupting the command").await?;
                         let _ = self.worker.conn.interrupt(&self.command_id, "the build was stopped").await;
                     }
                     Ok(()) => {}
@@ -122,9 +94,52 @@ impl CommandRun<'_> {
         }
         result.end.interrupted = interrupted;
         if let Some(rc) = result.end.rc {
-            log.add('h', &format!("program finished with exit code {rc}")).await?;
+            log.header(&format!("program finished with exit code {rc}")).await?;
         }
         Ok(result)
+    }
+
+    async fn on_event<'d>(
+        &self,
+        event: Option<CommandEvent>,
+        log: &mut LogWriter,
+        result: &mut CommandResult,
+        transfer: Option<&mut (dyn super::upload::Transfer + 'd)>,
+    ) -> Result<Flow, cascade_store::StoreError> {
+        match event {
+            Some(CommandEvent::Output(entries)) => {
+                for entry in entries {
+                    self.absorb(entry, log, result).await?;
+                }
+            }
+            Some(CommandEvent::Upload(op, reply)) => {
+                let answer = transfer.map_or_else(|| Err("this step takes no upload".to_string()), |t| t.upload(op));
+                if let Err(e) = &answer {
+                    log.header(&format!("upload refused: {e}")).await?;
+                }
+                let _ = reply.send(answer);
+            }
+            Some(CommandEvent::Read(length, reply)) => {
+                let _ = reply.send(transfer.map_or_else(|| Err(NO_DOWNLOAD.to_string()), |t| t.read(length)));
+            }
+            Some(CommandEvent::ReadClose(reply)) => {
+                let _ = reply
+                    .send(transfer.map_or_else(|| Err(NO_DOWNLOAD.to_string()), super::upload::Transfer::close_read));
+            }
+            Some(CommandEvent::Complete { error }) => {
+                if let Some(e) = &error {
+                    log.header(&format!("the worker failed running {}: {e}", self.name)).await?;
+                }
+                result.end.error = error;
+                return Ok(Flow::Done);
+            }
+            Some(CommandEvent::Lost) | None => {
+                log.header("the worker was lost while the command ran").await?;
+                result.lost = true;
+                return Ok(Flow::Done);
+            }
+        }
+        Ok(Flow::Go)
     }
 
     async fn absorb(
@@ -139,14 +154,16 @@ impl CommandRun<'_> {
                 if self.capture_stdout && result.stdout.len() < CAPTURE_LIMIT {
                     result.stdout.push_str(&text);
                 }
-                log.add('o', &text).await?;
+                log.add(Stream::Stdout, &text).await?;
             }
             UpdateEntry::Stderr(text) => {
                 self.count_warnings(&text, result);
-                log.add('e', &text).await?;
+                log.add(Stream::Stderr, &text).await?;
             }
-            UpdateEntry::Header(text) => log.add('h', &text).await?,
-            UpdateEntry::Log(name, text) => log.add('o', &format!("[{name}] {}", text.trim_end_matches('\n'))).await?,
+            UpdateEntry::Header(text) => log.header(&text).await?,
+            UpdateEntry::Log(name, text) => {
+                log.add(Stream::Stdout, &format!("[{name}] {}", text.trim_end_matches('\n'))).await?;
+            }
             UpdateEntry::Rc(rc) => result.end.rc = Some(rc),
             UpdateEntry::FailureReason(r) => result.failure_reason = Some(r),
             UpdateEntry::Stat(s) => result.stat = Some(s),

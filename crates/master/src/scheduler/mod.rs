@@ -8,15 +8,18 @@
 pub mod periodic;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cascade_config::{Config, SchedulerKind};
 use cascade_model::scheduling::{is_important, tree_stable_fire_at};
 use cascade_model::{Glob, NewChange};
 use cascade_store::{NewBuildset, NewSourceStamp, SchedulerRow, SchedulerTouch, Store, StoreError, WaitingSummary};
+use parking_lot::RwLock;
 use serde_json::json;
 use tokio::sync::Notify;
+
+use crate::clock::Clock;
 
 /// How often the loop looks at the store even without a nudge: changes
 /// stored by another master or by `cascade sendchange` arrive this way.
@@ -80,6 +83,8 @@ pub struct Schedulers {
     project: Option<String>,
     repository_url: String,
     disabled: RwLock<BTreeSet<i64>>,
+    /// Nudged when changes are stored: a pass runs at once.
+    wake: Notify,
 }
 
 impl Schedulers {
@@ -121,7 +126,7 @@ impl Schedulers {
         let project = config.github.repository.clone();
         let repository_url = project.as_ref().map(|p| format!("https://github.com/{p}")).unwrap_or_default();
         let disabled = rows.values().filter(|r| !r.enabled).map(|r| r.id).collect();
-        Ok(Schedulers { entries, project, repository_url, disabled: RwLock::new(disabled) })
+        Ok(Schedulers { entries, project, repository_url, disabled: RwLock::new(disabled), wake: Notify::new() })
     }
 
     /// The (name, kind) of every configured scheduler, for `sync_schedulers`.
@@ -132,17 +137,16 @@ impl Schedulers {
     /// Switches a scheduler at once (the store holds the switch for the
     /// next pass and for other masters).
     pub fn set_enabled(&self, id: i64, enabled: bool) {
-        if let Ok(mut d) = self.disabled.write() {
-            if enabled {
-                d.remove(&id);
-            } else {
-                d.insert(id);
-            }
+        let mut disabled = self.disabled.write();
+        if enabled {
+            disabled.remove(&id);
+        } else {
+            disabled.insert(id);
         }
     }
 
     fn is_disabled(&self, id: i64) -> bool {
-        self.disabled.read().map(|d| d.contains(&id)).unwrap_or(false)
+        self.disabled.read().contains(&id)
     }
 
     /// Which branch schedulers want this change, and whether it is
@@ -179,9 +183,7 @@ impl Schedulers {
     /// Fires every scheduler that is due at `now`.
     pub async fn tick(&self, store: &Store, now: i64) -> Result<TickReport, SchedulerError> {
         let rows = store.list_schedulers().await?;
-        if let Ok(mut d) = self.disabled.write() {
-            *d = rows.iter().filter(|r| !r.enabled).map(|r| r.id).collect();
-        }
+        *self.disabled.write() = rows.iter().filter(|r| !r.enabled).map(|r| r.id).collect();
         let rows: BTreeMap<i64, SchedulerRow> = rows.into_iter().map(|r| (r.id, r)).collect();
         let waiting: BTreeMap<i64, WaitingSummary> =
             store.waiting_summaries().await?.into_iter().map(|w| (w.scheduler_id, w)).collect();
@@ -296,13 +298,18 @@ impl Schedulers {
         Ok(created)
     }
 
+    /// Asks for a pass now (changes were stored).
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
     /// Runs until `stopped` turns true: fires what is due, sleeps until the
-    /// next due time, a nudge (`wake`), or the poll interval.
+    /// next due time, a [nudge](Schedulers::nudge), or the poll interval.
     /// `fired` is nudged whenever a firing created build requests.
     pub async fn run(
         self: Arc<Self>,
         store: Store,
-        wake: Arc<Notify>,
+        clock: Clock,
         fired: Arc<Notify>,
         mut stopped: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -310,7 +317,7 @@ impl Schedulers {
             if *stopped.borrow() {
                 return;
             }
-            let now = crate::clock::now();
+            let now = clock.now();
             let sleep_for = match self.tick(&store, now).await {
                 Ok(report) => {
                     if !report.fired.is_empty() {
@@ -328,7 +335,7 @@ impl Schedulers {
                 }
             };
             tokio::select! {
-                _ = wake.notified() => {}
+                () = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
                 _ = stopped.changed() => {}
             }

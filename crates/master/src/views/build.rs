@@ -9,10 +9,13 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use cascade_store::ListQuery;
+use cascade_model::log::split;
+use cascade_model::naming::builder_folder;
+use cascade_store::records::{BuildRecord, ChangeRecord};
+use cascade_store::{ListQuery, LogRecord, StepRecord};
 
-use super::{Chrome, Filter, Look, ansi, duration, look, not_found, render, store_error};
-use crate::app::Master;
+use super::{Chrome, Filter, Look, Pages, ansi, duration, look, not_found, render};
+use crate::error::HttpError;
 
 pub struct StepLine {
     pub number: i64,
@@ -55,23 +58,20 @@ pub struct BuildPage {
     pub next: Option<String>,
 }
 
-async fn find(m: &Master, builder: &str, number: &str) -> Result<cascade_store::records::BuildRecord, Response> {
+async fn find(m: &Pages, builder: &str, number: &str) -> Result<BuildRecord, HttpError> {
     let (Ok(builder_id), Ok(number)) = (builder.parse::<i64>(), number.parse::<i64>()) else {
         return Err(not_found("build"));
     };
     let q = ListQuery::default().eq("builderid", builder_id).eq("number", number);
-    match m.store.list_builds(&q).await {
-        Ok(p) => p.items.into_iter().next().ok_or_else(|| not_found("build")),
-        Err(e) => Err(store_error(e)),
-    }
+    m.store.list_builds(&q).await?.items.into_iter().next().ok_or_else(|| not_found("build"))
 }
 
-fn artifact_root(m: &Master, builder: &str, number: i64) -> std::path::PathBuf {
-    m.config.master.artifacts.join(crate::runner::build::sanitize(builder)).join(number.to_string())
+fn artifact_root(m: &Pages, builder: &str, number: i64) -> std::path::PathBuf {
+    m.catalog.config.master.artifacts.join(builder_folder(builder)).join(number.to_string())
 }
 
 /// Files under the build's artifact folder, relative paths and sizes (at most 200).
-fn artifacts(m: &Master, builder: &str, number: i64) -> Vec<(String, u64)> {
+fn artifacts(m: &Pages, builder: &str, number: i64) -> Vec<(String, u64)> {
     let root = artifact_root(m, builder, number);
     let mut out = Vec::new();
     let mut stack = vec![root.clone()];
@@ -93,77 +93,65 @@ fn artifacts(m: &Master, builder: &str, number: i64) -> Vec<(String, u64)> {
     out
 }
 
+fn step_line(b: &BuildRecord, s: StepRecord, logs: Vec<LogRecord>, now: i64) -> StepLine {
+    let base = format!("/builders/{}/builds/{}/steps/{}/logs", b.builderid, b.number, s.number);
+    StepLine {
+        number: s.number,
+        name: s.name,
+        look: look(s.results, s.complete),
+        state: s.state_string,
+        took: s.started_at.map(|t| duration(s.complete_at.unwrap_or(now) - t)).unwrap_or_default(),
+        logs: logs.into_iter().map(|l| (l.name, format!("{base}/{}", l.slug), l.num_lines)).collect(),
+    }
+}
+
+fn blame(c: ChangeRecord) -> Blame {
+    Blame {
+        id: c.changeid,
+        revision: c.revision.unwrap_or_default().chars().take(12).collect(),
+        revlink: c.revlink,
+        author: c.author,
+        title: c.comments.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Why the build ran (its buildset's reason) and on which worker.
+async fn reason_and_worker(m: &Pages, b: &BuildRecord) -> Result<(String, String), HttpError> {
+    let reason = match m.store.get_buildrequest(b.buildrequestid).await? {
+        Some(r) => m.store.get_buildset(r.buildsetid).await?.map(|bs| bs.reason).unwrap_or_default(),
+        None => String::new(),
+    };
+    let worker = match b.workerid {
+        Some(w) => m.store.get_worker(w).await?.map(|w| w.name).unwrap_or_default(),
+        None => String::new(),
+    };
+    Ok((reason, worker))
+}
+
+/// `GET /builders/{id}/builds/{number}`.
 pub async fn page(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     Path((builder, number)): Path<(String, String)>,
-) -> Response {
-    let b = match find(&m, &builder, &number).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let by_id = super::builders_by_id(&m);
+) -> Result<Response, HttpError> {
+    let b = find(&m, &builder, &number).await?;
     let builder_name =
-        by_id.get(&b.builderid).map(|c| c.name.clone()).unwrap_or_else(|| format!("builder {}", b.builderid));
-    let load = async {
-        let steps = m.store.list_steps(b.buildid).await?;
-        let mut with_logs = Vec::new();
-        for s in steps {
-            let logs = m.store.list_logs(s.stepid).await?;
-            with_logs.push((s, logs));
-        }
-        let changes = m.store.build_changes(b.buildid).await?;
-        let props = m.store.build_properties(b.buildid).await?;
-        let request = m.store.get_buildrequest(b.buildrequestid).await?;
-        let reason = match request {
-            Some(r) => m.store.get_buildset(r.buildsetid).await?.map(|bs| bs.reason).unwrap_or_default(),
-            None => String::new(),
-        };
-        let worker = match b.workerid {
-            Some(w) => m.store.get_worker(w).await?.map(|w| w.name).unwrap_or_default(),
-            None => String::new(),
-        };
-        Ok::<_, cascade_store::StoreError>((with_logs, changes, props, reason, worker))
-    };
-    let (steps, changes, props, reason, worker) = match load.await {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
-    let now = crate::clock::now();
-    let steps = steps
+        m.catalog.builder(b.builderid).map_or_else(|| format!("builder {}", b.builderid), |c| c.name.clone());
+    let now = m.clock.now();
+    let mut steps = Vec::new();
+    for s in m.store.list_steps(b.buildid).await? {
+        let logs = m.store.list_logs(s.stepid).await?;
+        steps.push(step_line(&b, s, logs, now));
+    }
+    let blamelist = m.store.build_changes(b.buildid).await?.into_iter().map(blame).collect();
+    let properties = m
+        .store
+        .build_properties(b.buildid)
+        .await?
         .into_iter()
-        .map(|(s, logs)| StepLine {
-            number: s.number,
-            name: s.name,
-            look: look(s.results, s.complete),
-            state: s.state_string,
-            took: s.started_at.map(|t| duration(s.complete_at.unwrap_or(now) - t)).unwrap_or_default(),
-            logs: logs
-                .into_iter()
-                .map(|l| {
-                    (
-                        l.name,
-                        format!("/builders/{}/builds/{}/steps/{}/logs/{}", b.builderid, b.number, s.number, l.slug),
-                        l.num_lines,
-                    )
-                })
-                .collect(),
-        })
+        .map(|(n, v, s)| (n, v.as_str().map_or_else(|| v.to_string(), str::to_string), s))
         .collect();
-    let blamelist = changes
-        .into_iter()
-        .map(|c| Blame {
-            id: c.changeid,
-            revision: c.revision.unwrap_or_default().chars().take(12).collect(),
-            revlink: c.revlink,
-            author: c.author,
-            title: c.comments.lines().next().unwrap_or("").to_string(),
-        })
-        .collect();
-    let properties = props
-        .into_iter()
-        .map(|(n, v, s)| (n, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()), s))
-        .collect();
+    let (reason, worker) = reason_and_worker(&m, &b).await?;
     let page = BuildPage {
         chrome: Chrome::new(&m, &headers, "build", Filter::default()).await,
         builder_id: b.builderid,
@@ -217,67 +205,54 @@ pub struct Range {
 const LOG_PAGE: i64 = 1000;
 
 async fn find_log(
-    m: &Master,
+    m: &Pages,
     builder: &str,
     number: &str,
     step: &str,
     slug: &str,
-) -> Result<(cascade_store::records::BuildRecord, cascade_store::StepRecord, cascade_store::LogRecord), Response> {
+) -> Result<(BuildRecord, StepRecord, LogRecord), HttpError> {
     let b = find(m, builder, number).await?;
-    let Ok(step_number) = step.parse::<i64>() else { return Err(not_found("step")) };
-    let steps = m.store.list_steps(b.buildid).await.map_err(store_error)?;
-    let s = steps.into_iter().find(|s| s.number == step_number).ok_or_else(|| not_found("step"))?;
-    let logs = m.store.list_logs(s.stepid).await.map_err(store_error)?;
-    let l = logs.into_iter().find(|l| l.slug == slug).ok_or_else(|| not_found("log"))?;
+    let step_number = step.parse::<i64>().map_err(|_| not_found("step"))?;
+    let s = m.store.list_steps(b.buildid).await?.into_iter().find(|s| s.number == step_number);
+    let s = s.ok_or_else(|| not_found("step"))?;
+    let l = m.store.list_logs(s.stepid).await?.into_iter().find(|l| l.slug == slug).ok_or_else(|| not_found("log"))?;
     Ok((b, s, l))
 }
 
+/// A stored line as shown: its stream's class and its text as HTML.
+fn shown(text: &str, stdio: bool) -> (&'static str, String) {
+    let (stream, body) = if stdio { split(text) } else { (cascade_model::log::Stream::Stdout, text) };
+    (stream.name(), ansi::to_html(body))
+}
+
+/// `GET /builders/{id}/builds/{number}/steps/{step}/logs/{log}`.
 pub async fn log(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     Path((builder, number, step, slug)): Path<(String, String, String, String)>,
     Query(range): Query<Range>,
-) -> Response {
-    let (b, s, l) = match find_log(&m, &builder, &number, &step, &slug).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+) -> Result<Response, HttpError> {
+    let (b, s, l) = find_log(&m, &builder, &number, &step, &slug).await?;
     let total = l.num_lines;
     let count = range.count.unwrap_or(LOG_PAGE).clamp(1, 10 * LOG_PAGE);
     let first = range.first.unwrap_or((total - count).max(0)).clamp(0, total.max(0));
     let last = (first + count - 1).min(total - 1);
-    let raw_lines = if total == 0 || last < first {
-        Vec::new()
-    } else {
-        match m.store.log_lines(l.logid, first, last).await {
-            Ok(x) => x,
-            Err(e) => return store_error(e),
-        }
-    };
+    let raw_lines =
+        if total == 0 || last < first { Vec::new() } else { m.store.log_lines(l.logid, first, last).await? };
     let stdio = l.log_type == "s";
     let lines = raw_lines
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            let (class, body) = if stdio {
-                match text.chars().next() {
-                    Some('e') => ("stderr", &text[1..]),
-                    Some('h') => ("header", &text[1..]),
-                    Some('o') => ("stdout", &text[1..]),
-                    _ => ("stdout", text.as_str()),
-                }
-            } else {
-                ("stdout", text.as_str())
-            };
-            (first + i as i64, class, ansi::to_html(body))
+            let (class, html) = shown(text, stdio);
+            (first + i as i64, class, html)
         })
         .collect();
     let base = format!("/builders/{}/builds/{}/steps/{}/logs/{}", b.builderid, b.number, s.number, l.slug);
-    let by_id = super::builders_by_id(&m);
     let page = LogPage {
         chrome: Chrome::new(&m, &headers, "log", Filter::default()).await,
         builder_id: b.builderid,
-        builder: by_id.get(&b.builderid).map(|c| c.name.clone()).unwrap_or_default(),
+        builder: m.catalog.builder(b.builderid).map(|c| c.name.clone()).unwrap_or_default(),
         number: b.number,
         step: s.name.clone(),
         log_id: l.logid,
@@ -293,18 +268,13 @@ pub async fn log(
     render(&headers, &page, None)
 }
 
+/// `GET …/logs/{log}/raw`: the whole log as text.
 pub async fn raw(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Pages>>,
     Path((builder, number, step, slug)): Path<(String, String, String, String)>,
-) -> Response {
-    let l = match find_log(&m, &builder, &number, &step, &slug).await {
-        Ok((_, _, l)) => l,
-        Err(r) => return r,
-    };
-    match crate::api::stream_log(&m, l) {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, HttpError> {
+    let (_, _, l) = find_log(&m, &builder, &number, &step, &slug).await?;
+    Ok(crate::rawlog::response(&m.store, &l))
 }
 
 /// An artifact's relative path, if it stays inside the artifact folder
@@ -323,26 +293,22 @@ pub fn safe_relative(path: &str) -> Option<std::path::PathBuf> {
 /// `/builders/{id}/builds/{number}/artifacts/{path}`: an uploaded file,
 /// streamed (memory does not grow with its size).
 pub async fn artifact(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Pages>>,
     Path((builder, number, path)): Path<(String, String, String)>,
-) -> Response {
-    let b = match find(&m, &builder, &number).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(rel) = safe_relative(&path) else { return not_found("artifact") };
-    let by_id = super::builders_by_id(&m);
-    let Some(name) = by_id.get(&b.builderid).map(|c| c.name.clone()) else { return not_found("artifact") };
+) -> Result<Response, HttpError> {
+    let b = find(&m, &builder, &number).await?;
+    let rel = safe_relative(&path).ok_or_else(|| not_found("artifact"))?;
+    let name = m.catalog.builder(b.builderid).map(|c| c.name.clone()).ok_or_else(|| not_found("artifact"))?;
     let root = artifact_root(&m, &name, b.number);
     let full = root.join(&rel);
     // Symlinks could lead out: the resolved file must still be under the root.
     let (Ok(real), Ok(real_root)) = (std::fs::canonicalize(&full), std::fs::canonicalize(&root)) else {
-        return not_found("artifact");
+        return Err(not_found("artifact"));
     };
     if !real.starts_with(&real_root) || !real.is_file() {
-        return not_found("artifact");
+        return Err(not_found("artifact"));
     }
-    let Ok(file) = tokio::fs::File::open(&real).await else { return not_found("artifact") };
+    let file = tokio::fs::File::open(&real).await.map_err(|_| not_found("artifact"))?;
     let chunks = futures_util::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 64 * 1024];
@@ -356,7 +322,7 @@ pub async fn artifact(
         }
     });
     let filename = rel.file_name().map(|f| f.to_string_lossy().replace('"', "")).unwrap_or_default();
-    (
+    Ok((
         [
             (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
@@ -364,7 +330,7 @@ pub async fn artifact(
         ],
         axum::body::Body::from_stream(chunks),
     )
-        .into_response()
+        .into_response())
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use cascade_store::ListQuery;
 
-use super::{Chrome, Filter, Look, NOTHING, ago, build_href, duration, look, not_found, render, store_error};
-use crate::app::Master;
+use super::{Chrome, Filter, Look, NOTHING, Pages, ago, build_href, duration, look, not_found, render};
+use crate::error::HttpError;
 
 pub struct BuilderRow {
     pub id: i64,
@@ -31,14 +31,16 @@ pub struct BuildersPage {
     pub rows: Vec<BuilderRow>,
 }
 
-pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+/// `GET /builders`.
+pub async fn list(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
     let filter = Filter::parse(q.as_deref());
-    let builders = super::builders(&m, &filter);
+    let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
-    let (latest, presence) = match super::standing(&m, &ids, false).await {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
+    let (latest, presence) = super::standing(&m.store, &ids, false).await?;
     let rows = builders
         .iter()
         .map(|(b, id)| {
@@ -93,34 +95,22 @@ pub struct Paging {
 /// Builds per page of a builder.
 const PAGE: i64 = 50;
 
+/// `GET /builders/{id}`.
 pub async fn one(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
     Query(p): Query<Paging>,
-) -> Response {
-    let Ok(id) = raw.parse::<i64>() else { return not_found("builder") };
-    let by_id = super::builders_by_id(&m);
-    let Some(b) = by_id.get(&id).copied() else { return not_found("builder") };
-    let load = async {
-        let builds = m.store.builder_builds_page(id, p.before, PAGE).await?;
-        let pending = m
-            .store
-            .list_buildrequests(
-                &ListQuery::default().eq("builderid", id).eq("complete", "false").eq("claimed", "false").limit(0),
-            )
-            .await?
-            .total;
-        let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
-        Ok::<_, cascade_store::StoreError>((builds, pending, workers))
-    };
-    let (builds, pending, workers) = match load.await {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
+) -> Result<Response, HttpError> {
+    let id = raw.parse::<i64>().map_err(|_| not_found("builder"))?;
+    let b = m.catalog.builder(id).ok_or_else(|| not_found("builder"))?;
+    let builds = m.store.builder_builds_page(id, p.before, PAGE).await?;
+    let waiting = ListQuery::default().eq("builderid", id).eq("complete", "false").eq("claimed", "false").limit(0);
+    let pending = m.store.list_buildrequests(&waiting).await?.total;
+    let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
     let names: HashMap<i64, &str> = workers.iter().map(|w| (w.workerid, w.name.as_str())).collect();
     let presence = super::Presence::of(&workers);
-    let now = crate::clock::now();
+    let now = m.clock.now();
     let older = (builds.len() as i64 == PAGE).then(|| builds.last().map(|l| format!("?before={}", l.number))).flatten();
     let newest = builds.first().map(|b| b.complete_at.unwrap_or(b.started_at));
     let lines = builds
@@ -132,15 +122,13 @@ pub async fn one(
             started: super::when(bb.started_at),
             took: duration(bb.complete_at.unwrap_or(now) - bb.started_at),
             state: bb.state_string,
-            worker: bb.workerid.and_then(|w| names.get(&w).map(|n| n.to_string())).unwrap_or_default(),
+            worker: bb.workerid.and_then(|w| names.get(&w).map(std::string::ToString::to_string)).unwrap_or_default(),
         })
         .collect();
     let forces = m
-        .config
-        .schedulers
-        .iter()
-        .filter(|s| matches!(s.kind, cascade_config::SchedulerKind::Force))
-        .filter(|s| s.builders.as_ref().is_none_or(|l| l.iter().any(|n| n == &b.definition || n == &b.name)))
+        .catalog
+        .force_schedulers()
+        .filter(|s| m.catalog.forceable(s).any(|f| f.name == b.name))
         .map(|s| s.name.clone())
         .collect();
     let page = BuilderPage {
@@ -176,24 +164,25 @@ pub struct PendingPage {
     pub total: i64,
 }
 
-pub async fn pending(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+/// `GET /pending`.
+pub async fn pending(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
     let filter = Filter::parse(q.as_deref());
-    let by_id = super::builders_by_id(&m);
     let query =
         ListQuery::default().eq("complete", "false").eq("claimed", "false").order_by("submitted_at", false).limit(500);
-    let page = match m.store.list_buildrequests(&query).await {
-        Ok(p) => p,
-        Err(e) => return store_error(e),
-    };
-    let now = crate::clock::now();
+    let page = m.store.list_buildrequests(&query).await?;
+    let now = m.clock.now();
     let lines = page
         .items
         .into_iter()
-        .filter(|r| by_id.get(&r.builderid).is_some_and(|b| filter.admits(b)))
+        .filter(|r| m.catalog.builder(r.builderid).is_some_and(|b| filter.admits(b)))
         .map(|r| PendingLine {
             id: r.buildrequestid,
             builder_id: r.builderid,
-            builder: by_id.get(&r.builderid).map(|b| b.name.clone()).unwrap_or_default(),
+            builder: m.catalog.builder(r.builderid).map(|b| b.name.clone()).unwrap_or_default(),
             waited: ago(now, r.submitted_at),
             submitted: super::when(r.submitted_at),
             reason: String::new(),

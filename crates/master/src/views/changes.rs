@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use cascade_store::ListQuery;
 
-use super::{Chrome, Filter, Look, PENDING, build_href, look, not_found, render, store_error};
-use crate::app::Master;
+use super::{Chrome, Filter, Look, PENDING, Pages, build_href, look, not_found, render};
+use crate::error::HttpError;
 
 pub struct ChangeLine {
     pub id: i64,
@@ -47,15 +47,16 @@ fn line(c: &cascade_store::records::ChangeRecord) -> ChangeLine {
     }
 }
 
+/// `GET /changes`.
 pub async fn list(
-    State(m): State<Arc<Master>>,
+    State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
     Query(p): Query<Paging>,
-) -> Response {
+) -> Result<Response, HttpError> {
     let filter = Filter::parse(q.as_deref());
     let mut query = ListQuery::default().order_by("changeid", true).limit(50);
-    for b in m.config.branches.iter().filter(|b| filter.branches.contains(&b.name)) {
+    for b in m.catalog.config.branches.iter().filter(|b| filter.branches.contains(&b.name)) {
         query = query.eq("branch", &b.git);
     }
     if let Some(before) = p.before {
@@ -65,10 +66,7 @@ pub async fn list(
             values: vec![before.to_string()],
         });
     }
-    let page = match m.store.list_changes(&query).await {
-        Ok(p) => p,
-        Err(e) => return store_error(e),
-    };
+    let page = m.store.list_changes(&query).await?;
     let changes: Vec<ChangeLine> = page.items.iter().map(line).collect();
     let older =
         (changes.len() == 50).then(|| changes.last().map(|c| format!("?{}&before={}", filter.query(), c.id))).flatten();
@@ -87,22 +85,19 @@ pub struct ChangePage {
     pub builds: Vec<(String, Look, Option<String>)>,
 }
 
-pub async fn one(State(m): State<Arc<Master>>, headers: HeaderMap, Path(raw): Path<String>) -> Response {
-    let Ok(id) = raw.parse::<i64>() else { return not_found("change") };
-    let (change, cells) = match async {
-        Ok::<_, cascade_store::StoreError>((m.store.get_change(id).await?, m.store.console_cells(&[id]).await?))
-    }
-    .await
-    {
-        Ok((Some(c), cells)) => (c, cells),
-        Ok((None, _)) => return not_found("change"),
-        Err(e) => return store_error(e),
-    };
-    let by_id = super::builders_by_id(&m);
+/// `GET /changes/{id}`.
+pub async fn one(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, HttpError> {
+    let id = raw.parse::<i64>().map_err(|_| not_found("change"))?;
+    let change = m.store.get_change(id).await?.ok_or_else(|| not_found("change"))?;
+    let cells = m.store.console_cells(&[id]).await?;
     let mut builds: Vec<(String, Look, Option<String>)> = cells
         .iter()
         .map(|c| {
-            let name = by_id.get(&c.builder_id).map(|b| b.name.clone()).unwrap_or_default();
+            let name = m.catalog.builder(c.builder_id).map(|b| b.name.clone()).unwrap_or_default();
             match (c.build_id, c.number) {
                 (Some(_), Some(n)) => {
                     (format!("{name} #{n}"), look(c.build_results, c.build_complete), Some(build_href(c.builder_id, n)))

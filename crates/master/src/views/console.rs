@@ -13,8 +13,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use cascade_store::{ConsoleCell, ListQuery};
 
-use super::{Chrome, Filter, Look, NOTHING, PENDING, RUNNING, build_href, look, render, store_error};
-use crate::app::Master;
+use super::{Chrome, Filter, Look, NOTHING, PENDING, Pages, RUNNING, build_href, look, render};
+use crate::error::HttpError;
 
 pub struct Column {
     pub id: i64,
@@ -73,78 +73,100 @@ pub fn cell_look(cells: &[&ConsoleCell]) -> (Look, Option<i64>, Option<i64>) {
     }
 }
 
-pub async fn console(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+/// `GET /console`.
+pub async fn console(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
     page(m, headers, q, false).await
 }
 
-pub async fn grid(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+/// `GET /grid`.
+pub async fn grid(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
     page(m, headers, q, true).await
 }
 
-async fn page(m: Arc<Master>, headers: HeaderMap, q: Option<String>, grid: bool) -> Response {
-    let filter = Filter::parse(q.as_deref()).or_first_branch(&m);
-    let builders = super::builders(&m, &filter);
-    let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
-    let count: i64 = q
-        .as_deref()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+/// `changes=N` from the query: how many rows (1 to 100).
+fn change_count(q: Option<&str>, grid: bool) -> i64 {
+    q.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .and_then(|p| p.into_iter().find(|(k, _)| k == "changes").and_then(|(_, v)| v.parse().ok()))
         .unwrap_or(if grid { 15 } else { 20 })
-        .clamp(1, 100);
-    let git: Vec<String> =
-        m.config.branches.iter().filter(|b| filter.branches.contains(&b.name)).map(|b| b.git.clone()).collect();
-    let mut query = ListQuery::default().order_by("changeid", true).limit(count);
+        .clamp(1, 100)
+}
+
+/// The bubble over a builder's column: its newest build, else nothing.
+fn column(
+    b: &cascade_config::BuilderConfig,
+    id: i64,
+    newest: Option<&&cascade_store::records::BuildRecord>,
+    online: bool,
+) -> Column {
+    let (bubble, bubble_href) = match newest {
+        Some(build) if !build.complete => (RUNNING, Some(build_href(id, build.number))),
+        Some(build) => (look(build.results, true), Some(build_href(id, build.number))),
+        None => (NOTHING, None),
+    };
+    Column { id, name: b.name.clone(), tier: super::tier(b), bubble, bubble_href, online }
+}
+
+/// A change's row: a cell per column, from the requests made for it.
+fn row(
+    c: &cascade_store::records::ChangeRecord,
+    columns: &[Column],
+    by_key: &BTreeMap<(i64, i64), Vec<&ConsoleCell>>,
+) -> Row {
+    Row {
+        change_id: c.changeid,
+        revision: c.revision.clone().unwrap_or_default().chars().take(10).collect(),
+        revlink: c.revlink.clone(),
+        author: c.author.split(" <").next().unwrap_or(&c.author).to_string(),
+        title: c.comments.lines().next().unwrap_or("").chars().take(100).collect(),
+        cells: columns
+            .iter()
+            .map(|col| {
+                let found = by_key.get(&(c.changeid, col.id)).map_or(&[][..], Vec::as_slice);
+                let (look, _, number) = cell_look(found);
+                Cell { look, href: number.map(|n| build_href(col.id, n)) }
+            })
+            .collect(),
+    }
+}
+
+async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) -> Result<Response, HttpError> {
+    let filter = Filter::parse(q.as_deref()).or_first_branch(&m.catalog);
+    let builders = super::builders(&m.catalog, &filter);
+    let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
+    let git: Vec<&str> = m
+        .catalog
+        .config
+        .branches
+        .iter()
+        .filter(|b| filter.branches.contains(&b.name))
+        .map(|b| b.git.as_str())
+        .collect();
+    let mut query = ListQuery::default().order_by("changeid", true).limit(change_count(q.as_deref(), grid));
     for g in &git {
         query = query.eq("branch", g);
     }
-    let load = async {
-        let changes = if git.is_empty() { Vec::new() } else { m.store.list_changes(&query).await?.items };
-        let change_ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
-        let cells = m.store.console_cells(&change_ids).await?;
-        let latest = m.store.latest_builds(&ids, false).await?;
-        let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
-        Ok::<_, cascade_store::StoreError>((changes, cells, latest, workers))
-    };
-    let (changes, cells, latest, workers) = match load.await {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
+    let changes = if git.is_empty() { Vec::new() } else { m.store.list_changes(&query).await?.items };
+    let change_ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
+    let cells = m.store.console_cells(&change_ids).await?;
+    let latest = m.store.latest_builds(&ids, false).await?;
+    let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
     let presence = super::Presence::of(&workers);
     let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
-    let columns: Vec<Column> = builders
-        .iter()
-        .map(|(b, id)| {
-            let up = presence.serves(b);
-            let (bubble, bubble_href) = match latest.get(id) {
-                Some(build) if !build.complete => (RUNNING, Some(build_href(*id, build.number))),
-                Some(build) => (look(build.results, true), Some(build_href(*id, build.number))),
-                None => (NOTHING, None),
-            };
-            Column { id: *id, name: b.name.clone(), tier: super::tier(b), bubble, bubble_href, online: up }
-        })
-        .collect();
+    let columns: Vec<Column> =
+        builders.iter().map(|(b, id)| column(b, *id, latest.get(id), presence.serves(b))).collect();
     let mut by_key: BTreeMap<(i64, i64), Vec<&ConsoleCell>> = BTreeMap::new();
     for c in &cells {
         by_key.entry((c.change_id, c.builder_id)).or_default().push(c);
     }
-    let rows: Vec<Row> = changes
-        .iter()
-        .map(|c| Row {
-            change_id: c.changeid,
-            revision: c.revision.clone().unwrap_or_default().chars().take(10).collect(),
-            revlink: c.revlink.clone(),
-            author: c.author.split(" <").next().unwrap_or(&c.author).to_string(),
-            title: c.comments.lines().next().unwrap_or("").chars().take(100).collect(),
-            cells: columns
-                .iter()
-                .map(|col| {
-                    let found = by_key.get(&(c.changeid, col.id)).map(Vec::as_slice).unwrap_or(&[]);
-                    let (look, _, number) = cell_look(found);
-                    Cell { look, href: number.map(|n| build_href(col.id, n)) }
-                })
-                .collect(),
-        })
-        .collect();
+    let rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &by_key)).collect();
     let newest = changes.first().map(|c| c.when_timestamp);
     let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, filter).await;
     render(&headers, &ConsolePage { chrome, columns, rows, grid }, newest)

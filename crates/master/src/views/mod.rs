@@ -10,22 +10,75 @@ pub mod build;
 pub mod builders;
 pub mod changes;
 pub mod console;
-pub mod events;
+pub mod home;
+pub mod live;
 pub mod release;
 pub mod waterfall;
 pub mod workers;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Router;
+use axum::extract::FromRef;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use cascade_config::BuilderConfig;
 use cascade_model::Results;
+use cascade_store::records::{BuildRecord, WorkerRecord};
+use cascade_store::{ListQuery, Store, StoreError};
 use sha2::{Digest, Sha256};
 
-use crate::app::Master;
-use crate::home::SessionView;
+use crate::auth::{Access, SessionView};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::error::HttpError;
+use crate::events::Bus;
+pub use crate::humanize::{ago, duration, when};
+
+/// What the pages need.
+pub struct Pages {
+    /// Where everything shown is read from.
+    pub store: Store,
+    /// Builders, branches, schedulers.
+    pub catalog: Arc<Catalog>,
+    /// What time it is.
+    pub clock: Clock,
+    /// Who the visitor is.
+    pub access: Arc<Access>,
+    /// Live updates.
+    pub bus: Bus,
+}
+
+/// Every page, `/events`, and the static files; errors answer as pages.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Pages>: FromRef<S>,
+{
+    Router::new()
+        .route("/", get(home::page))
+        .route("/static/cascade.css", get(home::stylesheet))
+        .route("/static/cascade.js", get(home::script))
+        .route("/console", get(console::console))
+        .route("/grid", get(console::grid))
+        .route("/waterfall", get(waterfall::page))
+        .route("/release", get(release::page))
+        .route("/builders", get(builders::list))
+        .route("/builders/{id}", get(builders::one))
+        .route("/builders/{id}/builds/{number}", get(build::page))
+        .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}", get(build::log))
+        .route("/builders/{id}/builds/{number}/artifacts/{*path}", get(build::artifact))
+        .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}/raw", get(build::raw))
+        .route("/workers", get(workers::list))
+        .route("/workers/{id}", get(workers::one))
+        .route("/changes", get(changes::list))
+        .route("/changes/{id}", get(changes::one))
+        .route("/pending", get(builders::pending))
+        .route("/events", get(live::stream))
+        .layer(axum::middleware::map_response(crate::error::as_page))
+}
 
 /// `branch=` and `tag=` from a page's query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,9 +120,9 @@ impl Filter {
 
     /// This filter, narrowed to one branch when it names none (pages whose
     /// columns are builders default to the first branch, not to a thousand columns).
-    pub fn or_first_branch(mut self, master: &Master) -> Filter {
+    pub fn or_first_branch(mut self, catalog: &Catalog) -> Filter {
         if self.branches.is_empty()
-            && let Some(b) = master.config.branches.first()
+            && let Some(b) = catalog.config.branches.first()
         {
             self.branches.push(b.name.clone());
         }
@@ -90,11 +143,12 @@ pub const PENDING: Look = Look { class: "pending", symbol: "○", word: "pending
 pub const RUNNING: Look = Look { class: "running", symbol: "◔", word: "running" };
 pub const NOTHING: Look = Look { class: "none", symbol: "·", word: "no build" };
 
+/// How a build looks: running until complete, then its result's look.
 pub fn look(results: Option<i64>, complete: bool) -> Look {
     if !complete {
         return RUNNING;
     }
-    match results.and_then(Results::from_code) {
+    match Results::of(results) {
         Some(Results::Success) => Look { class: "success", symbol: "✔", word: "success" },
         Some(Results::Warnings) => Look { class: "warnings", symbol: "⚠", word: "warnings" },
         Some(Results::Failure) => Look { class: "failure", symbol: "✘", word: "failure" },
@@ -107,14 +161,8 @@ pub fn look(results: Option<i64>, complete: bool) -> Look {
 }
 
 /// The builders a filter admits, grouped and ordered by tier tag, then name.
-pub fn builders<'a>(master: &'a Master, filter: &Filter) -> Vec<(&'a BuilderConfig, i64)> {
-    let mut out: Vec<(&BuilderConfig, i64)> = master
-        .config
-        .builders
-        .iter()
-        .filter(|b| filter.admits(b))
-        .filter_map(|b| master.builder_ids.get(&b.name).map(|id| (b, *id)))
-        .collect();
+pub fn builders<'a>(catalog: &'a Catalog, filter: &Filter) -> Vec<(&'a BuilderConfig, i64)> {
+    let mut out: Vec<(&BuilderConfig, i64)> = catalog.builders().filter(|(b, _)| filter.admits(b)).collect();
     out.sort_by(|(a, _), (b, _)| tier(a).cmp(&tier(b)).then_with(|| a.name.cmp(&b.name)));
     out
 }
@@ -122,25 +170,6 @@ pub fn builders<'a>(master: &'a Master, filter: &Filter) -> Vec<(&'a BuilderConf
 /// A builder's tier (`tier-1` → 1), 9 when it has none.
 pub fn tier(b: &BuilderConfig) -> u8 {
     b.tags.iter().find_map(|t| t.strip_prefix("tier-").and_then(|n| n.parse().ok())).unwrap_or(9)
-}
-
-/// `3m ago`-style durations and `1h 02m` spans.
-pub fn ago(now: i64, t: i64) -> String {
-    format!("{} ago", crate::client::age(now - t))
-}
-
-pub fn duration(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-/// A UTC timestamp for people.
-pub fn when(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
 }
 
 /// What every page shares: title, navigation, the visitor, filters.
@@ -156,12 +185,14 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    pub async fn new(master: &Master, headers: &HeaderMap, page: &'static str, filter: Filter) -> Chrome {
+    /// The chrome of `page` for the visitor of this request.
+    pub async fn new(pages: &Pages, headers: &HeaderMap, page: &'static str, filter: Filter) -> Chrome {
+        let config = &pages.catalog.config;
         Chrome {
-            title: master.config.master.title.clone(),
+            title: config.master.title.clone(),
             page,
-            session: crate::home::session_view(master, headers).await,
-            branches: master.config.branches.iter().map(|b| b.name.clone()).collect(),
+            session: pages.access.session_view(headers).await,
+            branches: config.branches.iter().map(|b| b.name.clone()).collect(),
             filter_query: filter.query(),
             filter,
             live: true,
@@ -200,40 +231,33 @@ pub fn page(headers: &HeaderMap, html: String, last_modified: Option<i64>) -> Re
     response
 }
 
-/// Renders a template into a page response, or a 500 that says so.
-pub fn render<T: askama::Template>(headers: &HeaderMap, t: &T, last_modified: Option<i64>) -> Response {
-    match t.render() {
-        Ok(html) => page(headers, html, last_modified),
-        Err(e) => {
-            tracing::error!(error = %e, "a page failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render").into_response()
-        }
-    }
+/// Renders a template into a page response (a template that fails to
+/// render is a bug: 500).
+pub fn render<T: askama::Template>(
+    headers: &HeaderMap,
+    t: &T,
+    last_modified: Option<i64>,
+) -> Result<Response, HttpError> {
+    let html = t.render().map_err(|e| HttpError::internal("a page failed to render", &e))?;
+    Ok(page(headers, html, last_modified))
 }
 
-pub fn not_found(what: &str) -> Response {
-    (StatusCode::NOT_FOUND, format!("no such {what}")).into_response()
-}
-
-pub fn store_error(e: cascade_store::StoreError) -> Response {
-    crate::api::ApiError::from(e).into_response()
-}
-
-/// Builder id → its config, for lookups in a page.
-pub fn builders_by_id(master: &Arc<Master>) -> BTreeMap<i64, &BuilderConfig> {
-    master.config.builders.iter().filter_map(|b| master.builder_ids.get(&b.name).map(|id| (*id, b))).collect()
+/// 404 for a page: `no such build`.
+pub fn not_found(what: &str) -> HttpError {
+    HttpError::not_found(format!("no such {what}"))
 }
 
 /// Which workers are connected now (to any master), by name.
-pub struct Presence(std::collections::HashMap<String, bool>);
+pub struct Presence(HashMap<String, bool>);
 
 impl Presence {
-    pub async fn load(m: &Master) -> Result<Presence, cascade_store::StoreError> {
-        let workers = m.store.list_workers(&cascade_store::ListQuery::default().limit(1000)).await?.items;
-        Ok(Presence::of(&workers))
+    /// Who is connected now.
+    pub async fn load(store: &Store) -> Result<Presence, StoreError> {
+        Ok(Presence::of(&store.list_workers(&ListQuery::default().limit(1000)).await?.items))
     }
 
-    pub fn of(workers: &[cascade_store::records::WorkerRecord]) -> Presence {
+    /// Who of these is connected.
+    pub fn of(workers: &[WorkerRecord]) -> Presence {
         Presence(workers.iter().map(|w| (w.name.clone(), !w.connected_to.is_empty())).collect())
     }
 
@@ -250,13 +274,12 @@ impl Presence {
 /// Each builder's newest build (or newest finished one), by builder id,
 /// and which workers are online: what the builders and release pages show.
 pub async fn standing(
-    m: &Master,
+    store: &Store,
     ids: &[i64],
     finished_only: bool,
-) -> Result<(std::collections::HashMap<i64, cascade_store::records::BuildRecord>, Presence), cascade_store::StoreError>
-{
-    let latest = m.store.latest_builds(ids, finished_only).await?.into_iter().map(|b| (b.builderid, b)).collect();
-    Ok((latest, Presence::load(m).await?))
+) -> Result<(HashMap<i64, BuildRecord>, Presence), StoreError> {
+    let latest = store.latest_builds(ids, finished_only).await?.into_iter().map(|b| (b.builderid, b)).collect();
+    Ok((latest, Presence::load(store).await?))
 }
 
 /// A link to a build's page.
@@ -275,7 +298,7 @@ mod tests {
             branch: Some(branch.into()),
             workers: vec![],
             factory: "f".into(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tags: tags.iter().map(std::string::ToString::to_string).collect(),
             description: None,
         }
     }

@@ -10,10 +10,13 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use cascade_store::ListQuery;
+use cascade_config::BuilderConfig;
+use cascade_model::Results;
+use cascade_store::records::{BuildRecord, ChangeRecord};
+use cascade_store::{ListQuery, Store, StoreError};
 
-use super::{Chrome, Filter, Look, NOTHING, build_href, look, render, store_error};
-use crate::app::Master;
+use super::{Chrome, Filter, Look, NOTHING, Pages, Presence, build_href, look, render};
+use crate::error::HttpError;
 
 /// What a release manager is told about a branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,122 +87,141 @@ pub struct ReleasePage {
     pub reports: Vec<BranchReport>,
 }
 
-pub async fn page(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+/// A failing builder's breaking build (where its streak began) and that build's blamelist.
+pub type Blame = HashMap<i64, (BuildRecord, Vec<ChangeRecord>)>;
+
+fn failing(b: Option<&BuildRecord>) -> bool {
+    b.and_then(|b| Results::of(b.results)).is_some_and(Results::is_failing)
+}
+
+/// One builder's line: its latest finished build, and if it fails, the blame.
+fn entry(
+    b: &BuilderConfig,
+    id: i64,
+    build: Option<&BuildRecord>,
+    offline: bool,
+    blame: Option<&(BuildRecord, Vec<ChangeRecord>)>,
+) -> Entry {
+    Entry {
+        id,
+        name: b.name.clone(),
+        tier: super::tier(b),
+        look: build.map_or(NOTHING, |b| look(b.results, true)),
+        number: build.map(|b| b.number),
+        href: build.map(|b| build_href(id, b.number)),
+        offline,
+        failing: failing(build),
+        breaking: blame.map(|(breaking, _)| (breaking.number, build_href(id, breaking.number))),
+        blamelist: blame
+            .map(|(_, changes)| {
+                changes
+                    .iter()
+                    .map(|c| {
+                        let rev: String = c.revision.clone().unwrap_or_default().chars().take(10).collect();
+                        (rev, c.author.clone(), c.revlink.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// What the page says of one branch: its stable builders, failing first
+/// (then by tier and name), and the verdict. `None` if it has none.
+pub fn branch_report(
+    branch: &str,
+    builders: &[(&BuilderConfig, i64)],
+    latest: &HashMap<i64, BuildRecord>,
+    presence: &Presence,
+    blame: &Blame,
+) -> Option<BranchReport> {
+    let mut entries: Vec<Entry> = builders
+        .iter()
+        .filter(|(b, _)| b.branch.as_deref() == Some(branch))
+        .map(|(b, id)| entry(b, *id, latest.get(id), !presence.serves(b), blame.get(id)))
+        .collect();
+    if entries.is_empty() {
+        return None;
+    }
+    let standings: Vec<Standing> = entries
+        .iter()
+        .map(|e| Standing {
+            name: e.name.clone(),
+            tier: e.tier,
+            failing: e.failing,
+            offline: e.offline,
+            has_result: e.number.is_some(),
+        })
+        .collect();
+    entries.sort_by(|a, b| b.failing.cmp(&a.failing).then(a.tier.cmp(&b.tier)).then(a.name.cmp(&b.name)));
+    let (class, word, reasons) = match verdict(&standings) {
+        Verdict::Releasable => ("releasable", "releasable", Vec::new()),
+        Verdict::Concern(r) => ("concern", "concern", r),
+        Verdict::Blocked(r) => ("blocked", "blocked", r),
+    };
+    Some(BranchReport { name: branch.to_string(), verdict_class: class, verdict_word: word, reasons, entries })
+}
+
+/// The breaking build of each failing builder, with its blamelist.
+async fn load_blame(store: &Store, failing: &[i64]) -> Result<Blame, StoreError> {
+    let breaking = store.breaking_builds(failing).await?;
+    let build_ids: Vec<i64> = breaking.iter().map(|b| b.buildid).collect();
+    let pairs = store.blamelist_pairs(&build_ids).await?;
+    let mut change_ids: Vec<i64> = pairs.iter().map(|(_, c)| *c).collect();
+    change_ids.sort_unstable();
+    change_ids.dedup();
+    let mut changes = HashMap::new();
+    for chunk in change_ids.chunks(500) {
+        let q = ListQuery {
+            filters: vec![cascade_store::Filter {
+                field: "changeid".into(),
+                op: cascade_store::Op::In,
+                values: chunk.iter().map(ToString::to_string).collect(),
+            }],
+            limit: Some(500),
+            ..Default::default()
+        };
+        for c in store.list_changes(&q).await?.items {
+            changes.insert(c.changeid, c);
+        }
+    }
+    Ok(breaking
+        .into_iter()
+        .map(|b| {
+            let blamed = pairs
+                .iter()
+                .filter(|(bid, _)| *bid == b.buildid)
+                .filter_map(|(_, c)| changes.get(c).cloned())
+                .collect();
+            (b.builderid, (b, blamed))
+        })
+        .collect())
+}
+
+/// `GET /release`.
+pub async fn page(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
     let mut filter = Filter::parse(q.as_deref());
     if !filter.tags.iter().any(|t| t == "stable") {
         filter.tags.push("stable".into());
     }
-    let builders = super::builders(&m, &filter);
+    let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
-    let (latest, presence) = match super::standing(&m, &ids, true).await {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
-    let mut reports = Vec::new();
-    let branches: Vec<String> = m
+    let (latest, presence) = super::standing(&m.store, &ids, true).await?;
+    let failing_ids: Vec<i64> = ids.iter().copied().filter(|id| failing(latest.get(id))).collect();
+    let blame = load_blame(&m.store, &failing_ids).await?;
+    let reports = m
+        .catalog
         .config
         .branches
         .iter()
-        .map(|b| b.name.clone())
-        .filter(|b| filter.branches.is_empty() || filter.branches.contains(b))
+        .filter(|b| filter.branches.is_empty() || filter.branches.contains(&b.name))
+        .filter_map(|b| branch_report(&b.name, &builders, &latest, &presence, &blame))
         .collect();
-    let mut newest: Option<i64> = None;
-    // Failing builders: where each streak began and who is on its blamelist.
-    let failing: Vec<i64> = ids
-        .iter()
-        .copied()
-        .filter(|id| latest.get(id).is_some_and(|b| matches!(b.results, Some(2) | Some(4))))
-        .collect();
-    let blame = async {
-        let breaking = m.store.breaking_builds(&failing).await?;
-        let build_ids: Vec<i64> = breaking.iter().map(|b| b.buildid).collect();
-        let pairs = m.store.blamelist_pairs(&build_ids).await?;
-        let mut change_ids: Vec<i64> = pairs.iter().map(|(_, c)| *c).collect();
-        change_ids.sort_unstable();
-        change_ids.dedup();
-        let mut changes = HashMap::new();
-        for chunk in change_ids.chunks(500) {
-            let q = ListQuery {
-                filters: vec![cascade_store::Filter {
-                    field: "changeid".into(),
-                    op: cascade_store::Op::In,
-                    values: chunk.iter().map(|c| c.to_string()).collect(),
-                }],
-                limit: Some(500),
-                ..Default::default()
-            };
-            for c in m.store.list_changes(&q).await?.items {
-                changes.insert(c.changeid, c);
-            }
-        }
-        Ok::<_, cascade_store::StoreError>((breaking, pairs, changes))
-    };
-    let (breaking, pairs, changes) = match blame.await {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
-    let mut breaking_by: HashMap<
-        i64,
-        (cascade_store::records::BuildRecord, Vec<cascade_store::records::ChangeRecord>),
-    > = HashMap::new();
-    for b in breaking {
-        let blamed =
-            pairs.iter().filter(|(bid, _)| *bid == b.buildid).filter_map(|(_, c)| changes.get(c).cloned()).collect();
-        breaking_by.insert(b.builderid, (b, blamed));
-    }
-    for branch in branches {
-        let mut entries = Vec::new();
-        for (b, id) in builders.iter().filter(|(b, _)| b.branch.as_deref() == Some(branch.as_str())) {
-            let build = latest.get(id);
-            newest = newest.max(build.and_then(|b| b.complete_at));
-            let failing = build.is_some_and(|b| matches!(b.results, Some(2) | Some(4)));
-            let offline = !presence.serves(b);
-            let mut entry = Entry {
-                id: *id,
-                name: b.name.clone(),
-                tier: super::tier(b),
-                look: build.map(|b| look(b.results, true)).unwrap_or(NOTHING),
-                number: build.map(|b| b.number),
-                href: build.map(|b| build_href(*id, b.number)),
-                offline,
-                failing,
-                breaking: None,
-                blamelist: Vec::new(),
-            };
-            if let Some((breaking, changes)) = breaking_by.remove(id) {
-                entry.breaking = Some((breaking.number, build_href(*id, breaking.number)));
-                entry.blamelist = changes
-                    .into_iter()
-                    .map(|c| {
-                        let rev: String = c.revision.unwrap_or_default().chars().take(10).collect();
-                        (rev, c.author, c.revlink)
-                    })
-                    .collect();
-            }
-            entries.push(entry);
-        }
-        if entries.is_empty() {
-            continue;
-        }
-        let standings: Vec<Standing> = entries
-            .iter()
-            .map(|e| Standing {
-                name: e.name.clone(),
-                tier: e.tier,
-                failing: e.failing,
-                offline: e.offline,
-                has_result: e.number.is_some(),
-            })
-            .collect();
-        // Failing first, then by tier and name.
-        entries.sort_by(|a, b| b.failing.cmp(&a.failing).then(a.tier.cmp(&b.tier)).then(a.name.cmp(&b.name)));
-        let (class, word, reasons) = match verdict(&standings) {
-            Verdict::Releasable => ("releasable", "releasable", Vec::new()),
-            Verdict::Concern(r) => ("concern", "concern", r),
-            Verdict::Blocked(r) => ("blocked", "blocked", r),
-        };
-        reports.push(BranchReport { name: branch, verdict_class: class, verdict_word: word, reasons, entries });
-    }
+    let newest = builders.iter().filter_map(|(_, id)| latest.get(id).and_then(|b| b.complete_at)).max();
     let chrome = Chrome::new(&m, &headers, "release", filter).await;
     render(&headers, &ReleasePage { chrome, reports }, newest)
 }
@@ -227,5 +249,89 @@ mod tests {
         let mut fresh = s("d", 1, false, false);
         fresh.has_result = false;
         assert!(matches!(verdict(&[fresh]), Verdict::Concern(_)));
+    }
+
+    fn builder(name: &str, branch: &str, tier: u8, worker: &str) -> BuilderConfig {
+        BuilderConfig {
+            name: format!("{name} {branch}"),
+            definition: name.into(),
+            branch: Some(branch.into()),
+            workers: vec![worker.into()],
+            factory: "f".into(),
+            tags: vec!["stable".into(), format!("tier-{tier}")],
+            description: None,
+        }
+    }
+
+    fn build(id: i64, builder: i64, number: i64, results: i64) -> BuildRecord {
+        BuildRecord {
+            buildid: id,
+            number,
+            builderid: builder,
+            buildrequestid: id,
+            workerid: None,
+            masterid: 1,
+            started_at: 100,
+            complete_at: Some(200),
+            complete: true,
+            locks_duration_s: 0,
+            state_string: String::new(),
+            results: Some(results),
+        }
+    }
+
+    fn change(id: i64, revision: &str, author: &str) -> ChangeRecord {
+        ChangeRecord {
+            changeid: id,
+            author: author.into(),
+            committer: None,
+            comments: String::new(),
+            branch: Some("main".into()),
+            revision: Some(revision.into()),
+            revlink: Some(format!("https://github.com/python/cpython/commit/{revision}")),
+            when_timestamp: 0,
+            category: None,
+            repository: String::new(),
+            codebase: String::new(),
+            project: String::new(),
+            files: vec![],
+            properties: Default::default(),
+            parent_changeids: vec![],
+            sourcestamp: cascade_store::records::SourceStampRecord {
+                ssid: 1,
+                branch: None,
+                revision: None,
+                project: String::new(),
+                repository: String::new(),
+                codebase: String::new(),
+                created_at: 0,
+                patch: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_branch_report_puts_the_failing_first_with_who_broke_them() {
+        let (fedora, aix, win) =
+            (builder("Fedora", "3.x", 1, "w1"), builder("AIX", "3.x", 3, "w2"), builder("Windows", "3.x", 2, "w3"));
+        let other = builder("Fedora", "3.14", 1, "w1");
+        let builders = vec![(&fedora, 1), (&aix, 2), (&win, 3), (&other, 4)];
+        let latest = HashMap::from([(1, build(10, 1, 5, 0)), (2, build(11, 2, 7, 2)), (3, build(12, 3, 9, 4))]);
+        let presence = Presence(HashMap::from([("w1".to_string(), true), ("w3".to_string(), true)]));
+        let blame: Blame = HashMap::from([(3, (build(8, 3, 8, 4), vec![change(30, "0123456789abcdef", "Eve")]))]);
+        let report = branch_report("3.x", &builders, &latest, &presence, &blame).expect("a report");
+        let names: Vec<&str> = report.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, vec!["Windows 3.x", "AIX 3.x", "Fedora 3.x"], "failing first, by tier");
+        assert_eq!(report.verdict_class, "blocked", "a tier-2 exception blocks");
+        assert_eq!(report.reasons, vec!["Windows 3.x is failing".to_string()]);
+        let windows = &report.entries[0];
+        assert_eq!(windows.breaking, Some((8, "/builders/3/builds/8".to_string())));
+        assert_eq!(windows.blamelist[0].0, "0123456789", "revisions shortened");
+        assert_eq!(windows.blamelist[0].1, "Eve");
+        assert!(report.entries[1].offline && report.entries[1].breaking.is_none(), "AIX's worker is away");
+        assert_eq!(report.entries[2].look.word, "success");
+        let fresh = branch_report("3.14", &builders, &HashMap::new(), &presence, &Blame::new()).expect("3.14");
+        assert_eq!((fresh.verdict_class, fresh.entries[0].number), ("concern", None), "no result yet");
+        assert!(branch_report("3.13", &builders, &latest, &presence, &blame).is_none());
     }
 }

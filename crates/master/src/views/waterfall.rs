@@ -9,8 +9,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::{Chrome, Filter, Look, build_href, duration, look, render, store_error};
-use crate::app::Master;
+use super::{Chrome, Filter, Look, Pages, build_href, duration, look, render};
+use crate::error::HttpError;
 
 /// Builds shown per builder.
 const PER_BUILDER: i64 = 4;
@@ -43,22 +43,19 @@ pub struct WaterfallPage {
     pub lanes: Vec<Lane>,
 }
 
-pub async fn page(State(m): State<Arc<Master>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let filter = Filter::parse(q.as_deref()).or_first_branch(&m);
-    let builders = super::builders(&m, &filter);
+/// `GET /waterfall`.
+pub async fn page(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
+    let filter = Filter::parse(q.as_deref()).or_first_branch(&m.catalog);
+    let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
-    let (builds, steps) = match async {
-        let builds = m.store.recent_builds_of(&ids, PER_BUILDER).await?;
-        let build_ids: Vec<i64> = builds.iter().map(|b| b.buildid).collect();
-        let steps = m.store.steps_of(&build_ids).await?;
-        Ok::<_, cascade_store::StoreError>((builds, steps))
-    }
-    .await
-    {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
-    let now = crate::clock::now();
+    let builds = m.store.recent_builds_of(&ids, PER_BUILDER).await?;
+    let build_ids: Vec<i64> = builds.iter().map(|b| b.buildid).collect();
+    let steps = m.store.steps_of(&build_ids).await?;
+    let now = m.clock.now();
     let mut steps_by_build: HashMap<i64, Vec<StepBox>> = HashMap::new();
     for s in steps {
         steps_by_build.entry(s.buildid).or_default().push(StepBox { name: s.name, look: look(s.results, s.complete) });

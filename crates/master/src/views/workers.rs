@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use cascade_store::ListQuery;
 
-use super::{Chrome, Filter, not_found, render, store_error};
-use crate::app::Master;
+use super::{Chrome, Filter, Pages, not_found, render};
+use crate::error::HttpError;
 
 pub struct WorkerLine {
     pub id: i64,
@@ -35,7 +35,7 @@ pub struct WorkersPage {
     pub one: bool,
 }
 
-async fn lines(m: &Master, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_store::StoreError> {
+async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_store::StoreError> {
     let mut q = ListQuery::default().limit(1000);
     if let Some(id) = only {
         q = q.eq("workerid", id);
@@ -43,9 +43,9 @@ async fn lines(m: &Master, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade
     let workers = m.store.list_workers(&q).await?.items;
     let running = m.store.running_builds().await?;
     let since = m.store.worker_connected_since().await?;
-    let now = crate::clock::now();
-    let by_id = m.config.builders.iter().filter_map(|b| m.builder_ids.get(&b.name).map(|id| (*id, b.name.clone())));
-    let names: std::collections::HashMap<i64, String> = by_id.collect();
+    let now = m.clock.now();
+    let names: std::collections::HashMap<i64, String> =
+        m.catalog.builders().map(|(b, id)| (id, b.name.clone())).collect();
     Ok(workers
         .into_iter()
         .map(|w| {
@@ -87,24 +87,24 @@ async fn lines(m: &Master, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade
         .collect())
 }
 
-pub async fn list(State(m): State<Arc<Master>>, headers: HeaderMap) -> Response {
-    match lines(&m, None).await {
-        Ok(workers) => {
-            let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
-            render(&headers, &WorkersPage { chrome, workers, one: false }, None)
-        }
-        Err(e) => store_error(e),
-    }
+/// `GET /workers`.
+pub async fn list(State(m): State<Arc<Pages>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let workers = lines(&m, None).await?;
+    let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
+    render(&headers, &WorkersPage { chrome, workers, one: false }, None)
 }
 
-pub async fn one(State(m): State<Arc<Master>>, headers: HeaderMap, Path(raw): Path<String>) -> Response {
-    let Ok(id) = raw.parse::<i64>() else { return not_found("worker") };
-    match lines(&m, Some(id)).await {
-        Ok(workers) if !workers.is_empty() => {
-            let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
-            render(&headers, &WorkersPage { chrome, workers, one: true }, None)
-        }
-        Ok(_) => not_found("worker"),
-        Err(e) => store_error(e),
+/// `GET /workers/{id}`.
+pub async fn one(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, HttpError> {
+    let id = raw.parse::<i64>().map_err(|_| not_found("worker"))?;
+    let workers = lines(&m, Some(id)).await?;
+    if workers.is_empty() {
+        return Err(not_found("worker"));
     }
+    let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
+    render(&headers, &WorkersPage { chrome, workers, one: true }, None)
 }

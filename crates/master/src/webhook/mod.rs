@@ -11,43 +11,63 @@ pub mod signature;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::FromRef;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cascade_store::{Delivery, IngestOutcome};
-use serde_json::{Value, json};
-
-use crate::app::Master;
+use axum::routing::post;
+use cascade_config::SecretString;
+use cascade_store::{Delivery, IngestOutcome, Store};
 use push::{PushEvent, PushPlan, plan_push};
+use serde_json::{Value, json};
 use signature::{Algorithm, verify};
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::error::HttpError;
+use crate::scheduler::Schedulers;
+
+/// What the receiver needs.
+pub struct Hook {
+    /// Where changes are written.
+    pub store: Store,
+    /// `[github]` and the branches.
+    pub catalog: Arc<Catalog>,
+    /// Which schedulers want a change; nudged once it is stored.
+    pub schedulers: Arc<Schedulers>,
+    /// The webhook secret; `None` only with `insecure_webhook`.
+    pub secret: Option<SecretString>,
+    /// What time it is.
+    pub clock: Clock,
+}
+
+/// `POST /change_hook/github`.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Hook>: FromRef<S>,
+{
+    Router::new().route("/change_hook/github", post(github).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
+}
 
 /// GitHub caps payloads at 25 MB; anything bigger is not from GitHub.
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
-
-/// A refusal: status and a one-line reason, as JSON.
-#[derive(Debug)]
-pub struct HookError(StatusCode, String);
-
-impl IntoResponse for HookError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// Checks the signature, if a secret is configured.
-fn authenticate(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<(), HookError> {
-    let Some(secret) = &master.webhook_secret else { return Ok(()) };
+fn authenticate(hook: &Hook, headers: &HeaderMap, body: &[u8]) -> Result<(), HttpError> {
+    let Some(secret) = &hook.secret else { return Ok(()) };
     let secret = secret.expose().as_bytes();
-    let unauthorized = |msg: String| HookError(StatusCode::UNAUTHORIZED, msg);
+    let unauthorized = |msg: String| HttpError::new(StatusCode::UNAUTHORIZED, msg);
     let result = if let Some(sig) = header_str(headers, "x-hub-signature-256") {
         verify(Algorithm::Sha256, secret, body, sig)
     } else if let Some(sig) =
-        header_str(headers, "x-hub-signature").filter(|_| master.config.github.allow_sha1_signature)
+        header_str(headers, "x-hub-signature").filter(|_| hook.catalog.config.github.allow_sha1_signature)
     {
         verify(Algorithm::Sha1, secret, body, sig)
     } else {
@@ -57,8 +77,8 @@ fn authenticate(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<(),
 }
 
 /// The JSON payload's bytes, from a JSON body or a form body's `payload` field.
-fn payload_bytes<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<std::borrow::Cow<'b, [u8]>, HookError> {
-    let bad = |msg: String| HookError(StatusCode::BAD_REQUEST, msg);
+fn payload_bytes<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<std::borrow::Cow<'b, [u8]>, HttpError> {
+    let bad = HttpError::bad_request;
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("application/json");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let json_bytes: std::borrow::Cow<[u8]> = match mime.as_str() {
@@ -74,7 +94,7 @@ fn payload_bytes<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<std::borrow:
             payload.into_bytes().into()
         }
         other => {
-            return Err(HookError(
+            return Err(HttpError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "unsupported content type {other:?}; use application/json or application/x-www-form-urlencoded"
@@ -87,110 +107,111 @@ fn payload_bytes<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<std::borrow:
 
 /// Parses the payload as `T`, telling malformed JSON from JSON that lacks
 /// what the event needs; both are one-line 400s.
-fn parse_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, HookError> {
+fn parse_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, HttpError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let reason = if e.is_data() { format!("invalid {what} payload: {e}") } else { format!("malformed JSON: {e}") };
-        HookError(StatusCode::BAD_REQUEST, reason)
+        HttpError::bad_request(reason)
     })
 }
 
+/// Receives one delivery; refusals are logged with the caller's address.
 pub async fn github(
-    State(master): State<Arc<Master>>,
+    State(hook): State<Arc<Hook>>,
     headers: HeaderMap,
     extensions: axum::http::Extensions,
     body: Bytes,
-) -> Response {
-    match handle(&master, &headers, &body).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
-            tracing::warn!(
-                status = e.0.as_u16(),
-                reason = %e.1,
-                address = ?from,
-                delivery = header_str(&headers, "x-github-delivery").unwrap_or("-"),
-                "webhook refused"
-            );
-            e.into_response()
-        }
-    }
+) -> Result<Response, HttpError> {
+    handle(&hook, &headers, &body).await.inspect_err(|e| {
+        let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        tracing::warn!(
+            status = e.status().as_u16(),
+            reason = %e.message(),
+            address = ?from,
+            delivery = header_str(&headers, "x-github-delivery").unwrap_or("-"),
+            "webhook refused"
+        );
+    })
 }
 
-async fn handle(master: &Master, headers: &HeaderMap, body: &[u8]) -> Result<Response, HookError> {
+/// A store failure while recording a delivery: GitHub may redeliver.
+fn unstored(e: cascade_store::StoreError) -> HttpError {
+    if e.is_unavailable() {
+        tracing::error!(error = %e, "webhook could not be stored");
+        return HttpError::unavailable("the store is unavailable; redeliver later");
+    }
+    HttpError::from(e)
+}
+
+async fn handle(hook: &Hook, headers: &HeaderMap, body: &[u8]) -> Result<Response, HttpError> {
     let event = header_str(headers, "x-github-event")
-        .ok_or_else(|| HookError(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header".into()))?
+        .ok_or_else(|| HttpError::bad_request("missing X-GitHub-Event header"))?
         .to_string();
-    authenticate(master, headers, body)?;
+    authenticate(hook, headers, body)?;
     let payload = payload_bytes(headers, body)?;
     let delivery = header_str(headers, "x-github-delivery").map(|d| Delivery {
         hook_id: header_str(headers, "x-github-hook-id").unwrap_or("").to_string(),
         delivery_id: d.to_string(),
         event: event.clone(),
     });
-    let internal = |e: cascade_store::StoreError| {
-        tracing::error!(error = %e, "webhook could not be stored");
-        HookError(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; redeliver later".into())
-    };
     match event.as_str() {
         "ping" => {
             parse_payload::<Value>(&payload, "ping")?;
             Ok(Json(json!({ "ok": "pong" })).into_response())
         }
-        "push" => {
-            let push: PushEvent = parse_payload(&payload, "push")?;
-            if let (Some(want), Some(got)) = (&master.config.github.repository, push.repository.full_name())
-                && !want.eq_ignore_ascii_case(&got)
-            {
-                tracing::info!(repository = %got, "push for an unconfigured repository ignored");
-                return Ok(accepted(format!("repository {got} is not configured here")));
-            }
-            let plan = plan_push(&push, master.config.github.build_tags, crate::clock::now())
-                .map_err(|e| HookError(StatusCode::BAD_REQUEST, format!("invalid push payload: {e}")))?;
-            let now = crate::clock::now();
-            match plan {
-                PushPlan::Ignore(reason) => {
-                    tracing::info!(%reason, "push ignored");
-                    Ok(accepted(reason))
-                }
-                PushPlan::DeleteBranch { repository, branch } => {
-                    let Some(done) = master
-                        .store
-                        .delete_branch(delivery.as_ref(), &repository, &branch, now)
-                        .await
-                        .map_err(internal)?
-                    else {
-                        return Ok(duplicate());
-                    };
-                    tracing::info!(%branch, cancelled = done.cancelled_requests, dropped = done.dropped_changes, "branch deleted");
-                    Ok(Json(json!({
-                        "deleted_branch": branch,
-                        "cancelled_requests": done.cancelled_requests,
-                        "dropped_changes": done.dropped_changes,
-                    }))
-                    .into_response())
-                }
-                PushPlan::Changes(changes) => {
-                    let batch: Vec<_> = changes
-                        .into_iter()
-                        .map(|c| {
-                            let touches = master.schedulers.classify(&c);
-                            (c, touches)
-                        })
-                        .collect();
-                    match master.store.ingest_changes(delivery.as_ref(), &batch, now).await.map_err(internal)? {
-                        IngestOutcome::Duplicate => Ok(duplicate()),
-                        IngestOutcome::Stored { change_ids } => {
-                            master.wake_schedulers.notify_one();
-                            tracing::info!(branch = ?batch.last().and_then(|(c, _)| c.branch.clone()), changes = change_ids.len(), "push stored");
-                            Ok(Json(json!({ "changes": change_ids })).into_response())
-                        }
-                    }
-                }
-            }
-        }
+        "push" => push(hook, parse_payload(&payload, "push")?, delivery.as_ref()).await,
         other => {
             tracing::info!(event = %other, "webhook event not handled");
             Ok(accepted(format!("event {other} is not handled")))
+        }
+    }
+}
+
+async fn push(hook: &Hook, push: PushEvent, delivery: Option<&Delivery>) -> Result<Response, HttpError> {
+    let github = &hook.catalog.config.github;
+    if let (Some(want), Some(got)) = (&github.repository, push.repository.full_name())
+        && !want.eq_ignore_ascii_case(&got)
+    {
+        tracing::info!(repository = %got, "push for an unconfigured repository ignored");
+        return Ok(accepted(format!("repository {got} is not configured here")));
+    }
+    let now = hook.clock.now();
+    let plan = plan_push(&push, github.build_tags, now)
+        .map_err(|e| HttpError::bad_request(format!("invalid push payload: {e}")))?;
+    match plan {
+        PushPlan::Ignore(reason) => {
+            tracing::info!(%reason, "push ignored");
+            Ok(accepted(reason))
+        }
+        PushPlan::DeleteBranch { repository, branch } => {
+            let Some(done) = hook.store.delete_branch(delivery, &repository, &branch, now).await.map_err(unstored)?
+            else {
+                return Ok(duplicate());
+            };
+            tracing::info!(%branch, cancelled = done.cancelled_requests, dropped = done.dropped_changes, "branch deleted");
+            Ok(Json(json!({
+                "deleted_branch": branch,
+                "cancelled_requests": done.cancelled_requests,
+                "dropped_changes": done.dropped_changes,
+            }))
+            .into_response())
+        }
+        PushPlan::Changes(changes) => {
+            let batch: Vec<_> = changes
+                .into_iter()
+                .map(|c| {
+                    let touches = hook.schedulers.classify(&c);
+                    (c, touches)
+                })
+                .collect();
+            match hook.store.ingest_changes(delivery, &batch, now).await.map_err(unstored)? {
+                IngestOutcome::Duplicate => Ok(duplicate()),
+                IngestOutcome::Stored { change_ids } => {
+                    hook.schedulers.nudge();
+                    let branch = batch.last().and_then(|(c, _)| c.branch.clone());
+                    tracing::info!(branch = ?branch, changes = change_ids.len(), "push stored");
+                    Ok(Json(json!({ "changes": change_ids })).into_response())
+                }
+            }
         }
     }
 }

@@ -121,10 +121,103 @@ pub enum PushPlan {
 #[error("{0}")]
 pub struct PushError(pub String);
 
+/// What every change of one push shares.
+struct PushContext<'a> {
+    event: &'a PushEvent,
+    repository: String,
+    project: String,
+    branch: String,
+    /// `Some("tag")` for a pushed tag.
+    category: Option<String>,
+    pusher: Option<String>,
+    properties: BTreeMap<String, serde_json::Value>,
+    /// Stands in for unparseable commit times.
+    now: i64,
+}
+
+/// `event`, and what GitHub says about the push: compare link, pusher, force.
+fn push_properties(event: &PushEvent, pusher: Option<&String>) -> BTreeMap<String, serde_json::Value> {
+    let mut props: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    props.insert("event".into(), json!("push"));
+    if let Some(c) = &event.compare {
+        props.insert("github_compare".into(), json!(c));
+    }
+    if let Some(p) = pusher {
+        props.insert("github_pusher".into(), json!(p));
+    }
+    if event.forced {
+        props.insert("github_forced".into(), json!(true));
+    }
+    props
+}
+
+fn identity(p: Option<&Person>) -> String {
+    p.map(|p| format_identity(p.name.as_deref().unwrap_or(""), p.email.as_deref().unwrap_or(""))).unwrap_or_default()
+}
+
+impl PushContext<'_> {
+    /// One commit as a change.
+    fn change(&self, c: &Commit) -> NewChange {
+        let files: Vec<String> = c.added.iter().chain(&c.modified).chain(&c.removed).cloned().collect();
+        let mut properties = self.properties.clone();
+        properties.insert("github_distinct".into(), json!(c.distinct.unwrap_or(true)));
+        let author = identity(c.author.as_ref());
+        NewChange {
+            author: if author.is_empty() { self.pusher.clone().unwrap_or_default() } else { author },
+            committer: Some(identity(c.committer.as_ref())).filter(|s| !s.is_empty()),
+            comments: c.message.clone(),
+            branch: Some(self.branch.clone()),
+            revision: Some(c.id.clone()),
+            revlink: c.url.clone(),
+            when_timestamp: c
+                .timestamp
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or(self.now, |t| t.timestamp()),
+            category: self.category.clone(),
+            repository: self.repository.clone(),
+            codebase: String::new(),
+            project: self.project.clone(),
+            files,
+            properties,
+        }
+    }
+
+    /// The new head, when `commits` does not list it: from `head_commit`
+    /// if that is it, else a change with nothing but the revision.
+    fn head(&self, revision: &str) -> NewChange {
+        match &self.event.head_commit {
+            Some(h) if h.id == revision => {
+                // Its files are not new on this ref; listing none makes the
+                // change important, so the moved ref is always built.
+                let mut c = self.change(h);
+                c.files.clear();
+                c
+            }
+            _ => {
+                let bare = Commit {
+                    id: revision.to_string(),
+                    message: String::new(),
+                    timestamp: None,
+                    url: None,
+                    author: None,
+                    committer: None,
+                    added: vec![],
+                    removed: vec![],
+                    modified: vec![],
+                    distinct: None,
+                };
+                let mut c = self.change(&bare);
+                c.when_timestamp = self.now;
+                c
+            }
+        }
+    }
+}
+
 /// Turns a push into a plan. `now` stands in for unparseable commit times.
 pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPlan, PushError> {
     let repository = event.repository.web_url().ok_or_else(|| PushError("the push names no repository URL".into()))?;
-    let project = event.repository.full_name().unwrap_or_default();
     let (branch, category) = match GitRef::parse(&event.git_ref) {
         GitRef::Branch(b) => (b, None),
         GitRef::Tag(t) if build_tags => (t, Some("tag".to_string())),
@@ -138,90 +231,21 @@ pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPl
         return Ok(PushPlan::DeleteBranch { repository, branch });
     }
     let pusher = event.pusher.as_ref().and_then(|p| p.name.clone());
-    let mut base_props: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    base_props.insert("event".into(), json!("push"));
-    if let Some(c) = &event.compare {
-        base_props.insert("github_compare".into(), json!(c));
-    }
-    if let Some(p) = &pusher {
-        base_props.insert("github_pusher".into(), json!(p));
-    }
-    if event.forced {
-        base_props.insert("github_forced".into(), json!(true));
-    }
-
-    let to_change = |c: &Commit| -> NewChange {
-        let ident = |p: &Option<Person>| {
-            p.as_ref()
-                .map(|p| format_identity(p.name.as_deref().unwrap_or(""), p.email.as_deref().unwrap_or("")))
-                .unwrap_or_default()
-        };
-        let mut files: Vec<String> = Vec::new();
-        files.extend(c.added.iter().cloned());
-        files.extend(c.modified.iter().cloned());
-        files.extend(c.removed.iter().cloned());
-        let mut properties = base_props.clone();
-        properties.insert("github_distinct".into(), json!(c.distinct.unwrap_or(true)));
-        let author = ident(&c.author);
-        NewChange {
-            author: if author.is_empty() { pusher.clone().unwrap_or_default() } else { author },
-            committer: Some(ident(&c.committer)).filter(|s| !s.is_empty()),
-            comments: c.message.clone(),
-            branch: Some(branch.clone()),
-            revision: Some(c.id.clone()),
-            revlink: c.url.clone(),
-            when_timestamp: c
-                .timestamp
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.timestamp())
-                .unwrap_or(now),
-            category: category.clone(),
-            repository: repository.clone(),
-            codebase: String::new(),
-            project: project.clone(),
-            files,
-            properties,
-        }
-    };
-
+    let properties = push_properties(event, pusher.as_ref());
+    let project = event.repository.full_name().unwrap_or_default();
+    let ctx = PushContext { event, repository, project, branch, category, pusher, properties, now };
     // Commits already pushed on another ref are skipped, as Buildbot does.
     let mut changes: Vec<NewChange> =
-        event.commits.iter().filter(|c| c.distinct != Some(false)).map(to_change).collect();
+        event.commits.iter().filter(|c| c.distinct != Some(false)).map(|c| ctx.change(c)).collect();
     // The new head must be built even when `commits` does not list it: a
     // branch created at an existing commit, a force push to an older one,
     // a tag, or a head that was already pushed elsewhere.
-    let head_revision = match (&category, &event.head_commit) {
+    let head_revision = match (&ctx.category, &event.head_commit) {
         (Some(_), Some(h)) => h.id.clone(),
         _ => event.after.clone(),
     };
     if !changes.iter().any(|c| c.revision.as_deref() == Some(head_revision.as_str())) {
-        let head = match &event.head_commit {
-            Some(h) if h.id == head_revision => {
-                // Its files are not new on this ref; listing none makes the
-                // change important, so the moved ref is always built.
-                let mut c = to_change(h);
-                c.files.clear();
-                c
-            }
-            _ => {
-                let mut c = to_change(&Commit {
-                    id: head_revision.clone(),
-                    message: String::new(),
-                    timestamp: None,
-                    url: None,
-                    author: None,
-                    committer: None,
-                    added: vec![],
-                    removed: vec![],
-                    modified: vec![],
-                    distinct: None,
-                });
-                c.when_timestamp = now;
-                c
-            }
-        };
-        changes.push(head);
+        changes.push(ctx.head(&head_revision));
     }
     Ok(PushPlan::Changes(changes))
 }

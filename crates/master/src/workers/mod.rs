@@ -11,12 +11,80 @@ pub mod pb;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use cascade_protocol::UploadOp;
 use cascade_protocol::{UpdateEntry, WorkerInfo};
+use cascade_store::Store;
+use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+
+/// What the worker listeners need: who may connect, what to record, whom
+/// to tell.
+pub struct Hub {
+    /// Where connections and worker info are recorded.
+    pub store: Store,
+    /// Workers' ids and the builders each serves.
+    pub catalog: Arc<Catalog>,
+    /// What time it is.
+    pub clock: Clock,
+    /// Who is connected.
+    pub registry: Arc<Registry>,
+    /// How passwords are checked.
+    pub credentials: auth::Credentials,
+    /// How dead connections are found.
+    pub liveness: Liveness,
+    /// Nudged when a worker attaches: the distributor may have work for it.
+    pub nudge: Arc<Notify>,
+}
+
+/// Liveness: a ping this often; a peer silent for `dead_after` is dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// How often a quiet worker is pinged.
+    pub ping_every: Duration,
+    /// A worker silent this long is taken for dead.
+    pub dead_after: Duration,
+}
+
+impl Hub {
+    /// How many builds a worker may run at once.
+    pub fn max_builds(&self, worker: &str) -> usize {
+        self.catalog.worker(worker).map_or(1, |w| w.max_builds as usize)
+    }
+
+    /// Registers a logged-in worker and records it, or says why not. A
+    /// worker paused before it reconnected stays paused.
+    pub async fn attach(&self, handle: &Arc<WorkerHandle>) -> Result<(), String> {
+        apply_stored_flags(&self.store, handle).await;
+        self.registry.attach(handle.clone()).await?;
+        let (id, master) = (handle.worker_id, self.catalog.master_id);
+        if let Err(e) = self.store.worker_attached(id, master, &handle.info.json, self.clock.now()).await {
+            self.registry.detach(handle);
+            return Err(format!("recording the worker: {e}"));
+        }
+        self.nudge.notify_one();
+        Ok(())
+    }
+
+    /// Forgets a connection that ended: the store first, so once the
+    /// registry forgets the worker the store already says it is gone
+    /// (unless a newer connection took its place).
+    pub async fn detach(&self, handle: &Arc<WorkerHandle>) {
+        if self.registry.get(&handle.name).is_some_and(|cur| Arc::ptr_eq(&cur, handle))
+            && let Err(e) = self.store.worker_detached(handle.worker_id, self.catalog.master_id, self.clock.now()).await
+        {
+            tracing::warn!(worker = %handle.name, error = %e, "could not record the detach");
+        }
+        self.registry.detach(handle);
+        tracing::info!(worker = %handle.name, "worker detached");
+    }
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -28,17 +96,6 @@ pub enum WorkerError {
     Timeout,
     #[error("the worker refused: {0}")]
     Refused(String),
-}
-
-/// A file the worker sends to the master, piece by piece.
-#[derive(Debug)]
-pub enum UploadOp {
-    Write(Vec<u8>),
-    Close,
-    /// Access and modification times, Unix seconds.
-    Utime(f64, f64),
-    /// A directory upload's tar stream is complete: unpack it.
-    Unpack,
 }
 
 /// What a running command reports.
@@ -125,7 +182,7 @@ impl WorkerHandle {
         if self.draining.load(Ordering::SeqCst) || self.paused.load(Ordering::SeqCst) || self.conn.is_closed() {
             return false;
         }
-        let Ok(mut busy) = self.busy_builders.lock() else { return false };
+        let mut busy = self.busy_builders.lock();
         if busy.contains(builder) || self.running.load(Ordering::SeqCst) >= self.max_builds {
             return false;
         }
@@ -135,9 +192,7 @@ impl WorkerHandle {
     }
 
     pub fn release(&self, builder: &str) {
-        if let Ok(mut busy) = self.busy_builders.lock() {
-            busy.remove(builder);
-        }
+        self.busy_builders.lock().remove(builder);
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -172,11 +227,11 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<WorkerHandle>> {
-        self.workers.lock().ok().and_then(|w| w.get(name).cloned())
+        self.workers.lock().get(name).cloned()
     }
 
     pub fn connected(&self) -> Vec<Arc<WorkerHandle>> {
-        self.workers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default()
+        self.workers.lock().values().cloned().collect()
     }
 
     /// Registers a new connection. A worker already connected under that
@@ -194,57 +249,65 @@ impl Registry {
             tracing::warn!(worker = %handle.name, "replacing a dead connection");
             old.conn.close();
         }
-        if let Ok(mut w) = self.workers.lock() {
-            w.insert(handle.name.clone(), handle);
-        }
+        self.workers.lock().insert(handle.name.clone(), handle);
         self.changed.notify_waiters();
         Ok(())
     }
 
+    /// Drops every connection (the master is stopping); their builds end
+    /// as RETRY.
+    pub fn close_all(&self) {
+        for handle in self.connected() {
+            handle.conn.close();
+        }
+    }
+
     /// Forgets a connection, unless a newer one already took its place.
     pub fn detach(&self, handle: &Arc<WorkerHandle>) {
-        if let Ok(mut w) = self.workers.lock()
-            && w.get(&handle.name).is_some_and(|cur| Arc::ptr_eq(cur, handle))
-        {
-            w.remove(&handle.name);
+        let mut workers = self.workers.lock();
+        if workers.get(&handle.name).is_some_and(|cur| Arc::ptr_eq(cur, handle)) {
+            workers.remove(&handle.name);
         }
+        drop(workers);
         self.changed.notify_waiters();
     }
 }
 
-/// Stop giving the worker builds; once the running ones end, tell it to
-/// shut down (the worker asked, e.g. on SIGHUP, or an admin did).
-pub fn drain_then_shut_down(master: Arc<crate::app::Master>, handle: Arc<WorkerHandle>) {
-    use std::sync::atomic::Ordering;
-    if handle.draining.swap(true, Ordering::SeqCst) {
-        return;
+impl Registry {
+    /// Stop giving the worker builds; once the running ones end, tell it to
+    /// shut down (the worker asked, e.g. on SIGHUP, or an admin did).
+    pub fn drain_then_shut_down(self: &Arc<Self>, handle: Arc<WorkerHandle>) {
+        if handle.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(worker = %handle.name, "the worker will shut down once idle");
+        let registry = self.clone();
+        tokio::spawn(async move {
+            while handle.running.load(Ordering::SeqCst) > 0 && !handle.conn.is_closed() {
+                let changed = registry.changed.notified();
+                if handle.running.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
+            }
+            if !handle.conn.is_closed() {
+                tracing::info!(worker = %handle.name, "worker idle: shutting it down");
+                if let Err(e) = handle.conn.shutdown().await {
+                    tracing::debug!(worker = %handle.name, error = %e, "shutdown call");
+                }
+            }
+        });
     }
-    tracing::info!(worker = %handle.name, "the worker will shut down once idle");
-    tokio::spawn(async move {
-        while handle.running.load(Ordering::SeqCst) > 0 && !handle.conn.is_closed() {
-            let changed = master.workers.changed.notified();
-            if handle.running.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), changed).await;
-        }
-        if !handle.conn.is_closed() {
-            tracing::info!(worker = %handle.name, "worker idle: shutting it down");
-            if let Err(e) = handle.conn.shutdown().await {
-                tracing::debug!(worker = %handle.name, error = %e, "shutdown call");
-            }
-        }
-    });
 }
 
 /// A worker paused before it reconnected stays paused. A shutdown asked
 /// for earlier has happened (this is a new connection): its flag is cleared.
-pub async fn apply_stored_flags(master: &Arc<crate::app::Master>, handle: &Arc<WorkerHandle>) {
-    match master.store.get_worker(handle.worker_id).await {
+async fn apply_stored_flags(store: &Store, handle: &Arc<WorkerHandle>) {
+    match store.get_worker(handle.worker_id).await {
         Ok(Some(record)) => {
             handle.paused.store(record.paused, Ordering::SeqCst);
             if record.graceful
-                && let Err(e) = master.store.set_worker_graceful(handle.worker_id, false).await
+                && let Err(e) = store.set_worker_graceful(handle.worker_id, false).await
             {
                 tracing::warn!(worker = %handle.name, error = %e, "could not clear the shutdown flag");
             }

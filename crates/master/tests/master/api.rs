@@ -6,8 +6,8 @@ use serde_json::Value;
 use crate::harness::{Harness, synthetic_push};
 
 test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
-    let h = Harness::new(db).await;
-    let t0 = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let t0 = h.master.clock.now();
     let mut payload = synthetic_push("master", 3, 3, &["Lib/os.py"]);
     payload["commits"][2]["message"] = Value::String("<script>alert('x')</script> & \"quotes\"".into());
     payload["head_commit"] = payload["commits"][2].clone();
@@ -86,7 +86,7 @@ test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(by_name["builders"][0]["builderid"], linux);
     assert_eq!(by_name["builders"][0]["tags"], serde_json::json!(["stable"]));
-    assert_eq!(by_name["builders"][0]["masterids"], serde_json::json!([h.master.master_id]));
+    assert_eq!(by_name["builders"][0]["masterids"], serde_json::json!([h.master.master_id()]));
     let (_, stable) = h.get("/api/v2/builders?tags__contains=stable").await;
     assert_eq!(stable["meta"]["total"], 2);
 
@@ -126,12 +126,12 @@ test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
 });
 
 test_both!(builds_steps_and_logs_read_as_buildbot_shapes, |db| {
-    let h = Harness::new(db).await;
-    let t0 = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let t0 = h.master.clock.now();
     let ids = h.push(&synthetic_push("master", 4, 2, &["Lib/os.py"]), "api-builds").await;
     h.master.schedulers.tick(&h.store, t0 + 3600).await.expect("tick");
     let linux = h.builder("Linux 3.x");
-    let build = h.store.claim_build(linux, h.master.master_id, None, t0).await.expect("claim").expect("build");
+    let build = h.store.claim_build(linux, h.master.master_id(), None, t0).await.expect("claim").expect("build");
     let step = h.store.add_step(build.build_id, 0, "test", t0).await.expect("step");
     let log = h.store.add_log(step, "stdio", "s").await.expect("log");
     let lines: Vec<String> = (0..25).map(|i| format!("oline {i} <b>")).collect();
@@ -197,12 +197,16 @@ test_both!(control_calls_need_a_token_and_the_right_role, |db| {
          [[user]]\nname = \"gone\"\n[auth]\nadmins = [\"root\"]\nrules = {{ stop = [\"core-dev\"] }}\n",
         crate::harness::CONFIG
     );
-    let h = Harness::with_config(db, &text).await;
-    let t0 = cascade_master::clock::now();
+    let h = Harness::frozen(db, &text).await;
+    let t0 = h.master.clock.now();
     h.push(&synthetic_push("master", 9, 1, &["x.c"]), "ctl").await;
     h.master.schedulers.tick(&h.store, t0 + 3600).await.expect("tick");
-    let build =
-        h.store.claim_build(h.builder("Linux 3.x"), h.master.master_id, None, t0).await.expect("claim").expect("build");
+    let build = h
+        .store
+        .claim_build(h.builder("Linux 3.x"), h.master.master_id(), None, t0)
+        .await
+        .expect("claim")
+        .expect("build");
     let token = |user: &str| {
         let (token, hash) = cascade_master::auth::new_token();
         (token, hash, user.to_string())

@@ -56,7 +56,7 @@ impl Browser {
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
-        cascade_master::app::install_crypto_provider();
+        cascade_master::outbound::install_crypto_provider();
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         wait_for("chromedriver to be ready", Duration::from_secs(30), || {
@@ -151,11 +151,8 @@ test_both!(pages_update_live_in_a_real_browser, |db| {
     let text = format!("{}\n[[scheduler]]\nname = \"force\"\nkind = \"force\"\n", config(&repo, &step))
         .replace("branches = [\"main\"]", "branches = [\"main\"]\ntags = [\"stable\", \"tier-1\"]");
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let site = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = cascade_master::router(h.master.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let running = run_master(&h).await;
+    let site = h.url();
     let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     let builder = h.builder("unix main");
@@ -197,7 +194,7 @@ test_both!(pages_update_live_in_a_real_browser, |db| {
         )
         .await
         .expect("force");
-    h.master.wake_builds.notify_one();
+    h.master.runner.nudge();
 
     // Meanwhile the second build's log page tails its running step.
     let second = wait_for("the second build's step", live, || async {

@@ -70,7 +70,7 @@ async fn finished_build(h: &Harness, owner_token: &str) -> i64 {
     assert_eq!(status, StatusCode::OK, "{answer}");
     let claimed = h
         .store
-        .claim_build(h.builder("Linux 3.x"), h.master.master_id, None, cascade_master::clock::now())
+        .claim_build(h.builder("Linux 3.x"), h.master.master_id(), None, cascade_master::clock::now())
         .await
         .expect("claim")
         .expect("a build");

@@ -1,11 +1,11 @@
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use cascade_master::Master;
+use cascade_master::clock::Clock;
 use cascade_master::webhook::signature::sign_sha256;
+use cascade_master::{Listeners, Master, Served};
 use cascade_store::{ListQuery, Store};
 use cascade_testkit::TestDb;
 use http_body_util::BodyExt;
@@ -69,10 +69,14 @@ name = "force"
 kind = "force"
 "#;
 
+/// A master served as `cascade serve` serves one (listeners on loopback
+/// port 0, scheduler, distributor, event pump, heartbeat, janitor), and its
+/// router for requests made in-process (they may claim any client address).
 pub struct Harness {
     pub store: Store,
-    pub master: Arc<Master>,
+    pub master: Master,
     pub app: Router,
+    pub served: Served,
 }
 
 pub fn fixture(rel: &str) -> Vec<u8> {
@@ -111,21 +115,46 @@ pub fn synthetic_push(branch: &str, seed: u32, commits: usize, files: &[&str]) -
 }
 
 impl Harness {
-    pub async fn new(db: &TestDb) -> Harness {
-        Harness::with_config(db, CONFIG).await
-    }
-
     pub async fn with_config(db: &TestDb, text: &str) -> Harness {
         let store = db.store().await;
         Harness::on_store(store, text).await
     }
 
     pub async fn on_store(store: Store, text: &str) -> Harness {
+        Harness::served(store, text, Clock::System).await
+    }
+
+    /// A master whose clock stands still (at the real time it started):
+    /// time moves only where a test says so, as in `schedulers.tick(now)`.
+    pub async fn frozen(db: &TestDb, text: &str) -> Harness {
+        Harness::served(db.store().await, text, Clock::manual(cascade_master::clock::now())).await
+    }
+
+    pub async fn served(store: Store, text: &str, clock: Clock) -> Harness {
+        if std::env::var("RUST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let config = cascade_config::parse(text, Path::new("test.toml")).unwrap_or_else(|e| panic!("config:\n{e}"));
         let secrets = config.resolve_secrets().expect("secrets");
-        let master = Master::start(config, secrets, store.clone(), cascade_master::clock::now()).await.expect("start");
+        let master = Master::start(config, secrets, store.clone(), clock).await.expect("start");
         let app = cascade_master::router(master.clone());
-        Harness { store, master, app }
+        let listeners = Listeners::loopback().await.expect("listeners");
+        let served = cascade_master::server::spawn(master.clone(), listeners).expect("served");
+        Harness { store, master, app, served }
+    }
+
+    /// The served master's pages and API, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.served.url()
+    }
+
+    /// Stops the master (as SIGTERM would) and closes its store.
+    pub async fn stop(self) {
+        self.served.stop().await.expect("a clean stop");
+        self.store.close().await;
     }
 
     pub async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -190,6 +219,6 @@ impl Harness {
     }
 
     pub fn builder(&self, name: &str) -> i64 {
-        *self.master.builder_ids.get(name).unwrap_or_else(|| panic!("no builder {name}"))
+        self.master.catalog.builder_id(name).unwrap_or_else(|| panic!("no builder {name}"))
     }
 }

@@ -2,6 +2,7 @@
 //! real router, real GitHub payloads signed with the test secret.
 
 mod api;
+mod architecture;
 mod browser;
 mod control;
 mod harness;
@@ -9,5 +10,6 @@ mod pages;
 mod pb;
 mod readapi;
 mod schedulers;
+mod server;
 mod webhook;
 mod workers;

@@ -67,10 +67,10 @@ fn assert_escaped(uri: &str, page: &str) {
 /// A finished build for `builder` covering the pushed change, with a step and its log.
 async fn build_with_log(h: &Harness, builder: i64, results: Results, lines: &[&str]) -> (i64, i64) {
     let now = cascade_master::clock::now();
-    let claimed = h.store.claim_build(builder, h.master.master_id, None, now).await.expect("claim").expect("a build");
+    let claimed = h.store.claim_build(builder, h.master.master_id(), None, now).await.expect("claim").expect("a build");
     let step = h.store.add_step(claimed.build_id, 0, "test <script>", now).await.expect("step");
     let log = h.store.add_log(step, "stdio", "s").await.expect("log");
-    let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let lines: Vec<String> = lines.iter().map(std::string::ToString::to_string).collect();
     h.store.append_log_lines(log, 0, &lines).await.expect("lines");
     h.store.finish_log(log).await.expect("finish log");
     h.store.finish_step(step, results, &format!("test {HOSTILE}"), now).await.expect("finish step");
@@ -79,7 +79,7 @@ async fn build_with_log(h: &Harness, builder: i64, results: Results, lines: &[&s
 }
 
 test_both!(every_page_renders_hostile_text_as_text, |db| {
-    let h = Harness::with_config(db, &config()).await;
+    let h = Harness::frozen(db, &config()).await;
     let mut payload = synthetic_push("main", 5, 2, &["Lib/os.py"]);
     payload["commits"][1]["message"] = json!(format!("{HOSTILE}\n\nbody \u{1b}[31mred\u{1b}[0m"));
     payload["commits"][1]["author"]["name"] = json!("<b>Eve</b>");

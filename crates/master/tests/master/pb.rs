@@ -164,7 +164,7 @@ test_both!(login_refusals_and_bad_calls_get_pb_shaped_answers, |db| {
     let text = config(&repo, r#"{ name = "x", command = ["true"] },"#)
         .replace("[[factory]]", &format!("[[worker]]\nname = \"hashed\"\npassword_hash = \"{hash}\"\n\n[[factory]]"));
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
 
     // Unknown names get a challenge like anyone, then the refusal a worker retries after.
     let mut c = PbClient::connect(running.pb_port).await;
@@ -228,7 +228,7 @@ test_both!(hostile_bytes_drop_only_their_connection, |db| {
         .replace("workers = [\"w1\"]", "workers = [\"w2\"]")
         .replace("[[factory]]", "[[worker]]\nname = \"w2\"\npassword = \"pw-two\"\n\n[[factory]]");
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
 
     // Each of these is fatal to its own connection, as in Twisted.
     // A string of 655,361 bytes: prefix 1 + 40 × 128², type STRING.
@@ -288,7 +288,7 @@ test_both!(a_silent_pb_worker_is_dropped, |db| {
     let text = config(&repo, r#"{ name = "x", command = ["true"] },"#)
         .replace("name = \"worker-test\"", "name = \"worker-test\"\nworker_ping = \"100ms\"\nworker_timeout = \"1s\"");
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let mut c = PbClient::connect(running.pb_port).await;
     c.login("w1", "pw-one").await.expect("logs in");
     // The master pings a quiet worker; this one never answers.
@@ -317,7 +317,7 @@ test_both!(builders_run_side_by_side_on_one_pb_worker, |db| {
         "[[builder]]\nname = \"other\"\nworkers = [\"w1\"]\nfactory = \"f\"\nbranches = [\"main\"]\n\n[[scheduler]]",
     );
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let _worker = BuildbotWorker::start_kind(Kind::BuildbotPb, dir.path(), running.pb_port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
@@ -349,7 +349,7 @@ test_both!(a_pb_worker_that_asks_to_stop_finishes_its_build_first, |db| {
         g = go.display()
     );
     let h = Harness::with_config(db, &config(&repo, &step)).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let mut worker = BuildbotWorker::start_kind(Kind::BuildbotPb, dir.path(), running.pb_port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;

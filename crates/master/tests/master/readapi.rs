@@ -143,7 +143,7 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
   { name = "fail", command = ["false"] },"#;
     let text = format!("{}\n[[scheduler]]\nname = \"force\"\nkind = \"force\"\n", config(&repo, steps));
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
@@ -228,7 +228,8 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
         let first = &v[*resource][0];
         let mut got = keys(first);
         got.remove("properties");
-        let want: BTreeSet<String> = fields.iter().map(|f| f.to_string()).filter(|f| f != "properties").collect();
+        let want: BTreeSet<String> =
+            fields.iter().map(std::string::ToString::to_string).filter(|f| f != "properties").collect();
         assert_eq!(got, want, "{resource}: {first}");
     }
     // ...and Buildbot's types.
@@ -303,11 +304,8 @@ test_both!(cascade_status_force_and_stop_against_a_served_master, |db| {
         .replace("rules = { stop = [\"core-dev\"] }", "rules = { stop = [\"core-dev\"], force = [\"core-dev\"] }");
     assert!(text.contains("force = [\"core-dev\"]"));
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = cascade_master::router(h.master.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let running = run_master(&h).await;
+    let url = h.url();
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
             .args(args)

@@ -8,8 +8,8 @@ use cascade_testkit::test_both;
 use crate::harness::{CONFIG, Harness};
 
 test_both!(sendchange_is_classified_like_a_webhook_change, |db| {
-    let h = Harness::new(db).await;
-    let config = h.master.config.clone();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let config = h.master.catalog.config.clone();
     let now = cascade_master::clock::now();
     let change = SendChange {
         who: "Ann <ann@example.org>".into(),
@@ -33,8 +33,8 @@ test_both!(sendchange_is_classified_like_a_webhook_change, |db| {
 });
 
 test_both!(force_creates_a_pinned_buildset_per_branch, |db| {
-    let h = Harness::new(db).await;
-    let now = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let now = h.master.clock.now();
     let req = ForceRequest {
         scheduler: "force".into(),
         builders: vec!["Linux 3.x".into(), "Linux feature".into()],
@@ -63,7 +63,7 @@ test_both!(a_periodic_scheduler_fires_at_its_occurrence_once, |db| {
     let text = format!(
         "{CONFIG}\n[[scheduler]]\nname = \"nightly\"\nkind = \"periodic\"\nbranch = \"3.x\"\ncron = \"0 3 * * *\"\nbuilders = [\"Linux\"]\n"
     );
-    let h = Harness::with_config(db, &text).await;
+    let h = Harness::frozen(db, &text).await;
     let created = h
         .store
         .list_schedulers()
@@ -92,8 +92,8 @@ test_both!(a_periodic_scheduler_fires_at_its_occurrence_once, |db| {
 });
 
 test_both!(a_disabled_scheduler_neither_collects_nor_fires, |db| {
-    let h = Harness::new(db).await;
-    let now = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let now = h.master.clock.now();
     let id = h.store.list_schedulers().await.expect("list").into_iter().find(|s| s.name == "main").expect("main").id;
     assert!(h.store.set_scheduler_enabled(id, false).await.expect("disable"));
     h.master.schedulers.tick(&h.store, now).await.expect("tick refreshes the enabled flags");

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::harness::{Harness, SECRET, fixture, fixture_json, synthetic_push};
 
 test_both!(a_signed_push_stores_one_change_per_commit, |db| {
-    let h = Harness::new(db).await;
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
     let body = fixture("reallyfastci/webhook-push-to-master.json");
     let (status, answer) = h.deliver("push", &body, "88f41318-101a-11ea-99ad-ec7586fcd78e").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -63,8 +63,8 @@ test_both!(a_signed_push_stores_one_change_per_commit, |db| {
 });
 
 test_both!(five_pushes_in_the_tree_stable_window_give_one_request_per_builder, |db| {
-    let h = Harness::new(db).await;
-    let t0 = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let t0 = h.master.clock.now();
     let mut all_changes = Vec::new();
     for push in 0..5u32 {
         let payload = synthetic_push("master", push + 1, 2, &["Lib/os.py"]);
@@ -99,7 +99,7 @@ test_both!(five_pushes_in_the_tree_stable_window_give_one_request_per_builder, |
     // A worker taking the request builds once, with all ten commits.
     let build = h
         .store
-        .claim_build(h.builder("Linux 3.x"), h.master.master_id, None, t0 + 3700)
+        .claim_build(h.builder("Linux 3.x"), h.master.master_id(), None, t0 + 3700)
         .await
         .expect("claim")
         .expect("build");
@@ -109,8 +109,8 @@ test_both!(five_pushes_in_the_tree_stable_window_give_one_request_per_builder, |
 });
 
 test_both!(pushes_after_the_window_are_merged_when_a_worker_takes_them, |db| {
-    let h = Harness::new(db).await;
-    let t0 = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let t0 = h.master.clock.now();
     let mut all = Vec::new();
     // Three pushes, each in its own tree-stable window: three buildsets.
     for push in 0..3u32 {
@@ -120,17 +120,17 @@ test_both!(pushes_after_the_window_are_merged_when_a_worker_takes_them, |db| {
     }
     let windows = h.builder("Windows 3.x");
     let build =
-        h.store.claim_build(windows, h.master.master_id, None, t0 + 20_000).await.expect("claim").expect("build");
+        h.store.claim_build(windows, h.master.master_id(), None, t0 + 20_000).await.expect("claim").expect("build");
     assert_eq!(build.covered.len(), 3, "one build for the three pending requests");
     let blamelist: Vec<i64> =
         h.store.build_changes(build.build_id).await.expect("blame").iter().map(|c| c.changeid).collect();
     assert_eq!(blamelist, all);
-    assert!(h.store.claim_build(windows, h.master.master_id, None, t0 + 20_001).await.expect("claim").is_none());
+    assert!(h.store.claim_build(windows, h.master.master_id(), None, t0 + 20_001).await.expect("claim").is_none());
 });
 
 test_both!(changes_touching_only_ignored_files_wait_for_an_important_one, |db| {
-    let h = Harness::new(db).await;
-    let t0 = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let t0 = h.master.clock.now();
     h.push(&synthetic_push("master", 1, 1, &["Doc/library/os.rst", "README.md"]), "doc").await;
     let waiting = h.store.waiting_changes().await.expect("waiting");
     assert_eq!(waiting.len(), 1);
@@ -145,7 +145,7 @@ test_both!(changes_touching_only_ignored_files_wait_for_an_important_one, |db| {
 });
 
 test_both!(refused_deliveries_leave_the_store_unchanged, |db| {
-    let h = Harness::new(db).await;
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
     let body = fixture("reallyfastci/webhook-push-to-master.json");
     let (status, _) = h.deliver("push", &body, "first").await;
     assert_eq!(status, StatusCode::OK);
@@ -210,7 +210,7 @@ test_both!(refused_deliveries_leave_the_store_unchanged, |db| {
 });
 
 test_both!(form_encoded_deliveries_are_accepted, |db| {
-    let h = Harness::new(db).await;
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
     let json = fixture("reallyfastci/webhook-push-to-master.json");
     let form = serde_urlencoded::to_string([("payload", String::from_utf8(json).expect("utf8"))]).expect("form");
     let req = Request::post("/change_hook/github")
@@ -226,7 +226,7 @@ test_both!(form_encoded_deliveries_are_accepted, |db| {
 });
 
 test_both!(ping_tags_and_other_events_are_acknowledged_without_changes, |db| {
-    let h = Harness::new(db).await;
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
     let (status, _) = h.deliver("ping", &fixture("octokit-webhooks/ping.payload.json"), "p").await;
     assert_eq!(status, StatusCode::OK);
     let (status, answer) =
@@ -239,7 +239,7 @@ test_both!(ping_tags_and_other_events_are_acknowledged_without_changes, |db| {
 });
 
 test_both!(created_branches_and_forced_pushes_still_build_the_head, |db| {
-    let h = Harness::new(db).await;
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
     let created = fixture_json("drone-go-scm/push_branch_create.json");
     assert!(created["commits"].as_array().expect("commits").is_empty());
     let ids = h.push(&created, "create").await;
@@ -261,8 +261,8 @@ test_both!(created_branches_and_forced_pushes_still_build_the_head, |db| {
 });
 
 test_both!(deleting_a_branch_cancels_what_is_pending_for_it, |db| {
-    let h = Harness::new(db).await;
-    let t0 = cascade_master::clock::now();
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
+    let t0 = h.master.clock.now();
     h.push(&synthetic_push("feature-branch", 1, 1, &["a.c"]), "f1").await;
     h.master.schedulers.tick(&h.store, t0 + 3600).await.expect("tick");
     h.push(&synthetic_push("feature-branch", 2, 1, &["b.c"]), "f2").await;
@@ -287,14 +287,14 @@ test_both!(deleting_a_branch_cancels_what_is_pending_for_it, |db| {
 test_both!(a_restart_inside_the_tree_stable_window_still_builds, |db| {
     let t0 = cascade_master::clock::now();
     let changes = {
-        let h = Harness::new(db).await;
+        let h = Harness::frozen(db, crate::harness::CONFIG).await;
         let ids = h.push(&synthetic_push("master", 7, 3, &["Lib/os.py"]), "before-restart").await;
         assert!(h.master.schedulers.tick(&h.store, t0 + 1).await.expect("tick").fired.is_empty());
-        h.store.close().await;
+        h.stop().await;
         ids
     };
     // A new master process on the same database.
-    let h = Harness::new(db).await;
+    let h = Harness::frozen(db, crate::harness::CONFIG).await;
     let report = h.master.schedulers.tick(&h.store, t0 + 3600).await.expect("tick");
     assert_eq!(report.fired.len(), 1);
     let (_, bsid, requests) = &report.fired[0];
@@ -310,7 +310,7 @@ test_both!(a_restart_inside_the_tree_stable_window_still_builds, |db| {
 
 test_both!(insecure_mode_accepts_unsigned_deliveries, |db| {
     let text = crate::harness::CONFIG.replace("webhook_secret = \"test-secret\"", "insecure_webhook = true");
-    let h = Harness::with_config(db, &text).await;
+    let h = Harness::frozen(db, &text).await;
     let req = Request::post("/change_hook/github")
         .header("x-github-event", "push")
         .body(Body::from(fixture("reallyfastci/webhook-push-to-master.json")))
@@ -321,7 +321,7 @@ test_both!(insecure_mode_accepts_unsigned_deliveries, |db| {
 
 test_both!(pushes_for_another_repository_are_ignored_when_one_is_configured, |db| {
     let text = crate::harness::CONFIG.replace("[github]\n", "[github]\nrepository = \"python/cpython\"\n");
-    let h = Harness::with_config(db, &text).await;
+    let h = Harness::frozen(db, &text).await;
     let (status, answer) = h.deliver("push", &fixture("reallyfastci/webhook-push-to-master.json"), "x").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(h.counts().await, (0, 0, 0, 0));

@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cascade_master::Master;
 use cascade_store::{ListQuery, StepRecord};
 use cascade_testkit::test_both;
 use serde_json::json;
@@ -209,13 +208,12 @@ impl Drop for BuildbotWorker {
     }
 }
 
-/// Serves the master's worker port and runs its scheduler and distributor.
+/// The served master's worker ports.
 pub struct Running {
     /// msgpack (WebSocket) port.
     pub port: u16,
     /// Perspective Broker port.
     pub pb_port: u16,
-    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Running {
@@ -225,29 +223,10 @@ impl Running {
     }
 }
 
-pub async fn run_master(master: &Arc<Master>) -> Running {
-    if std::env::var("RUST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let app = cascade_master::workers::msgpack::router(master.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let pb_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let pb_port = pb_listener.local_addr().expect("addr").port();
-    tokio::spawn(cascade_master::workers::pb::serve(pb_listener, master.clone(), stopped.clone()));
-    tokio::spawn(master.schedulers.clone().run(
-        master.store.clone(),
-        master.wake_schedulers.clone(),
-        master.wake_builds.clone(),
-        stopped.clone(),
-    ));
-    tokio::spawn(cascade_master::runner::run(master.clone(), stopped));
-    Running { port, pb_port, _stop: stop }
+/// Where the harness's master (served through `server::serve`) takes workers.
+pub async fn run_master(h: &Harness) -> Running {
+    let a = h.served.addresses;
+    Running { port: a.msgpack.port(), pb_port: a.pb.port() }
 }
 
 /// Waits for `check` to return `Some`, polling the store; fails after `limit`.
@@ -364,7 +343,7 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     std::fs::write(&tool, &script).expect("tool");
     let steps = steps.replace("SRC_TOOL", &tool.display().to_string());
     let h = Harness::with_config(db, &config(&repo, &steps)).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     std::fs::write(worker.basedir.join("tool-copy"), &script).expect("reference copy");
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
@@ -387,7 +366,7 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
         assert_eq!(info["host"], "a test box\n");
     }
 
-    let mut live = h.master.live_logs.subscribe();
+    let mut live = h.master.bus.subscribe_lines();
     push(&h, &sha).await;
     let build = finished_build(&h, Duration::from_secs(60)).await;
     assert_eq!(build.results, Some(2), "FAILURE: {}", build.state_string);
@@ -468,10 +447,12 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     // Live subscribers saw the same lines, in order, as they were stored.
     let pass_log = h.store.list_logs(steps[1].stepid).await.expect("logs")[0].logid;
     let mut seen: Vec<String> = Vec::new();
-    while let Ok(batch) = live.try_recv() {
-        if batch.log_id == pass_log {
-            assert_eq!(batch.first_line, seen.len() as i64);
-            seen.extend(batch.lines.iter().cloned());
+    while let Ok(envelope) = live.try_recv() {
+        if let cascade_model::Event::LogLines { log_id, first_line, lines } = &envelope.event
+            && *log_id == pass_log
+        {
+            assert_eq!(*first_line, seen.len() as i64);
+            seen.extend(lines.iter().cloned());
         }
     }
     assert_eq!(seen, pass);
@@ -502,7 +483,7 @@ async fn timeouts_stop_and_long_logs(db: &cascade_testkit::TestDb, kind: Kind) {
   { name = "long", command = ["sleep", "60"] },
   { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
     let h = Harness::with_config(db, &config(&repo, steps)).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
@@ -554,16 +535,16 @@ async fn timeouts_stop_and_long_logs(db: &cascade_testkit::TestDb, kind: Kind) {
 }
 
 test_both!(timeouts_stop_and_long_logs_on_buildbot_worker, |db| {
-    timeouts_stop_and_long_logs(db, Kind::Buildbot).await
+    timeouts_stop_and_long_logs(db, Kind::Buildbot).await;
 });
 test_both!(timeouts_stop_and_long_logs_on_cascade_worker, |db| {
-    timeouts_stop_and_long_logs(db, Kind::Cascade).await
+    timeouts_stop_and_long_logs(db, Kind::Cascade).await;
 });
 test_both!(timeouts_stop_and_long_logs_on_buildbot_worker_pb, |db| {
-    timeouts_stop_and_long_logs(db, Kind::BuildbotPb).await
+    timeouts_stop_and_long_logs(db, Kind::BuildbotPb).await;
 });
 test_both!(timeouts_stop_and_long_logs_on_buildbot_worker_3_pb, |db| {
-    timeouts_stop_and_long_logs(db, Kind::Buildbot3Pb).await
+    timeouts_stop_and_long_logs(db, Kind::Buildbot3Pb).await;
 });
 
 async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestDb, kind: Kind) {
@@ -575,7 +556,7 @@ async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestD
         m = marker.display()
     );
     let h = Harness::with_config(db, &config(&repo, &steps)).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let mut worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
     push(&h, &sha).await;
@@ -606,23 +587,23 @@ async fn a_killed_worker_gives_retry_then_runs_again(db: &cascade_testkit::TestD
 }
 
 test_both!(a_killed_worker_gives_retry_then_runs_again_on_buildbot_worker, |db| {
-    a_killed_worker_gives_retry_then_runs_again(db, Kind::Buildbot).await
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::Buildbot).await;
 });
 test_both!(a_killed_worker_gives_retry_then_runs_again_on_cascade_worker, |db| {
-    a_killed_worker_gives_retry_then_runs_again(db, Kind::Cascade).await
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::Cascade).await;
 });
 test_both!(a_killed_worker_gives_retry_then_runs_again_on_buildbot_worker_pb, |db| {
-    a_killed_worker_gives_retry_then_runs_again(db, Kind::BuildbotPb).await
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::BuildbotPb).await;
 });
 test_both!(a_killed_worker_gives_retry_then_runs_again_on_buildbot_worker_3_pb, |db| {
-    a_killed_worker_gives_retry_then_runs_again(db, Kind::Buildbot3Pb).await
+    a_killed_worker_gives_retry_then_runs_again(db, Kind::Buildbot3Pb).await;
 });
 
 async fn a_wrong_password_is_refused(db: &cascade_testkit::TestDb, kind: Kind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, _) = make_repo(dir.path());
     let h = Harness::with_config(db, &config(&repo, r#"{ name = "x", command = ["true"] },"#)).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let mut worker =
         BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "not-the-password").await;
     // The worker keeps retrying: wait until it has been refused twice.
@@ -646,23 +627,23 @@ async fn a_wrong_password_is_refused(db: &cascade_testkit::TestDb, kind: Kind) {
 }
 
 test_both!(a_wrong_password_is_refused_on_buildbot_worker, |db| {
-    a_wrong_password_is_refused(db, Kind::Buildbot).await
+    a_wrong_password_is_refused(db, Kind::Buildbot).await;
 });
 test_both!(a_wrong_password_is_refused_on_cascade_worker, |db| {
-    a_wrong_password_is_refused(db, Kind::Cascade).await
+    a_wrong_password_is_refused(db, Kind::Cascade).await;
 });
 test_both!(a_wrong_password_is_refused_on_buildbot_worker_pb, |db| {
-    a_wrong_password_is_refused(db, Kind::BuildbotPb).await
+    a_wrong_password_is_refused(db, Kind::BuildbotPb).await;
 });
 test_both!(a_wrong_password_is_refused_on_buildbot_worker_3_pb, |db| {
-    a_wrong_password_is_refused(db, Kind::Buildbot3Pb).await
+    a_wrong_password_is_refused(db, Kind::Buildbot3Pb).await;
 });
 
 mod hostile {
     use super::*;
     use base64::Engine;
     use cascade_protocol::Frame;
-    use cascade_protocol::msgpack::Request;
+
     use futures_util::{SinkExt, StreamExt};
     use rmpv::Value;
     use tokio_tungstenite::tungstenite::Message;
@@ -734,7 +715,7 @@ mod hostile {
         let dir = tempfile::tempdir().expect("tempdir");
         let (repo, _) = make_repo(dir.path());
         let h = Harness::with_config(db, &config(&repo, r#"{ name = "x", command = ["true"] },"#)).await;
-        let running = run_master(&h.master).await;
+        let running = run_master(&h).await;
         let mut first = connect(running.port, "w1", "pw-one").await.expect("first");
         answer_attach(&mut first).await;
         let original = wait_for("w1 to attach", Duration::from_secs(10), || async { h.master.workers.get("w1") }).await;
@@ -774,7 +755,7 @@ mod hostile {
         let text = config(&repo, r#"{ name = "x", command = ["true"] },"#)
             .replace("password = \"pw-one\"", &format!("password_hash = \"{hash}\""));
         let h = Harness::with_config(db, &text).await;
-        let running = run_master(&h.master).await;
+        let running = run_master(&h).await;
         assert!(connect(running.port, "w1", "s3cret").await.is_err(), "a wrong password is refused");
         assert!(connect(running.port, "nobody", "s3cret:with:colons").await.is_err(), "an unknown worker is refused");
         let mut ws = connect(running.port, "w1", "s3cret:with:colons").await.expect("the right password");
@@ -790,7 +771,7 @@ mod hostile {
             "name = \"worker-test\"\nworker_ping = \"100ms\"\nworker_timeout = \"1s\"",
         );
         let h = Harness::with_config(db, &text).await;
-        let running = run_master(&h.master).await;
+        let running = run_master(&h).await;
         let mut ws = connect(running.port, "w1", "pw-one").await.expect("connects");
         answer_attach(&mut ws).await;
         wait_for("w1 to attach", Duration::from_secs(10), || async { h.master.workers.get("w1") }).await;
@@ -811,7 +792,7 @@ mod hostile {
             .replace("workers = [\"w1\"]", "workers = [\"w2\"]")
             .replace("[[factory]]", "[[worker]]\nname = \"w2\"\npassword = \"pw-two\"\n\n[[factory]]");
         let h = Harness::with_config(db, &text).await;
-        let running = run_master(&h.master).await;
+        let running = run_master(&h).await;
 
         assert!(connect(running.port, "w1", "wrong").await.is_err(), "a wrong password gets no connection");
         let mut ws = connect(running.port, "w1", "pw-one").await.expect("connects");
@@ -823,7 +804,7 @@ mod hostile {
         ws.send(Message::Text("hello".into())).await.expect("text");
         let stray = Frame::Response { seq: 9999, result: Ok(Value::Nil) };
         ws.send(Message::Binary(stray.encode().into())).await.expect("stray response");
-        let unknown = Request { op: "frobnicate", fields: vec![] }.into_frame(1);
+        let unknown = Frame::Request { op: "frobnicate".into(), seq: 1, fields: vec![] };
         ws.send(Message::Binary(unknown.encode().into())).await.expect("unknown op");
         assert_eq!(next_response(&mut ws).await, (1, Err("Command frobnicate does not exist.".into())));
         let orphan = Frame::Request {
@@ -942,16 +923,16 @@ async fn a_master_killed_mid_build_retries_it_after_restart(db: &cascade_testkit
 }
 
 test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker, |db| {
-    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Buildbot).await
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Buildbot).await;
 });
 test_both!(a_master_killed_mid_build_retries_it_after_restart_on_cascade_worker, |db| {
-    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Cascade).await
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Cascade).await;
 });
 test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker_pb, |db| {
-    a_master_killed_mid_build_retries_it_after_restart(db, Kind::BuildbotPb).await
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::BuildbotPb).await;
 });
 test_both!(a_master_killed_mid_build_retries_it_after_restart_on_buildbot_worker_3_pb, |db| {
-    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Buildbot3Pb).await
+    a_master_killed_mid_build_retries_it_after_restart(db, Kind::Buildbot3Pb).await;
 });
 
 async fn step_options_and_git_modes(db: &cascade_testkit::TestDb, kind: Kind) {
@@ -980,7 +961,7 @@ async fn step_options_and_git_modes(db: &cascade_testkit::TestDb, kind: Kind) {
         "[[worker]]\nname = \"w1\"\npassword = \"pw-one\"\nmax_builds = 4",
     );
     let h = Harness::with_config(db, &text).await;
-    let running = run_master(&h.master).await;
+    let running = run_master(&h).await;
     let _worker = BuildbotWorker::start_kind(kind, dir.path(), running.port_for(kind), "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
 
@@ -1025,12 +1006,12 @@ async fn step_options_and_git_modes(db: &cascade_testkit::TestDb, kind: Kind) {
 }
 
 test_both!(step_options_and_git_modes_on_buildbot_worker, |db| {
-    step_options_and_git_modes(db, Kind::Buildbot).await
+    step_options_and_git_modes(db, Kind::Buildbot).await;
 });
 test_both!(step_options_and_git_modes_on_cascade_worker, |db| { step_options_and_git_modes(db, Kind::Cascade).await });
 test_both!(step_options_and_git_modes_on_buildbot_worker_pb, |db| {
-    step_options_and_git_modes(db, Kind::BuildbotPb).await
+    step_options_and_git_modes(db, Kind::BuildbotPb).await;
 });
 test_both!(step_options_and_git_modes_on_buildbot_worker_3_pb, |db| {
-    step_options_and_git_modes(db, Kind::Buildbot3Pb).await
+    step_options_and_git_modes(db, Kind::Buildbot3Pb).await;
 });

@@ -63,17 +63,23 @@ pub const VOCABULARY: [&str; 31] = [
 /// One banana expression. VOCAB tokens decode to the bytes they stand for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
+    /// An integer (INT, NEG, LONGINT or LONGNEG on the wire).
     Int(i64),
+    /// A float (big-endian IEEE double on the wire).
     Float(f64),
+    /// A byte string; VOCAB tokens decode to one too.
     Bytes(Vec<u8>),
+    /// A list of expressions.
     List(Vec<Expr>),
 }
 
 impl Expr {
+    /// A byte string expression holding `s`.
     pub fn bytes(s: impl AsRef<[u8]>) -> Expr {
         Expr::Bytes(s.as_ref().to_vec())
     }
 
+    /// The bytes, if this is a byte string.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Expr::Bytes(b) => Some(b),
@@ -82,24 +88,34 @@ impl Expr {
     }
 }
 
+/// Why a peer's bytes are not banana; the connection must be dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BananaError {
+    /// A number prefix ran past `PREFIX_LIMIT` bytes.
     #[error("number prefix longer than {PREFIX_LIMIT} bytes")]
     PrefixTooLong,
+    /// A type byte banana does not define.
     #[error("unknown token type 0x{0:02x}")]
     UnknownType(u8),
+    /// A string claimed more than `SIZE_LIMIT` bytes.
     #[error("string of {0} bytes is over the 640 KiB limit")]
     StringTooLong(u64),
+    /// A list claimed more than `SIZE_LIMIT` items.
     #[error("list of {0} items is over the 640 Ki limit")]
     ListTooLong(u64),
+    /// An integer does not fit an `i64`.
     #[error("integer out of range")]
     IntegerOutOfRange,
+    /// A VOCAB token numbers no word of `VOCABULARY`.
     #[error("unknown vocabulary word {0}")]
     UnknownVocab(u64),
+    /// A VOCAB token before dialect `pb` was agreed.
     #[error("vocabulary token in a dialect without vocabulary")]
     VocabNotAllowed,
+    /// Lists nested deeper than `MAX_DEPTH`.
     #[error("lists nested deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// One expression spans more than `MAX_EXPRESSION` bytes.
     #[error("expression longer than {MAX_EXPRESSION} bytes")]
     ExpressionTooLong,
 }
@@ -157,6 +173,7 @@ impl Decoder {
         self.vocab = on;
     }
 
+    /// Appends bytes as they arrive; take expressions out with `next_expr`.
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.pos > 0 && self.pos * 2 >= self.buf.len() {
             self.buf.drain(..self.pos);
@@ -296,10 +313,13 @@ fn push_prefix(out: &mut Vec<u8>, mut n: u64, kind: u8) {
     out.push(kind);
 }
 
+/// Why an expression cannot be sent: the peer would refuse it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    /// A string over `SIZE_LIMIT` bytes.
     #[error("string of {0} bytes is over the 640 KiB limit")]
     StringTooLong(usize),
+    /// A list over `SIZE_LIMIT` items.
     #[error("list of {0} items is over the 640 Ki limit")]
     ListTooLong(usize),
 }

@@ -21,8 +21,11 @@ pub enum TransferObject {
 /// whose reference the connection adds under the returned key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PbCommand {
+    /// PB's name for the command (`uploadFile`, `shell`, ...).
     pub name: &'static str,
+    /// The arguments under PB's names, sorted by name.
     pub args: Vec<(String, Json)>,
+    /// The master-side object the worker needs a reference to, if any.
     pub transfer: Option<TransferObject>,
 }
 
@@ -127,7 +130,7 @@ pub fn parse_update(arg: &Value) -> Result<Vec<UpdateEntry>, String> {
 
 fn entry(key: &str, value: &Value) -> Result<UpdateEntry, String> {
     let bad = |what: &str| format!("update entry {key:?}: {what}");
-    let text = || value.as_text().map(|t| t.into_owned()).ok_or_else(|| bad("expected text"));
+    let text = || value.as_text().map(std::borrow::Cow::into_owned).ok_or_else(|| bad("expected text"));
     Ok(match key {
         "stdout" => UpdateEntry::Stdout(text()?),
         "stderr" => UpdateEntry::Stderr(text()?),
@@ -149,7 +152,7 @@ fn entry(key: &str, value: &Value) -> Result<UpdateEntry, String> {
                 .as_seq()
                 .ok_or_else(|| bad("expected a list"))?
                 .iter()
-                .filter_map(|f| f.as_text().map(|t| t.into_owned()))
+                .filter_map(|f| f.as_text().map(std::borrow::Cow::into_owned))
                 .collect(),
         ),
         "stat" => UpdateEntry::Stat(

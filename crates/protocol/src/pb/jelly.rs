@@ -6,17 +6,25 @@ use super::banana::Expr;
 /// A Python value as it crossed the wire.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Python's `None`.
     None,
+    /// A Python `bool`.
     Bool(bool),
+    /// A Python `int` that fits an `i64`.
     Int(i64),
+    /// A Python `float`.
     Float(f64),
     /// A Python `bytes`.
     Bytes(Vec<u8>),
     /// A Python `str` (decoded lossily: the worker already replaces bad UTF-8).
     Str(String),
+    /// A Python `list`.
     List(Vec<Value>),
+    /// A Python `tuple`.
     Tuple(Vec<Value>),
+    /// A Python `dict`, entries in the order sent.
     Dict(Vec<(Value, Value)>),
+    /// A Python `set` or `frozenset`.
     Set(Vec<Value>),
     /// An object living on the sender, callable by the receiver.
     Remote(i64),
@@ -29,14 +37,19 @@ pub enum Value {
 /// The type name of Twisted's copyable failure.
 pub const FAILURE_TYPE: &str = "twisted.spread.pb.CopyableFailure";
 
+/// Why an expression is not a value this master accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JellyError {
+    /// A type other than plain data and failures (a class, an instance, ...): never unjellied.
     #[error("jelly type {0:?} is not accepted")]
     Insecure(String),
+    /// The named construct has the wrong shape.
     #[error("malformed {0}")]
     Malformed(&'static str),
+    /// A `dereference` to an id no `reference` defined.
     #[error("dereference of unknown reference {0}")]
     UnknownReference(i64),
+    /// Shared references would expand past the node budget.
     #[error("value too large once shared references are expanded")]
     TooLarge,
 }
@@ -45,6 +58,7 @@ pub enum JellyError {
 const NODE_BUDGET: usize = 1 << 20;
 
 impl Value {
+    /// A Python `str`.
     pub fn str(s: impl Into<String>) -> Value {
         Value::Str(s.into())
     }
@@ -58,6 +72,7 @@ impl Value {
         }
     }
 
+    /// The integer, if this is an `int` or a `bool` (as Python counts it).
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -66,6 +81,7 @@ impl Value {
         }
     }
 
+    /// The number as a float, if this is a `float` or an `int`.
     pub fn as_float(&self) -> Option<f64> {
         match self {
             Value::Float(f) => Some(*f),
@@ -249,7 +265,9 @@ pub fn encode(value: &Value) -> Expr {
 pub struct Failure {
     /// Qualified exception class, e.g. `twisted.cred.error.UnauthorizedLogin`.
     pub kind: String,
+    /// The exception's message.
     pub value: String,
+    /// The formatted traceback; `Traceback unavailable` from this master.
     pub traceback: String,
     /// The class and its bases: what the receiver matches on.
     pub parents: Vec<String>,
@@ -310,7 +328,7 @@ impl Failure {
 
     /// Reads a failure (or, from old code paths, a plain string).
     pub fn from_value(v: &Value) -> Failure {
-        let text = |v: Option<&Value>| v.and_then(Value::as_text).map(|t| t.into_owned()).unwrap_or_default();
+        let text = |v: Option<&Value>| v.and_then(Value::as_text).map(std::borrow::Cow::into_owned).unwrap_or_default();
         match v {
             Value::Copy(_, state) => Failure {
                 kind: text(state.get("type")),
@@ -319,12 +337,12 @@ impl Failure {
                 parents: state
                     .get("parents")
                     .and_then(Value::as_seq)
-                    .map(|p| p.iter().filter_map(|x| x.as_text().map(|t| t.into_owned())).collect())
+                    .map(|p| p.iter().filter_map(|x| x.as_text().map(std::borrow::Cow::into_owned)).collect())
                     .unwrap_or_default(),
             },
             other => Failure {
                 kind: String::new(),
-                value: other.as_text().map(|t| t.into_owned()).unwrap_or_else(|| format!("{other:?}")),
+                value: other.as_text().map(std::borrow::Cow::into_owned).unwrap_or_else(|| format!("{other:?}")),
                 traceback: String::new(),
                 parents: Vec::new(),
             },

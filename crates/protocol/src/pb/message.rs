@@ -11,42 +11,65 @@ pub const VERSION: i64 = 6;
 /// (the portal's `root`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ObjectId {
+    /// An object the peer numbered (a local unique id).
     Luid(i64),
+    /// An object published by name, such as `root`.
     Name(Vec<u8>),
 }
 
+/// One PB message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// `version`: each side's first message.
     Version(i64),
+    /// `message`: a remote method call.
     Call {
+        /// The caller's number for the call; the answer or error repeats it.
         request: i64,
+        /// The object called.
         object: ObjectId,
+        /// The method's name, without the `remote_` prefix.
         method: String,
+        /// Whether the caller waits for an answer; without it none is sent.
         answer_required: bool,
+        /// Positional arguments.
         args: Vec<Value>,
+        /// Keyword arguments.
         kwargs: Vec<(String, Value)>,
     },
+    /// `answer`: a call's return value.
     Answer {
+        /// The call answered.
         request: i64,
+        /// What it returned.
         value: Value,
     },
+    /// `error`: a call raised.
     Error {
+        /// The call that failed.
         request: i64,
+        /// What it raised.
         failure: Failure,
     },
     /// The peer dropped one proxy for our object.
     Decref(i64),
+    /// The peer does not know a message of this name.
     DidNotUnderstand(String),
 }
 
+/// Why an expression is not a PB message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MessageError {
+    /// Not a list starting with a name.
     #[error("a message must be a list starting with its name")]
     NotAMessage,
+    /// A message name PB does not define.
     #[error("unknown message {0:?}")]
     Unknown(String),
+    /// The named message has the wrong shape.
     #[error("malformed {0} message")]
     Malformed(&'static str),
+    /// An argument is not acceptable jelly.
     #[error(transparent)]
     Jelly(#[from] JellyError),
 }
@@ -59,6 +82,7 @@ fn int(e: Option<&Expr>, what: &'static str) -> Result<i64, MessageError> {
 }
 
 impl Message {
+    /// Reads a message from one banana expression.
     pub fn parse(expr: &Expr) -> Result<Message, MessageError> {
         let Expr::List(items) = expr else { return Err(MessageError::NotAMessage) };
         let Some(Expr::Bytes(name)) = items.first() else { return Err(MessageError::NotAMessage) };
@@ -79,9 +103,8 @@ impl Message {
                     _ => return Err(MessageError::Malformed("call")),
                 };
                 let answer_required = int(Some(answer), "call")? != 0;
-                let args = match jelly::decode(args)? {
-                    Value::Tuple(a) | Value::List(a) => a,
-                    _ => return Err(MessageError::Malformed("call")),
+                let (Value::Tuple(args) | Value::List(args)) = jelly::decode(args)? else {
+                    return Err(MessageError::Malformed("call"));
                 };
                 let kwargs = match jelly::decode(kwargs)? {
                     Value::Dict(entries) => entries
@@ -114,6 +137,7 @@ impl Message {
         })
     }
 
+    /// The message as one banana expression.
     pub fn to_expr(&self) -> Expr {
         match self {
             Message::Version(v) => Expr::List(vec![Expr::bytes("version"), Expr::Int(*v)]),
@@ -151,6 +175,7 @@ pub fn challenge_response(password_md5: &[u8; 16], challenge: &[u8]) -> [u8; 16]
     h.finalize().into()
 }
 
+/// `MD5(password)`, which the master keeps instead of the password.
 pub fn password_md5(password: &[u8]) -> [u8; 16] {
     use md5::Digest;
     md5::Md5::digest(password).into()

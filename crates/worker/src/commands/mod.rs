@@ -7,6 +7,7 @@ mod transfer;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cascade_protocol::msgpack::Op;
 use rmpv::Value;
 use tokio::sync::watch;
 
@@ -99,7 +100,7 @@ fn now_secs() -> f64 {
 
 impl Emitter {
     fn new(shared: Arc<Shared>, command_id: String) -> Emitter {
-        let settings = shared.settings.lock().map(|s| *s).unwrap_or_default();
+        let settings = *shared.settings.lock();
         Emitter { shared, command_id, pending: Vec::new(), bytes: 0, since: None, settings }
     }
 
@@ -151,13 +152,13 @@ impl Emitter {
         self.bytes = 0;
         self.since = None;
         self.shared
-            .send("update", vec![("command_id".into(), Value::from(self.command_id.as_str())), ("args".into(), args)])
+            .send(Op::Update, vec![("command_id".into(), Value::from(self.command_id.as_str())), ("args".into(), args)])
             .await;
     }
 
     /// A request whose answer the command needs (file transfers); what is
     /// buffered goes out first, so the order of events is kept.
-    pub async fn request(&mut self, op: &'static str, mut fields: Vec<(String, Value)>) -> Result<Value, String> {
+    pub async fn request(&mut self, op: Op, mut fields: Vec<(String, Value)>) -> Result<Value, String> {
         self.flush().await;
         fields.insert(0, ("command_id".into(), Value::from(self.command_id.as_str())));
         self.shared.request(op, fields).await
@@ -167,7 +168,10 @@ impl Emitter {
         self.flush().await;
         let args = error.map(Value::from).unwrap_or(Value::Nil);
         self.shared
-            .send("complete", vec![("command_id".into(), Value::from(self.command_id.as_str())), ("args".into(), args)])
+            .send(
+                Op::Complete,
+                vec![("command_id".into(), Value::from(self.command_id.as_str())), ("args".into(), args)],
+            )
             .await;
         self.shared.finished(&self.command_id);
     }

@@ -1,6 +1,7 @@
 //! File transfers to the master, chunk by chunk, each chunk answered
 //! before the next is sent.
 
+use cascade_protocol::msgpack::Op;
 use rmpv::Value;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
@@ -14,7 +15,7 @@ use super::{Emitter, Ended, arg, str_arg};
 async fn send_in_pieces(
     em: &mut Emitter,
     file: &mut tokio::fs::File,
-    op: &'static str,
+    op: Op,
     what: &str,
     blocksize: usize,
     maxsize: Option<u64>,
@@ -52,22 +53,19 @@ async fn send_in_pieces(
 /// from the master or `maxsize` give rc 1 with a line on stderr.
 pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<bool>) -> Result<Ended, String> {
     let path = str_arg(args, "path").ok_or("upload_file is missing args: path")?.to_string();
-    let blocksize = arg(args, "blocksize").and_then(|v| v.as_u64()).unwrap_or(16384).clamp(1, 16 << 20) as usize;
-    let maxsize = arg(args, "maxsize").and_then(|v| v.as_u64());
-    let keepstamp = arg(args, "keepstamp").and_then(|v| v.as_bool()).unwrap_or(false);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => {
-            em.text("header", &format!("sending {path}")).await;
-            em.entry("rc", Value::from(1)).await;
-            em.text("stderr", &format!("Cannot open file '{path}' for upload")).await;
-            return Ok(Ended::Normally);
-        }
+    let blocksize = arg(args, "blocksize").and_then(rmpv::Value::as_u64).unwrap_or(16384).clamp(1, 16 << 20) as usize;
+    let maxsize = arg(args, "maxsize").and_then(rmpv::Value::as_u64);
+    let keepstamp = arg(args, "keepstamp").and_then(rmpv::Value::as_bool).unwrap_or(false);
+    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        em.text("header", &format!("sending {path}")).await;
+        em.entry("rc", Value::from(1)).await;
+        em.text("stderr", &format!("Cannot open file '{path}' for upload")).await;
+        return Ok(Ended::Normally);
     };
     let (sent, mut failure) =
-        send_in_pieces(em, &mut file, "update_upload_file_write", &path, blocksize, maxsize, &stop).await;
+        send_in_pieces(em, &mut file, Op::UploadFileWrite, &path, blocksize, maxsize, &stop).await;
     if (failure.is_none() || sent > 0)
-        && let Err(e) = em.request("update_upload_file_close", vec![]).await
+        && let Err(e) = em.request(Op::UploadFileClose, vec![]).await
     {
         failure.get_or_insert(format!("closing the upload failed: {e}"));
     }
@@ -80,7 +78,7 @@ pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<b
         };
         let _ = em
             .request(
-                "update_upload_file_utime",
+                Op::UploadFileUtime,
                 vec![
                     ("access_time".into(), Value::F64(secs(meta.accessed()))),
                     ("modified_time".into(), Value::F64(secs(meta.modified()))),
@@ -98,9 +96,9 @@ pub async fn upload_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<b
 pub async fn download_file(args: &Value, em: &mut Emitter, stop: watch::Receiver<bool>) -> Result<Ended, String> {
     use tokio::io::AsyncWriteExt;
     let path = str_arg(args, "path").ok_or("download_file is missing args: path")?.to_string();
-    let blocksize = arg(args, "blocksize").and_then(|v| v.as_u64()).unwrap_or(16384).clamp(1, 16 << 20);
-    let maxsize = arg(args, "maxsize").and_then(|v| v.as_u64());
-    let mode = arg(args, "mode").and_then(|v| v.as_u64());
+    let blocksize = arg(args, "blocksize").and_then(rmpv::Value::as_u64).unwrap_or(16384).clamp(1, 16 << 20);
+    let maxsize = arg(args, "maxsize").and_then(rmpv::Value::as_u64);
+    let mode = arg(args, "mode").and_then(rmpv::Value::as_u64);
     if let Some(parent) = std::path::Path::new(&path).parent() {
         let _ = tokio::fs::create_dir_all(parent).await;
     }
@@ -122,7 +120,7 @@ pub async fn download_file(args: &Value, em: &mut Emitter, stop: watch::Receiver
                     Some(max) => blocksize.min(max - received),
                     None => blocksize,
                 };
-                let piece = match em.request("update_read_file", vec![("length".into(), Value::from(want))]).await {
+                let piece = match em.request(Op::ReadFile, vec![("length".into(), Value::from(want))]).await {
                     Ok(Value::Binary(b)) => b,
                     // Old msgpack sends bytes as str; nil means nothing more.
                     Ok(Value::String(s)) => s.as_bytes().to_vec(),
@@ -146,7 +144,7 @@ pub async fn download_file(args: &Value, em: &mut Emitter, stop: watch::Receiver
             }
         }
     }
-    if let Err(e) = em.request("update_read_file_close", vec![]).await {
+    if let Err(e) = em.request(Op::ReadFileClose, vec![]).await {
         failure.get_or_insert(format!("closing the download failed: {e}"));
     }
     #[cfg(unix)]
@@ -165,8 +163,8 @@ pub async fn download_file(args: &Value, em: &mut Emitter, stop: watch::Receiver
 pub async fn upload_directory(args: &Value, em: &mut Emitter, stop: watch::Receiver<bool>) -> Result<Ended, String> {
     static SPOOLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = str_arg(args, "path").ok_or("upload_directory is missing args: path")?.to_string();
-    let blocksize = arg(args, "blocksize").and_then(|v| v.as_u64()).unwrap_or(16384).clamp(1, 16 << 20) as usize;
-    let maxsize = arg(args, "maxsize").and_then(|v| v.as_u64());
+    let blocksize = arg(args, "blocksize").and_then(rmpv::Value::as_u64).unwrap_or(16384).clamp(1, 16 << 20) as usize;
+    let maxsize = arg(args, "maxsize").and_then(rmpv::Value::as_u64);
     if let Some(c) = str_arg(args, "compress") {
         em.text("header", &format!("sending {path}")).await;
         em.entry("rc", Value::from(1)).await;
@@ -189,11 +187,11 @@ pub async fn upload_directory(args: &Value, em: &mut Emitter, stop: watch::Recei
         Ok(()) => match tokio::fs::File::open(&spool).await {
             Err(e) => Some(format!("Cannot read directory '{path}' for upload: {e}")),
             Ok(mut file) => {
-                let op = "update_upload_directory_write";
+                let op = Op::UploadDirectoryWrite;
                 match send_in_pieces(em, &mut file, op, &path, blocksize, maxsize, &stop).await.1 {
                     Some(why) => Some(why),
                     None => em
-                        .request("update_upload_directory_unpack", vec![])
+                        .request(Op::UploadDirectoryUnpack, vec![])
                         .await
                         .err()
                         .map(|e| format!("the master could not unpack the upload: {e}")),

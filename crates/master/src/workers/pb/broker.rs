@@ -2,12 +2,12 @@
 //! master-side objects the worker may call (`buildbot-pb.md` §3).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use cascade_protocol::pb::banana;
 use cascade_protocol::pb::{Failure, Message, ObjectId, Value};
+use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::workers::{CommandEvent, WorkerError};
@@ -105,9 +105,7 @@ impl Broker {
         }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(request, tx);
-        }
+        self.pending.lock().insert(request, tx);
         let msg = Message::Call {
             request,
             object: ObjectId::Luid(object),
@@ -143,37 +141,34 @@ impl Broker {
 
     /// The waiter for an answer or error, if that request is ours and open.
     pub fn take_waiter(&self, request: i64) -> Option<Waiter> {
-        self.pending.lock().ok().and_then(|mut p| p.remove(&request))
+        self.pending.lock().remove(&request)
     }
 
     /// Registers an object the worker may call; ids are never reused.
     pub fn register(&self, object: Object) -> i64 {
         let luid = self.next_luid.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut o) = self.objects.lock() {
-            o.insert(luid, object);
-        }
+        self.objects.lock().insert(luid, object);
         luid
     }
 
     pub fn object(&self, luid: i64) -> Option<Object> {
-        self.objects.lock().ok().and_then(|o| o.get(&luid).cloned())
+        self.objects.lock().get(&luid).cloned()
     }
 
     pub fn forget(&self, luids: &[i64]) {
-        if let Ok(mut o) = self.objects.lock() {
-            for l in luids {
-                o.remove(l);
-            }
+        let mut objects = self.objects.lock();
+        for l in luids {
+            objects.remove(l);
         }
     }
 
     pub fn command_events(&self, command_id: &str) -> Option<mpsc::Sender<CommandEvent>> {
-        self.commands.lock().ok().and_then(|c| c.get(command_id).map(|r| r.events.clone()))
+        self.commands.lock().get(command_id).map(|r| r.events.clone())
     }
 
     /// The command has ended: its objects go (late calls get "Invalid Object ID").
     pub fn finish_command(&self, command_id: &str) -> Option<mpsc::Sender<CommandEvent>> {
-        let running = self.commands.lock().ok().and_then(|mut c| c.remove(command_id))?;
+        let running = self.commands.lock().remove(command_id)?;
         self.forget(&running.objects);
         Some(running.events)
     }
@@ -191,13 +186,9 @@ impl Broker {
     /// worker kills them when its connection drops).
     pub fn fail_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        if let Ok(mut p) = self.pending.lock() {
-            p.clear();
-        }
-        if let Ok(mut o) = self.objects.lock() {
-            o.clear();
-        }
-        let commands: Vec<_> = self.commands.lock().map(|mut c| c.drain().collect()).unwrap_or_default();
+        self.pending.lock().clear();
+        self.objects.lock().clear();
+        let commands: Vec<_> = self.commands.lock().drain().collect();
         for (_, running) in commands {
             let _ = running.events.try_send(CommandEvent::Lost);
         }

@@ -32,7 +32,7 @@ impl PbWorker {
     }
 
     fn builder_of(&self, command_id: &str) -> Option<String> {
-        self.broker.commands.lock().ok().and_then(|c| c.get(command_id).map(|r| r.builder.clone()))
+        self.broker.commands.lock().get(command_id).map(|r| r.builder.clone())
     }
 }
 
@@ -62,7 +62,7 @@ impl WorkerConnection for PbWorker {
                 })
             });
             {
-                let Ok(mut commands) = self.broker.commands.lock() else { return Err(WorkerError::Gone) };
+                let mut commands = self.broker.commands.lock();
                 // A second command on a builder would silently kill the first
                 // on the worker: refuse it here instead.
                 if commands.values().any(|r| r.builder == builder) {

@@ -14,22 +14,23 @@ pub mod facade;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cascade_model::naming::builder_folder;
 use cascade_protocol::WorkerInfo;
 use cascade_protocol::pb::banana::{self, Decoder, Expr};
 use cascade_protocol::pb::commands::parse_update;
 use cascade_protocol::pb::message::VERSION;
 use cascade_protocol::pb::{Failure, Message, ObjectId, Value};
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use self::broker::{Broker, Object};
 use self::facade::PbWorker;
-use super::{CommandEvent, UploadOp, WorkerHandle};
-use crate::app::Master;
+use super::{CommandEvent, Hub, UploadOp, WorkerHandle};
 
 /// A connection that has not logged in by then is dropped.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,13 +39,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_READ: usize = 512 * 1024;
 
 /// Accepts PB connections until `stopped` flips.
-pub async fn serve(listener: TcpListener, master: Arc<Master>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let master = master.clone();
-                    tokio::spawn(async move { connection(master, stream, peer).await });
+                    let hub = hub.clone();
+                    tokio::spawn(async move { connection(hub, stream, peer).await });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -67,7 +68,7 @@ enum Login {
 
 /// One connection's dispatcher state.
 struct Session {
-    master: Arc<Master>,
+    hub: Arc<Hub>,
     broker: Arc<Broker>,
     peer: SocketAddr,
     login: Mutex<Login>,
@@ -76,18 +77,18 @@ struct Session {
 
 impl Session {
     fn worker_name(&self) -> String {
-        self.worker.lock().ok().and_then(|w| w.clone()).unwrap_or_else(|| "?".into())
+        self.worker.lock().clone().unwrap_or_else(|| "?".into())
     }
 
     fn handle(&self) -> Option<Arc<WorkerHandle>> {
-        match &*self.login.lock().ok()? {
+        match &*self.login.lock() {
             Login::Done(h) => Some(h.clone()),
             _ => None,
         }
     }
 }
 
-async fn connection(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
+async fn connection(hub: Arc<Hub>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
@@ -100,35 +101,21 @@ async fn connection(master: Arc<Master>, stream: TcpStream, peer: SocketAddr) {
         }
         let _ = wr.shutdown().await;
     });
-    let session =
-        Arc::new(Session { master, broker, peer, login: Mutex::new(Login::Waiting), worker: Mutex::new(None) });
+    let session = Arc::new(Session { hub, broker, peer, login: Mutex::new(Login::Waiting), worker: Mutex::new(None) });
     let outcome = run(&session, &mut rd).await;
     match outcome {
         Ok(()) => tracing::debug!(%peer, worker = %session.worker_name(), "PB connection closed"),
         Err(e) => tracing::warn!(%peer, worker = %session.worker_name(), error = %e, "PB connection dropped"),
     }
     session.broker.fail_all();
-    let handle = match std::mem::replace(&mut *session.login.lock().unwrap_or_else(|p| p.into_inner()), Login::Waiting)
-    {
+    let handle = match std::mem::replace(&mut *session.login.lock(), Login::Waiting) {
         Login::Done(h) => Some(h),
         _ => None,
     };
     writer.abort();
     if let Some(h) = handle {
-        detach(&session.master, &h).await;
+        session.hub.detach(&h).await;
     }
-}
-
-async fn detach(master: &Arc<Master>, h: &Arc<WorkerHandle>) {
-    // The store first: once the registry forgets the worker, the store
-    // already says it is gone (unless a newer connection took its place).
-    if master.workers.get(&h.name).is_some_and(|cur| Arc::ptr_eq(&cur, h))
-        && let Err(e) = master.store.worker_detached(h.worker_id, master.master_id).await
-    {
-        tracing::warn!(worker = %h.name, error = %e, "could not record the detach");
-    }
-    master.workers.detach(h);
-    tracing::info!(worker = %h.name, "worker detached");
 }
 
 /// Reads and dispatches until the connection ends; an error says why it was dropped.
@@ -144,7 +131,7 @@ async fn run(session: &Arc<Session>, rd: &mut tokio::net::tcp::OwnedReadHalf) ->
     let mut buf = vec![0u8; 64 * 1024];
     let connected = Instant::now();
     let mut last_heard = Instant::now();
-    let liveness = session.master.liveness;
+    let liveness = session.hub.liveness;
     let mut ticker = tokio::time::interval(liveness.ping_every.min(LOGIN_TIMEOUT));
     ticker.tick().await;
     loop {
@@ -215,7 +202,7 @@ async fn dispatch(session: &Arc<Session>, msg: Message) -> Result<(), String> {
                     let _ = w.send(Err(failure));
                 }
                 None => {
-                    tracing::debug!(worker = %session.worker_name(), request, %failure, "error for no open request")
+                    tracing::debug!(worker = %session.worker_name(), request, %failure, "error for no open request");
                 }
             }
             Ok(())
@@ -259,7 +246,6 @@ async fn call(
     method: &str,
     args: Vec<Value>,
 ) -> Option<Result<Value, Failure>> {
-    let broker = &session.broker;
     let luid = match object {
         ObjectId::Name(name) if name == b"root" => {
             return Some(match method {
@@ -270,7 +256,7 @@ async fn call(
         ObjectId::Name(_) => return Some(Err(invalid_object())),
         ObjectId::Luid(l) => *l,
     };
-    let Some(target) = broker.object(luid) else { return Some(Err(invalid_object())) };
+    let Some(target) = session.broker.object(luid) else { return Some(Err(invalid_object())) };
     match (target, method) {
         (Object::Challenger { name, challenge }, "respond") => {
             respond(session, request, luid, name, challenge, args);
@@ -279,51 +265,15 @@ async fn call(
         (Object::Avatar, "keepalive") => Some(Ok(Value::None)),
         (Object::Avatar, "shutdown") => {
             if let Some(h) = session.handle() {
-                super::drain_then_shut_down(session.master.clone(), h);
+                session.hub.registry.drain_then_shut_down(h);
             }
             Some(Ok(Value::None))
         }
-        (Object::Command(id), "update") => {
-            let entries = match args.first().map(parse_update) {
-                Some(Ok(e)) => e,
-                Some(Err(e)) => return Some(Err(Failure::pb_error("builtins.ValueError", &e))),
-                None => return Some(Err(Failure::pb_error("builtins.TypeError", "update() needs its updates"))),
-            };
-            if let Some(tx) = broker.command_events(&id) {
-                let _ = tx.send(CommandEvent::Output(entries)).await;
-            }
-            Some(Ok(Value::None))
-        }
-        (Object::Command(id), "complete") => {
-            let error = match args.first() {
-                None | Some(Value::None) => None,
-                Some(v) => Some(Failure::from_value(v).to_string()),
-            };
-            if let Some(tx) = broker.finish_command(&id) {
-                let _ = tx.send(CommandEvent::Complete { error }).await;
-            }
-            Some(Ok(Value::None))
-        }
-        (Object::Writer(id), "write" | "close" | "utime" | "unpack") => {
-            let op = match (method, args.first()) {
-                ("write", Some(Value::Bytes(b))) => UploadOp::Write(b.clone()),
-                // A worker that sends text sends its UTF-8.
-                ("write", Some(Value::Str(s))) => UploadOp::Write(s.as_bytes().to_vec()),
-                ("close", _) => UploadOp::Close,
-                ("unpack", _) => UploadOp::Unpack,
-                ("utime", Some(times)) => {
-                    match times
-                        .as_seq()
-                        .map(|t| (t.first().and_then(Value::as_float), t.get(1).and_then(Value::as_float)))
-                    {
-                        Some((Some(a), Some(m))) => UploadOp::Utime(a, m),
-                        _ => return Some(Err(Failure::pb_error("builtins.TypeError", "utime((atime, mtime))"))),
-                    }
-                }
-                _ => return Some(Err(Failure::pb_error("builtins.TypeError", &format!("{method}: bad arguments")))),
-            };
-            forward(session, request, &id, |reply| CommandEvent::Upload(op, reply), |()| Value::None).await
-        }
+        (Object::Command(id), "update" | "complete") => Some(command_call(session, &id, method, &args).await),
+        (Object::Writer(id), "write" | "close" | "utime" | "unpack") => match upload_piece(method, &args) {
+            Ok(op) => forward(session, request, &id, |reply| CommandEvent::Upload(op, reply), |()| Value::None).await,
+            Err(failure) => Some(Err(failure)),
+        },
         (Object::Reader(id), "read") => {
             let length = args.first().and_then(Value::as_int).unwrap_or(0).clamp(0, MAX_READ as i64) as usize;
             forward(session, request, &id, |reply| CommandEvent::Read(length, reply), Value::Bytes).await
@@ -332,6 +282,49 @@ async fn call(
             forward(session, request, &id, CommandEvent::ReadClose, |()| Value::None).await
         }
         (_, method) => Some(Err(no_such_method(method))),
+    }
+}
+
+/// `update` and `complete` on a running command's object.
+async fn command_call(session: &Session, id: &str, method: &str, args: &[Value]) -> Result<Value, Failure> {
+    let broker = &session.broker;
+    if method == "update" {
+        let entries = match args.first().map(parse_update) {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return Err(Failure::pb_error("builtins.ValueError", &e)),
+            None => return Err(Failure::pb_error("builtins.TypeError", "update() needs its updates")),
+        };
+        if let Some(tx) = broker.command_events(id) {
+            let _ = tx.send(CommandEvent::Output(entries)).await;
+        }
+        return Ok(Value::None);
+    }
+    let error = match args.first() {
+        None | Some(Value::None) => None,
+        Some(v) => Some(Failure::from_value(v).to_string()),
+    };
+    if let Some(tx) = broker.finish_command(id) {
+        let _ = tx.send(CommandEvent::Complete { error }).await;
+    }
+    Ok(Value::None)
+}
+
+/// A call on an upload's writer object, as an upload piece.
+fn upload_piece(method: &str, args: &[Value]) -> Result<UploadOp, Failure> {
+    let type_error = |what: &str| Failure::pb_error("builtins.TypeError", what);
+    match (method, args.first()) {
+        ("write", Some(Value::Bytes(b))) => Ok(UploadOp::Write(b.clone())),
+        // A worker that sends text sends its UTF-8.
+        ("write", Some(Value::Str(s))) => Ok(UploadOp::Write(s.as_bytes().to_vec())),
+        ("close", _) => Ok(UploadOp::Close),
+        ("unpack", _) => Ok(UploadOp::Unpack),
+        ("utime", Some(times)) => {
+            match times.as_seq().map(|t| (t.first().and_then(Value::as_float), t.get(1).and_then(Value::as_float))) {
+                Some((Some(a), Some(m))) => Ok(UploadOp::Utime(a, m)),
+                _ => Err(type_error("utime((atime, mtime))")),
+            }
+        }
+        _ => Err(type_error(&format!("{method}: bad arguments"))),
     }
 }
 
@@ -364,7 +357,7 @@ async fn forward<T: Send + 'static>(
 /// Login, step one: a challenge for the name (unknown names get one too,
 /// so the answer does not tell which names exist).
 fn login(session: &Arc<Session>, args: &[Value]) -> Result<Value, Failure> {
-    if !matches!(session.login.lock().as_deref(), Ok(Login::Waiting)) {
+    if !matches!(*session.login.lock(), Login::Waiting) {
         return Err(Failure::unauthorized_login("already logged in"));
     }
     let Some(name) = args.first().and_then(Value::as_text) else {
@@ -382,11 +375,6 @@ fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, 
     let session = session.clone();
     session.broker.forget(&[challenger]);
     tokio::spawn(async move {
-        let broker = session.broker.clone();
-        let refuse = |why: &str| {
-            tracing::warn!(worker = %name, peer = %session.peer, reason = %why, "PB login refused");
-            Message::Error { request, failure: Failure::unauthorized_login(why) }
-        };
         let response = match args.first() {
             Some(Value::Bytes(b)) => b.clone(),
             _ => Vec::new(),
@@ -395,54 +383,52 @@ fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, 
             Some(Value::Remote(m)) => Some(*m),
             _ => None,
         };
-        let checked = session.master.credentials.check_pb(&name, &challenge, &response);
-        // One login per connection: the state moves on under one lock.
-        let proceed = checked.is_ok()
-            && mind.is_some()
-            && session.login.lock().is_ok_and(|mut l| {
-                let waiting = matches!(*l, Login::Waiting);
-                if waiting {
-                    *l = Login::Attaching;
-                }
-                waiting
-            });
-        let msg = match (mind, checked, proceed) {
-            (None, _, _) => refuse("respond needs the worker's bot"),
-            (_, Err(why), _) => refuse(why),
-            (_, Ok(()), false) => refuse("already logged in"),
-            (Some(mind), Ok(()), true) => {
-                if let Ok(mut w) = session.worker.lock() {
-                    *w = Some(name.clone());
-                }
-                match attach(&session, &name, mind).await {
-                    Ok(handle) => {
-                        tracing::info!(worker = %name, peer = %session.peer, version = ?handle.info.version, "worker attached over PB");
-                        if let Ok(mut l) = session.login.lock() {
-                            *l = Login::Done(handle);
-                        }
-                        let avatar = broker.register(Object::Avatar);
-                        session.master.wake_builds.notify_one();
-                        Message::Answer { request, value: Value::Remote(avatar) }
-                    }
-                    Err(why) => {
-                        if let Ok(mut l) = session.login.lock() {
-                            *l = Login::Waiting;
-                        }
-                        refuse(&why)
-                    }
-                }
+        let outcome = match (mind, session.hub.credentials.check_pb(&name, &challenge, &response)) {
+            (None, _) => Err("respond needs the worker's bot".to_string()),
+            (_, Err(why)) => Err(why.to_string()),
+            (Some(mind), Ok(())) => log_in(&session, &name, mind).await,
+        };
+        let msg = match outcome {
+            Ok(avatar) => Message::Answer { request, value: Value::Remote(avatar) },
+            Err(why) => {
+                tracing::warn!(worker = %name, peer = %session.peer, reason = %why, "PB login refused");
+                Message::Error { request, failure: Failure::unauthorized_login(&why) }
             }
         };
-        let _ = broker.send(&msg).await;
+        let _ = session.broker.send(&msg).await;
     });
+}
+
+/// A checked login: one per connection (the state moves on under one
+/// lock), then the attach; returns the avatar's id.
+async fn log_in(session: &Arc<Session>, name: &str, mind: i64) -> Result<i64, String> {
+    {
+        let mut login = session.login.lock();
+        if !matches!(*login, Login::Waiting) {
+            return Err("already logged in".into());
+        }
+        *login = Login::Attaching;
+    }
+    *session.worker.lock() = Some(name.to_string());
+    match attach(session, name, mind).await {
+        Ok(handle) => {
+            tracing::info!(worker = %name, peer = %session.peer, version = ?handle.info.version, "worker attached over PB");
+            *session.login.lock() = Login::Done(handle);
+            Ok(session.broker.register(Object::Avatar))
+        }
+        Err(why) => {
+            *session.login.lock() = Login::Waiting;
+            Err(why)
+        }
+    }
 }
 
 /// The attach sequence: learn about the worker, set up its builders,
 /// register it, record it.
 async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<WorkerHandle>, String> {
-    let master = &session.master;
+    let hub = &session.hub;
     let broker = &session.broker;
-    let worker_id = *master.worker_ids.get(name).ok_or_else(|| format!("worker {name} is not configured"))?;
+    let worker_id = hub.catalog.worker_id(name).ok_or_else(|| format!("worker {name} is not configured"))?;
     let info = broker
         .call(mind, "getWorkerInfo", vec![], vec![], REQUEST_TIMEOUT)
         .await
@@ -455,20 +441,20 @@ async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<Wor
         // Every path the runner sends starts there: without it, retry the login.
         return Err("getWorkerInfo: the worker did not say where its base folder is".into());
     }
-    // One WorkerForBuilder per builder this worker serves, in the folder the
-    // runner builds in.
-    let builders: Vec<&str> = master
-        .config
-        .builders
-        .iter()
-        .filter(|b| b.workers.iter().any(|w| w == name))
-        .map(|b| b.name.as_str())
-        .collect();
+    let builders: Vec<&str> = hub.catalog.builders_of_worker(name).map(|b| b.name.as_str()).collect();
+    let wfbs = set_builder_list(broker, mind, &builders).await?;
+    let conn = Arc::new(PbWorker { worker: name.to_string(), broker: broker.clone(), bot: mind, builders: wfbs });
+    let handle = Arc::new(WorkerHandle::new(name, worker_id, info, hub.max_builds(name), conn.clone()));
+    hub.attach(&handle).await?;
+    let _ = conn.print("attached").await;
+    Ok(handle)
+}
+
+/// One WorkerForBuilder per builder this worker serves, in the folder the
+/// runner builds in; returns each builder's WorkerForBuilder.
+async fn set_builder_list(broker: &Broker, mind: i64, builders: &[&str]) -> Result<HashMap<String, i64>, String> {
     let list = Value::List(
-        builders
-            .iter()
-            .map(|b| Value::Tuple(vec![Value::str(*b), Value::str(crate::runner::build::sanitize(b))]))
-            .collect(),
+        builders.iter().map(|b| Value::Tuple(vec![Value::str(*b), Value::str(builder_folder(b))])).collect(),
     );
     let answer = broker
         .call(mind, "setBuilderList", vec![list], vec![], REQUEST_TIMEOUT)
@@ -482,18 +468,8 @@ async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<Wor
             }
         }
     }
-    if let Some(missing) = builders.iter().find(|b| !wfbs.contains_key(**b)) {
-        return Err(format!("setBuilderList: the worker did not set up {missing}"));
+    match builders.iter().find(|b| !wfbs.contains_key(**b)) {
+        Some(missing) => Err(format!("setBuilderList: the worker did not set up {missing}")),
+        None => Ok(wfbs),
     }
-    let conn = Arc::new(PbWorker { worker: name.to_string(), broker: broker.clone(), bot: mind, builders: wfbs });
-    let max_builds = master.config.workers.iter().find(|w| w.name == name).map(|w| w.max_builds as usize).unwrap_or(1);
-    let handle = Arc::new(WorkerHandle::new(name, worker_id, info.clone(), max_builds, conn.clone()));
-    super::apply_stored_flags(master, &handle).await;
-    master.workers.attach(handle.clone()).await?;
-    if let Err(e) = master.store.worker_attached(worker_id, master.master_id, &info.json, crate::clock::now()).await {
-        master.workers.detach(&handle);
-        return Err(format!("recording the worker: {e}"));
-    }
-    let _ = conn.print("attached").await;
-    Ok(handle)
 }

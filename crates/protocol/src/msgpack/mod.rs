@@ -1,32 +1,59 @@
 //! Frames and messages of `msgpack_experimental_v7` (see
 //! `shared/protocols/buildbot-msgpack.md` for the wire facts).
 
+mod op;
+
 use rmpv::Value;
+
+pub use op::{MasterRequest, Op, RequestError, WorkerRequest};
 
 /// Deepest nesting accepted from a peer; real messages nest four levels.
 const MAX_DEPTH: usize = 32;
 
+/// Why a peer's bytes are not a message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProtocolError {
+    /// The bytes are not one well-formed msgpack value (or nest too deep).
     #[error("not msgpack: {0}")]
     Malformed(String),
+    /// More bytes follow the value.
     #[error("trailing bytes after the msgpack value")]
     Trailing,
+    /// The value is not a map.
     #[error("a message must be a map")]
     NotAMap,
+    /// `op` or `seq_number` is missing or of the wrong type.
     #[error("a message needs `op` and `seq_number`")]
     MissingHeader,
+    /// A message's field is missing or of the wrong type.
     #[error("message {op:?}: {reason}")]
-    BadField { op: String, reason: String },
+    BadField {
+        /// The message's `op`.
+        op: String,
+        /// What is wrong with its fields.
+        reason: String,
+    },
 }
 
 /// One decoded message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// A request from the peer; it must be answered with its `seq`.
-    Request { op: String, seq: i64, fields: Vec<(String, Value)> },
+    Request {
+        /// The operation's name.
+        op: String,
+        /// The sender's number for it; the response repeats it.
+        seq: i64,
+        /// Every other field, in the order sent (`result` last, if present).
+        fields: Vec<(String, Value)>,
+    },
     /// The answer to one of our own requests.
-    Response { seq: i64, result: Result<Value, String> },
+    Response {
+        /// The number of the request answered.
+        seq: i64,
+        /// Its result, or the peer's error message when `is_exception` is present.
+        result: Result<Value, String>,
+    },
 }
 
 fn str_key(k: &Value) -> Option<&str> {
@@ -34,6 +61,7 @@ fn str_key(k: &Value) -> Option<&str> {
 }
 
 impl Frame {
+    /// Decodes one WebSocket message; garbage is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Frame, ProtocolError> {
         let mut rd = bytes;
         let value = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH)
@@ -76,6 +104,7 @@ impl Frame {
         Ok(Frame::Request { op, seq, fields })
     }
 
+    /// Encodes as one msgpack map, `op` first and `seq_number` last.
     pub fn encode(&self) -> Vec<u8> {
         let map = match self {
             Frame::Request { op, seq, fields } => {
@@ -107,6 +136,7 @@ impl Frame {
         buf
     }
 
+    /// The value of the field `name`, if present.
     pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
         fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
@@ -115,25 +145,31 @@ impl Frame {
 /// A master → worker request, before it gets its sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    pub op: &'static str,
+    /// The operation.
+    pub op: Op,
+    /// Its fields, besides `op` and `seq_number`.
     pub fields: Vec<(String, Value)>,
 }
 
 impl Request {
+    /// The frame to send, numbered `seq`.
     pub fn into_frame(self, seq: i64) -> Frame {
-        Frame::Request { op: self.op.to_string(), seq, fields: self.fields }
+        Frame::Request { op: self.op.name().to_string(), seq, fields: self.fields }
     }
 
+    /// Writes `message` to the worker's log.
     pub fn print(message: &str) -> Request {
-        Request { op: "print", fields: vec![("message".into(), Value::from(message))] }
+        Request { op: Op::Print, fields: vec![("message".into(), Value::from(message))] }
     }
 
+    /// A liveness check.
     pub fn keepalive() -> Request {
-        Request { op: "keepalive", fields: vec![] }
+        Request { op: Op::Keepalive, fields: vec![] }
     }
 
+    /// Asks the worker about itself (see `WorkerInfo`).
     pub fn get_worker_info() -> Request {
-        Request { op: "get_worker_info", fields: vec![] }
+        Request { op: Op::GetWorkerInfo, fields: vec![] }
     }
 
     /// The worker's own defaults, except a short `buffer_timeout` so that
@@ -145,12 +181,13 @@ impl Request {
             (Value::from("buffer_timeout"), Value::F64(buffer_timeout_secs)),
             (Value::from("buffer_size"), Value::from(65536)),
         ]);
-        Request { op: "set_worker_settings", fields: vec![("args".into(), args)] }
+        Request { op: Op::SetWorkerSettings, fields: vec![("args".into(), args)] }
     }
 
+    /// Runs `command_name` (`shell`, `stat`, ...) with `args`, its updates tagged `command_id`.
     pub fn start_command(command_id: &str, command_name: &str, args: Value) -> Request {
         Request {
-            op: "start_command",
+            op: Op::StartCommand,
             fields: vec![
                 ("command_id".into(), Value::from(command_id)),
                 ("command_name".into(), Value::from(command_name)),
@@ -159,30 +196,40 @@ impl Request {
         }
     }
 
+    /// Stops the command `command_id`, giving `why` as the reason.
     pub fn interrupt_command(command_id: &str, why: &str) -> Request {
         Request {
-            op: "interrupt_command",
+            op: Op::InterruptCommand,
             fields: vec![("command_id".into(), Value::from(command_id)), ("why".into(), Value::from(why))],
         }
     }
 
+    /// Tells the worker to exit.
     pub fn shutdown() -> Request {
-        Request { op: "shutdown", fields: vec![] }
+        Request { op: Op::Shutdown, fields: vec![] }
     }
 }
 
 /// One `[key, value]` entry of an `update`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpdateEntry {
+    /// Standard output text.
     Stdout(String),
+    /// Standard error text.
     Stderr(String),
+    /// Text the worker writes about the command (what it runs, where, how it ended).
     Header(String),
     /// Output of a `logfiles` entry: (log name, text).
     Log(String, String),
+    /// The command's exit code.
     Rc(i64),
+    /// How long the command ran, in seconds.
     Elapsed(f64),
+    /// Why the command failed, as the worker puts it (a timeout, say).
     FailureReason(String),
+    /// File names, from a `glob` or `listdir` command.
     Files(Vec<String>),
+    /// A `stat` command's result: Python's `os.stat` tuple.
     Stat(Vec<i64>),
     /// A key this master does not know; kept so nothing is silently lost.
     Other(String, Value),
