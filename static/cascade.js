@@ -60,7 +60,7 @@
     try { e = JSON.parse(msg.data); } catch (err) { e = null; }
     if (!e || concerns(e)) refresh();
   }
-  // Builds and new requests concern their builders' pages.
+  // Builds, and requests made or cancelled, concern their builders' pages.
   source.addEventListener("build", onEvent);
   source.addEventListener("request", onEvent);
   // A worker coming or going changes what pages say is online.

@@ -47,6 +47,9 @@ pub struct Master {
     pub schedulers: Arc<Schedulers>,
     /// Who may do what.
     pub access: Arc<Access>,
+    /// The first event id after the start: live subscribers get every
+    /// event from there on.
+    pub events_from: i64,
     hook: Arc<Hook>,
     reads: Arc<Reads>,
     control: Arc<Control>,
@@ -117,7 +120,10 @@ impl Master {
         }
         let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
         let catalog = Arc::new(Catalog::new(config, master_id, builder_ids, worker_ids));
-        Ok(Master::assemble(store, clock, catalog, schedulers, credentials, secrets))
+        let events_from = store.last_event_id().await? + 1;
+        let mut master = Master::assemble(store, clock, catalog, schedulers, credentials, secrets);
+        master.events_from = events_from;
+        Ok(master)
     }
 
     /// Builds every part's state over the shared pieces.
@@ -183,7 +189,22 @@ impl Master {
             access: access.clone(),
             bus: bus.clone(),
         });
-        Master { store, clock, catalog, bus, workers, hub, runner, schedulers, access, hook, reads, control, pages }
+        Master {
+            store,
+            clock,
+            catalog,
+            bus,
+            workers,
+            hub,
+            runner,
+            schedulers,
+            access,
+            events_from: 0,
+            hook,
+            reads,
+            control,
+            pages,
+        }
     }
 
     /// This master's row in `masters`.

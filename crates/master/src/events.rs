@@ -93,33 +93,53 @@ pub struct EventReader {
     /// Saved under this name, for a durable consumer.
     consumer: Option<String>,
     signal: watch::Receiver<u64>,
+    /// Holes are waited for by this clock (not the master's, which tests
+    /// may stop): seconds since the reader began.
+    started: std::time::Instant,
 }
 
 impl EventReader {
+    /// A reader of the events with ids from `next` on.
+    pub fn starting_at(store: &Store, next: i64) -> EventReader {
+        EventReader::at(store, Cursor::starting_at(next), None)
+    }
+
     /// A reader of the events recorded from now on.
     pub async fn from_now(store: &Store) -> Result<EventReader, StoreError> {
-        let next = store.last_event_id().await? + 1;
-        Ok(EventReader::at(store, Cursor::starting_at(next), None))
+        Ok(EventReader::starting_at(store, store.last_event_id().await? + 1))
     }
 
     /// The reader of a durable consumer: it goes on from where it was last
-    /// [saved](EventReader::save); the first time, from now.
+    /// [saved](EventReader::save); the first time, from now. Events pruned
+    /// while it was away are gone (the log says how many).
     pub async fn durable(store: &Store, consumer: &str) -> Result<EventReader, StoreError> {
         let next = match store.event_cursor(consumer).await? {
-            Some(next) => next,
             None => store.last_event_id().await? + 1,
+            Some(next) => match store.first_event_id().await? {
+                Some(first) if first > next => {
+                    tracing::warn!(
+                        consumer,
+                        missed = first - next,
+                        "events were pruned before this consumer read them"
+                    );
+                    first
+                }
+                _ => next,
+            },
         };
         Ok(EventReader::at(store, Cursor::starting_at(next), Some(consumer.to_string())))
     }
 
     fn at(store: &Store, cursor: Cursor, consumer: Option<String>) -> EventReader {
-        EventReader { store: store.clone(), cursor, consumer, signal: store.event_signal() }
+        let started = std::time::Instant::now();
+        EventReader { store: store.clone(), cursor, consumer, signal: store.event_signal(), started }
     }
 
-    /// Reads what is new (and holes that have filled) at time `now`; each
-    /// event is returned once, in id order.
-    pub async fn poll(&mut self, now: i64) -> Result<Vec<Envelope>, StoreError> {
+    /// Reads what is new (and holes that have filled); each event is
+    /// returned once, in id order.
+    pub async fn poll(&mut self) -> Result<Vec<Envelope>, StoreError> {
         self.signal.borrow_and_update();
+        let now = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
         let gaps = self.cursor.gaps();
         let mut rows = if gaps.is_empty() { EventRows::default() } else { self.store.events_with_ids(&gaps).await? };
         let fresh = self.store.events_after(self.cursor.high(), BATCH).await?;
@@ -148,22 +168,12 @@ impl EventReader {
     }
 }
 
-/// Broadcasts the store's events on `bus` until `stopped` flips.
-pub async fn pump(store: Store, bus: Bus, clock: crate::clock::Clock, mut stopped: watch::Receiver<bool>) {
-    let mut reader = loop {
-        match EventReader::from_now(&store).await {
-            Ok(r) => break r,
-            Err(e) => {
-                tracing::warn!(error = %e, "the event pump cannot read the store yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = stopped.changed() => return,
-                }
-            }
-        }
-    };
+/// Broadcasts the store's events from id `from` on, on `bus`, until
+/// `stopped` flips.
+pub async fn pump(store: Store, bus: Bus, from: i64, mut stopped: watch::Receiver<bool>) {
+    let mut reader = EventReader::starting_at(&store, from);
     while !*stopped.borrow() {
-        match reader.poll(clock.now()).await {
+        match reader.poll().await {
             Ok(events) if !events.is_empty() => {
                 events.into_iter().for_each(|e| bus.deliver(e));
                 continue;

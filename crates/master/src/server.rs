@@ -108,11 +108,16 @@ pub async fn serve(
     let addresses = listeners.addresses()?;
     tracing::info!(http = %addresses.http, pb = %addresses.pb, msgpack = %addresses.msgpack, "listening");
     let (stop, stopped) = watch::channel(false);
+    let distributor = tokio::spawn(master.runner.clone().run(stopped.clone()));
     let mut tasks = background(&master, listeners.pb, listeners.msgpack, &stopped);
     let served = serve_http(&master, listeners.http, shutdown).await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
     master.bus.close();
+    // No build starts once the workers are being let go.
+    if tokio::time::timeout(GRACE, distributor).await.is_err() {
+        tracing::warn!("the distributor did not stop in time");
+    }
     wind_down(&master, &mut tasks).await;
     master.store.deactivate_master(master.master_id(), master.clock.now()).await?;
     served.map_err(ServeError::Io)
@@ -151,14 +156,13 @@ async fn serve_http(
 /// Everything that runs beside the HTTP server.
 fn background(master: &Master, pb: TcpListener, msgpack: TcpListener, stopped: &watch::Receiver<bool>) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::events::pump(master.store.clone(), master.bus.clone(), master.clock.clone(), stopped.clone()));
+    tasks.spawn(crate::events::pump(master.store.clone(), master.bus.clone(), master.events_from, stopped.clone()));
     tasks.spawn(master.schedulers.clone().run(
         master.store.clone(),
         master.clock.clone(),
         master.runner.wake.clone(),
         stopped.clone(),
     ));
-    tasks.spawn(master.runner.clone().run(stopped.clone()));
     tasks.spawn(housekeeping(master.clone(), stopped.clone()));
     tasks.spawn(crate::workers::pb::serve(pb, master.hub.clone(), stopped.clone()));
     let (app, mut stopped) = (crate::workers::msgpack::router(master.hub.clone()), stopped.clone());
@@ -174,10 +178,10 @@ fn background(master: &Master, pb: TcpListener, msgpack: TcpListener, stopped: &
 }
 
 /// Lets workers go, waits for builds to record how they ended, then for the
-/// background tasks; what is still running after [`GRACE`] is dropped.
+/// background tasks. After [`GRACE`], the builds still running are ended
+/// as RETRY here and the tasks still running are stopped.
 async fn wind_down(master: &Master, tasks: &mut JoinSet<()>) {
     master.workers.close_all();
-    let deadline = tokio::time::Instant::now() + GRACE;
     let idle = async {
         while master.runner.running_count() > 0 || !master.workers.connected().is_empty() {
             let changed = master.workers.changed.notified();
@@ -185,10 +189,18 @@ async fn wind_down(master: &Master, tasks: &mut JoinSet<()>) {
         }
         while tasks.join_next().await.is_some() {}
     };
-    if tokio::time::timeout_at(deadline, idle).await.is_err() {
-        tracing::warn!("parts of the master still running after the grace period were stopped");
-        tasks.abort_all();
+    if tokio::time::timeout(GRACE, idle).await.is_ok() {
+        return;
     }
+    tracing::warn!("parts of the master still running after the grace period are stopped");
+    for build_id in master.runner.running_ids() {
+        let retried = master.store.retry_build(build_id, "retry: the master stopped", master.clock.now()).await;
+        if let Err(e) = retried {
+            tracing::error!(build = build_id, error = %e, "could not end a build; the next start retries it");
+        }
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// The heartbeat (so other masters know this one lives) and the janitor

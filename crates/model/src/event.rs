@@ -21,10 +21,18 @@ pub enum Event {
     BuildRequested {
         /// The new buildset.
         buildset_id: i64,
-        /// One builder per request, in the order of `request_ids`' builders.
+        /// The builders asked to build.
         builder_ids: Vec<i64>,
         /// The new build requests.
         request_ids: Vec<i64>,
+    },
+    /// Pending build requests were cancelled (by a person, or because
+    /// their branch was deleted).
+    BuildRequestsCancelled {
+        /// The requests.
+        request_ids: Vec<i64>,
+        /// Their builders.
+        builder_ids: Vec<i64>,
     },
     /// A build claimed its requests and started on a worker.
     BuildStarted {
@@ -129,6 +137,8 @@ pub enum Event {
 pub enum EventKind {
     /// [`Event::BuildRequested`]
     BuildRequested,
+    /// [`Event::BuildRequestsCancelled`]
+    BuildRequestsCancelled,
     /// [`Event::BuildStarted`]
     BuildStarted,
     /// [`Event::StepStarted`]
@@ -151,8 +161,9 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::BuildRequested,
+        EventKind::BuildRequestsCancelled,
         EventKind::BuildStarted,
         EventKind::StepStarted,
         EventKind::StepFinished,
@@ -168,6 +179,7 @@ impl EventKind {
     pub fn name(self) -> &'static str {
         match self {
             EventKind::BuildRequested => "build_requested",
+            EventKind::BuildRequestsCancelled => "build_requests_cancelled",
             EventKind::BuildStarted => "build_started",
             EventKind::StepStarted => "step_started",
             EventKind::StepFinished => "step_finished",
@@ -196,6 +208,7 @@ impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
             Event::BuildRequested { .. } => EventKind::BuildRequested,
+            Event::BuildRequestsCancelled { .. } => EventKind::BuildRequestsCancelled,
             Event::BuildStarted { .. } => EventKind::BuildStarted,
             Event::StepStarted { .. } => EventKind::StepStarted,
             Event::StepFinished { .. } => EventKind::StepFinished,
@@ -299,16 +312,16 @@ impl Cursor {
             self.seen.insert(*id);
             self.gaps.remove(id);
         }
+        // Only ids near the top can still be in flight; holes further down
+        // (rolled back long ago, or pruned) are not waited for.
         let high = self.high();
-        let mut expected = self.next;
-        for id in self.seen.iter().copied().filter(|id| *id <= high) {
+        let floor = self.next.max(high - MAX_GAPS as i64);
+        let mut expected = floor;
+        for id in self.seen.iter().copied().filter(|id| *id >= floor) {
             for missing in expected..id {
                 self.gaps.entry(missing).or_insert(now);
             }
             expected = id + 1;
-        }
-        while self.gaps.len() > MAX_GAPS {
-            self.gaps.pop_first();
         }
         fresh
     }
@@ -320,11 +333,18 @@ impl Cursor {
         loop {
             if self.seen.remove(&self.next) {
                 self.next += 1;
-            } else if !self.gaps.contains_key(&self.next) && self.seen.first().is_some_and(|s| *s > self.next) {
-                // A hole given up (or never waited for): skip it.
-                self.next += 1;
-            } else {
-                break;
+                continue;
+            }
+            // Not delivered: waited for (stop here), or given up (jump to
+            // whichever comes first, the next hole or the next delivered id).
+            let next_gap = self.gaps.keys().next().copied();
+            let next_seen = self.seen.first().copied();
+            match (next_gap, next_seen) {
+                (Some(g), _) if g == self.next => break,
+                (Some(g), Some(s)) => self.next = g.min(s),
+                (None, Some(s)) => self.next = s,
+                (Some(g), None) => self.next = g,
+                (None, None) => break,
             }
         }
     }
@@ -370,6 +390,21 @@ mod tests {
         c.settle(231, 30);
         assert_eq!((c.next(), c.gaps()), (8, vec![]));
         assert_eq!(c.absorb(&[7, 6], 232), Vec::<i64>::new(), "too late, and nothing twice");
+    }
+
+    #[test]
+    fn a_reader_far_behind_waits_only_for_recent_holes() {
+        // Saved at 1; ids below a million were pruned meanwhile.
+        let mut c = Cursor::starting_at(1);
+        let ids: Vec<i64> = (1_000_000..1_000_010).filter(|i| *i != 1_000_005).collect();
+        assert_eq!(c.absorb(&ids, 0).len(), 9);
+        let gaps = c.gaps();
+        assert!(gaps.len() <= MAX_GAPS && gaps.contains(&1_000_005), "only ids near the top are waited for");
+        assert_eq!(gaps.first(), Some(&(1_000_009 - MAX_GAPS as i64)));
+        c.settle(0, 30);
+        assert_eq!(c.next(), 1_000_009 - MAX_GAPS as i64, "the first id of the window is waited for");
+        c.settle(31, 30);
+        assert_eq!(c.next(), 1_000_010, "and given up after the patience, in one jump");
     }
 
     proptest! {

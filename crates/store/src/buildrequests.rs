@@ -309,7 +309,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 \
-             WHERE id = $3 AND complete = 0 AND claimed_by_master_id IS NULL RETURNING buildset_id",
+             WHERE id = $3 AND complete = 0 AND claimed_by_master_id IS NULL RETURNING buildset_id, builder_id",
         )
         .bind(now)
         .bind(Results::Cancelled.code())
@@ -326,14 +326,22 @@ impl Store {
         };
         let bsid: i64 = get(&row, "buildset_id")?;
         complete_buildset_if_done(&mut tx, bsid, now).await?;
+        let event =
+            Event::BuildRequestsCancelled { request_ids: vec![id], builder_ids: vec![get(&row, "builder_id")?] };
+        record(&mut tx, &event, now).await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(Cancelled::Done)
     }
 }
 
 /// Completes a buildset whose requests are all complete; its result is the
 /// worst of theirs.
-async fn complete_buildset_if_done(tx: &mut sqlx::Transaction<'static, sqlx::Any>, bsid: i64, now: i64) -> Result<()> {
+pub(crate) async fn complete_buildset_if_done(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    bsid: i64,
+    now: i64,
+) -> Result<()> {
     let open: i64 = get(
         &sqlx::query("SELECT COUNT(*) AS n FROM buildrequests WHERE buildset_id = $1 AND complete = 0")
             .bind(bsid)
@@ -373,7 +381,7 @@ pub(crate) async fn cancel_pending_for_branch(
     let cancelled = sqlx::query(
         "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 \
          WHERE complete = 0 AND claimed_by_master_id IS NULL AND branch = $3 AND repository = $4 \
-         RETURNING buildset_id",
+         RETURNING id, buildset_id, builder_id",
     )
     .bind(now)
     .bind(Results::Cancelled.code())
@@ -395,6 +403,13 @@ pub(crate) async fn cancel_pending_for_branch(
         .bind(*bsid)
         .execute(&mut **tx)
         .await?;
+    }
+    if !cancelled.is_empty() {
+        let mut pairs: Vec<(i64, i64)> =
+            cancelled.iter().map(|r| Ok((get(r, "id")?, get(r, "builder_id")?))).collect::<Result<_>>()?;
+        pairs.sort_unstable();
+        let (request_ids, builder_ids) = pairs.into_iter().unzip();
+        record(tx, &Event::BuildRequestsCancelled { request_ids, builder_ids }, now).await?;
     }
     Ok(cancelled.len() as u64)
 }

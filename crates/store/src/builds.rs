@@ -254,7 +254,7 @@ impl Store {
         Ok(step_id)
     }
 
-    /// Ends a step ([`Event::StepFinished`]).
+    /// Ends a step ([`Event::StepFinished`]); an unknown step is left alone.
     pub async fn finish_step(&self, step_id: i64, results: Results, state: &str, now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
@@ -265,8 +265,12 @@ impl Store {
         .bind(results.code())
         .bind(state.to_string())
         .bind(step_id)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(());
+        };
         let build_id: i64 = get(&row, "build_id")?;
         let (builder_id, number) = build_of(&mut tx, build_id).await?;
         let event = Event::StepFinished {
@@ -422,10 +426,14 @@ impl Store {
 
     /// Ends a build: the build, every request it covers, and each buildset
     /// whose requests are now all complete (with the worst of their
-    /// results); [`Event::BuildFinished`].
+    /// results); [`Event::BuildFinished`]. A build that has ended already
+    /// keeps its first end.
     pub async fn finish_build(&self, build_id: i64, results: Results, state: &str, now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let event = end_build(&mut tx, build_id, results, state, now).await?;
+        let Some(event) = end_build(&mut tx, build_id, results, state, now).await? else {
+            tx.rollback().await?;
+            return Ok(());
+        };
         let sets = sqlx::query(
             "UPDATE buildrequests SET complete = 1, complete_at = $1, results = $2 WHERE build_id = $3 RETURNING buildset_id",
         )
@@ -438,7 +446,7 @@ impl Store {
         buildsets.sort_unstable();
         buildsets.dedup();
         for bsid in buildsets {
-            complete_buildset_if_done(&mut tx, bsid, now).await?;
+            crate::buildrequests::complete_buildset_if_done(&mut tx, bsid, now).await?;
         }
         record(&mut tx, &event, now).await?;
         tx.commit().await?;
@@ -450,7 +458,10 @@ impl Store {
     /// and puts the requests it covered back in the queue.
     pub async fn retry_build(&self, build_id: i64, state: &str, now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let event = end_build(&mut tx, build_id, Results::Retry, state, now).await?;
+        let Some(event) = end_build(&mut tx, build_id, Results::Retry, state, now).await? else {
+            tx.rollback().await?;
+            return Ok(());
+        };
         sqlx::query(
             "UPDATE buildrequests SET claimed_by_master_id = NULL, claimed_at = NULL, build_id = NULL, merged_into = NULL \
              WHERE build_id = $1 AND complete = 0",
@@ -519,42 +530,32 @@ async fn build_of(conn: &mut AnyConnection, build_id: i64) -> Result<(i64, i64)>
     Ok((get(&row, "builder_id")?, get(&row, "number")?))
 }
 
-/// Marks the build ended; returns the event that says so.
-async fn end_build(conn: &mut AnyConnection, build_id: i64, results: Results, state: &str, now: i64) -> Result<Event> {
+/// Marks the build ended; returns the event that says so, or `None` if it
+/// had ended already (the first end stands) or does not exist.
+async fn end_build(
+    conn: &mut AnyConnection,
+    build_id: i64,
+    results: Results,
+    state: &str,
+    now: i64,
+) -> Result<Option<Event>> {
     let row = sqlx::query(
-        "UPDATE builds SET complete_at = $1, results = $2, state_string = $3 WHERE id = $4 RETURNING builder_id, number",
+        "UPDATE builds SET complete_at = $1, results = $2, state_string = $3 WHERE id = $4 AND complete_at IS NULL \
+         RETURNING builder_id, number",
     )
     .bind(now)
     .bind(results.code())
     .bind(state.to_string())
     .bind(build_id)
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(Event::BuildFinished { build_id, builder_id: get(&row, "builder_id")?, number: get(&row, "number")?, results })
-}
-
-/// Completes a buildset whose requests are all complete, with the worst of
-/// their results.
-async fn complete_buildset_if_done(conn: &mut AnyConnection, bsid: i64, now: i64) -> Result<()> {
-    let rows = sqlx::query("SELECT complete, results FROM buildrequests WHERE buildset_id = $1")
-        .bind(bsid)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut worst: Option<Results> = None;
-    for r in &rows {
-        if get::<i64>(r, "complete")? == 0 {
-            return Ok(());
-        }
-        let res = Results::from_code(get(r, "results")?).unwrap_or(Results::Exception);
-        worst = Some(worst.map_or(res, |w| w.worst(res)));
-    }
-    sqlx::query("UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 WHERE id = $3")
-        .bind(now)
-        .bind(worst.unwrap_or(Results::Success).code())
-        .bind(bsid)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(Event::BuildFinished {
+        build_id,
+        builder_id: get(&row, "builder_id")?,
+        number: get(&row, "number")?,
+        results,
+    }))
 }
 
 pub(crate) const STEP_COLUMNS: &str = "id, build_id, number, name, started_at, complete_at, state_string, results";

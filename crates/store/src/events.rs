@@ -102,6 +102,12 @@ impl Store {
         Ok(out)
     }
 
+    /// The lowest event id still kept; `None` when there are none.
+    pub async fn first_event_id(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(id) AS first FROM events").fetch_one(&self.pool).await?;
+        get(&row, "first")
+    }
+
     /// The highest event id so far; 0 before the first event.
     pub async fn last_event_id(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS last FROM events").fetch_one(&self.pool).await?;
@@ -109,13 +115,16 @@ impl Store {
     }
 
     /// Forgets events recorded before `before`; returns how many. The
-    /// newest event always stays, so ids never start again from 1.
+    /// newest event always stays, so ids never start again from 1; so do
+    /// the events a durable consumer seen since `before` has not read yet.
     pub async fn prune_events(&self, before: i64) -> Result<u64> {
-        let done =
-            sqlx::query("DELETE FROM events WHERE created_at < $1 AND id < (SELECT COALESCE(MAX(id), 0) FROM events)")
-                .bind(before)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "DELETE FROM events WHERE created_at < $1 AND id < (SELECT COALESCE(MAX(id), 0) FROM events) \
+             AND id < COALESCE((SELECT MIN(next_id) FROM event_cursors WHERE updated_at >= $1), id + 1)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

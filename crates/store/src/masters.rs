@@ -29,7 +29,8 @@ impl Store {
 
     /// Keeps the master's row fresh, so others know it is alive.
     pub async fn master_heartbeat(&self, master_id: i64, now: i64) -> Result<()> {
-        sqlx::query("UPDATE masters SET active = 1, last_active = $1 WHERE id = $2")
+        // Only the time: a late beat must not undo a stop.
+        sqlx::query("UPDATE masters SET last_active = $1 WHERE id = $2")
             .bind(now)
             .bind(master_id)
             .execute(&self.pool)

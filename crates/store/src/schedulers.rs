@@ -268,6 +268,7 @@ impl Store {
         }
         let cancelled_requests = cancel_pending_for_branch(&mut tx, repository, branch, now).await?;
         tx.commit().await?;
+        self.events_committed();
         Ok(Some(BranchDeletion { cancelled_requests, dropped_changes }))
     }
 }

@@ -679,3 +679,61 @@ test_both!(state_changes_are_recorded_as_events_with_them, |db| {
     store.save_event_cursor("irc", 9, 22).await.expect("save again");
     assert_eq!(store.event_cursor("irc").await.expect("cursor"), Some(9));
 });
+
+test_both!(an_ended_build_keeps_its_end_and_cancellations_are_events, |db| {
+    use cascade_model::{Event, Results};
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let (fedora, windows) = (builders["Fedora 3.x"], builders["Windows 3.x"]);
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    buildset_for(&store, &ids, "a", &[fedora], 10).await;
+    let build = store.claim_build(fedora, master, None, 11).await.expect("claim").expect("build");
+    store.finish_build(build.build_id, Results::Failure, "failed", 12).await.expect("finish");
+    // A late retry (a lost worker noticed after the end) changes nothing.
+    store.retry_build(build.build_id, "late", 13).await.expect("retry");
+    store.finish_build(build.build_id, Results::Success, "again", 14).await.expect("finish again");
+    store.finish_step(999_999, Results::Success, "no such step", 14).await.expect("an unknown step is left alone");
+    let b = store.get_build(build.build_id).await.expect("get").expect("build");
+    assert_eq!((b.results, b.state_string.as_str(), b.complete_at), (Some(2), "failed", Some(12)));
+    let finished = |events: &[cascade_model::Envelope]| {
+        events.iter().filter(|e| matches!(e.event, Event::BuildFinished { .. })).count()
+    };
+    assert_eq!(finished(&store.events_after(0, 100).await.expect("events").events), 1, "one end, one event");
+
+    // Cancelling a request, and deleting a branch, say which requests went.
+    let one = buildset_for(&store, &ids, "a", &[windows], 20).await;
+    assert_eq!(store.cancel_buildrequest(one[0], 21).await.expect("cancel"), cascade_store::Cancelled::Done);
+    let two = buildset_for(&store, &ids, "a", &[fedora, windows], 22).await;
+    store.delete_branch(None, REPO, "main", 23).await.expect("delete").expect("done");
+    let cancelled: Vec<Event> = store
+        .events_after(0, 100)
+        .await
+        .expect("events")
+        .events
+        .into_iter()
+        .map(|e| e.event)
+        .filter(|e| matches!(e, Event::BuildRequestsCancelled { .. }))
+        .collect();
+    assert_eq!(
+        cancelled,
+        vec![
+            Event::BuildRequestsCancelled { request_ids: one.clone(), builder_ids: vec![windows] },
+            Event::BuildRequestsCancelled { request_ids: two.clone(), builder_ids: vec![fedora, windows] },
+        ]
+    );
+});
+
+test_both!(pruning_keeps_what_a_live_consumer_has_not_read, |db| {
+    let store = db.store().await;
+    let (builders, _) = setup(&store).await;
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    for t in 0..5 {
+        buildset_for(&store, &ids, "a", &[builders["Fedora 3.x"]], 100 + t).await;
+    }
+    let all = store.events_after(0, 100).await.expect("events").ids;
+    // A consumer seen at 1000 has read up to the third event; one not seen since 50 is stale.
+    store.save_event_cursor("irc", all[2], 1000).await.expect("save");
+    store.save_event_cursor("gone", all[0], 50).await.expect("save");
+    store.prune_events(500).await.expect("prune");
+    assert_eq!(store.events_after(0, 100).await.expect("events").ids, all[2..].to_vec());
+});

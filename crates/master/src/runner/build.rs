@@ -64,12 +64,17 @@ impl StepEnd {
     }
 }
 
-/// Runs a claimed build to its end on `worker`, then frees the worker's slot.
-pub async fn run(runner: Arc<Runner>, worker: Arc<WorkerHandle>, builder: BuilderConfig, claimed: ClaimedBuild) {
+/// Runs a claimed build to its end on `worker` (`stop` flips to stop it),
+/// then frees the worker's slot.
+pub async fn run(
+    runner: Arc<Runner>,
+    worker: Arc<WorkerHandle>,
+    builder: BuilderConfig,
+    claimed: ClaimedBuild,
+    stop: watch::Receiver<bool>,
+) {
     let span = tracing::info_span!("build", builder = %builder.name, number = claimed.number, worker = %worker.name);
     let build_id = claimed.build_id;
-    let (stop_tx, stop) = watch::channel(false);
-    runner.register_running(build_id, stop_tx);
     async {
         tracing::info!(requests = claimed.covered.len(), revision = ?claimed.source.revision, "build started");
         if let Err(e) = run_steps(&runner, &worker, &builder, &claimed, stop).await {
@@ -306,10 +311,7 @@ impl Ctx {
         }
         let mut sink = match UploadSink::new(target.clone(), MAX_UPLOAD) {
             Ok(s) => s,
-            Err(e) => {
-                log.header(&format!("cannot prepare {}: {e}", target.display())).await?;
-                return Ok(StepEnd::new(Results::Exception, format!("{} cannot write", step.name)));
-            }
+            Err(e) => return cannot_write(log, step, &target, &e).await,
         };
         log.header(&format!("uploading {path} to {dest}")).await?;
         let args = json!({ "path": path, "workdir": workdir, "workersrc": src, "blocksize": 262_144,
@@ -339,10 +341,7 @@ impl Ctx {
     ) -> Result<StepEnd, StoreError> {
         let mut sink = match DirectorySink::new(target.clone(), MAX_UPLOAD) {
             Ok(s) => s,
-            Err(e) => {
-                log.header(&format!("cannot prepare {}: {e}", target.display())).await?;
-                return Ok(StepEnd::new(Results::Exception, format!("{} cannot write", step.name)));
-            }
+            Err(e) => return cannot_write(log, step, &target, &e).await,
         };
         log.header(&format!("uploading the folder {path} to {dest}")).await?;
         let result = self
@@ -388,6 +387,17 @@ impl Ctx {
         }
         Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
     }
+}
+
+/// An upload whose destination cannot be prepared ends as EXCEPTION, and the log says why.
+async fn cannot_write(
+    log: &mut LogWriter,
+    step: &StepConfig,
+    target: &std::path::Path,
+    e: &std::io::Error,
+) -> Result<StepEnd, StoreError> {
+    log.header(&format!("cannot prepare {}: {e}", target.display())).await?;
+    Ok(StepEnd::new(Results::Exception, format!("{} cannot write", step.name)))
 }
 
 /// An upload's destination stays inside the artifact folder: relative, no `..`.

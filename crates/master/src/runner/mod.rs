@@ -74,6 +74,11 @@ impl Runner {
         self.running.lock().len()
     }
 
+    /// The builds running on this master now.
+    pub fn running_ids(&self) -> Vec<i64> {
+        self.running.lock().keys().copied().collect()
+    }
+
     fn register_running(&self, build_id: i64, stop: watch::Sender<bool>) {
         self.running.lock().insert(build_id, stop);
     }
@@ -102,7 +107,10 @@ impl Runner {
                 match claimed.await {
                     Ok(Some(claimed)) => {
                         started += 1;
-                        tokio::spawn(build::run(self.clone(), worker.clone(), builder.clone(), claimed));
+                        // Registered before the task runs: a stop sees every build.
+                        let (stop_tx, stop) = watch::channel(false);
+                        self.register_running(claimed.build_id, stop_tx);
+                        tokio::spawn(build::run(self.clone(), worker.clone(), builder.clone(), claimed, stop));
                     }
                     Ok(None) => worker.release(&builder.name),
                     Err(e) => {

@@ -33,7 +33,7 @@ fn sse_name(event: &Event) -> Option<&'static str> {
         | Event::StepStarted { .. }
         | Event::StepFinished { .. }
         | Event::BuildFinished { .. } => Some("build"),
-        Event::BuildRequested { .. } => Some("request"),
+        Event::BuildRequested { .. } | Event::BuildRequestsCancelled { .. } => Some("request"),
         Event::WorkerConnected { .. } | Event::WorkerLost { .. } => Some("worker"),
         Event::MasterStarted { .. } | Event::MasterStopped { .. } | Event::LogLines { .. } => None,
     }

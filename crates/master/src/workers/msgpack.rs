@@ -279,7 +279,8 @@ impl WorkerConnection for Session {
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.close_now.notify_waiters();
+        // A permit: the reader may be busy with a message right now.
+        self.close_now.notify_one();
     }
 
     fn is_closed(&self) -> bool {
@@ -293,7 +294,7 @@ async fn read_loop(session: Arc<Session>, mut stream: SplitStream<WebSocket>, li
     let mut last_heard = Instant::now();
     let mut ticker = tokio::time::interval(liveness.ping_every);
     ticker.tick().await;
-    loop {
+    while !session.is_closed() {
         tokio::select! {
             msg = stream.next() => {
                 last_heard = Instant::now();

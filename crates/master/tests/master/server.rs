@@ -122,19 +122,19 @@ test_both!(a_durable_reader_goes_on_where_it_was_after_a_restart, |db| {
     let h = Harness::frozen(db, CONFIG).await;
     let push_one = |seed: u32| synthetic_push("master", seed, 1, &["Lib/os.py"]);
     let mut reader = EventReader::durable(&store, "irc").await.expect("reader");
-    assert!(reader.poll(0).await.expect("poll").is_empty(), "a new consumer starts from now");
+    assert!(reader.poll().await.expect("poll").is_empty(), "a new consumer starts from now");
     h.push(&push_one(1), "d-1").await;
     h.master.schedulers.tick(&h.store, h.master.clock.now() + 3600).await.expect("tick");
-    let seen: Vec<EventKind> = reader.poll(0).await.expect("poll").iter().map(|e| e.event.kind()).collect();
+    let seen: Vec<EventKind> = reader.poll().await.expect("poll").iter().map(|e| e.event.kind()).collect();
     assert_eq!(seen, vec![EventKind::BuildRequested]);
     reader.save(0).await.expect("save");
     // The consumer restarts: nothing handled comes again, what happened meanwhile does.
     drop(reader);
     h.store.claim_build(h.builder("Linux 3.x"), h.master.master_id(), None, 10).await.expect("claim");
     let mut again = EventReader::durable(&store, "irc").await.expect("reader");
-    let seen: Vec<EventKind> = again.poll(0).await.expect("poll").iter().map(|e| e.event.kind()).collect();
+    let seen: Vec<EventKind> = again.poll().await.expect("poll").iter().map(|e| e.event.kind()).collect();
     assert_eq!(seen, vec![EventKind::BuildStarted]);
-    assert!(again.poll(0).await.expect("poll").is_empty(), "each event once");
+    assert!(again.poll().await.expect("poll").is_empty(), "each event once");
     h.stop().await;
 });
 

@@ -179,7 +179,8 @@ impl Broker {
 
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.close_now.notify_waiters();
+        // A permit: the reader may be busy with a message right now.
+        self.close_now.notify_one();
     }
 
     /// The connection is gone: waiters fail, running commands are lost (the

@@ -134,7 +134,7 @@ async fn run(session: &Arc<Session>, rd: &mut tokio::net::tcp::OwnedReadHalf) ->
     let liveness = session.hub.liveness;
     let mut ticker = tokio::time::interval(liveness.ping_every.min(LOGIN_TIMEOUT));
     ticker.tick().await;
-    loop {
+    while !broker.is_closed() {
         tokio::select! {
             read = rd.read(&mut buf) => {
                 let n = read.map_err(|e| e.to_string())?;
@@ -177,9 +177,10 @@ async fn run(session: &Arc<Session>, rd: &mut tokio::net::tcp::OwnedReadHalf) ->
                     });
                 }
             }
-            _ = broker.close_now.notified() => return Ok(()),
+            () = broker.close_now.notified() => return Ok(()),
         }
     }
+    Ok(())
 }
 
 async fn dispatch(session: &Arc<Session>, msg: Message) -> Result<(), String> {
