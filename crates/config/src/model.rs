@@ -23,6 +23,7 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     pub auth: AuthConfig,
     pub janitor: JanitorConfig,
+    pub limits: LimitsConfig,
 }
 
 /// What the rules of `[auth]` may allow.
@@ -68,6 +69,48 @@ impl Action {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Bounds on what clients and workers can hold of the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Open connections per listening port; past it, new ones are refused.
+    pub connections: usize,
+    /// Open connections from one address per port.
+    pub connections_per_address: usize,
+    /// How long a client has to send a request's headers; also how long an
+    /// idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// How long a request's body and its answer may take (streamed answers,
+    /// such as live events and raw logs, go on once they have begun).
+    pub request_timeout: Duration,
+    /// How long a request waits for the store before it is answered 503.
+    pub store_timeout: Duration,
+    /// Password checks (argon2, about 19 MiB each) running at once.
+    pub password_checks: usize,
+    /// Failed worker logins allowed per address within `worker_login_window`.
+    pub worker_login_attempts: u32,
+    /// Failed logins allowed per worker name within `worker_login_window`.
+    pub worker_login_attempts_per_name: u32,
+    /// The window of the two above.
+    pub worker_login_window: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        LimitsConfig {
+            connections: 2048,
+            connections_per_address: 256,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            store_timeout: Duration::from_secs(5),
+            password_checks: cores.min(4),
+            worker_login_attempts: 10,
+            worker_login_attempts_per_name: 30,
+            worker_login_window: Duration::from_secs(600),
+        }
     }
 }
 
@@ -175,6 +218,9 @@ pub struct MasterConfig {
     pub worker_timeout: Duration,
     /// How often this master proves to the others that it is alive.
     pub heartbeat: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed: addresses or CIDR
+    /// ranges (`127.0.0.1`, `10.0.0.0/8`, `::1`).
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -291,6 +291,7 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
     let users = read_users(&mut ctx, &mut root);
     let auth = read_auth(&mut ctx, &mut root);
     let janitor = read_janitor(&mut ctx, &mut root);
+    let limits = read_limits(&mut ctx, &mut root);
     root.finish(&mut ctx);
 
     if !ctx.errors.is_empty() {
@@ -308,6 +309,7 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
         users,
         auth,
         janitor,
+        limits,
     })
 }
 
@@ -419,6 +421,7 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
         worker_ping: Duration::from_secs(30),
         worker_timeout: Duration::from_secs(100),
         heartbeat: Duration::from_secs(10),
+        trusted_proxies: Vec::new(),
         artifacts: ctx.base_dir.join("artifacts"),
     };
     let Some(mut t) = root.opt_table(ctx, "master") else { return master };
@@ -469,8 +472,51 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
     if let Some(d) = t.opt_duration(ctx, "heartbeat") {
         master.heartbeat = d.max(Duration::from_millis(10));
     }
+    for (i, (proxy, offset)) in t.opt_str_list(ctx, "trusted_proxies").unwrap_or_default().into_iter().enumerate() {
+        if validate::address_range(&proxy).is_err() {
+            let key = t.key(&format!("trusted_proxies[{i}]"));
+            ctx.error(offset, &key, format!("{proxy:?} is not an address or range such as \"10.0.0.0/8\""));
+        }
+        master.trusted_proxies.push(proxy);
+    }
     t.finish(ctx);
     master
+}
+
+fn read_limits(ctx: &mut Ctx, root: &mut Table) -> LimitsConfig {
+    let mut limits = LimitsConfig::default();
+    let Some(mut t) = root.opt_table(ctx, "limits") else { return limits };
+    let count = |t: &mut Table, ctx: &mut Ctx, key: &str, slot: &mut usize| {
+        if let Some((n, offset)) = t.opt_int(ctx, key) {
+            match usize::try_from(n) {
+                Ok(n) if n > 0 => *slot = n,
+                _ => ctx.error(offset, &t.key(key), "expected a positive number"),
+            }
+        }
+    };
+    count(&mut t, ctx, "connections", &mut limits.connections);
+    count(&mut t, ctx, "connections_per_address", &mut limits.connections_per_address);
+    count(&mut t, ctx, "password_checks", &mut limits.password_checks);
+    for (key, slot) in [
+        ("worker_login_attempts", &mut limits.worker_login_attempts),
+        ("worker_login_attempts_per_name", &mut limits.worker_login_attempts_per_name),
+    ] {
+        let mut attempts = *slot as usize;
+        count(&mut t, ctx, key, &mut attempts);
+        *slot = u32::try_from(attempts).unwrap_or(u32::MAX);
+    }
+    for (key, slot) in [
+        ("header_timeout", &mut limits.header_timeout),
+        ("request_timeout", &mut limits.request_timeout),
+        ("store_timeout", &mut limits.store_timeout),
+        ("worker_login_window", &mut limits.worker_login_window),
+    ] {
+        if let Some(d) = t.opt_duration(ctx, key) {
+            *slot = d.max(Duration::from_millis(10));
+        }
+    }
+    t.finish(ctx);
+    limits
 }
 
 fn read_janitor(ctx: &mut Ctx, root: &mut Table) -> JanitorConfig {

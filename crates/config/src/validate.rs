@@ -24,3 +24,7 @@ pub(crate) fn result_by_name(name: &str) -> Option<Results> {
 pub(crate) fn cron(expr: &str) -> Result<(), String> {
     croner::Cron::from_str(expr).map(|_| ()).map_err(|e| e.to_string())
 }
+
+pub(crate) fn address_range(s: &str) -> Result<cascade_model::net::AddressRange, String> {
+    cascade_model::net::AddressRange::parse(s)
+}

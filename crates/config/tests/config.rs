@@ -284,3 +284,26 @@ fn git_modes_and_methods_are_checked_by_name() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn limits_and_trusted_proxies() {
+    let config = parse(MINIMAL, Path::new("c.toml")).expect("parses");
+    assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.limits.store_timeout, Duration::from_secs(5));
+    assert!(config.limits.password_checks >= 1 && config.limits.password_checks <= 4);
+    assert!(config.master.trusted_proxies.is_empty());
+    let text = format!(
+        "[master]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n{MINIMAL}\n[limits]\nconnections = 50\nconnections_per_address = 5\nheader_timeout = \"2s\"\nworker_login_attempts = 3\n"
+    );
+    let config = parse(&text, Path::new("c.toml")).expect("parses");
+    assert_eq!((config.limits.connections, config.limits.connections_per_address), (50, 5));
+    assert_eq!(config.limits.header_timeout, Duration::from_secs(2));
+    assert_eq!(config.limits.worker_login_attempts, 3);
+    assert_eq!(config.master.trusted_proxies, vec!["127.0.0.1", "10.0.0.0/8"]);
+    let bad =
+        format!("[master]\ntrusted_proxies = [\"10.0.0.0/40\"]\n{MINIMAL}\n[limits]\nconnections = 0\ntimeouts = 1\n");
+    let all = parse(&bad, Path::new("c.toml")).expect_err("rejected").to_string();
+    assert!(all.contains("master.trusted_proxies[0]"), "{all}");
+    assert!(all.contains("limits.connections: expected a positive number"), "{all}");
+    assert!(all.contains("limits.timeouts: unknown key"), "{all}");
+}

@@ -9,22 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use cascade_loadgen::{BRANCHES, config_text, percentile, push_body, scratch_database, sign};
 use clap::Parser;
-use hmac::{Hmac, KeyInit, Mac};
-use sqlx::Executor;
-
-const SECRET: &str = "load-test-secret";
-const BRANCHES: [(&str, &str); 8] = [
-    ("3.x", "main"),
-    ("3.15", "3.15"),
-    ("3.14", "3.14"),
-    ("3.13", "3.13"),
-    ("3.12", "3.12"),
-    ("3.11", "3.11"),
-    ("3.10", "3.10"),
-    ("PR", "pr-head"),
-];
 
 #[derive(Parser, Debug)]
 #[command(about = "Post signed GitHub pushes at an in-process master and measure it")]
@@ -46,89 +32,6 @@ struct Args {
     /// Commits per push.
     #[arg(long, default_value_t = 1)]
     commits: usize,
-}
-
-fn config_text(definitions: usize, database: &str) -> String {
-    let mut s = format!(
-        "[master]\nname = \"load\"\nhttp = \"127.0.0.1:0\"\ndatabase = \"{database}\"\n\n[github]\nrepository = \"python/cpython\"\nwebhook_secret = \"{SECRET}\"\n\n"
-    );
-    for (label, git) in BRANCHES {
-        s += &format!("[[branch]]\nname = \"{label}\"\ngit = \"{git}\"\n\n");
-    }
-    for w in 0..57 {
-        s += &format!("[[worker]]\nname = \"worker-{w}\"\npassword = \"pw\"\nmax_builds = 2\n\n");
-    }
-    s += "[[factory]]\nname = \"unix\"\nsteps = [{ git = {} }, { command = [\"make\", \"-j4\"] }, { command = \"make buildbottest\" }]\n\n";
-    let labels: Vec<String> = BRANCHES.iter().map(|(l, _)| format!("\"{l}\"")).collect();
-    for d in 0..definitions {
-        let tier = if d % 3 == 0 { "\"stable\", \"tier-1\"" } else { "\"unstable\", \"tier-3\"" };
-        s += &format!(
-            "[[builder]]\nname = \"builder-{d}\"\nworkers = [\"worker-{}\"]\nfactory = \"unix\"\nbranches = [{}]\ntags = [{tier}]\n\n",
-            d % 57,
-            labels.join(", ")
-        );
-    }
-    for (label, _) in BRANCHES {
-        s += &format!(
-            "[[scheduler]]\nname = \"{label}\"\nkind = \"branch\"\nbranch = \"{label}\"\ntree_stable = \"30s\"\nignore_files = [\"Doc/**\", \"*.rst\"]\n\n"
-        );
-    }
-    s
-}
-
-fn push_body(n: usize, commits: usize) -> Vec<u8> {
-    let (_, git) = BRANCHES[n % BRANCHES.len()];
-    let ids: Vec<String> = (0..commits).map(|c| format!("{:040x}", (n as u128) << 16 | c as u128)).collect();
-    let commit = |id: &String| {
-        serde_json::json!({
-            "id": id, "tree_id": id, "distinct": true, "message": format!("gh-{n}: change the thing\n\nLonger text."),
-            "timestamp": "2026-11-26T05:00:00+00:00", "url": format!("https://github.com/python/cpython/commit/{id}"),
-            "author": {"name": "A. Developer", "email": "dev@example.org", "username": "dev"},
-            "committer": {"name": "GitHub", "email": "noreply@github.com", "username": "web-flow"},
-            "added": [], "removed": [], "modified": ["Lib/os.py", "Lib/test/test_os.py", "Misc/NEWS.d/next/x.rst"]
-        })
-    };
-    let list: Vec<_> = ids.iter().map(commit).collect();
-    serde_json::to_vec(&serde_json::json!({
-        "ref": format!("refs/heads/{git}"), "before": format!("{:040x}", n), "after": ids.last(),
-        "created": false, "deleted": false, "forced": false,
-        "compare": "https://github.com/python/cpython/compare/a...b",
-        "commits": list, "head_commit": list.last(),
-        "repository": {"id": 81598961, "name": "cpython", "full_name": "python/cpython",
-                       "html_url": "https://github.com/python/cpython", "created_at": 1487182435, "pushed_at": 1795669709},
-        "pusher": {"name": "dev", "email": "dev@example.org"}
-    }))
-    .unwrap_or_default()
-}
-
-fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// Creates a scratch database next to the given PostgreSQL URL.
-async fn scratch_database(url: &str) -> anyhow::Result<(String, Option<String>)> {
-    if !url.starts_with("postgres") {
-        return Ok((url.to_string(), None));
-    }
-    sqlx::any::install_default_drivers();
-    let name = format!("cascade_bench_{}", std::process::id());
-    let pool =
-        sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await.context("connecting to PostgreSQL")?;
-    pool.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).await?;
-    pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
-    pool.close().await;
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-    Ok((format!("{base}/{name}"), Some(name)))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// The signed pushes, and where to post them.
@@ -191,7 +94,7 @@ impl Load {
 
 /// A master on `url` with the CPython-sized configuration, served on loopback.
 async fn start_master(args: &Args, url: &str) -> anyhow::Result<(cascade_store::Store, cascade_master::Served)> {
-    let text = config_text(args.definitions, url);
+    let text = config_text(args.definitions, url, "http = \"127.0.0.1:0\"");
     let config = cascade_config::parse(&text, std::path::Path::new("load.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let secrets = config.resolve_secrets().map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = cascade_store::Store::connect(url).await?;
@@ -253,8 +156,7 @@ async fn main() -> anyhow::Result<()> {
     served.stop().await?;
     store.close().await;
     if let Some(name) = scratch {
-        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&args.database).await?;
-        pool.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
+        cascade_loadgen::drop_database(&args.database, &name).await?;
     }
     Ok(())
 }

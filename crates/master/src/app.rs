@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
@@ -20,11 +21,13 @@ use crate::auth::Access;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::events::Bus;
+use crate::limiter::Limiter;
+use crate::password::Gate;
 use crate::runner::Runner;
 use crate::scheduler::{SchedulerError, Schedulers};
 use crate::views::Pages;
 use crate::webhook::Hook;
-use crate::workers::{Hub, Liveness, Registry};
+use crate::workers::{Hub, Liveness, LoginLimits, Registry};
 
 /// A running master's parts. Cloning is cheap: every part is shared.
 #[derive(Clone)]
@@ -147,21 +150,14 @@ impl Master {
             workers.clone(),
             wake_builds.clone(),
         ));
-        let liveness = Liveness { ping_every: config.master.worker_ping, dead_after: config.master.worker_timeout };
-        let hub = Arc::new(Hub {
-            store: store.clone(),
-            catalog: catalog.clone(),
-            clock: clock.clone(),
-            registry: workers.clone(),
-            credentials,
-            liveness,
-            nudge: wake_builds,
-        });
+        let gate = Arc::new(Gate::new(config.limits.password_checks, Duration::from_secs(2)));
+        let hub = worker_hub(&store, &catalog, &clock, &workers, credentials, wake_builds, gate.clone());
         let access = Arc::new(Access {
             store: store.clone(),
             catalog: catalog.clone(),
             clock: clock.clone(),
-            limiter: crate::auth::limiter::LoginLimiter::new(config.auth.login_attempts, config.auth.login_window),
+            limiter: Limiter::new(config.auth.login_attempts, config.auth.login_window),
+            gate,
             http: crate::outbound::http_client(),
             github_client_secret: secrets.github_client_secret,
         });
@@ -219,6 +215,12 @@ impl FromRef<Master> for Store {
     }
 }
 
+impl FromRef<Master> for Arc<Catalog> {
+    fn from_ref(m: &Master) -> Arc<Catalog> {
+        m.catalog.clone()
+    }
+}
+
 impl FromRef<Master> for Arc<Hook> {
     fn from_ref(m: &Master) -> Arc<Hook> {
         m.hook.clone()
@@ -249,19 +251,65 @@ impl FromRef<Master> for Arc<Pages> {
     }
 }
 
-/// 200 when the store answers, 503 otherwise.
-async fn healthz(State(store): State<Store>) -> impl IntoResponse {
-    match store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok"),
-        Err(e) => {
+/// 200 when the store answers in time, 503 otherwise.
+/// Where workers log in and attach.
+fn worker_hub(
+    store: &Store,
+    catalog: &Arc<Catalog>,
+    clock: &Clock,
+    registry: &Arc<Registry>,
+    credentials: crate::workers::auth::Credentials,
+    nudge: Arc<Notify>,
+    gate: Arc<Gate>,
+) -> Arc<Hub> {
+    let config = &catalog.config;
+    Arc::new(Hub {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        clock: clock.clone(),
+        registry: registry.clone(),
+        credentials,
+        liveness: Liveness { ping_every: config.master.worker_ping, dead_after: config.master.worker_timeout },
+        nudge,
+        gate,
+        logins: LoginLimits::new(&config.limits),
+    })
+}
+
+async fn healthz(State(store): State<Store>, State(catalog): State<Arc<Catalog>>) -> impl IntoResponse {
+    match tokio::time::timeout(catalog.config.limits.store_timeout, store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok"),
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "health check: store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+        }
+        Err(_) => {
+            tracing::error!("health check: the store did not answer in time");
             (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
         }
     }
 }
 
+/// What every answer carries: no sniffing, no framing, no referrer beyond
+/// this site, and a policy under which only this site's own files run.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let h = response.headers_mut();
+    h.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("DENY"));
+    h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CSP));
+    response
+}
+
+/// Scripts, styles, images and connections from this site only; no frames,
+/// no plugins, forms post here.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 /// Every HTTP route: webhook, pages, logins, API, health.
 pub fn router(master: Master) -> Router {
+    let limits = master.catalog.config.limits.clone();
     Router::new()
         .merge(crate::webhook::router())
         .merge(crate::views::router())
@@ -269,6 +317,9 @@ pub fn router(master: Master) -> Router {
         .route("/healthz", get(healthz))
         .nest("/api/v2", crate::api::router())
         .layer(axum::middleware::from_fn_with_state(master.access.clone(), crate::auth::private_gate))
+        // A body that stalls is cut by the same deadline as its answer: 408.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(axum::middleware::map_response(security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(master)
 }

@@ -92,6 +92,10 @@ impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> HttpError {
         match e {
             StoreError::BadQuery(m) => HttpError::bad_request(m),
+            e if e.is_refused_value() => {
+                tracing::warn!(error = %e, "the store refused a value");
+                HttpError::bad_request("a value is too long or holds a character that cannot be stored")
+            }
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "the store is unavailable");
                 HttpError::unavailable("the store is unavailable")

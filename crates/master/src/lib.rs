@@ -7,6 +7,7 @@
 //! (and checked by a test): the leaves (`clock`, `catalog`, `error`,
 //! `events`, `humanize`, ...) use no other module; `app` alone sees them all.
 
+pub mod accept;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -17,6 +18,8 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod humanize;
+pub mod limiter;
+pub mod logging;
 pub mod outbound;
 pub mod password;
 pub mod rawlog;

@@ -221,13 +221,6 @@ async fn main() -> ExitCode {
     })
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn,tower_http=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 fn load_config(path: &Path) -> anyhow::Result<cascade_config::Config> {
     cascade_config::load(path).map_err(|e| anyhow::anyhow!("{} error(s) in the configuration:\n{e}", e.0.len()))
 }
@@ -241,14 +234,14 @@ async fn open(local: &Local) -> anyhow::Result<(cascade_config::Config, cascade_
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    cascade_master::logging::init();
     let config = load_config(&args.local.config)?;
     cascade_master::server::run(config, args.local.database, cascade_master::server::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    cascade_master::logging::init();
     let interval = std::time::Duration::from_secs(args.interval);
     let (dir, http, worker_port, commits) = (args.dir, args.http, args.worker_port, args.commits);
     cascade_master::demo::run(cascade_master::demo::DemoOptions { dir, http, worker_port, commits, interval }).await?;

@@ -45,7 +45,8 @@ impl SendChange {
             comments: self.comments,
             branch,
             revision: self.revision,
-            revlink: self.revlink,
+            // Pages and Buildbot's web UI make this a link: http(s) only.
+            revlink: self.revlink.filter(|l| cascade_model::text::http_link(l).is_some()),
             when_timestamp: self.when.unwrap_or(now),
             category: self.category,
             repository,

@@ -14,6 +14,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use std::sync::Arc;
+
+use cascade_model::net::AddressRange;
+
+use crate::accept::Caps;
 use crate::app::{Master, StartError, router};
 use crate::clock::Clock;
 
@@ -110,7 +115,7 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let distributor = tokio::spawn(master.runner.clone().run(stopped.clone()));
     let mut tasks = background(&master, listeners.pb, listeners.msgpack, &stopped);
-    let served = serve_http(&master, listeners.http, shutdown).await;
+    serve_http(&master, listeners.http, shutdown).await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
     master.bus.close();
@@ -120,37 +125,34 @@ pub async fn serve(
     }
     wind_down(&master, &mut tasks).await;
     master.store.deactivate_master(master.master_id(), master.clock.now()).await?;
-    served.map_err(ServeError::Io)
+    Ok(())
+}
+
+/// What the listeners of `master` allow (`[limits]`).
+fn caps(master: &Master, what: &'static str) -> Caps {
+    let config = &master.catalog.config;
+    let trusted = config.master.trusted_proxies.iter().filter_map(|p| AddressRange::parse(p).ok()).collect();
+    Caps {
+        what,
+        connections: config.limits.connections,
+        per_address: config.limits.connections_per_address,
+        header_timeout: config.limits.header_timeout,
+        trusted: Arc::new(trusted),
+    }
 }
 
 /// The HTTP server, until `shutdown` (then at most [`GRACE`] more for
 /// connections still open).
-async fn serve_http(
-    master: &Master,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (fired_tx, mut fired) = watch::channel(false);
+async fn serve_http(master: &Master, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (closing, closed) = watch::channel(false);
     let bus = master.bus.clone();
-    let graceful = async move {
+    tokio::spawn(async move {
         shutdown.await;
         // Server-sent event streams end, so their connections can close.
         bus.close();
-        let _ = fired_tx.send(true);
-    };
-    // Connection info lets refusals be logged with the caller's address.
-    let app = router(master.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
-    tokio::select! {
-        served = server => served,
-        () = async {
-            let _ = fired.wait_for(|f| *f).await;
-            tokio::time::sleep(GRACE).await;
-        } => {
-            tracing::warn!("HTTP connections still open after the grace period were dropped");
-            Ok(())
-        }
-    }
+        let _ = closing.send(true);
+    });
+    crate::accept::serve(listener, router(master.clone()), caps(master, "HTTP"), closed, GRACE).await;
 }
 
 /// Everything that runs beside the HTTP server.
@@ -164,16 +166,9 @@ fn background(master: &Master, pb: TcpListener, msgpack: TcpListener, stopped: &
         stopped.clone(),
     ));
     tasks.spawn(housekeeping(master.clone(), stopped.clone()));
-    tasks.spawn(crate::workers::pb::serve(pb, master.hub.clone(), stopped.clone()));
-    let (app, mut stopped) = (crate::workers::msgpack::router(master.hub.clone()), stopped.clone());
-    tasks.spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(msgpack, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "the msgpack listener failed");
-        }
-    });
+    tasks.spawn(crate::workers::pb::serve(pb, master.hub.clone(), caps(master, "PB"), stopped.clone()));
+    let app = crate::workers::msgpack::router(master.hub.clone());
+    tasks.spawn(crate::accept::serve(msgpack, app, caps(master, "msgpack"), stopped.clone(), GRACE));
     tasks
 }
 
@@ -293,7 +288,7 @@ pub async fn run(
         tracing::warn!("github.insecure_webhook is on: unsigned webhooks are accepted");
     }
     let url = database.unwrap_or_else(|| config.master.database.clone());
-    let store = Store::connect(&url).await?;
+    let store = Store::connect_with(&url, config.limits.store_timeout).await?;
     tracing::info!(backend = ?store.backend(), "store ready");
     let listeners = Listeners::bind(&config.master).await?;
     let master = Master::start(config, secrets, store.clone(), Clock::System).await?;

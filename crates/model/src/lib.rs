@@ -14,9 +14,11 @@ pub mod gitref;
 pub mod glob;
 pub mod log;
 pub mod naming;
+pub mod net;
 pub mod outcome;
 pub mod results;
 pub mod scheduling;
+pub mod text;
 
 pub use change::NewChange;
 pub use coalesce::{Claim, PendingRequest, plan_claim};

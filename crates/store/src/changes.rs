@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use cascade_model::NewChange;
+use sha2::Digest as _;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
@@ -150,19 +151,38 @@ impl Store {
         self.hydrate_changes(rows).await
     }
 
-    /// A build's blamelist: every change of every request it covers, oldest first.
+    /// A build's blamelist: the changes of the requests it covers, oldest
+    /// first, the first `MAX_LIMIT` of them.
     pub async fn build_changes(&self, build_id: i64) -> Result<Vec<ChangeRecord>> {
+        Ok(self.build_changes_page(build_id, 0, crate::query::MAX_LIMIT).await?.items)
+    }
+
+    /// A page of a build's blamelist, oldest first: `limit` changes (at
+    /// most `MAX_LIMIT`) after skipping `offset`, with how many there are
+    /// (counted up to `COUNT_CAP` + 1). A build can cover tens of
+    /// thousands of changes; no reader gets them all at once.
+    pub async fn build_changes_page(&self, build_id: i64, offset: i64, limit: i64) -> Result<Page<ChangeRecord>> {
+        const COVERED: &str = "SELECT bc.change_id FROM buildrequests r \
+             JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id = $1";
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 AS one FROM changes c WHERE c.id IN ({COVERED}) LIMIT {}) capped",
+            crate::query::COUNT_CAP + 1
+        );
+        let total: i64 = sqlx::query(AssertSqlSafe(count_sql))
+            .bind(build_id)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| sqlx::Row::try_get(&row, 0))?;
+        let (offset, limit) = (offset.max(0), limit.clamp(0, crate::query::MAX_LIMIT));
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {CHANGE_SELECT}, {SOURCESTAMP_COLUMNS} FROM changes c \
              JOIN sourcestamps ss ON ss.id = c.sourcestamp_id \
-             WHERE c.id IN (SELECT bc.change_id FROM buildrequests r \
-                            JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id = $1) \
-             ORDER BY c.id"
+             WHERE c.id IN ({COVERED}) ORDER BY c.id LIMIT {limit} OFFSET {offset}"
         )))
         .bind(build_id)
         .fetch_all(&self.pool)
         .await?;
-        self.hydrate_changes(rows).await
+        Ok(Page { items: self.hydrate_changes(rows).await?, total })
     }
 
     /// Turns change rows into records, loading files and properties for all
@@ -250,6 +270,9 @@ pub(crate) async fn sourcestamp_id(
 ) -> Result<i64> {
     // Separators keep distinct tuples distinct; \u{1e} marks "none" (PostgreSQL refuses NUL in text).
     let key = [codebase, repository, branch.unwrap_or("\u{1e}"), revision.unwrap_or("\u{1e}"), project].join("\u{1f}");
+    // PostgreSQL indexes at most ~2.7 kB per entry: a long key is indexed
+    // by its hash (short keys stay as they were, so stored rows still match).
+    let key = if key.len() > 512 { format!("sha256:{}", hex::encode(sha2::Sha256::digest(&key))) } else { key };
     let inserted = sqlx::query(
         "INSERT INTO sourcestamps (ss_key, branch, revision, repository, project, codebase, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (ss_key) DO NOTHING RETURNING id",

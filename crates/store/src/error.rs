@@ -48,6 +48,20 @@ impl StoreError {
 }
 
 impl StoreError {
+    /// Whether the database refused a value the caller sent: PostgreSQL's
+    /// text too long (22001), a number out of range (22003), a NUL or an
+    /// untranslatable character (22021, 22P05), an index row too large
+    /// (54000). The caller's fault (HTTP 400), never worth a retry.
+    /// Callers validate first; this is the net under them.
+    pub fn is_refused_value(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|c| matches!(&*c, "22001" | "22003" | "22021" | "22P05" | "54000"))
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(e)) => e.is_unique_violation(),

@@ -71,8 +71,15 @@ fn normalize_url(url: &str) -> Result<(String, Backend)> {
 }
 
 impl Store {
-    /// Connects and brings the schema up to date.
+    /// Connects and brings the schema up to date; a query waits at most
+    /// 5 s for a connection.
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, Duration::from_secs(5)).await
+    }
+
+    /// Connects and brings the schema up to date; a query waits at most
+    /// `acquire_timeout` for a connection (then the store is unavailable).
+    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (url, backend) = normalize_url(url)?;
         let options: AnyConnectOptions = url.parse()?;
@@ -103,7 +110,7 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Postgres {

@@ -31,7 +31,7 @@ pub use error::StoreError;
 pub use events::EventRows;
 pub use infra::{Backend, Store};
 pub use masters::TokenRecord;
-pub use query::{COUNT_CAP, Filter, ListQuery, Op, Order, Page};
+pub use query::{COUNT_CAP, Filter, ListQuery, MAX_LIMIT, Op, Order, Page};
 pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange, WaitingSummary};
 pub use sessions::{NewSession, SessionRecord};
 pub use views::ConsoleCell;

@@ -19,6 +19,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cascade_config::Action;
+use cascade_model::text;
 use cascade_store::{Cancelled, NewBuildset, NewSourceStamp, Store};
 use serde_json::{Map, Value, json};
 
@@ -169,6 +170,21 @@ impl Call {
         self.params.get(k).and_then(|v| v.as_str()).map(str::to_string).filter(|s| !s.is_empty())
     }
 
+    /// A parameter that is stored as it is (a branch, a revision): 400 with
+    /// its name when it cannot be.
+    fn name_param(&self, k: &str) -> Result<Option<String>, HttpError> {
+        let value = self.str_param(k);
+        if let Some(v) = &value {
+            text::name_like(k, v, text::REF_MAX).map_err(|e| HttpError::bad_request(e.to_string()))?;
+        }
+        Ok(value)
+    }
+
+    /// Free text (a reason), made fit to store.
+    fn text_param(&self, k: &str) -> Option<String> {
+        self.str_param(k).map(|v| text::clean(&v, text::REASON_MAX)).filter(|v| !v.is_empty())
+    }
+
     fn reply(&self, result: Value) -> Response {
         match &self.form {
             Some(f) => Redirect::to(&f.next).into_response(),
@@ -228,11 +244,11 @@ pub async fn build(
         if build.masterid != c.catalog.master_id || !c.runner.stop_build(build_id) {
             return Err(HttpError::conflict(format!("the build runs on master {}", build.masterid)));
         }
-        let reason = call.str_param("reason").unwrap_or_default();
-        tracing::info!(user = %user.name, build = build_id, %reason, "build stopped");
+        let reason = call.text_param("reason").unwrap_or_default();
+        tracing::info!(user = ?user.name, build = build_id, reason = ?reason, "build stopped");
         return Ok(call.reply(Value::Null));
     }
-    let (bsid, requests) = rebuild(&c, &build, &user, call.str_param("reason")).await?;
+    let (bsid, requests) = rebuild(&c, &build, &user, call.text_param("reason")).await?;
     tracing::info!(user = %user.name, build = build_id, buildset = bsid, "build rebuilt");
     Ok(call.reply(json!([bsid, requests])))
 }
@@ -343,12 +359,16 @@ pub async fn force(
         Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => BTreeMap::new(),
     };
+    for name in properties.keys() {
+        text::name_like(&format!("properties.{name}"), name, text::REF_MAX)
+            .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    }
     let req = ForceRequest {
         scheduler: name.clone(),
         builders: builder_names(&call)?,
-        branch: call.str_param("branch"),
-        revision: call.str_param("revision"),
-        reason: call.str_param("reason").unwrap_or_else(|| "forced".into()),
+        branch: call.name_param("branch")?,
+        revision: call.name_param("revision")?,
+        reason: call.text_param("reason").unwrap_or_else(|| "forced".into()),
         owner: user.name.clone(),
         properties,
     };
@@ -396,7 +416,7 @@ pub async fn worker(
     let worker_id = id(&raw, "worker")?;
     let record = c.store.get_worker(worker_id).await?.ok_or_else(|| HttpError::not_found("no such worker"))?;
     let here = c.registry.get(&record.name).filter(|h| h.worker_id == worker_id);
-    let reason = call.str_param("reason");
+    let reason = call.text_param("reason");
     match method {
         Method::Pause | Method::Unpause => {
             let paused = method == Method::Pause;

@@ -270,9 +270,8 @@ async fn build_steps(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> Ap
 }
 
 async fn build_changes(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
-    let items = m.store.build_changes(id(&raw, "build")?).await?;
-    let total = items.len() as i64;
-    envelope("changes", Page { items, total }, &[])
+    let page = m.store.build_changes_page(id(&raw, "build")?, 0, cascade_store::MAX_LIMIT).await?;
+    envelope("changes", page, &[])
 }
 
 async fn step(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {

@@ -26,6 +26,10 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, HttpError> {
         v.parse::<i64>().map_err(|_| HttpError::bad_request(format!("{name} must be an integer, got {v:?}")))
     };
     for (key, value) in pairs {
+        // What no store can compare with: PostgreSQL refuses NUL in text.
+        if key.contains('\0') || value.contains('\0') {
+            return Err(HttpError::bad_request(format!("{}: contains a NUL character", key.replace('\0', ""))));
+        }
         match key.as_str() {
             "limit" => parsed.query.limit = Some(int("limit", &value)?),
             "offset" => parsed.query.offset = Some(int("offset", &value)?),
@@ -68,6 +72,16 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_is_refused_by_name() {
+        let e = parse(Some("branch=%00")).expect_err("refused");
+        assert_eq!(
+            (e.status(), e.message()),
+            (axum::http::StatusCode::BAD_REQUEST, "branch: contains a NUL character")
+        );
+        assert!(parse(Some("bran%00ch=x")).is_err());
+    }
 
     #[test]
     fn parses_filters_orders_and_paging() {

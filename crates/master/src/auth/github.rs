@@ -198,7 +198,7 @@ pub async fn callback(
         r.headers_mut().append(header::SET_COOKIE, set_cookie(&access, STATE_COOKIE, "", 0));
         r
     };
-    if let Err(wait) = access.limiter.check(ip, Instant::now()) {
+    if let Err(wait) = access.limiter.begin(&ip, Instant::now()) {
         return refuse(StatusCode::TOO_MANY_REQUESTS, &format!("too many failed logins; wait {} s", wait.as_secs()));
     }
     if let Some(e) = q.error {
@@ -208,7 +208,6 @@ pub async fn callback(
     let (state, next_hex) = saved.split_once('.').unwrap_or(("", ""));
     let sent = q.state.unwrap_or_default();
     if state.is_empty() || !bool::from(state.as_bytes().ct_eq(sent.as_bytes())) {
-        access.limiter.failed(ip, Instant::now());
         return refuse(StatusCode::FORBIDDEN, "the login's state does not match; start again");
     }
     let next = local_next(hex::decode(next_hex).ok().and_then(|b| String::from_utf8(b).ok()).as_deref());
@@ -217,13 +216,10 @@ pub async fn callback(
     };
     let who = match identify(&access.http, gh, secret.expose(), &code, &callback_url(&access)).await {
         Ok(who) => who,
-        Err(e) => {
-            access.limiter.failed(ip, Instant::now());
-            return refuse(StatusCode::BAD_GATEWAY, &e.to_string());
-        }
+        Err(e) => return refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
     };
     let roles = roles_for(gh, &access.catalog.config.auth.admins, &who);
-    access.limiter.succeeded(ip);
+    access.limiter.succeeded(&ip);
     tracing::info!(user = %who.login, teams = ?who.teams, ?roles, "GitHub login");
     let mut response = start(&access, &User { name: who.login, roles }, "github", &next).await;
     response.headers_mut().append(header::SET_COOKIE, set_cookie(&access, STATE_COOKIE, "", 0));

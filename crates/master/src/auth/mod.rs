@@ -7,7 +7,6 @@
 //! stored.
 
 pub mod github;
-pub mod limiter;
 pub mod session;
 pub mod tokens;
 
@@ -37,8 +36,10 @@ pub struct Access {
     pub catalog: Arc<Catalog>,
     /// What time it is (session expiry).
     pub clock: Clock,
-    /// Failed page logins per address.
-    pub limiter: limiter::LoginLimiter,
+    /// Page logins per address (an attempt counts until it succeeds).
+    pub limiter: crate::limiter::Limiter<std::net::IpAddr>,
+    /// Bounds the password checks running at once.
+    pub gate: Arc<crate::password::Gate>,
     /// For calls to GitHub (login).
     pub http: reqwest::Client,
     /// The GitHub OAuth application's secret, when GitHub login is on.

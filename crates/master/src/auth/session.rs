@@ -46,9 +46,22 @@ pub fn set_cookie(access: &Access, name: &str, value: &str, max_age: u64) -> Hea
 /// Only paths on this site are followed after a login (no open redirect).
 pub fn local_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if is_local_path(n) => n.to_string(),
         _ => "/".to_string(),
     }
+}
+
+/// A path on this site and nothing a browser could read as another: it
+/// starts with one `/`, and holds only visible ASCII without a backslash
+/// (browsers drop tabs and newlines and read a backslash as `/`, so
+/// `/<tab>/evil` would lead off-site). Anything else is percent-encoded by whoever made
+/// the link.
+fn is_local_path(next: &str) -> bool {
+    let mut chars = next.chars();
+    chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && next.len() <= 2048
+        && next.chars().all(|c| c.is_ascii_graphic() && c != '\\')
 }
 
 /// The client's address (without connection info, as in tests: unspecified).
@@ -146,42 +159,33 @@ pub async fn login(
             "",
         );
     }
-    if let Err(wait) = access.limiter.check(ip, Instant::now()) {
-        tracing::warn!(address = %ip, user = %f.username, "login refused: too many failures");
-        let mut response = login_page(
-            &access,
-            StatusCode::TOO_MANY_REQUESTS,
-            &next,
-            Some(format!("Too many failed logins from your address; try again in {} s.", wait.as_secs().max(1))),
-            &f.username,
+    if let Err(wait) = access.limiter.begin(&ip, Instant::now()) {
+        tracing::warn!(address = %ip, "login refused: too many attempts");
+        let why = format!("Too many failed logins from your address; try again in {} s.", wait.as_secs().max(1));
+        return with_retry_after(
+            login_page(&access, StatusCode::TOO_MANY_REQUESTS, &next, Some(why), &f.username),
+            wait,
         );
-        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return response;
     }
     let configured = access.catalog.config.users.iter().find(|u| u.name == f.username).cloned();
     let hash = configured.as_ref().and_then(|u| u.password_hash.clone());
-    let password = f.password.clone();
-    // argon2 is slow on purpose: off the async threads. Unknown users cost
-    // the same (a fixed dummy hash), so timing does not tell names apart.
-    let ok = tokio::task::spawn_blocking(move || match hash {
-        Some(h) => crate::password::verify(&password, &h).unwrap_or(false),
-        None => {
-            let _ = crate::password::verify(&password, dummy_hash());
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
+    // Unknown users cost the same as known ones, so timing does not tell names apart.
+    let Ok(ok) = access.gate.verify(&f.password, hash.as_deref()).await else {
+        tracing::warn!(address = %ip, "login refused: too many password checks at once");
+        let why = "The master is busy checking passwords; try again in a moment.".to_string();
+        let page = login_page(&access, StatusCode::SERVICE_UNAVAILABLE, &next, Some(why), &f.username);
+        return with_retry_after(page, std::time::Duration::from_secs(1));
+    };
     match (ok, configured) {
         (true, Some(u)) => {
-            access.limiter.succeeded(ip);
+            access.limiter.succeeded(&ip);
             start(&access, &User { name: u.name, roles: u.roles }, "password", &next).await
         }
-        _ => {
-            access.limiter.failed(ip, Instant::now());
-            tracing::warn!(address = %ip, user = %f.username, "login refused: wrong user name or password");
+        (_, known) => {
+            // The name is logged only when it is a user's: a password typed
+            // into the name field must not reach the log.
+            let user = known.map(|u| u.name);
+            tracing::warn!(address = %ip, user = ?user, "login refused: wrong user name or password");
             login_page(
                 &access,
                 StatusCode::UNAUTHORIZED,
@@ -193,10 +197,11 @@ pub async fn login(
     }
 }
 
-/// An argon2 hash of a random password, verified for unknown users.
-fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| crate::password::hash(&random_token()).unwrap_or_default())
+fn with_retry_after(mut response: Response, wait: std::time::Duration) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -237,6 +242,12 @@ mod tests {
         assert_eq!(local_next(Some("//evil.example/")), "/");
         assert_eq!(local_next(Some("/\\evil.example")), "/");
         assert_eq!(local_next(None), "/");
+        for hostile in ["/\t/evil.example", "/\n/evil.example", "/\r\nSet-Cookie: a=b", "/ /x", "\\\\evil", "/\u{2028}"]
+        {
+            assert_eq!(local_next(Some(hostile)), "/", "{hostile:?}");
+        }
+        assert_eq!(local_next(Some("/")), "/");
+        assert_eq!(local_next(Some("/builders/3?x=1&y=%2F#top")), "/builders/3?x=1&y=%2F#top");
     }
 
     #[test]

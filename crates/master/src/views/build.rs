@@ -51,9 +51,11 @@ pub struct BuildPage {
     pub finished: String,
     pub took: String,
     pub blamelist: Vec<Blame>,
+    pub blame: Window,
     pub properties: Vec<(String, String, String)>,
     pub steps: Vec<StepLine>,
     pub artifacts: Vec<(String, u64)>,
+    pub artifacts_shown: usize,
     pub previous: Option<String>,
     pub next: Option<String>,
 }
@@ -70,7 +72,12 @@ fn artifact_root(m: &Pages, builder: &str, number: i64) -> std::path::PathBuf {
     m.catalog.config.master.artifacts.join(builder_folder(builder)).join(number.to_string())
 }
 
-/// Files under the build's artifact folder, relative paths and sizes (at most 200).
+/// The artifacts a build page lists; a build with more is one to download
+/// from the worker's upload folder, not to browse.
+pub const ARTIFACTS_SHOWN: usize = 200;
+
+/// Files under the build's artifact folder, relative paths and sizes (at
+/// most `ARTIFACTS_SHOWN`).
 fn artifacts(m: &Pages, builder: &str, number: i64) -> Vec<(String, u64)> {
     let root = artifact_root(m, builder, number);
     let mut out = Vec::new();
@@ -84,7 +91,7 @@ fn artifacts(m: &Pages, builder: &str, number: i64) -> Vec<(String, u64)> {
             } else if let Ok(rel) = e.path().strip_prefix(&root) {
                 out.push((rel.display().to_string(), meta.len()));
             }
-            if out.len() >= 200 {
+            if out.len() >= ARTIFACTS_SHOWN {
                 return out;
             }
         }
@@ -105,13 +112,50 @@ fn step_line(b: &BuildRecord, s: StepRecord, logs: Vec<LogRecord>, now: i64) -> 
     }
 }
 
-fn blame(c: ChangeRecord) -> Blame {
+fn blame_line(c: ChangeRecord) -> Blame {
     Blame {
+        revlink: super::revlink(&c),
         id: c.changeid,
         revision: c.revision.unwrap_or_default().chars().take(12).collect(),
-        revlink: c.revlink,
         author: c.author,
         title: c.comments.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// The changes a build page shows at once; the rest are a link away.
+pub const BLAME_PAGE: i64 = 100;
+
+/// `?blame=N`: the blamelist from its `N`th change.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct BlameAt {
+    blame: Option<i64>,
+}
+
+/// Where a page of a long list stands: "21–40 of 95", and links to the
+/// pages around it.
+pub struct Window {
+    pub first: i64,
+    pub last: i64,
+    pub total: i64,
+    pub earlier: Option<String>,
+    pub later: Option<String>,
+}
+
+impl Window {
+    fn new(base: &str, offset: i64, shown: i64, total: i64, size: i64) -> Window {
+        let link = |at: i64| format!("{base}?blame={at}#blamelist");
+        Window {
+            first: offset + 1,
+            last: offset + shown,
+            total,
+            earlier: (offset > 0).then(|| link((offset - size).max(0))),
+            later: (offset + shown < total).then(|| link(offset + shown)),
+        }
+    }
+
+    /// Whether the whole list is on this page.
+    pub fn is_whole(&self) -> bool {
+        self.earlier.is_none() && self.later.is_none()
     }
 }
 
@@ -133,6 +177,7 @@ pub async fn page(
     State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     Path((builder, number)): Path<(String, String)>,
+    Query(at): Query<BlameAt>,
 ) -> Result<Response, HttpError> {
     let b = find(&m, &builder, &number).await?;
     let builder_name =
@@ -143,7 +188,11 @@ pub async fn page(
         let logs = m.store.list_logs(s.stepid).await?;
         steps.push(step_line(&b, s, logs, now));
     }
-    let blamelist = m.store.build_changes(b.buildid).await?.into_iter().map(blame).collect();
+    let offset = at.blame.unwrap_or(0).clamp(0, cascade_store::COUNT_CAP);
+    let changes = m.store.build_changes_page(b.buildid, offset, BLAME_PAGE).await?;
+    let href = super::build_href(b.builderid, b.number);
+    let blame = Window::new(&href, offset, changes.items.len() as i64, changes.total, BLAME_PAGE);
+    let blamelist = changes.items.into_iter().map(blame_line).collect();
     let properties = m
         .store
         .build_properties(b.buildid)
@@ -167,9 +216,11 @@ pub async fn page(
         finished: b.complete_at.map(super::when).unwrap_or_default(),
         took: duration(b.complete_at.unwrap_or(now) - b.started_at),
         blamelist,
+        blame,
         properties,
         steps,
         artifacts: artifacts(&m, &builder_name, b.number),
+        artifacts_shown: ARTIFACTS_SHOWN,
         previous: (b.number > 1).then(|| super::build_href(b.builderid, b.number - 1)),
         next: Some(super::build_href(b.builderid, b.number + 1)),
     };

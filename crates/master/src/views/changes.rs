@@ -39,7 +39,7 @@ fn line(c: &cascade_store::records::ChangeRecord) -> ChangeLine {
     ChangeLine {
         id: c.changeid,
         revision: c.revision.clone().unwrap_or_default().chars().take(12).collect(),
-        revlink: c.revlink.clone(),
+        revlink: super::revlink(c),
         branch: c.branch.clone().unwrap_or_default(),
         author: c.author.clone(),
         when: super::when(c.when_timestamp),

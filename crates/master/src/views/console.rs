@@ -123,7 +123,7 @@ fn row(
     Row {
         change_id: c.changeid,
         revision: c.revision.clone().unwrap_or_default().chars().take(10).collect(),
-        revlink: c.revlink.clone(),
+        revlink: super::revlink(c),
         author: c.author.split(" <").next().unwrap_or(&c.author).to_string(),
         title: c.comments.lines().next().unwrap_or("").chars().take(100).collect(),
         cells: columns

@@ -283,6 +283,12 @@ pub async fn standing(
 }
 
 /// A link to a build's page.
+/// A change's link, if it is one a page may show: user data becomes an
+/// `href` only as an `http(s)` URL.
+pub fn revlink(change: &cascade_store::records::ChangeRecord) -> Option<String> {
+    change.revlink.as_deref().and_then(cascade_model::text::http_link).map(str::to_string)
+}
+
 pub fn build_href(builder_id: i64, number: i64) -> String {
     format!("/builders/{builder_id}/builds/{number}")
 }

@@ -118,7 +118,7 @@ fn entry(
                     .iter()
                     .map(|c| {
                         let rev: String = c.revision.clone().unwrap_or_default().chars().take(10).collect();
-                        (rev, c.author.clone(), c.revlink.clone())
+                        (rev, c.author.clone(), super::revlink(c))
                     })
                     .collect()
             })

@@ -114,6 +114,10 @@ fn parse_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Re
     })
 }
 
+/// How long a delivery's store work may take beyond waiting for a
+/// connection (`[limits] store_timeout`).
+const STORE_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Receives one delivery; refusals are logged with the caller's address.
 pub async fn github(
     State(hook): State<Arc<Hook>>,
@@ -121,7 +125,13 @@ pub async fn github(
     extensions: axum::http::Extensions,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    handle(&hook, &headers, &body).await.inspect_err(|e| {
+    // A store that hangs (rather than refusing) must not hold the delivery
+    // past GitHub's 10 s: what was not committed in time is not acknowledged.
+    let deadline = hook.catalog.config.limits.store_timeout + STORE_SLACK;
+    let answer = tokio::time::timeout(deadline, handle(&hook, &headers, &body))
+        .await
+        .unwrap_or_else(|_| Err(HttpError::unavailable("the store did not answer in time; redeliver later")));
+    answer.inspect_err(|e| {
         let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
         tracing::warn!(
             status = e.status().as_u16(),
@@ -142,17 +152,27 @@ fn unstored(e: cascade_store::StoreError) -> HttpError {
     HttpError::from(e)
 }
 
+/// The delivery's ids, which are stored (to recognise a redelivery).
+fn delivery(headers: &HeaderMap, event: &str) -> Result<Option<Delivery>, HttpError> {
+    let field = |name: &str| -> Result<Option<String>, HttpError> {
+        let Some(value) = header_str(headers, name) else { return Ok(None) };
+        cascade_model::text::name_like(name, value, cascade_model::text::DELIVERY_MAX)
+            .map_err(|e| HttpError::bad_request(e.to_string()))?;
+        Ok(Some(value.to_string()))
+    };
+    let hook_id = field("X-GitHub-Hook-ID")?.unwrap_or_default();
+    let event = event.to_string();
+    Ok(field("X-GitHub-Delivery")?.map(|delivery_id| Delivery { hook_id, delivery_id, event }))
+}
+
 async fn handle(hook: &Hook, headers: &HeaderMap, body: &[u8]) -> Result<Response, HttpError> {
     let event = header_str(headers, "x-github-event")
         .ok_or_else(|| HttpError::bad_request("missing X-GitHub-Event header"))?
         .to_string();
+    cascade_model::text::name_like("X-GitHub-Event", &event, 100).map_err(|e| HttpError::bad_request(e.to_string()))?;
     authenticate(hook, headers, body)?;
     let payload = payload_bytes(headers, body)?;
-    let delivery = header_str(headers, "x-github-delivery").map(|d| Delivery {
-        hook_id: header_str(headers, "x-github-hook-id").unwrap_or("").to_string(),
-        delivery_id: d.to_string(),
-        event: event.clone(),
-    });
+    let delivery = delivery(headers, &event)?;
     match event.as_str() {
         "ping" => {
             parse_payload::<Value>(&payload, "ping")?;
@@ -168,15 +188,21 @@ async fn handle(hook: &Hook, headers: &HeaderMap, body: &[u8]) -> Result<Respons
 
 async fn push(hook: &Hook, push: PushEvent, delivery: Option<&Delivery>) -> Result<Response, HttpError> {
     let github = &hook.catalog.config.github;
-    if let (Some(want), Some(got)) = (&github.repository, push.repository.full_name())
-        && !want.eq_ignore_ascii_case(&got)
-    {
-        tracing::info!(repository = %got, "push for an unconfigured repository ignored");
-        return Ok(accepted(format!("repository {got} is not configured here")));
-    }
+    // Checked (and refused by field) before anything is judged on it.
     let now = hook.clock.now();
     let plan = plan_push(&push, github.build_tags, now)
         .map_err(|e| HttpError::bad_request(format!("invalid push payload: {e}")))?;
+    if let Some(want) = &github.repository {
+        // A push that does not say its repository cannot be checked against ours.
+        let got = push
+            .repository
+            .full_name()
+            .ok_or_else(|| HttpError::bad_request("invalid push payload: repository.full_name: missing"))?;
+        if !want.eq_ignore_ascii_case(&got) {
+            tracing::info!(repository = ?got, "push for an unconfigured repository ignored");
+            return Ok(accepted(format!("repository {got} is not configured here")));
+        }
+    }
     match plan {
         PushPlan::Ignore(reason) => {
             tracing::info!(%reason, "push ignored");

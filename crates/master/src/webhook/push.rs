@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use cascade_model::change::format_identity;
 use cascade_model::gitref::is_null_sha;
+use cascade_model::text::{self, FieldError};
 use cascade_model::{GitRef, NewChange};
 use serde::Deserialize;
 use serde_json::json;
@@ -139,7 +140,7 @@ struct PushContext<'a> {
 fn push_properties(event: &PushEvent, pusher: Option<&String>) -> BTreeMap<String, serde_json::Value> {
     let mut props: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     props.insert("event".into(), json!("push"));
-    if let Some(c) = &event.compare {
+    if let Some(c) = event.compare.as_deref().and_then(text::http_link) {
         props.insert("github_compare".into(), json!(c));
     }
     if let Some(p) = pusher {
@@ -152,7 +153,46 @@ fn push_properties(event: &PushEvent, pusher: Option<&String>) -> BTreeMap<Strin
 }
 
 fn identity(p: Option<&Person>) -> String {
-    p.map(|p| format_identity(p.name.as_deref().unwrap_or(""), p.email.as_deref().unwrap_or(""))).unwrap_or_default()
+    let part = |v: &Option<String>| text::clean(v.as_deref().unwrap_or(""), text::NAME_MAX);
+    p.map(|p| format_identity(&part(&p.name), &part(&p.email))).unwrap_or_default()
+}
+
+/// A commit's id and files, which are stored as they are.
+fn check_commit(field: &str, c: &Commit) -> Result<(), FieldError> {
+    text::revision(&format!("{field}.id"), &c.id)?;
+    for (list, files) in [("added", &c.added), ("modified", &c.modified), ("removed", &c.removed)] {
+        for (j, f) in files.iter().enumerate() {
+            text::no_nul(&format!("{field}.{list}[{j}]"), f, text::PATH_MAX)?;
+        }
+    }
+    Ok(())
+}
+
+/// What of a push is stored as it is must be fit to store on both
+/// backends; free text (names, messages) is cleaned instead.
+fn check_push(event: &PushEvent) -> Result<(), FieldError> {
+    text::name_like("ref", &event.git_ref, text::REF_MAX + "refs/heads/".len())?;
+    if !event.deleted && !is_null_sha(&event.after) {
+        text::revision("after", &event.after)?;
+    }
+    let r = &event.repository;
+    for (field, value) in [("repository.html_url", &r.html_url), ("repository.url", &r.url)] {
+        if let Some(v) = value {
+            text::name_like(field, v, text::URL_MAX)?;
+        }
+    }
+    for (field, value) in [("repository.full_name", &r.full_name), ("repository.name", &r.name)] {
+        if let Some(v) = value {
+            text::name_like(field, v, text::PROJECT_MAX)?;
+        }
+    }
+    for (i, c) in event.commits.iter().enumerate() {
+        check_commit(&format!("commits[{i}]"), c)?;
+    }
+    match &event.head_commit {
+        Some(h) => check_commit("head_commit", h),
+        None => Ok(()),
+    }
 }
 
 impl PushContext<'_> {
@@ -165,10 +205,10 @@ impl PushContext<'_> {
         NewChange {
             author: if author.is_empty() { self.pusher.clone().unwrap_or_default() } else { author },
             committer: Some(identity(c.committer.as_ref())).filter(|s| !s.is_empty()),
-            comments: c.message.clone(),
+            comments: text::clean(&c.message, text::MESSAGE_MAX),
             branch: Some(self.branch.clone()),
             revision: Some(c.id.clone()),
-            revlink: c.url.clone(),
+            revlink: c.url.as_deref().and_then(text::http_link).map(str::to_string),
             when_timestamp: c
                 .timestamp
                 .as_deref()
@@ -217,6 +257,7 @@ impl PushContext<'_> {
 
 /// Turns a push into a plan. `now` stands in for unparseable commit times.
 pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPlan, PushError> {
+    check_push(event).map_err(|e| PushError(e.to_string()))?;
     let repository = event.repository.web_url().ok_or_else(|| PushError("the push names no repository URL".into()))?;
     let (branch, category) = match GitRef::parse(&event.git_ref) {
         GitRef::Branch(b) => (b, None),
@@ -230,7 +271,7 @@ pub fn plan_push(event: &PushEvent, build_tags: bool, now: i64) -> Result<PushPl
         }
         return Ok(PushPlan::DeleteBranch { repository, branch });
     }
-    let pusher = event.pusher.as_ref().and_then(|p| p.name.clone());
+    let pusher = event.pusher.as_ref().and_then(|p| p.name.as_deref()).map(|n| text::clean(n, text::NAME_MAX));
     let properties = push_properties(event, pusher.as_ref());
     let project = event.repository.full_name().unwrap_or_default();
     let ctx = PushContext { event, repository, project, branch, category, pusher, properties, now };
@@ -270,12 +311,12 @@ mod tests {
 
     #[test]
     fn commits_become_changes_and_non_distinct_ones_are_skipped() {
-        let e = event(json!({"ref": "refs/heads/main", "after": "c3", "repository": repo(),
-            "commits": [commit("c1", true, &["a"]), commit("c2", false, &["b"]), commit("c3", true, &["c"])],
-            "head_commit": commit("c3", true, &["c"])}));
+        let e = event(json!({"ref": "refs/heads/main", "after": "c3c3", "repository": repo(),
+            "commits": [commit("c1c1", true, &["a"]), commit("c2c2", false, &["b"]), commit("c3c3", true, &["c"])],
+            "head_commit": commit("c3c3", true, &["c"])}));
         let PushPlan::Changes(changes) = plan_push(&e, false, 0).expect("plan") else { panic!("changes") };
         let revs: Vec<_> = changes.iter().map(|c| c.revision.clone().unwrap_or_default()).collect();
-        assert_eq!(revs, vec!["c1", "c3"]);
+        assert_eq!(revs, vec!["c1c1", "c3c3"]);
         assert_eq!(changes[0].author, "A <a@x>");
         assert_eq!(changes[0].when_timestamp, 1574751673);
         assert_eq!(changes[1].files, vec!["c"]);
@@ -283,22 +324,22 @@ mod tests {
 
     #[test]
     fn a_non_distinct_head_is_still_built() {
-        let e = event(json!({"ref": "refs/heads/main", "after": "c2", "repository": repo(),
-            "commits": [commit("c2", false, &["b"])], "head_commit": commit("c2", false, &["b"])}));
+        let e = event(json!({"ref": "refs/heads/main", "after": "c2c2", "repository": repo(),
+            "commits": [commit("c2c2", false, &["b"])], "head_commit": commit("c2c2", false, &["b"])}));
         let PushPlan::Changes(changes) = plan_push(&e, false, 0).expect("plan") else { panic!("changes") };
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].revision.as_deref(), Some("c2"));
+        assert_eq!(changes[0].revision.as_deref(), Some("c2c2"));
         assert!(changes[0].files.is_empty(), "a head-only change is always important");
     }
 
     #[test]
     fn tags_only_when_configured() {
-        let v = json!({"ref": "refs/tags/v1.0", "after": "t0", "repository": repo(), "created": true,
-                       "commits": [], "head_commit": commit("c9", true, &[])});
+        let v = json!({"ref": "refs/tags/v1.0", "after": "7a9c", "repository": repo(), "created": true,
+                       "commits": [], "head_commit": commit("c9c9", true, &[])});
         assert!(matches!(plan_push(&event(v.clone()), false, 0), Ok(PushPlan::Ignore(_))));
         let PushPlan::Changes(changes) = plan_push(&event(v), true, 0).expect("plan") else { panic!("changes") };
         assert_eq!(changes[0].branch.as_deref(), Some("v1.0"));
-        assert_eq!(changes[0].revision.as_deref(), Some("c9"), "the tagged commit, not the tag object");
+        assert_eq!(changes[0].revision.as_deref(), Some("c9c9"), "the tagged commit, not the tag object");
         assert_eq!(changes[0].category.as_deref(), Some("tag"));
     }
 
@@ -310,9 +351,9 @@ mod tests {
             plan_push(&event(del), false, 0).expect("plan"),
             PushPlan::DeleteBranch { repository: "https://github.com/o/r".into(), branch: "gone".into() }
         );
-        let odd = json!({"ref": "refs/pull/1/head", "after": "a", "repository": repo()});
+        let odd = json!({"ref": "refs/pull/1/head", "after": "abcd", "repository": repo()});
         assert!(matches!(plan_push(&event(odd), false, 0), Ok(PushPlan::Ignore(_))));
-        let nowhere = json!({"ref": "refs/heads/x", "after": "a", "repository": {}});
+        let nowhere = json!({"ref": "refs/heads/x", "after": "abcd", "repository": {}});
         assert!(plan_push(&event(nowhere), false, 0).is_err());
     }
 

@@ -1,11 +1,25 @@
 //! Worker passwords: plain ones compared in constant time, hashed ones
-//! verified with argon2, PB's MD5 challenge answered from the password.
+//! verified with argon2 (through the gate that bounds how many run at
+//! once), PB's MD5 challenge answered from the password.
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use cascade_config::{Config, SecretString, WorkerPassword};
 use subtle::ConstantTimeEq;
+
+use crate::password::{Busy, Gate};
+
+/// `Authorization: Basic base64(name:password)` → (name, password).
+pub fn parse_basic(header: Option<&str>) -> Result<(String, String), &'static str> {
+    let encoded = header.and_then(|h| h.strip_prefix("Basic ")).ok_or("missing Basic credentials")?;
+    let decoded =
+        base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| "malformed Basic credentials")?;
+    let text = String::from_utf8(decoded).map_err(|_| "malformed Basic credentials")?;
+    // The name cannot contain ':'; the password can.
+    let (name, password) = text.split_once(':').ok_or("malformed Basic credentials")?;
+    Ok((name.to_string(), password.to_string()))
+}
 
 #[derive(Clone)]
 enum Credential {
@@ -32,27 +46,19 @@ impl Credentials {
         Credentials(map)
     }
 
-    /// Checks `Authorization: Basic base64(name:password)`; returns the name.
-    pub async fn check_basic(&self, header: Option<&str>) -> Result<String, &'static str> {
-        let encoded = header.and_then(|h| h.strip_prefix("Basic ")).ok_or("missing Basic credentials")?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| "malformed Basic credentials")?;
-        let text = String::from_utf8(decoded).map_err(|_| "malformed Basic credentials")?;
-        // The name cannot contain ':'; the password can.
-        let (name, password) = text.split_once(':').ok_or("malformed Basic credentials")?;
-        let ok = match self.0.get(name) {
-            None => false,
-            Some(Credential::Plain(secret)) => bool::from(secret.expose().as_bytes().ct_eq(password.as_bytes())),
-            Some(Credential::Hash(phc)) => {
-                let (phc, password) = (phc.clone(), password.to_string());
-                // argon2 is deliberately slow: keep it off the async threads.
-                tokio::task::spawn_blocking(move || crate::password::verify(&password, &phc).unwrap_or(false))
-                    .await
-                    .unwrap_or(false)
-            }
-        };
-        if ok { Ok(name.to_string()) } else { Err("wrong worker name or password") }
+    /// The argon2 hash or plain secret configured for `name`.
+    fn credential(&self, name: &str) -> Option<&Credential> {
+        self.0.get(name)
+    }
+
+    /// Checks a name and password: a plain secret in constant time, a hash
+    /// through `gate` (unknown names through it too, at the same cost).
+    pub async fn check(&self, gate: &Gate, name: &str, password: &str) -> Result<bool, Busy> {
+        match self.credential(name) {
+            Some(Credential::Plain(secret)) => Ok(bool::from(secret.expose().as_bytes().ct_eq(password.as_bytes()))),
+            Some(Credential::Hash(phc)) => gate.verify(password, Some(phc)).await,
+            None => gate.verify(password, None).await,
+        }
     }
 
     /// Checks a Perspective Broker login: `response` must be

@@ -41,6 +41,54 @@ pub struct Hub {
     pub liveness: Liveness,
     /// Nudged when a worker attaches: the distributor may have work for it.
     pub nudge: Arc<Notify>,
+    /// Bounds the password checks running at once.
+    pub gate: Arc<crate::password::Gate>,
+    /// Login attempts per address and per worker name.
+    pub logins: LoginLimits,
+}
+
+/// Worker login attempts counted per address and per worker name; an
+/// attempt counts until it succeeds.
+pub struct LoginLimits {
+    /// Per address.
+    pub by_address: crate::limiter::Limiter<std::net::IpAddr>,
+    /// Per worker name (a guess spread over many addresses).
+    pub by_name: crate::limiter::Limiter<String>,
+}
+
+impl LoginLimits {
+    /// From the `[limits]` of the config.
+    pub fn new(limits: &cascade_config::LimitsConfig) -> LoginLimits {
+        let window = limits.worker_login_window;
+        LoginLimits {
+            by_address: crate::limiter::Limiter::new(limits.worker_login_attempts, window),
+            by_name: crate::limiter::Limiter::new(limits.worker_login_attempts_per_name, window),
+        }
+    }
+}
+
+/// Why a worker's login was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Wrong name or password.
+    Wrong,
+    /// Too many attempts: wait this long.
+    TooMany(Duration),
+    /// Too many password checks at once: try again shortly.
+    Busy,
+    /// Something else (PB: a worker with only a hash).
+    Other(&'static str),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Wrong => f.write_str("wrong worker name or password"),
+            Refusal::TooMany(wait) => write!(f, "too many failed logins; try again in {} s", wait.as_secs().max(1)),
+            Refusal::Busy => f.write_str("too many password checks at once; try again shortly"),
+            Refusal::Other(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Liveness: a ping this often; a peer silent for `dead_after` is dropped.
@@ -53,6 +101,51 @@ pub struct Liveness {
 }
 
 impl Hub {
+    /// Counts a login attempt of `name` from `ip`, if both may still try.
+    fn begin_login(&self, name: &str, ip: std::net::IpAddr) -> Result<(), Refusal> {
+        let now = std::time::Instant::now();
+        self.logins.by_address.begin(&ip, now).map_err(Refusal::TooMany)?;
+        self.logins.by_name.begin(&name.to_string(), now).map_err(Refusal::TooMany)
+    }
+
+    fn login_succeeded(&self, name: &str, ip: std::net::IpAddr) {
+        self.logins.by_address.succeeded(&ip);
+        self.logins.by_name.succeeded(&name.to_string());
+    }
+
+    /// A msgpack login (`Authorization: Basic`) from `ip`; returns the name.
+    pub async fn log_in_basic(&self, header: Option<&str>, ip: std::net::IpAddr) -> Result<String, Refusal> {
+        let (name, password) = auth::parse_basic(header).map_err(Refusal::Other)?;
+        self.begin_login(&name, ip)?;
+        match self.credentials.check(&self.gate, &name, &password).await {
+            Ok(true) => {
+                self.login_succeeded(&name, ip);
+                Ok(name)
+            }
+            Ok(false) => Err(Refusal::Wrong),
+            Err(crate::password::Busy) => Err(Refusal::Busy),
+        }
+    }
+
+    /// A PB login: the response to the challenge, from `ip`.
+    pub fn log_in_pb(
+        &self,
+        name: &str,
+        challenge: &[u8],
+        response: &[u8],
+        ip: std::net::IpAddr,
+    ) -> Result<(), Refusal> {
+        self.begin_login(name, ip)?;
+        match self.credentials.check_pb(name, challenge, response) {
+            Ok(()) => {
+                self.login_succeeded(name, ip);
+                Ok(())
+            }
+            Err("wrong worker name or password") => Err(Refusal::Wrong),
+            Err(other) => Err(Refusal::Other(other)),
+        }
+    }
+
     /// How many builds a worker may run at once.
     pub fn max_builds(&self, worker: &str) -> usize {
         self.catalog.worker(worker).map_or(1, |w| w.max_builds as usize)

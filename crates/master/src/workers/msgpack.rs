@@ -39,15 +39,17 @@ pub fn router(hub: Arc<Hub>) -> Router {
 
 async fn upgrade(
     State(hub): State<Arc<Hub>>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let name = match hub.credentials.check_basic(auth).await {
+    let ip = connect.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+    let name = match hub.log_in_basic(auth, ip).await {
         Ok(name) => name,
-        Err(reason) => {
-            tracing::warn!(%reason, "worker connection refused");
-            return (StatusCode::UNAUTHORIZED, reason).into_response();
+        Err(refusal) => {
+            tracing::warn!(reason = %refusal, address = %ip, "worker connection refused");
+            return refused(&refusal);
         }
     };
     match ws {
@@ -61,6 +63,20 @@ async fn upgrade(
             .on_upgrade(move |socket| run_session(hub, name, socket)),
         Err(rejection) => rejection.into_response(),
     }
+}
+
+/// 401 for a wrong password, 429 for too many attempts, 503 when busy.
+fn refused(refusal: &super::Refusal) -> Response {
+    let (status, wait) = match refusal {
+        super::Refusal::TooMany(wait) => (StatusCode::TOO_MANY_REQUESTS, Some(wait.as_secs().max(1))),
+        super::Refusal::Busy => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
+        super::Refusal::Wrong | super::Refusal::Other(_) => (StatusCode::UNAUTHORIZED, None),
+    };
+    let mut response = (status, refusal.to_string()).into_response();
+    if let Some(v) = wait.and_then(|w| axum::http::HeaderValue::from_str(&w.to_string()).ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// One connection's state, shared by its reader, its writer and the builds

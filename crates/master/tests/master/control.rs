@@ -550,3 +550,71 @@ test_both!(tokens_are_made_shown_once_and_revoked_from_a_page, |db| {
     let (status, _) = rpc(&h, "/api/v2/forceschedulers/force", Some(token), "force", json!({})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token opens nothing");
 });
+
+// After a login, and after a form's action, only a path on this site is
+// followed: a tab, a newline or a backslash that a browser would read as
+// another site sends the visitor home instead (and never answers 500).
+test_both!(redirects_after_logins_and_forms_stay_on_this_site, |db| {
+    let h = Harness::with_config(db, &config()).await;
+    let (cookie, csrf) = login_form(&h).await;
+    let hostile =
+        ["/\t/evil.example", "/\r\nSet-Cookie: x=y", "/\\evil.example", "//evil.example", "https://evil.example/"];
+    let mut session = String::new();
+    for (i, next) in hostile.iter().enumerate() {
+        let body = serde_urlencoded::to_string([
+            ("username", "ann"),
+            ("password", "ann-password"),
+            ("csrf", csrf.as_str()),
+            ("next", next),
+        ])
+        .expect("form");
+        let req = Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &cookie)
+            .body(Body::from(body))
+            .expect("req");
+        let (status, headers, _) = h.app_response(from(req, &format!("10.1.0.{i}"))).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/"), "{next:?}");
+        session = cookie_pair(&set_cookies(&headers), "cascade_session").expect("session");
+    }
+    let form_csrf = page_csrf(&h, &session).await;
+    let body = serde_urlencoded::to_string([
+        ("csrf", form_csrf.as_str()),
+        ("method", "force"),
+        ("builderNames", "Linux 3.x"),
+        ("next", "/\t/evil.example"),
+    ])
+    .expect("form");
+    let req = Request::post("/api/v2/forceschedulers/force")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, &session)
+        .body(Body::from(body))
+        .expect("req");
+    let (status, headers, body) = h.app_response(req).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/"));
+});
+
+// Names a force call stores as they are (branch, revision, property names)
+// are refused by name when they hold a NUL or run too long; free text (the
+// reason) is cleaned. Both backends answer alike.
+test_both!(force_calls_refuse_unstorable_names_by_field, |db| {
+    let h = Harness::with_config(db, &config()).await;
+    let ann = token(&h, "ann").await;
+    let long = "b".repeat(3000);
+    for (params, field) in [
+        (json!({ "builderNames": ["Linux 3.x"], "branch": "main\u{0}" }), "branch"),
+        (json!({ "builderNames": ["Linux 3.x"], "branch": long }), "branch"),
+        (json!({ "builderNames": ["Linux 3.x"], "revision": "abc\u{0}" }), "revision"),
+    ] {
+        let (status, answer) = rpc(&h, "/api/v2/forceschedulers/force", Some(&ann), "force", params).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer.to_string().contains(field), "the answer names {field}: {answer}");
+    }
+    let params = json!({ "builderNames": ["Linux 3.x"], "reason": "because\u{0}\u{1b}[2J" });
+    let (status, answer) = rpc(&h, "/api/v2/forceschedulers/force", Some(&ann), "force", params).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sets = h.store.list_buildsets(&ListQuery::default()).await.expect("buildsets").items;
+    assert!(sets.iter().all(|b| !b.reason.contains('\0') && !b.reason.contains('\u{1b}')), "the reason is cleaned");
+});

@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use axum::Router;
 use axum::body::Body;
@@ -220,5 +221,34 @@ impl Harness {
 
     pub fn builder(&self, name: &str) -> i64 {
         self.master.catalog.builder_id(name).unwrap_or_else(|| panic!("no builder {name}"))
+    }
+}
+
+/// A free loopback port (bound, then released for the process under test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// `cascade serve` as its own process, killed with SIGKILL on drop.
+pub struct MasterProcess(pub tokio::process::Child);
+
+impl MasterProcess {
+    pub fn start(config: &Path, database: &str, log: &Path) -> MasterProcess {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CASCADE_DATABASE_URL", database)
+            .stdout(Stdio::from(out.try_clone().expect("dup")))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cascade serve starts");
+        MasterProcess(child)
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.0.start_kill();
+        let _ = self.0.wait().await;
     }
 }

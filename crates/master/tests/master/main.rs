@@ -9,6 +9,7 @@ mod harness;
 mod pages;
 mod pb;
 mod readapi;
+mod reliability;
 mod schedulers;
 mod server;
 mod webhook;

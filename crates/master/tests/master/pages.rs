@@ -173,3 +173,32 @@ test_both!(every_page_renders_hostile_text_as_text, |db| {
     }
     let _ = (build_id, Value::Null);
 });
+
+// A build that covers many changes lists them a page at a time (a build
+// covering 92,975 changes once made an 11 MB page), with links to the rest.
+test_both!(a_long_blamelist_is_paged, |db| {
+    let h = Harness::frozen(db, &config()).await;
+    h.push(&synthetic_push("main", 6, 250, &["Lib/os.py"]), "many-1").await;
+    h.master.schedulers.tick(&h.store, cascade_master::clock::now() + 60).await.expect("tick");
+    let fedora = h.builder("Fedora <script> 3.x<i>");
+    let (_, number) = build_with_log(&h, fedora, Results::Success, &["ok"]).await;
+    let page = |query: &'static str| {
+        let uri = format!("/builders/{fedora}/builds/{number}{query}");
+        let h = &h;
+        async move { html(h, &uri).await }
+    };
+    let (status, first, _) = page("").await;
+    assert_eq!(status, StatusCode::OK);
+    let shown = |html: &str| html.matches("href=\"/changes/").count();
+    assert_eq!(shown(&first), cascade_master::views::build::BLAME_PAGE as usize);
+    assert!(first.contains("Changes 1–100 of 250") && first.contains("?blame=100#blamelist"), "{first}");
+    assert!(first.contains("push 6 commit 0<") && !first.contains("push 6 commit 100<"));
+    let (_, last, _) = page("?blame=200").await;
+    assert_eq!(shown(&last), 50);
+    assert!(last.contains("Changes 201–250 of 250") && last.contains("?blame=100#blamelist"), "{last}");
+    assert!(!last.contains("later</a>"), "nothing after the last page");
+    let (status, _, _) = page("?blame=-5").await;
+    assert_eq!(status, StatusCode::OK, "a negative offset is the first page");
+    let (status, _, _) = page("?blame=abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+});

@@ -74,7 +74,9 @@ test_both!(a_periodic_scheduler_fires_at_its_occurrence_once, |db| {
         .expect("row")
         .created_at;
     let day = 86_400;
-    let next_3am = (created / day + 1) * day + 3 * 3600;
+    // The first 03:00 UTC after the row was made (today's, before 03:00).
+    let today_3am = created / day * day + 3 * 3600;
+    let next_3am = if today_3am > created { today_3am } else { today_3am + day };
     let report = h.master.schedulers.tick(&h.store, next_3am - 60).await.expect("tick");
     assert!(report.fired.is_empty());
     assert!(report.next_due.is_some_and(|t| t <= next_3am));

@@ -13,7 +13,7 @@ use cascade_store::{ListQuery, StepRecord};
 use cascade_testkit::test_both;
 use serde_json::json;
 
-use crate::harness::Harness;
+use crate::harness::{Harness, MasterProcess, free_port};
 
 /// The newest 3.x release of buildbot-worker.
 pub const BUILDBOT_WORKER_3: &str = "3.11.9";
@@ -830,35 +830,6 @@ mod hostile {
         let build = finished_build(&h, Duration::from_secs(60)).await;
         assert_eq!(build.results, Some(0), "{}", build.state_string);
     });
-}
-
-/// A free loopback port (bound, then released for the process under test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// `cascade serve` as its own process, killed with SIGKILL on drop.
-struct MasterProcess(tokio::process::Child);
-
-impl MasterProcess {
-    fn start(config: &Path, database: &str, log: &Path) -> MasterProcess {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("CASCADE_DATABASE_URL", database)
-            .stdout(Stdio::from(out.try_clone().expect("dup")))
-            .stderr(Stdio::from(out))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cascade serve starts");
-        MasterProcess(child)
-    }
-
-    async fn kill(&mut self) {
-        let _ = self.0.start_kill();
-        let _ = self.0.wait().await;
-    }
 }
 
 async fn a_master_killed_mid_build_retries_it_after_restart(db: &cascade_testkit::TestDb, kind: Kind) {

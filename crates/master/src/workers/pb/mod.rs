@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::broker::{Broker, Object};
 use self::facade::PbWorker;
 use super::{CommandEvent, Hub, UploadOp, WorkerHandle};
+use crate::accept::{Caps, Tally};
 
 /// A connection that has not logged in by then is dropped.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,19 +39,31 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest `read` answered in one piece: under banana's 640 KiB string limit.
 const MAX_READ: usize = 512 * 1024;
 
-/// Accepts PB connections until `stopped` flips.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+/// Accepts PB connections until `stopped` flips, within `caps` (PB has no
+/// way to say why, so a connection over them is closed at once).
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, caps: Caps, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let tally = Arc::new(Tally::default());
+    let mut last_warning: Option<Instant> = None;
+    let mut warn = |what: &str, detail: String| {
+        if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::warn!(detail = %detail, "PB {what}");
+            last_warning = Some(Instant::now());
+        }
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let hub = hub.clone();
-                    tokio::spawn(async move { connection(hub, stream, peer).await });
-                }
+                Ok((stream, peer)) => match tally.admit(peer.ip(), &caps) {
+                    Some(slot) => {
+                        let hub = hub.clone();
+                        tokio::spawn(async move { connection(hub, stream, peer).await; drop(slot) });
+                    }
+                    None => warn("connection refused: too many open", peer.ip().to_string()),
+                },
+                // Out of file descriptors and the like: back off, keep serving.
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "PB accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    warn("accept failed; retrying", e.to_string());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             _ = stopped.changed() => return,
@@ -384,7 +397,8 @@ fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, 
             Some(Value::Remote(m)) => Some(*m),
             _ => None,
         };
-        let outcome = match (mind, session.hub.credentials.check_pb(&name, &challenge, &response)) {
+        let checked = session.hub.log_in_pb(&name, &challenge, &response, session.peer.ip());
+        let outcome = match (mind, checked) {
             (None, _) => Err("respond needs the worker's bot".to_string()),
             (_, Err(why)) => Err(why.to_string()),
             (Some(mind), Ok(())) => log_in(&session, &name, mind).await,
