@@ -57,8 +57,9 @@ pub struct Slot {
 impl Tally {
     /// A place for a connection from `ip`, or `None` when `caps` are reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, caps: &Caps) -> Option<Slot> {
-        let mut open = self.open.lock();
         let trusted = caps.trusted.iter().any(|r| r.contains(ip));
+        let ip = cascade_model::net::client_key(ip);
+        let mut open = self.open.lock();
         let mine = open.1.get(&ip).copied().unwrap_or(0);
         if open.0 >= caps.connections || (!trusted && mine >= caps.per_address) {
             return None;
@@ -153,6 +154,14 @@ pub async fn serve(
     }
 }
 
+/// Every `X-Forwarded-For` line as one list, in order: a proxy may add its
+/// own line after the client's, and the hop it saw must be read from the
+/// last line, not from a first one the client wrote.
+fn forwarded_for(headers: &hyper::HeaderMap) -> Option<String> {
+    let lines: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    (!lines.is_empty()).then(|| lines.join(","))
+}
+
 /// Resolves once `stopping` is true (or its sender is gone).
 async fn flipped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
@@ -171,8 +180,8 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let trusted = caps.trusted.clone();
     let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let client = SocketAddr::new(client_address(peer.ip(), forwarded, &trusted), peer.port());
+        let forwarded = forwarded_for(req.headers());
+        let client = SocketAddr::new(client_address(peer.ip(), forwarded.as_deref(), &trusted), peer.port());
         req.extensions_mut().insert(ConnectInfo(client));
         let router = router.clone();
         async move { Ok::<_, Infallible>(router.oneshot(req.map(Body::new)).await.unwrap_or_else(|e| match e {})) }
@@ -225,5 +234,26 @@ mod tests {
         let _p1 = tally.admit(proxy, &c).expect("a proxy");
         let _p2 = tally.admit(proxy, &c).expect("a trusted proxy is not capped per address");
         assert_eq!(tally.count(), 3);
+    }
+
+    #[test]
+    fn every_forwarded_line_is_read_the_proxys_last() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.append("x-forwarded-for", hyper::header::HeaderValue::from_static("9.9.9.1"));
+        headers.append("x-forwarded-for", hyper::header::HeaderValue::from_static("2.2.2.2"));
+        let trusted = [AddressRange::parse("127.0.0.1").expect("range")];
+        let joined = forwarded_for(&headers);
+        let client = client_address("127.0.0.1".parse().expect("ip"), joined.as_deref(), &trusted);
+        assert_eq!(client, "2.2.2.2".parse::<IpAddr>().expect("ip"), "what the proxy saw, not what the client wrote");
+        assert_eq!(forwarded_for(&hyper::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address() {
+        let tally = Arc::new(Tally::default());
+        let c = caps(10, 1, &[]);
+        let _one = tally.admit("2001:db8::1".parse().expect("ip"), &c).expect("one");
+        assert!(tally.admit("2001:db8::2".parse().expect("ip"), &c).is_none(), "same /64");
+        assert!(tally.admit("2001:db8:0:1::1".parse().expect("ip"), &c).is_some(), "another /64");
     }
 }

@@ -1,9 +1,10 @@
 //! Attempts per key (an address, a worker's name): after `attempts` within
 //! `window`, the key waits until the oldest of them leaves the window. An
 //! attempt counts when it begins, before the check it stands for, so fifty
-//! attempts sent at once get `attempts` checks, not fifty; a success
-//! forgets the key's record. Plain data with the clock passed in, so it is
-//! tested without waiting.
+//! attempts sent at once get `attempts` checks, not fifty; a success takes
+//! back its own attempt and no other (a good login between bad ones does
+//! not forgive them). Plain data with the clock passed in, so it is tested
+//! without waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -34,11 +35,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn begin(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut map = self.recent.lock();
         if map.len() >= MAX_KEYS && !map.contains_key(key) {
-            let window = self.window;
-            map.retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) < window));
-            if map.len() >= MAX_KEYS {
-                map.clear();
-            }
+            make_room(&mut map, self.window, now);
         }
         let times = map.entry(key.clone()).or_default();
         while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
@@ -52,9 +49,31 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         Ok(())
     }
 
-    /// The attempt succeeded: the key's record goes.
+    /// An attempt of `key` succeeded: it no longer counts.
     pub fn succeeded(&self, key: &K) {
-        self.recent.lock().remove(key);
+        let mut map = self.recent.lock();
+        if let Some(times) = map.get_mut(key) {
+            times.pop_back();
+            if times.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+/// Drops keys whose attempts have all left the window; if that is not
+/// enough, the quarter idle longest (never a wholesale reset, which would
+/// let whoever fills the map wipe everyone's counts).
+fn make_room<K: Hash + Eq + Clone>(map: &mut HashMap<K, VecDeque<Instant>>, window: Duration, now: Instant) {
+    map.retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) < window));
+    if map.len() < MAX_KEYS {
+        return;
+    }
+    let mut last_seen: Vec<(Instant, K)> =
+        map.iter().filter_map(|(k, t)| t.back().map(|last| (*last, k.clone()))).collect();
+    last_seen.sort_by_key(|(last, _)| *last);
+    for (_, k) in last_seen.into_iter().take(MAX_KEYS / 4) {
+        map.remove(&k);
     }
 }
 
@@ -78,8 +97,21 @@ mod tests {
         assert_eq!(limiter.begin(&a, t0 + Duration::from_secs(60)), Ok(()));
         // Attempts at 1 s, 2 s and 60 s: full again until 61 s.
         assert_eq!(limiter.begin(&a, t0 + Duration::from_millis(60_500)), Err(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_success_takes_back_its_own_attempt_only() {
+        let limiter: Limiter<IpAddr> = Limiter::new(3, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let now = Instant::now();
+        // Wrong, wrong, right (not counted), wrong: the third failure fills it.
+        for _ in 0..2 {
+            assert_eq!(limiter.begin(&a, now), Ok(()));
+        }
+        assert_eq!(limiter.begin(&a, now), Ok(()));
         limiter.succeeded(&a);
-        assert_eq!(limiter.begin(&a, t0 + Duration::from_millis(60_500)), Ok(()));
+        assert_eq!(limiter.begin(&a, now), Ok(()));
+        assert!(limiter.begin(&a, now).is_err(), "a good login between bad ones forgives none of them");
     }
 
     #[test]

@@ -20,15 +20,29 @@ pub struct SafeFields;
 /// A value as written: plain when it is a plain word, else quoted and
 /// escaped.
 fn safe(text: &str) -> String {
-    let plain = !text.is_empty() && !text.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '=');
-    if plain { text.to_string() } else { format!("{text:?}") }
+    let plain = !text.is_empty() && !text.chars().any(|c| hidden(c) || c.is_whitespace() || c == '"' || c == '=');
+    if !plain {
+        return format!("{:?}", text)
+            .chars()
+            .map(|c| if hidden(c) { c.escape_unicode().to_string() } else { c.to_string() })
+            .collect();
+    }
+    text.to_string()
 }
 
-/// A message: control characters escaped, no quotes.
+/// A character a reader of the log would not see as itself: control
+/// characters, and the invisible ones that reorder or hide text (bidi
+/// overrides, zero-width characters), which Rust's `Debug` leaves alone.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A message: hidden characters escaped, no quotes.
 fn escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if hidden(c) {
             let _ = write!(out, "{}", c.escape_default());
         } else {
             out.push(c);
@@ -127,5 +141,16 @@ mod tests {
         assert!(!log.contains('\u{1b}'), "no escape sequence reaches the log: {log:?}");
         assert!(log.contains(r#"user="eve\n2026"#), "{log}");
         assert!(log.contains("plain=w1"), "plain words stay plain: {log}");
+        let spoof = "admin\u{202E}nimda";
+        let buffer2 = Buffer::default();
+        let writer = buffer2.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(SafeFields)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || tracing::warn!(user = %spoof, "x\u{200B}y"));
+        let log = String::from_utf8(buffer2.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(!log.contains('\u{202E}') && !log.contains('\u{200B}'), "invisible characters are escaped: {log}");
     }
 }

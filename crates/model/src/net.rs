@@ -55,6 +55,16 @@ fn masked(bits: u128, prefix: u8) -> u128 {
     if prefix == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(prefix.min(128)))) }
 }
 
+/// The address as one client holds it, for counting per client: an IPv4
+/// address itself, an IPv6 address's /64 (what one subscriber is given, so
+/// rotating through it gains nothing).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(masked(u128::from(v6), 64))),
+        v4 => v4,
+    }
+}
+
 /// Who a request comes from. The connection's peer, unless it is a trusted
 /// proxy: then `X-Forwarded-For`, read from the right (what the nearest
 /// proxy saw), skipping trusted proxies, gives the first address that is
@@ -97,6 +107,15 @@ mod tests {
         for bad in ["nope", "10.0.0.0/33", "::/129", "10.0.0.0/x", ""] {
             assert!(AddressRange::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_client_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("2001:db8:1:2:ffff::9")), client_key(ip("2001:db8:1:2::1")));
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), client_key(ip("2001:db8:1:2::1")));
     }
 
     #[test]

@@ -16,20 +16,11 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use cascade_loadgen::BRANCHES;
 use cascade_store::{BuilderSpec, Store, WorkerSpec};
 use clap::Parser;
 use sqlx::AssertSqlSafe;
 
-const BRANCHES: [(&str, &str); 8] = [
-    ("3.x", "main"),
-    ("3.15", "3.15"),
-    ("3.14", "3.14"),
-    ("3.13", "3.13"),
-    ("3.12", "3.12"),
-    ("3.11", "3.11"),
-    ("3.10", "3.10"),
-    ("PR", "pr-head"),
-];
 const DEFINITIONS: usize = 162;
 const WORKERS: usize = 57;
 const STEP_NAMES: [&str; 6] = ["git", "configure", "compile", "test", "clean", "upload"];

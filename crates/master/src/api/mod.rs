@@ -106,6 +106,8 @@ async fn builders(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResu
 async fn builder(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let found = match raw.parse::<i64>() {
         Ok(i) => m.store.get_builder(i).await?,
+        // A name no builder can have (a NUL, say) is no builder, on both stores.
+        Err(_) if raw.chars().any(char::is_control) => None,
         Err(_) => m.store.get_builder_by_name(&raw).await?,
     };
     one("builders", found, "builder")
@@ -269,9 +271,13 @@ async fn build_steps(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> Ap
     envelope("steps", Page { items, total }, &[])
 }
 
-async fn build_changes(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
-    let page = m.store.build_changes_page(id(&raw, "build")?, 0, cascade_store::MAX_LIMIT).await?;
-    envelope("changes", page, &[])
+/// `/builds/{id}/changes`: the blamelist, a page at a time (`offset`,
+/// `limit` up to 1,000).
+async fn build_changes(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    let (offset, limit) = (p.query.offset.unwrap_or(0), p.query.limit.unwrap_or(cascade_store::MAX_LIMIT));
+    let page = m.store.build_changes_page(id(&raw, "build")?, offset, limit).await?;
+    envelope("changes", page, &p.fields)
 }
 
 async fn step(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
@@ -298,7 +304,8 @@ async fn log_contents(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQ
     let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| HttpError::not_found("no such log"))?;
     let first = p.query.offset.unwrap_or(0).max(0);
     let count = p.query.limit.unwrap_or(MAX_LOG_LINES).clamp(0, MAX_LOG_LINES);
-    let lines = if count == 0 { Vec::new() } else { m.store.log_lines(log.logid, first, first + count - 1).await? };
+    let last = first.saturating_add(count - 1);
+    let lines = if count == 0 { Vec::new() } else { m.store.log_lines(log.logid, first, last).await? };
     let chunks = if lines.is_empty() {
         vec![]
     } else {

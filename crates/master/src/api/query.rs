@@ -66,12 +66,33 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, HttpError> {
             }
         }
     }
+    let values: usize = parsed.query.filters.iter().map(|f| f.values.len()).sum::<usize>()
+        + parsed.query.order.len()
+        + parsed.fields.len()
+        + parsed.properties.len();
+    if values > MAX_VALUES {
+        return Err(HttpError::bad_request(format!("too many values in the query: {values} (at most {MAX_VALUES})")));
+    }
     Ok(parsed)
 }
+
+/// Filter values, sort keys and fields one query may name: each is a bound
+/// parameter or a clause, and SQLite takes at most 32,766 parameters (and
+/// slows long before), so no client may ask for thousands.
+pub const MAX_VALUES: usize = 200;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_names_a_bounded_number_of_values() {
+        let many = format!("state_string__in={}", vec!["x"; MAX_VALUES + 1].join(","));
+        let err = parse(Some(&many)).expect_err("refused");
+        assert!(err.message().contains("too many values"), "{}", err.message());
+        let enough = format!("state_string__in={}", vec!["x"; MAX_VALUES].join(","));
+        assert!(parse(Some(&enough)).is_ok());
+    }
 
     #[test]
     fn nul_is_refused_by_name() {

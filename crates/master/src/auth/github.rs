@@ -198,7 +198,7 @@ pub async fn callback(
         r.headers_mut().append(header::SET_COOKIE, set_cookie(&access, STATE_COOKIE, "", 0));
         r
     };
-    if let Err(wait) = access.limiter.begin(&ip, Instant::now()) {
+    if let Err(wait) = access.limiter.begin(&cascade_model::net::client_key(ip), Instant::now()) {
         return refuse(StatusCode::TOO_MANY_REQUESTS, &format!("too many failed logins; wait {} s", wait.as_secs()));
     }
     if let Some(e) = q.error {
@@ -219,7 +219,7 @@ pub async fn callback(
         Err(e) => return refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
     };
     let roles = roles_for(gh, &access.catalog.config.auth.admins, &who);
-    access.limiter.succeeded(&ip);
+    access.limiter.succeeded(&cascade_model::net::client_key(ip));
     tracing::info!(user = %who.login, teams = ?who.teams, ?roles, "GitHub login");
     let mut response = start(&access, &User { name: who.login, roles }, "github", &next).await;
     response.headers_mut().append(header::SET_COOKIE, set_cookie(&access, STATE_COOKIE, "", 0));

@@ -159,7 +159,7 @@ pub async fn login(
             "",
         );
     }
-    if let Err(wait) = access.limiter.begin(&ip, Instant::now()) {
+    if let Err(wait) = access.limiter.begin(&cascade_model::net::client_key(ip), Instant::now()) {
         tracing::warn!(address = %ip, "login refused: too many attempts");
         let why = format!("Too many failed logins from your address; try again in {} s.", wait.as_secs().max(1));
         return with_retry_after(
@@ -178,14 +178,15 @@ pub async fn login(
     };
     match (ok, configured) {
         (true, Some(u)) => {
-            access.limiter.succeeded(&ip);
+            access.limiter.succeeded(&cascade_model::net::client_key(ip));
             start(&access, &User { name: u.name, roles: u.roles }, "password", &next).await
         }
         (_, known) => {
             // The name is logged only when it is a user's: a password typed
             // into the name field must not reach the log.
             let user = known.map(|u| u.name);
-            tracing::warn!(address = %ip, user = ?user, "login refused: wrong user name or password");
+            let user = user.as_deref().unwrap_or("-");
+            tracing::warn!(address = %ip, user = %user, "login refused: wrong user name or password");
             login_page(
                 &access,
                 StatusCode::UNAUTHORIZED,

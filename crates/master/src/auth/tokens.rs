@@ -88,7 +88,7 @@ pub async fn create(
     let from = connect.map(|c| c.0.0);
     let user = access.actor(&headers, from, Intent::ManageTokens, Some(&f.csrf)).await?;
     let (token, hash) = super::new_token();
-    let label: String = f.label.chars().take(200).collect();
+    let label = cascade_model::text::clean(&f.label, 200);
     access.store.create_api_token(&user.name, &label, &hash, access.clock.now()).await?;
     tracing::info!(user = %user.name, %label, "API token created");
     match visitor(&access, &headers).await? {

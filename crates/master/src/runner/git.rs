@@ -166,6 +166,11 @@ async fn execute(ctx: &mut Ctx, step: &StepConfig, plan: &GitPlan, log: &mut Log
     }
     let head = ctx.git(step, dir, &argv(&["git", "rev-parse", "HEAD"]), log, true).await?;
     let got = check(step, "rev-parse", head)?.stdout.trim().to_string();
+    // The worker says what it checked out; only a commit id is believed.
+    if cascade_model::text::revision("got_revision", &got).is_err() {
+        let state = format!("{} rev-parse: not a commit id", step.name);
+        return Err(Halt::End(StepEnd::new(Results::Exception, state)));
+    }
     if let Some(to) = &plan.copy_to {
         check(step, "copy", rmdir(ctx, to, log).await?)?;
         let args = json!({"from_path": dir, "to_path": to, "timeout": 1200, "logEnviron": false});

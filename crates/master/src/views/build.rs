@@ -372,7 +372,16 @@ pub async fn artifact(
             Err(e) => Some((Err(e), file)),
         }
     });
-    let filename = rel.file_name().map(|f| f.to_string_lossy().replace('"', "")).unwrap_or_default();
+    // A header value takes visible ASCII: anything else in the name becomes `_`.
+    let filename: String = rel
+        .file_name()
+        .map(|f| {
+            f.to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok((
         [
             (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),

@@ -181,7 +181,8 @@ fn check_push(event: &PushEvent) -> Result<(), FieldError> {
             text::name_like(field, v, text::URL_MAX)?;
         }
     }
-    for (field, value) in [("repository.full_name", &r.full_name), ("repository.name", &r.name)] {
+    // Checked as it is used: given, or made of `owner` and `name` by old payloads.
+    for (field, value) in [("repository.full_name", &r.full_name()), ("repository.name", &r.name)] {
         if let Some(v) = value {
             text::name_like(field, v, text::PROJECT_MAX)?;
         }

@@ -8,13 +8,15 @@ pub mod auth;
 pub mod msgpack;
 pub mod pb;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cascade_model::net::client_key;
 pub use cascade_protocol::UploadOp;
 use cascade_protocol::{UpdateEntry, WorkerInfo};
 use cascade_store::Store;
@@ -23,6 +25,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::limiter::Limiter;
 
 /// What the worker listeners need: who may connect, what to record, whom
 /// to tell.
@@ -47,22 +50,48 @@ pub struct Hub {
     pub logins: LoginLimits,
 }
 
-/// Worker login attempts counted per address and per worker name; an
-/// attempt counts until it succeeds.
+/// Worker login attempts counted per client address and per worker name;
+/// a success does not count.
+///
+/// The per-name count stops guesses spread over many addresses, but it
+/// must not let whoever can reach the port lock a worker out: it does not
+/// apply from an address the worker has logged in from before (the worker
+/// reconnecting after a restart), nor to names no worker has (they cannot
+/// succeed, and tracking them would let anyone fill the table).
 pub struct LoginLimits {
-    /// Per address.
-    pub by_address: crate::limiter::Limiter<std::net::IpAddr>,
-    /// Per worker name (a guess spread over many addresses).
-    pub by_name: crate::limiter::Limiter<String>,
+    /// Per client address (an IPv6 /64 counts as one).
+    pub by_address: Limiter<IpAddr>,
+    /// Per configured worker name, from addresses it is not known at.
+    pub by_name: Limiter<String>,
+    /// Where each worker has logged in from lately (a few addresses each).
+    known: Mutex<HashMap<String, VecDeque<IpAddr>>>,
 }
+
+/// Addresses remembered per worker.
+const KNOWN_ADDRESSES: usize = 8;
 
 impl LoginLimits {
     /// From the `[limits]` of the config.
     pub fn new(limits: &cascade_config::LimitsConfig) -> LoginLimits {
         let window = limits.worker_login_window;
         LoginLimits {
-            by_address: crate::limiter::Limiter::new(limits.worker_login_attempts, window),
-            by_name: crate::limiter::Limiter::new(limits.worker_login_attempts_per_name, window),
+            by_address: Limiter::new(limits.worker_login_attempts, window),
+            by_name: Limiter::new(limits.worker_login_attempts_per_name, window),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn is_known(&self, name: &str, client: IpAddr) -> bool {
+        self.known.lock().get(name).is_some_and(|at| at.contains(&client))
+    }
+
+    fn remember(&self, name: &str, client: IpAddr) {
+        let mut known = self.known.lock();
+        let at = known.entry(name.to_string()).or_default();
+        at.retain(|a| *a != client);
+        at.push_back(client);
+        if at.len() > KNOWN_ADDRESSES {
+            at.pop_front();
         }
     }
 }
@@ -101,25 +130,35 @@ pub struct Liveness {
 }
 
 impl Hub {
-    /// Counts a login attempt of `name` from `ip`, if both may still try.
-    fn begin_login(&self, name: &str, ip: std::net::IpAddr) -> Result<(), Refusal> {
-        let now = std::time::Instant::now();
-        self.logins.by_address.begin(&ip, now).map_err(Refusal::TooMany)?;
-        self.logins.by_name.begin(&name.to_string(), now).map_err(Refusal::TooMany)
+    /// Counts a login attempt of `name` from `ip`, if it may still try;
+    /// whether it was counted against the name too.
+    fn begin_login(&self, name: &str, ip: IpAddr) -> Result<bool, Refusal> {
+        let (now, client) = (std::time::Instant::now(), client_key(ip));
+        self.logins.by_address.begin(&client, now).map_err(Refusal::TooMany)?;
+        let by_name = self.catalog.worker(name).is_some() && !self.logins.is_known(name, client);
+        if by_name && let Err(wait) = self.logins.by_name.begin(&name.to_string(), now) {
+            self.logins.by_address.succeeded(&client);
+            return Err(Refusal::TooMany(wait));
+        }
+        Ok(by_name)
     }
 
-    fn login_succeeded(&self, name: &str, ip: std::net::IpAddr) {
-        self.logins.by_address.succeeded(&ip);
-        self.logins.by_name.succeeded(&name.to_string());
+    fn login_succeeded(&self, name: &str, ip: IpAddr, by_name: bool) {
+        let client = client_key(ip);
+        self.logins.by_address.succeeded(&client);
+        if by_name {
+            self.logins.by_name.succeeded(&name.to_string());
+        }
+        self.logins.remember(name, client);
     }
 
     /// A msgpack login (`Authorization: Basic`) from `ip`; returns the name.
     pub async fn log_in_basic(&self, header: Option<&str>, ip: std::net::IpAddr) -> Result<String, Refusal> {
         let (name, password) = auth::parse_basic(header).map_err(Refusal::Other)?;
-        self.begin_login(&name, ip)?;
+        let by_name = self.begin_login(&name, ip)?;
         match self.credentials.check(&self.gate, &name, &password).await {
             Ok(true) => {
-                self.login_succeeded(&name, ip);
+                self.login_succeeded(&name, ip, by_name);
                 Ok(name)
             }
             Ok(false) => Err(Refusal::Wrong),
@@ -135,10 +174,10 @@ impl Hub {
         response: &[u8],
         ip: std::net::IpAddr,
     ) -> Result<(), Refusal> {
-        self.begin_login(name, ip)?;
+        let by_name = self.begin_login(name, ip)?;
         match self.credentials.check_pb(name, challenge, response) {
             Ok(()) => {
-                self.login_succeeded(name, ip);
+                self.login_succeeded(name, ip, by_name);
                 Ok(())
             }
             Err("wrong worker name or password") => Err(Refusal::Wrong),

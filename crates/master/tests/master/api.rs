@@ -181,10 +181,16 @@ test_both!(builds_steps_and_logs_read_as_buildbot_shapes, |db| {
     assert_eq!(contents["logchunks"][0]["firstline"], 10);
     assert_eq!(contents["logchunks"][0]["content"], "oline 10 <b>\noline 11 <b>\noline 12 <b>\n");
     assert_eq!(contents["meta"]["total"], 25);
+    let (status, contents) = h.get(&format!("/api/v2/logs/{log}/contents?offset={}", i64::MAX)).await;
+    assert_eq!(status, StatusCode::OK, "an offset past the end is an empty page, not an overflow");
+    assert_eq!(contents["logchunks"], serde_json::json!([]));
     let (_, blame) = h.get(&format!("/api/v2/builds/{}/changes", build.build_id)).await;
     let blamed: Vec<i64> =
         blame["changes"].as_array().expect("list").iter().map(|c| c["changeid"].as_i64().expect("id")).collect();
     assert_eq!(blamed, ids);
+    let (_, page) = h.get(&format!("/api/v2/builds/{}/changes?offset=1&limit=1", build.build_id)).await;
+    assert_eq!(page["changes"][0]["changeid"].as_i64(), Some(ids[1]), "the blamelist pages");
+    assert_eq!(page["meta"]["total"].as_i64(), Some(ids.len() as i64));
     for uri in ["/api/v2/builds/999999", "/api/v2/logs/999999/contents", "/api/v2/steps/x/logs"] {
         let (status, _) = h.get(uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");

@@ -336,6 +336,7 @@ test_both!(hostile_push_fields_get_the_same_answer_on_both_backends, |db| {
             json!({"html_url": "https://github.com/ailisp/gcbapp-buildconfig-example"}),
             "repository.full_name",
         ),
+        ("/repository", json!({"name": "r", "owner": {"login": "o\u{0}x"}}), "repository.full_name"),
     ];
     for (i, (pointer, value, field)) in refused.into_iter().enumerate() {
         let (status, error) = answer_to(&h, &hostile_push(pointer, value), &format!("refused-{i}")).await;
@@ -377,6 +378,10 @@ test_both!(hostile_push_fields_get_the_same_answer_on_both_backends, |db| {
     let (status, answer) = h.get("/api/v2/changes?branch=%00").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(answer["error"].as_str().unwrap_or_default().contains("branch"), "{answer}");
+    let (status, answer) = h.get("/api/v2/builders/%00").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a name no builder has: {answer}");
+    let (status, answer) = h.get(&format!("/api/v2/builds?state_string__in={}", vec!["x"; 5000].join(","))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 });
 
 // Every page, every API answer and every error carries the headers that
@@ -536,6 +541,32 @@ async fn an_unreachable_store_is_reported_fast() {
     .await;
     let (status, answer) = h.deliver("push", &body, "while-down").await;
     assert_eq!(status, StatusCode::OK, "the redelivery is stored: {answer}");
+    h.stop().await;
+    db.finish().await;
+}
+
+/// Wrong passwords for a worker's name from many addresses stop guesses
+/// by name, but they cannot lock the worker out: from an address it has
+/// logged in from before, it still logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_for_a_worker_name_do_not_lock_the_worker_out() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let h = Harness::with_config(&db, &limited("worker_login_attempts_per_name = 3")).await;
+    let port = h.served.addresses.msgpack;
+    let home = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+    assert_eq!(exchange(port, home, &worker_login("w1", "pw")).await, 101, "the worker logs in from home");
+    wait_for("the worker to go", Duration::from_secs(20), || async {
+        h.master.workers.get("w1").is_none().then_some(())
+    })
+    .await;
+    for last in 4..=7u8 {
+        let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+        let status = exchange(port, from, &worker_login("w1", "guess")).await;
+        assert!(matches!(status, 401 | 429), "{status}");
+    }
+    let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 8));
+    assert_eq!(exchange(port, stranger, &worker_login("w1", "pw")).await, 429, "the name waits, from new addresses");
+    assert_eq!(exchange(port, home, &worker_login("w1", "pw")).await, 101, "but not from the worker's own");
     h.stop().await;
     db.finish().await;
 }
