@@ -122,8 +122,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn text_from_outside_cannot_forge_a_line_or_colour_one() {
+    /// What `emit` logs through `SafeFields`.
+    fn logged(emit: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -131,26 +131,28 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8")
+    }
+
+    #[test]
+    fn text_from_outside_cannot_forge_a_line_or_colour_one() {
+        let log = logged(|| {
             let user = "eve\n2026-12-01T00:00:00Z  INFO logged in user=admin";
             let header = "\u{1b}[31mred";
             tracing::warn!(user = %user, agent = ?header, plain = "w1", "refused \u{1b}[2J");
         });
-        let log = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8");
         assert_eq!(log.lines().count(), 1, "one event, one line: {log}");
         assert!(!log.contains('\u{1b}'), "no escape sequence reaches the log: {log:?}");
         assert!(log.contains(r#"user="eve\n2026"#), "{log}");
         assert!(log.contains("plain=w1"), "plain words stay plain: {log}");
+    }
+
+    #[test]
+    fn invisible_characters_are_escaped() {
         let spoof = "admin\u{202E}nimda";
-        let buffer2 = Buffer::default();
-        let writer = buffer2.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(SafeFields)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || tracing::warn!(user = %spoof, "x\u{200B}y"));
-        let log = String::from_utf8(buffer2.0.lock().expect("lock").clone()).expect("utf-8");
-        assert!(!log.contains('\u{202E}') && !log.contains('\u{200B}'), "invisible characters are escaped: {log}");
+        let log = logged(|| tracing::warn!(user = %spoof, "x\u{200B}y"));
+        assert!(!log.contains('\u{202E}') && !log.contains('\u{200B}'), "{log}");
+        assert!(log.contains("\\u{202e}"), "{log}");
     }
 }
