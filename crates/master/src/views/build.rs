@@ -55,7 +55,7 @@ pub struct BuildPage {
     pub properties: Vec<(String, String, String)>,
     pub steps: Vec<StepLine>,
     pub artifacts: Vec<(String, u64)>,
-    pub artifacts_shown: usize,
+    pub artifact_window: Window,
     pub previous: Option<String>,
     pub next: Option<String>,
 }
@@ -72,32 +72,36 @@ fn artifact_root(m: &Pages, builder: &str, number: i64) -> std::path::PathBuf {
     m.catalog.config.master.artifacts.join(builder_folder(builder)).join(number.to_string())
 }
 
-/// The artifacts a build page lists; a build with more is one to download
-/// from the worker's upload folder, not to browse.
-pub const ARTIFACTS_SHOWN: usize = 200;
+/// Artifacts a build page lists at once; the rest are a link away.
+pub const ARTIFACTS_PAGE: i64 = 200;
+/// Files of one build's artifact folder that are looked at, at most (a
+/// folder with more lists its first ones by name).
+const ARTIFACTS_WALKED: usize = 10_000;
 
-/// Files under the build's artifact folder, relative paths and sizes (at
-/// most `ARTIFACTS_SHOWN`).
-fn artifacts(m: &Pages, builder: &str, number: i64) -> Vec<(String, u64)> {
+/// A page of the files under the build's artifact folder (relative paths
+/// and sizes, by path), and how many there are (at most `ARTIFACTS_WALKED`).
+fn artifacts(m: &Pages, builder: &str, number: i64, offset: i64) -> (Vec<(String, u64)>, i64) {
     let root = artifact_root(m, builder, number);
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
+    'walk: while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
                 stack.push(e.path());
             } else if let Ok(rel) = e.path().strip_prefix(&root) {
-                out.push((rel.display().to_string(), meta.len()));
+                all.push((rel.display().to_string(), meta.len()));
             }
-            if out.len() >= ARTIFACTS_SHOWN {
-                return out;
+            if all.len() >= ARTIFACTS_WALKED {
+                break 'walk;
             }
         }
     }
-    out.sort();
-    out
+    all.sort();
+    let total = all.len() as i64;
+    let page = all.into_iter().skip(offset.max(0) as usize).take(ARTIFACTS_PAGE as usize).collect();
+    (page, total)
 }
 
 fn step_line(b: &BuildRecord, s: StepRecord, logs: Vec<LogRecord>, now: i64) -> StepLine {
@@ -125,10 +129,11 @@ fn blame_line(c: ChangeRecord) -> Blame {
 /// The changes a build page shows at once; the rest are a link away.
 pub const BLAME_PAGE: i64 = 100;
 
-/// `?blame=N`: the blamelist from its `N`th change.
+/// `?blame=N` and `?artifacts=N`: where the page's long lists start.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct BlameAt {
+pub struct ListsAt {
     blame: Option<i64>,
+    artifacts: Option<i64>,
 }
 
 /// Where a page of a long list stands: "21–40 of 95", and links to the
@@ -142,8 +147,9 @@ pub struct Window {
 }
 
 impl Window {
-    fn new(base: &str, offset: i64, shown: i64, total: i64, size: i64) -> Window {
-        let link = |at: i64| format!("{base}?blame={at}#blamelist");
+    /// `(param, anchor)`: the list's query parameter and its heading's id.
+    fn new(base: &str, (param, anchor): (&str, &str), offset: i64, shown: i64, total: i64, size: i64) -> Window {
+        let link = |at: i64| format!("{base}?{param}={at}#{anchor}");
         Window {
             first: offset + 1,
             last: offset + shown,
@@ -177,7 +183,7 @@ pub async fn page(
     State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     Path((builder, number)): Path<(String, String)>,
-    Query(at): Query<BlameAt>,
+    Query(at): Query<ListsAt>,
 ) -> Result<Response, HttpError> {
     let b = find(&m, &builder, &number).await?;
     let builder_name =
@@ -191,7 +197,12 @@ pub async fn page(
     let offset = at.blame.unwrap_or(0).clamp(0, cascade_store::COUNT_CAP);
     let changes = m.store.build_changes_page(b.buildid, offset, BLAME_PAGE).await?;
     let href = super::build_href(b.builderid, b.number);
-    let blame = Window::new(&href, offset, changes.items.len() as i64, changes.total, BLAME_PAGE);
+    let blame =
+        Window::new(&href, ("blame", "blamelist"), offset, changes.items.len() as i64, changes.total, BLAME_PAGE);
+    let from = at.artifacts.unwrap_or(0).max(0);
+    let (artifacts, files) = artifacts(&m, &builder_name, b.number, from);
+    let artifact_window =
+        Window::new(&href, ("artifacts", "artifacts"), from, artifacts.len() as i64, files, ARTIFACTS_PAGE);
     let blamelist = changes.items.into_iter().map(blame_line).collect();
     let properties = m
         .store
@@ -219,8 +230,8 @@ pub async fn page(
         blame,
         properties,
         steps,
-        artifacts: artifacts(&m, &builder_name, b.number),
-        artifacts_shown: ARTIFACTS_SHOWN,
+        artifacts,
+        artifact_window,
         previous: (b.number > 1).then(|| super::build_href(b.builderid, b.number - 1)),
         next: Some(super::build_href(b.builderid, b.number + 1)),
     };

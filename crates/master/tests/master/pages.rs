@@ -176,8 +176,10 @@ test_both!(every_page_renders_hostile_text_as_text, |db| {
 
 // A build that covers many changes lists them a page at a time (a build
 // covering 92,975 changes once made an 11 MB page), with links to the rest.
-test_both!(a_long_blamelist_is_paged, |db| {
-    let h = Harness::frozen(db, &config()).await;
+test_both!(long_lists_on_a_build_page_are_paged, |db| {
+    let folder = tempfile::tempdir().expect("artifacts");
+    let text = config().replacen("[master]\n", &format!("[master]\nartifacts = \"{}\"\n", folder.path().display()), 1);
+    let h = Harness::frozen(db, &text).await;
     h.push(&synthetic_push("main", 6, 250, &["Lib/os.py"]), "many-1").await;
     h.master.schedulers.tick(&h.store, cascade_master::clock::now() + 60).await.expect("tick");
     let fedora = h.builder("Fedora <script> 3.x<i>");
@@ -201,4 +203,17 @@ test_both!(a_long_blamelist_is_paged, |db| {
     assert_eq!(status, StatusCode::OK, "a negative offset is the first page");
     let (status, _, _) = page("?blame=abc").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // 250 uploaded files: 200 a page, by name.
+    let builder_name = h.master.catalog.builder(fedora).expect("builder").name.clone();
+    let dir = folder.path().join(cascade_model::naming::builder_folder(&builder_name)).join(number.to_string());
+    std::fs::create_dir_all(dir.join("logs")).expect("folder");
+    for i in 0..250 {
+        std::fs::write(dir.join("logs").join(format!("test-{i:03}.xml")), b"<x/>").expect("file");
+    }
+    let (_, first, _) = page("").await;
+    assert!(first.contains("Files 1–200 of 250") && first.contains("?artifacts=200#artifacts"), "{first}");
+    assert!(first.contains("test-000.xml") && !first.contains("test-200.xml"));
+    let (_, last, _) = page("?artifacts=200").await;
+    assert!(last.contains("Files 201–250 of 250") && last.contains("test-249.xml") && !last.contains("test-199.xml"));
 });
