@@ -1,3 +1,22 @@
+// Copy buttons (a failing build's reproduce command): the text of the
+// element named by data-copy goes to the clipboard. Delegated, so buttons in
+// a re-rendered <main> work too.
+document.addEventListener("click", function (e) {
+  "use strict";
+  var button = e.target && e.target.closest ? e.target.closest("button.copy[data-copy]") : null;
+  if (!button) return;
+  var source = document.getElementById(button.getAttribute("data-copy"));
+  if (!source) return;
+  var text = source.textContent;
+  var said = button.parentNode ? button.parentNode.querySelector(".copied") : null;
+  function done(word) { if (said) said.textContent = word; }
+  if (navigator.clipboard && navigator.clipboard.writeText) {
+    navigator.clipboard.writeText(text).then(function () { done("Copied"); }, function () { done("Select the text to copy it"); });
+  } else {
+    done("Select the text to copy it");
+  }
+});
+
 // Live updates for Cascade's pages. The pages are complete without this:
 // it only keeps them current. Build events re-render the page's <main> in
 // place (one request, the same server-rendered HTML); a log page appends the

@@ -20,6 +20,7 @@ mod query;
 pub mod records;
 mod schedulers;
 mod sessions;
+mod test_results;
 mod views;
 mod workers_builders;
 
@@ -34,6 +35,9 @@ pub use masters::TokenRecord;
 pub use query::{COUNT_CAP, Filter, ListQuery, MAX_LIMIT, Op, Order, Page};
 pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange, WaitingSummary};
 pub use sessions::{NewSession, SessionRecord};
+pub use test_results::{
+    NewTestResult, NewTestSet, TestProblemRecord, TestResultRecord, TestResultSetRecord, TestRunRecord,
+};
 pub use views::ConsoleCell;
 pub use workers_builders::{BuilderSpec, WorkerSpec};
 

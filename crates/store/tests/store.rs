@@ -737,3 +737,70 @@ test_both!(pruning_keeps_what_a_live_consumer_has_not_read, |db| {
     store.prune_events(500).await.expect("prune");
     assert_eq!(store.events_after(0, 100).await.expect("events").ids, all[2..].to_vec());
 });
+
+test_both!(test_result_sets_round_trip_with_buildbots_fields_and_cascades, |db| {
+    use cascade_store::{NewTestResult, NewTestSet, TestProblemRecord, TestRunRecord};
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let fedora = builders["Fedora 3.x"];
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    buildset_for(&store, &ids, "a", &[fedora], 10).await;
+    let build = store.claim_build(fedora, master, None, 11).await.expect("claim").expect("build");
+    let step = store.add_step(build.build_id, 0, "test", 12).await.expect("step");
+    let result =
+        |name: &str, passed: bool| NewTestResult { name: name.into(), passed, duration_ns: Some(5_000_000_000) };
+    let set = NewTestSet {
+        builder_id: fedora,
+        build_id: build.build_id,
+        step_id: step,
+        description: "regrtest: test".into(),
+        // 600 names: more than one statement's worth of name lookups.
+        results: (0..600).map(|i| result(&format!("test_{i}"), i != 7)).collect(),
+        run: TestRunRecord {
+            runner: "regrtest".into(),
+            seed: Some("1234".into()),
+            command: Some("python -m test -j2".into()),
+            parallel: true,
+            order: vec!["test_0".into(), "test_7".into()],
+            summary: Some("FAILURE".into()),
+            ..TestRunRecord::default()
+        },
+        problems: vec![TestProblemRecord {
+            file: "test_7".into(),
+            method: Some("test_7.T.test_x".into()),
+            outcome: "failed".into(),
+            // Test output can hold anything, NUL included (PostgreSQL refuses NUL in text).
+            detail: "Traceback\0 <script>".into(),
+            ..TestProblemRecord::default()
+        }],
+    };
+    let id = store.add_test_set(&set).await.expect("stored");
+    // The same names again: a second set reuses the builder's test names.
+    let again = store.add_test_set(&set).await.expect("stored again");
+    assert_ne!(id, again);
+    let sets = store.list_test_sets(&ListQuery::default().eq("buildid", build.build_id)).await.expect("sets");
+    assert_eq!(sets.total, 2);
+    let s = &sets.items[0];
+    assert_eq!((s.category.as_str(), s.value_unit.as_str(), s.complete), ("pass_fail", "boolean", true));
+    assert_eq!((s.tests_passed, s.tests_failed, s.stepid), (Some(599), Some(1), step));
+    let failed = store
+        .list_test_results(&ListQuery::default().eq("test_result_setid", id).eq("value", "0"))
+        .await
+        .expect("results");
+    assert_eq!(failed.total, 1);
+    assert_eq!(failed.items[0].test_name.as_deref(), Some("test_7"));
+    assert_eq!(failed.items[0].duration_ns, Some(5_000_000_000), "durations past 32 bits survive");
+    let by_name =
+        store.list_test_results(&ListQuery::default().eq("test_name", "test_42").limit(10)).await.expect("by name");
+    assert_eq!(by_name.total, 2, "one per set");
+    let runs = store.test_runs_of(&[build.build_id]).await.expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!((runs[0].seed.as_deref(), runs[0].parallel), (Some("1234"), true));
+    assert_eq!(runs[0].order, ["test_0", "test_7"]);
+    let problems = store.test_problems_of(&[build.build_id]).await.expect("problems");
+    assert_eq!(problems.len(), 2);
+    assert_eq!(problems[0].detail, "Traceback\u{FFFD} <script>");
+    assert_eq!(store.builds_with_tests(&[build.build_id, 999]).await.expect("with tests"), [build.build_id]);
+    let bad = store.list_test_sets(&ListQuery::default().eq("nonsense", 1)).await;
+    assert!(bad.is_err(), "unknown fields are refused");
+});

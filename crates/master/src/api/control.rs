@@ -59,6 +59,8 @@ pub enum Method {
     Stop,
     /// Rebuild a build.
     Rebuild,
+    /// Rebuild a failing build's failed tests, with its random seed.
+    Rerun,
     /// Cancel a pending request.
     Cancel,
     /// Pause a worker.
@@ -72,10 +74,11 @@ pub enum Method {
 }
 
 impl Method {
-    const ALL: [Method; 8] = [
+    const ALL: [Method; 9] = [
         Method::Force,
         Method::Stop,
         Method::Rebuild,
+        Method::Rerun,
         Method::Cancel,
         Method::Pause,
         Method::Unpause,
@@ -89,6 +92,7 @@ impl Method {
             Method::Force => "force",
             Method::Stop => "stop",
             Method::Rebuild => "rebuild",
+            Method::Rerun => "rerun",
             Method::Cancel => "cancel",
             Method::Pause => "pause",
             Method::Unpause => "unpause",
@@ -231,7 +235,7 @@ pub async fn build(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, HttpError> {
-    let (call, method) = call_for(&headers, &body, &[Method::Stop, Method::Rebuild], "a build")?;
+    let (call, method) = call_for(&headers, &body, &[Method::Stop, Method::Rebuild, Method::Rerun], "a build")?;
     let action = if method == Method::Stop { Action::Stop } else { Action::Rebuild };
     let build_id = id(&raw, "build")?;
     let build = c.store.get_build(build_id).await?.ok_or_else(|| HttpError::not_found("no such build"))?;
@@ -248,9 +252,34 @@ pub async fn build(
         tracing::info!(user = ?user.name, build = build_id, reason = ?reason, "build stopped");
         return Ok(call.reply(Value::Null));
     }
-    let (bsid, requests) = rebuild(&c, &build, &user, call.text_param("reason")).await?;
-    tracing::info!(user = %user.name, build = build_id, buildset = bsid, "build rebuilt");
+    let extra = if method == Method::Rerun { rerun_properties(&c, build_id).await? } else { Vec::new() };
+    let (bsid, requests) = rebuild(&c, &build, &user, call.text_param("reason"), extra).await?;
+    tracing::info!(user = %user.name, build = build_id, buildset = bsid, method = method.name(), "build rebuilt");
     Ok(call.reply(json!([bsid, requests])))
+}
+
+/// A rerun's properties: `randseed` (the failing run's seed) and `tests`
+/// (its failed tests, space-separated), for a factory's
+/// `--randseed %(prop:randseed)s %(prop:tests)s`.
+async fn rerun_properties(c: &Control, build_id: i64) -> Result<Vec<(String, Value)>, HttpError> {
+    let runs = c.store.test_runs_of(&[build_id]).await?;
+    let problems = c.store.test_problems_of(&[build_id]).await?;
+    let mut failed: Vec<&str> = Vec::new();
+    // A test the log and an uploaded JUnit file both name runs once.
+    for p in problems.iter().filter(|p| p.method.is_none() && !p.flaky) {
+        if !failed.contains(&p.file.as_str()) {
+            failed.push(&p.file);
+        }
+    }
+    if failed.is_empty() {
+        return Err(HttpError::conflict("the build has no failed tests to rerun"));
+    }
+    let mut props = vec![("tests".to_string(), json!(failed.join(" ")))];
+    let seed = runs.iter().find(|r| problems.iter().any(|p| p.test_result_setid == r.test_result_setid && !p.flaky));
+    if let Some(seed) = seed.and_then(|r| r.seed.clone()) {
+        props.push(("randseed".to_string(), json!(seed)));
+    }
+    Ok(props)
 }
 
 /// The properties of a rebuild: the original buildset's, plus who and why.
@@ -280,6 +309,7 @@ async fn rebuild(
     build: &cascade_store::records::BuildRecord,
     user: &User,
     reason: Option<String>,
+    extra: Vec<(String, Value)>,
 ) -> Result<(i64, Map<String, Value>), HttpError> {
     let request = c
         .store
@@ -297,7 +327,10 @@ async fn rebuild(
         .find(|(n, _, _)| n == "got_revision")
         .and_then(|(_, v, _)| v.as_str().map(str::to_string));
     let reason = reason.unwrap_or_else(|| format!("rebuild of build {}", build.buildid));
-    let properties = rebuild_properties(c, buildset.bsid, build.buildid, user, &reason).await?;
+    let mut properties = rebuild_properties(c, buildset.bsid, build.buildid, user, &reason).await?;
+    for (name, value) in extra {
+        properties.insert(name, (value, "Rerun".into()));
+    }
     let changes = c.store.buildset_changes(buildset.bsid).await?;
     let revision = got_revision.or(ss.revision.clone());
     let bs = NewBuildset {

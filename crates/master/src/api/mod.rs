@@ -280,6 +280,84 @@ async fn build_changes(State(m): State<Arc<Reads>>, Path(raw): Path<String>, Raw
     envelope("changes", page, &p.fields)
 }
 
+/// Test result sets (Buildbot's `/test_result_sets`), restricted to one
+/// build, builder or step when the path names one.
+async fn sets_where(m: &Reads, q: Option<&str>, by: Option<(&str, i64)>) -> ApiResult {
+    let p = query::parse(q)?;
+    let query = match by {
+        Some((field, value)) => p.query.clone().eq(field, value),
+        None => p.query.clone(),
+    };
+    envelope("test_result_sets", m.store.list_test_sets(&query).await?, &p.fields)
+}
+
+async fn test_sets(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
+    sets_where(&m, q.as_deref(), None).await
+}
+
+async fn build_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    sets_where(&m, q.as_deref(), Some(("buildid", id(&raw, "build")?))).await
+}
+
+async fn builder_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    sets_where(&m, q.as_deref(), Some(("builderid", id(&raw, "builder")?))).await
+}
+
+async fn step_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    sets_where(&m, q.as_deref(), Some(("stepid", id(&raw, "step")?))).await
+}
+
+async fn test_set(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
+    let query = ListQuery::default().eq("test_result_setid", id(&raw, "test result set")?);
+    one("test_result_sets", m.store.list_test_sets(&query).await?.items.into_iter().next(), "test result set")
+}
+
+/// `/test_result_sets/{id}/results` (Buildbot's `test_results`).
+async fn test_results(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = query::parse(q.as_deref())?;
+    let query = p.query.clone().eq("test_result_setid", id(&raw, "test result set")?);
+    envelope("test_results", m.store.list_test_results(&query).await?, &p.fields)
+}
+
+/// One test run and Cascade's additions: the tests that did not simply pass
+/// and the command that reproduces the failures.
+#[derive(Serialize)]
+struct TestRunView {
+    #[serde(flatten)]
+    run: cascade_store::TestRunRecord,
+    problems: Vec<cascade_store::TestProblemRecord>,
+    failed: Vec<String>,
+    flaky: Vec<String>,
+    reproduce: Option<String>,
+}
+
+/// `/builds/{id}/test_runs`: Cascade's additions beside Buildbot's sets.
+async fn build_test_runs(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
+    let build_id = id(&raw, "build")?;
+    let runs = m.store.test_runs_of(&[build_id]).await?;
+    let problems = m.store.test_problems_of(&[build_id]).await?;
+    let items: Vec<TestRunView> = runs
+        .into_iter()
+        .map(|run| {
+            let mine: Vec<_> =
+                problems.iter().filter(|p| p.test_result_setid == run.test_result_setid).cloned().collect();
+            let files = |flaky: bool| -> Vec<String> {
+                mine.iter().filter(|p| p.method.is_none() && p.flaky == flaky).map(|p| p.file.clone()).collect()
+            };
+            let (failed, flaky) = (files(false), files(true));
+            let names: Vec<&str> = failed.iter().map(String::as_str).collect();
+            let reproduce = run
+                .command
+                .as_deref()
+                .filter(|_| !names.is_empty())
+                .and_then(|c| cascade_diagnosis::reproduce::command(c, run.seed.as_deref(), &names));
+            TestRunView { run, problems: mine, failed, flaky, reproduce }
+        })
+        .collect();
+    let total = items.len() as i64;
+    envelope("test_runs", Page { items, total }, &[])
+}
+
 async fn step(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("steps", m.store.get_step(id(&raw, "step")?).await?, "step")
 }
@@ -366,6 +444,13 @@ where
         .route("/builds/{id}/properties", get(build_properties))
         .route("/builds/{id}/steps", get(build_steps))
         .route("/builds/{id}/changes", get(build_changes))
+        .route("/builds/{id}/test_result_sets", get(build_test_sets))
+        .route("/builds/{id}/test_runs", get(build_test_runs))
+        .route("/builders/{id}/test_result_sets", get(builder_test_sets))
+        .route("/steps/{id}/test_result_sets", get(step_test_sets))
+        .route("/test_result_sets", get(test_sets))
+        .route("/test_result_sets/{id}", get(test_set))
+        .route("/test_result_sets/{id}/results", get(test_results))
         .route("/steps/{id}", get(step))
         .route("/steps/{id}/logs", get(step_logs))
         .route("/logs/{id}", get(log))

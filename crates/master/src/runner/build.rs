@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::Runner;
 use super::command::{CommandResult, CommandRun};
 use super::log::LogWriter;
+use super::testresults::{Origin, read_junit, to_set};
 use super::upload::{DirectorySink, DownloadSource, Transfer, UploadSink};
 use crate::workers::WorkerHandle;
 
@@ -29,6 +30,9 @@ const MAX_UPLOAD: u64 = 1 << 30;
 pub struct Ctx {
     pub(super) runner: Arc<Runner>,
     pub(super) build_id: i64,
+    pub(super) builder_id: i64,
+    /// The step running now.
+    pub(super) step_id: i64,
     pub(super) worker: Arc<WorkerHandle>,
     pub(super) builder: String,
     pub(super) builddir: String,
@@ -106,6 +110,21 @@ fn build_properties(ctx: &Ctx, builder: &BuilderConfig, claimed: &ClaimedBuild) 
     props
 }
 
+/// The properties of the buildset a request belongs to: name → (value, source).
+async fn buildset_properties(
+    store: &cascade_store::Store,
+    request_id: i64,
+) -> Result<BTreeMap<String, (Value, String)>, StoreError> {
+    let Some(request) = store.get_buildrequest(request_id).await? else { return Ok(BTreeMap::new()) };
+    let mut out = BTreeMap::new();
+    for (name, v) in store.buildset_properties(request.buildsetid).await? {
+        let value = v.get(0).cloned().unwrap_or(Value::Null);
+        let source = v.get(1).and_then(Value::as_str).unwrap_or("Buildset").to_string();
+        out.insert(name, (value, source));
+    }
+    Ok(out)
+}
+
 async fn run_steps(
     runner: &Arc<Runner>,
     worker: &Arc<WorkerHandle>,
@@ -119,6 +138,8 @@ async fn run_steps(
     let mut ctx = Ctx {
         runner: runner.clone(),
         build_id,
+        builder_id: claimed.builder_id,
+        step_id: 0,
         worker: worker.clone(),
         builder: builder.name.clone(),
         builddir: worker.join(&[&basedir, &builder_folder(&builder.name)]),
@@ -129,8 +150,19 @@ async fn run_steps(
         stop,
     };
     ctx.props = build_properties(&ctx, builder, claimed);
-    let stored: Vec<(String, Value, String)> =
-        ctx.props.iter().map(|(k, v)| (k.clone(), json!(v), "Build".to_string())).collect();
+    // The buildset's own properties (a force's, a rerun's `randseed` and
+    // `tests`) under the ones every build sets.
+    let mut stored: Vec<(String, Value, String)> = Vec::new();
+    for (name, (value, source)) in buildset_properties(store, claimed.build_request_id).await? {
+        if !ctx.props.contains_key(&name) {
+            ctx.props.insert(name.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_string));
+            stored.push((name, value, source));
+        }
+    }
+    let standard = ctx.props.iter().filter(|(k, _)| !stored.iter().any(|(n, _, _)| n == *k));
+    let standard: Vec<(String, Value, String)> =
+        standard.map(|(k, v)| (k.clone(), json!(v), "Build".to_string())).collect();
+    stored.extend(standard);
     store.set_build_properties(build_id, &stored).await?;
     store.set_build_state(build_id, "building").await?;
     let Some(factory) = runner.catalog.factory(&builder.factory) else {
@@ -184,6 +216,10 @@ impl Ctx {
         let step_id = store.add_step(self.build_id, number, &step.name, self.now()).await?;
         let log_id = store.add_log(step_id, "stdio", "s").await?;
         let mut log = LogWriter::new(store.clone(), log_id, self.runner.bus.clone(), self.runner.clock.clone());
+        if matches!(step.kind, StepKind::Shell(_)) {
+            log.watch_tests();
+        }
+        self.step_id = step_id;
         // After a stop, an always_run step runs to its end: it gets a switch
         // nobody flips, and the build's own is put back afterwards.
         let (_calm_tx, calm_rx) = watch::channel(false);
@@ -194,7 +230,11 @@ impl Ctx {
             self.stop = s;
         }
         let end = end?;
+        let tests = log.take_tests();
         log.finish().await?;
+        if let Some(report) = tests {
+            self.store_tests(&report, format!("{}: {}", report.runner.as_str(), step.name)).await?;
+        }
         store.finish_step(step_id, end.results, &end.state, self.now()).await?;
         tracing::info!(step = %step.name, results = end.results.name(), "step finished");
         Ok((end, stopped || *self.stop.borrow()))
@@ -288,6 +328,39 @@ impl Ctx {
         self.runner.catalog.config.master.artifacts.join(builder).join(number).join(dest)
     }
 
+    /// Stores what a test run's output (or file) said as the current step's set.
+    async fn store_tests(&self, report: &cascade_diagnosis::TestReport, description: String) -> Result<(), StoreError> {
+        let origin =
+            Origin { builder_id: self.builder_id, build_id: self.build_id, step_id: self.step_id, description };
+        let set = to_set(report, origin);
+        match self.runner.store.add_test_set(&set).await {
+            Ok(id) => {
+                let (passed, failed) = report.counts();
+                tracing::info!(set = id, passed, failed, "test results stored");
+                Ok(())
+            }
+            // What the output held cannot be stored: the build goes on without it.
+            Err(e) if e.is_refused_value() => {
+                tracing::warn!(error = %e, "test results refused by the store");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An uploaded JUnit file's results, stored as the step's set.
+    async fn read_junit(&self, path: &std::path::Path, dest: &str, log: &mut LogWriter) -> Result<(), StoreError> {
+        match read_junit(path) {
+            None => Ok(()),
+            Some(Ok(report)) => {
+                let (passed, failed) = report.counts();
+                log.header(&format!("{dest}: JUnit results, {passed} passed, {failed} failed")).await?;
+                self.store_tests(&report, format!("junit: {dest}")).await
+            }
+            Some(Err(e)) => log.header(&format!("{dest}: not read as JUnit: {e}")).await,
+        }
+    }
+
     /// A file (or folder) from the worker's build folder to the build's artifact folder.
     async fn upload_step(
         &mut self,
@@ -324,6 +397,7 @@ impl Ctx {
         }
         if results == Results::Success {
             log.header(&format!("stored {} bytes as {dest}", sink.written())).await?;
+            self.read_junit(&target, &dest, log).await?;
         } else if sink.closed {
             // The worker closes even a file it could not read: keep no empty stand-in.
             let _ = std::fs::remove_file(sink.dest());

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use cascade_diagnosis::TestReport;
+use cascade_diagnosis::regrtest::Parser;
 use cascade_model::log::Stream;
 use cascade_store::{Store, StoreError};
 
@@ -11,6 +13,8 @@ use crate::events::Bus;
 
 const FLUSH_LINES: usize = 2000;
 const FLUSH_AFTER: Duration = Duration::from_millis(250);
+/// A line a worker has not ended yet is cut here, so none grows without bound.
+const MAX_PARTIAL: usize = 64 * 1024;
 
 /// Buffers a log's lines and writes them in batches.
 pub struct LogWriter {
@@ -22,19 +26,94 @@ pub struct LogWriter {
     buffered: Vec<String>,
     written: i64,
     oldest: Option<Instant>,
+    /// Reads the output as regrtest's while it streams, when asked to.
+    tests: Option<Parser>,
+    /// The unended last line of stdout and of stderr: workers send output
+    /// in chunks that may end mid-line.
+    partial: [String; 2],
 }
 
 impl LogWriter {
     /// A writer for the (empty) log `log_id`.
     pub fn new(store: Store, log_id: i64, bus: Bus, clock: Clock) -> LogWriter {
-        LogWriter { store, bus, clock, log_id, buffered: Vec::new(), written: 0, oldest: None }
+        LogWriter {
+            store,
+            bus,
+            clock,
+            log_id,
+            buffered: Vec::new(),
+            written: 0,
+            oldest: None,
+            tests: None,
+            partial: Default::default(),
+        }
     }
 
-    /// Adds text (one or more lines) from a stream; a final line without
-    /// `\n` is kept whole.
+    /// Reads the command output that follows as a test run's.
+    pub fn watch_tests(&mut self) {
+        self.tests.get_or_insert_with(Parser::new);
+    }
+
+    /// What the output said as a test run, if it was one.
+    pub fn take_tests(&mut self) -> Option<TestReport> {
+        self.end_partials();
+        self.tests.take().map(Parser::finish).filter(|r| !r.is_empty())
+    }
+
+    /// Adds output of a stream: whole lines are logged now, an unended last
+    /// line when its end comes (or the log ends). The master's own text
+    /// (`Stream::Header`) is whole lines.
     pub async fn add(&mut self, stream: Stream, text: &str) -> Result<(), StoreError> {
-        let text = text.strip_suffix('\n').unwrap_or(text);
-        self.buffered.extend(text.split('\n').map(|line| stream.tagged(line)));
+        let lines = match stream {
+            Stream::Header => {
+                self.end_partials();
+                let text = text.strip_suffix('\n').unwrap_or(text);
+                text.split('\n').map(str::to_string).collect()
+            }
+            Stream::Stdout | Stream::Stderr => self.whole_lines(stream, text),
+        };
+        self.log_lines(stream, lines).await
+    }
+
+    /// The lines `text` completes on `stream`; the rest waits for its end.
+    fn whole_lines(&mut self, stream: Stream, text: &str) -> Vec<String> {
+        let partial = &mut self.partial[usize::from(stream == Stream::Stderr)];
+        partial.push_str(text);
+        let mut lines = Vec::new();
+        if let Some(end) = partial.rfind('\n') {
+            let rest = partial.split_off(end + 1);
+            let complete = std::mem::replace(partial, rest);
+            lines.extend(complete[..end].split('\n').map(str::to_string));
+        }
+        if partial.len() > MAX_PARTIAL {
+            lines.push(std::mem::take(partial));
+        }
+        lines
+    }
+
+    /// Logs the unended lines as they are (before the master speaks, and at the end).
+    fn end_partials(&mut self) {
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            let line = std::mem::take(&mut self.partial[i]);
+            if !line.is_empty() {
+                self.feed(stream, std::slice::from_ref(&line));
+                self.buffered.push(stream.tagged(&line));
+            }
+        }
+    }
+
+    fn feed(&mut self, stream: Stream, lines: &[String]) {
+        if let Some(parser) = self.tests.as_mut().filter(|_| stream != Stream::Header) {
+            lines.iter().for_each(|line| parser.line(line));
+        }
+    }
+
+    async fn log_lines(&mut self, stream: Stream, lines: Vec<String>) -> Result<(), StoreError> {
+        if lines.is_empty() && self.buffered.is_empty() {
+            return Ok(());
+        }
+        self.feed(stream, &lines);
+        self.buffered.extend(lines.iter().map(|line| stream.tagged(line)));
         self.oldest.get_or_insert_with(Instant::now);
         if self.buffered.len() >= FLUSH_LINES || self.oldest.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
             self.flush().await?;
@@ -64,6 +143,7 @@ impl LogWriter {
 
     /// Writes the rest and marks the log complete.
     pub async fn finish(mut self) -> Result<(), StoreError> {
+        self.end_partials();
         self.flush().await?;
         self.store.finish_log(self.log_id).await
     }

@@ -6,6 +6,7 @@ pub mod build;
 pub mod command;
 pub mod git;
 pub mod log;
+pub mod testresults;
 pub mod upload;
 
 use std::collections::BTreeMap;

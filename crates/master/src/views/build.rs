@@ -58,9 +58,10 @@ pub struct BuildPage {
     pub artifact_window: Window,
     pub previous: Option<String>,
     pub next: Option<String>,
+    pub diagnosis: super::diagnosis::Diagnosis,
 }
 
-async fn find(m: &Pages, builder: &str, number: &str) -> Result<BuildRecord, HttpError> {
+pub(super) async fn find(m: &Pages, builder: &str, number: &str) -> Result<BuildRecord, HttpError> {
     let (Ok(builder_id), Ok(number)) = (builder.parse::<i64>(), number.parse::<i64>()) else {
         return Err(not_found("build"));
     };
@@ -212,6 +213,7 @@ pub async fn page(
         .map(|(n, v, s)| (n, v.as_str().map_or_else(|| v.to_string(), str::to_string), s))
         .collect();
     let (reason, worker) = reason_and_worker(&m, &b).await?;
+    let diagnosis = super::diagnosis::diagnosis(&m, &b).await?;
     let page = BuildPage {
         chrome: Chrome::new(&m, &headers, "build", Filter::default()).await,
         builder_id: b.builderid,
@@ -234,6 +236,7 @@ pub async fn page(
         artifact_window,
         previous: (b.number > 1).then(|| super::build_href(b.builderid, b.number - 1)),
         next: Some(super::build_href(b.builderid, b.number + 1)),
+        diagnosis,
     };
     render(&headers, &page, b.complete_at.or(Some(b.started_at)))
 }

@@ -13,6 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use cascade_store::{ConsoleCell, ListQuery};
 
+use super::diagnosis::{Mark, anchor};
 use super::{Chrome, Filter, Look, NOTHING, PENDING, Pages, RUNNING, build_href, look, render};
 use crate::error::HttpError;
 
@@ -29,6 +30,8 @@ pub struct Column {
 pub struct Cell {
     pub look: Look,
     pub href: Option<String>,
+    /// What hovering says: the failed tests' count, when there are some.
+    pub title: String,
 }
 
 pub struct Row {
@@ -119,6 +122,7 @@ fn row(
     c: &cascade_store::records::ChangeRecord,
     columns: &[Column],
     by_key: &BTreeMap<(i64, i64), Vec<&ConsoleCell>>,
+    marks: &HashMap<i64, Mark>,
 ) -> Row {
     Row {
         change_id: c.changeid,
@@ -130,8 +134,14 @@ fn row(
             .iter()
             .map(|col| {
                 let found = by_key.get(&(c.changeid, col.id)).map_or(&[][..], Vec::as_slice);
-                let (look, _, number) = cell_look(found);
-                Cell { look, href: number.map(|n| build_href(col.id, n)) }
+                let (look, build_id, number) = cell_look(found);
+                let mark = build_id.and_then(|id| marks.get(&id));
+                let href = number.map(|n| match mark {
+                    // Straight to the first failure, not only to the build.
+                    Some(m) => format!("{}#{}", build_href(col.id, n), anchor(&m.first)),
+                    None => build_href(col.id, n),
+                });
+                Cell { look, href, title: mark.map(Mark::title).unwrap_or_default() }
             })
             .collect(),
     }
@@ -166,7 +176,10 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     for c in &cells {
         by_key.entry((c.change_id, c.builder_id)).or_default().push(c);
     }
-    let rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &by_key)).collect();
+    let failing: Vec<i64> =
+        cells.iter().filter(|c| c.build_complete && c.build_results == Some(2)).filter_map(|c| c.build_id).collect();
+    let marks = super::diagnosis::marks(&m.store, &failing).await?;
+    let rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &by_key, &marks)).collect();
     let newest = changes.first().map(|c| c.when_timestamp);
     let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, filter).await;
     render(&headers, &ConsolePage { chrome, columns, rows, grid }, newest)

@@ -10,6 +10,7 @@ pub mod build;
 pub mod builders;
 pub mod changes;
 pub mod console;
+pub mod diagnosis;
 pub mod home;
 pub mod live;
 pub mod release;
@@ -70,6 +71,8 @@ where
         .route("/builders/{id}/builds/{number}", get(build::page))
         .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}", get(build::log))
         .route("/builders/{id}/builds/{number}/artifacts/{*path}", get(build::artifact))
+        .route("/builders/{id}/builds/{number}/tests/{set}/order", get(diagnosis::order))
+        .route("/tests", get(diagnosis::page))
         .route("/builders/{id}/builds/{number}/steps/{step}/logs/{log}/raw", get(build::raw))
         .route("/workers", get(workers::list))
         .route("/workers/{id}", get(workers::one))

@@ -69,7 +69,10 @@ pub struct Entry {
     pub failing: bool,
     /// The build where the failing streak began, and its blamelist.
     pub breaking: Option<(i64, String)>,
-    pub blamelist: Vec<(String, String, Option<String>)>,
+    /// (revision, author, link, whether it is the likely cause).
+    pub blamelist: Vec<(String, String, Option<String>, bool)>,
+    /// Whether other builders failing the same tests narrowed the blamelist.
+    pub narrowed: bool,
 }
 
 pub struct BranchReport {
@@ -87,8 +90,17 @@ pub struct ReleasePage {
     pub reports: Vec<BranchReport>,
 }
 
-/// A failing builder's breaking build (where its streak began) and that build's blamelist.
-pub type Blame = HashMap<i64, (BuildRecord, Vec<ChangeRecord>)>;
+/// A failing builder's breaking build (where its streak began) and that
+/// build's blamelist (narrowed to the suspects when other builders failing
+/// the same tests allow), with the likely cause if one is left.
+pub type Blame = HashMap<i64, (BuildRecord, Vec<ChangeRecord>, Suspicion)>;
+
+/// What narrowing a blamelist came to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Suspicion {
+    pub likely: Option<i64>,
+    pub narrowed: bool,
+}
 
 fn failing(b: Option<&BuildRecord>) -> bool {
     b.and_then(|b| Results::of(b.results)).is_some_and(Results::is_failing)
@@ -100,7 +112,7 @@ fn entry(
     id: i64,
     build: Option<&BuildRecord>,
     offline: bool,
-    blame: Option<&(BuildRecord, Vec<ChangeRecord>)>,
+    blame: Option<&(BuildRecord, Vec<ChangeRecord>, Suspicion)>,
 ) -> Entry {
     Entry {
         id,
@@ -111,18 +123,19 @@ fn entry(
         href: build.map(|b| build_href(id, b.number)),
         offline,
         failing: failing(build),
-        breaking: blame.map(|(breaking, _)| (breaking.number, build_href(id, breaking.number))),
+        breaking: blame.map(|(breaking, ..)| (breaking.number, build_href(id, breaking.number))),
         blamelist: blame
-            .map(|(_, changes)| {
+            .map(|(_, changes, suspicion)| {
                 changes
                     .iter()
                     .map(|c| {
                         let rev: String = c.revision.clone().unwrap_or_default().chars().take(10).collect();
-                        (rev, c.author.clone(), super::revlink(c))
+                        (rev, c.author.clone(), super::revlink(c), suspicion.likely == Some(c.changeid))
                     })
                     .collect()
             })
             .unwrap_or_default(),
+        narrowed: blame.is_some_and(|(.., s)| s.narrowed),
     }
 }
 
@@ -185,15 +198,26 @@ async fn load_blame(store: &Store, failing: &[i64]) -> Result<Blame, StoreError>
             changes.insert(c.changeid, c);
         }
     }
+    let lists: HashMap<i64, Vec<i64>> = breaking
+        .iter()
+        .map(|b| (b.buildid, pairs.iter().filter(|(bid, _)| *bid == b.buildid).map(|(_, c)| *c).collect()))
+        .collect();
+    let narrowed = super::diagnosis::narrow(store, &lists).await?;
     Ok(breaking
         .into_iter()
         .map(|b| {
-            let blamed = pairs
+            let verdict = narrowed.get(&b.buildid);
+            let blamed = verdict
+                .map(|v| v.changes.as_slice())
+                .unwrap_or_default()
                 .iter()
-                .filter(|(bid, _)| *bid == b.buildid)
-                .filter_map(|(_, c)| changes.get(c).cloned())
+                .filter_map(|c| changes.get(c).cloned())
                 .collect();
-            (b.builderid, (b, blamed))
+            let suspicion = Suspicion {
+                likely: verdict.and_then(|v| v.likely),
+                narrowed: verdict.is_some_and(|v| v.narrowed_by > 0),
+            };
+            (b.builderid, (b, blamed, suspicion))
         })
         .collect())
 }
@@ -318,7 +342,10 @@ mod tests {
         let builders = vec![(&fedora, 1), (&aix, 2), (&win, 3), (&other, 4)];
         let latest = HashMap::from([(1, build(10, 1, 5, 0)), (2, build(11, 2, 7, 2)), (3, build(12, 3, 9, 4))]);
         let presence = Presence(HashMap::from([("w1".to_string(), true), ("w3".to_string(), true)]));
-        let blame: Blame = HashMap::from([(3, (build(8, 3, 8, 4), vec![change(30, "0123456789abcdef", "Eve")]))]);
+        let blame: Blame = HashMap::from([(
+            3,
+            (build(8, 3, 8, 4), vec![change(30, "0123456789abcdef", "Eve")], Suspicion::default()),
+        )]);
         let report = branch_report("3.x", &builders, &latest, &presence, &blame).expect("a report");
         let names: Vec<&str> = report.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, vec!["Windows 3.x", "AIX 3.x", "Fedora 3.x"], "failing first, by tier");

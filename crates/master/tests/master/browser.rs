@@ -251,3 +251,60 @@ test_both!(pages_update_live_in_a_real_browser, |db| {
     }
     browser.close().await;
 });
+
+/// A failing regrtest build's page in the browser: the failed test and the
+/// reproduce command are shown, and Copy puts the command on the clipboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reproduce_command_copies_to_the_clipboard() {
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/regrtest").canonicalize().expect("tests");
+    let step = format!(
+        r#"{{ name = "test", command = ["python3", "-m", "test", "--slow-ci", "--testdir", "{}"], env = {{ CASCADE_FLAKY_MARK = "{}" }} }},"#,
+        tests.display(),
+        dir.path().join("mark").display()
+    );
+    let h = Harness::with_config(&db, &config(&repo, &step)).await;
+    let running = run_master(&h).await;
+    let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    push(&h, &sha).await;
+    let build = crate::workers::finished_build(&h, Duration::from_secs(90)).await;
+    assert_eq!(build.results, Some(2), "{}", build.state_string);
+
+    let browser = Browser::start().await;
+    let page = format!("{}/builders/{}/builds/{}", h.url(), build.builderid, build.number);
+    browser.go(&page).await;
+    let shown = browser.js("return document.querySelector('#test-test_fail') !== null;").await;
+    assert_eq!(shown, json!(true), "the failed test is listed");
+    let command = browser.js("return document.querySelector('.reproduce pre').textContent;").await;
+    let command = command.as_str().expect("a reproduce command").to_string();
+    assert!(command.contains("--randseed ") && command.contains("test_fail"), "{command}");
+    let grant = json!({ "descriptor": { "name": "clipboard-read" }, "state": "granted" });
+    browser.cmd(reqwest::Method::POST, "/permissions", Some(grant)).await;
+    let found = browser
+        .cmd(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": "button.copy" })))
+        .await;
+    let element = found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("the Copy button");
+    browser.cmd(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+    browser
+        .until(
+            "the button to say Copied",
+            Duration::from_secs(10),
+            "return document.querySelector('.copied').textContent === 'Copied';",
+        )
+        .await;
+    let pasted = browser
+        .cmd(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({ "script": "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done('error: ' + e));", "args": [] })),
+        )
+        .await;
+    assert_eq!(pasted.as_str(), Some(command.as_str()), "the clipboard holds the command");
+    browser.screenshot("failing-build").await;
+    browser.close().await;
+    h.stop().await;
+    db.finish().await;
+}

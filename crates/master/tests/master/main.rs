@@ -5,6 +5,7 @@ mod api;
 mod architecture;
 mod browser;
 mod control;
+mod diagnosis;
 mod harness;
 mod pages;
 mod pb;

@@ -217,3 +217,67 @@ test_both!(long_lists_on_a_build_page_are_paged, |db| {
     let (_, last, _) = page("?artifacts=200").await;
     assert!(last.contains("Files 201–250 of 250") && last.contains("test-249.xml") && !last.contains("test-199.xml"));
 });
+
+/// A failing build of `builder` (taking every pending request), whose test
+/// step failed `test_x`.
+async fn build_failing_test(h: &Harness, builder: i64) -> (i64, i64) {
+    use cascade_store::{NewTestResult, NewTestSet, TestProblemRecord, TestRunRecord};
+    let now = cascade_master::clock::now();
+    let claimed = h.store.claim_build(builder, h.master.master_id(), None, now).await.expect("claim").expect("a build");
+    let step = h.store.add_step(claimed.build_id, 0, "test", now).await.expect("step");
+    let set = NewTestSet {
+        builder_id: builder,
+        build_id: claimed.build_id,
+        step_id: step,
+        description: "regrtest: test".into(),
+        results: vec![NewTestResult { name: "test_x".into(), passed: false, duration_ns: None }],
+        run: TestRunRecord { runner: "regrtest".into(), order: vec!["test_x".into()], ..TestRunRecord::default() },
+        problems: vec![TestProblemRecord { file: "test_x".into(), outcome: "failed".into(), ..Default::default() }],
+    };
+    h.store.add_test_set(&set).await.expect("test set");
+    h.store.finish_step(step, Results::Failure, "test failure", now).await.expect("finish step");
+    h.store.finish_build(claimed.build_id, Results::Failure, "failure: test", now).await.expect("finish");
+    (claimed.build_id, claimed.number)
+}
+
+async fn pass(h: &Harness, builder: i64) {
+    let now = cascade_master::clock::now();
+    let claimed = h.store.claim_build(builder, h.master.master_id(), None, now).await.expect("claim").expect("a build");
+    h.store.finish_build(claimed.build_id, Results::Success, "build successful", now).await.expect("finish");
+}
+
+async fn push_and_tick(h: &Harness, seed: u32, delivery: &str) -> i64 {
+    let payload = synthetic_push("main", seed, 1, &["Lib/os.py"]);
+    let ids = h.push(&payload, delivery).await;
+    h.master.schedulers.tick(&h.store, cascade_master::clock::now() + 60).await.expect("tick");
+    ids[0]
+}
+
+test_both!(the_breaking_change_is_narrowed_by_builders_failing_the_same_test, |db| {
+    let text = config().replace("tags = [\"tier-3\"]", "tags = [\"stable\", \"tier-2\"]");
+    let h = Harness::frozen(db, &text).await;
+    let (fedora, windows) = (h.builder("Fedora <script> 3.x<i>"), h.builder("Windows 3.x<i>"));
+    push_and_tick(&h, 1, "n-1").await;
+    pass(&h, fedora).await;
+    pass(&h, windows).await;
+    // Windows builds the second change alone and passes; Fedora is slower.
+    let second = push_and_tick(&h, 2, "n-2").await;
+    pass(&h, windows).await;
+    let third = push_and_tick(&h, 3, "n-3").await;
+    // Fedora's first failing build covers both changes, Windows' only the third: both fail test_x.
+    let (_, fedora_number) = build_failing_test(&h, fedora).await;
+    build_failing_test(&h, windows).await;
+    let (_, release, _) = html(&h, "/release").await;
+    let fedora_row = release.split("<tr class=\"failing\">").nth(1).expect("Fedora's row");
+    assert!(fedora_row.contains("likely cause:"), "{release}");
+    assert_eq!(fedora_row.matches("<code>").count(), 1, "narrowed to one change: {fedora_row}");
+    let (_, page, _) = html(&h, &format!("/builders/{fedora}/builds/{fedora_number}")).await;
+    let suspects =
+        page.split("id=\"suspects\"").nth(1).and_then(|s| s.split("<h3>Steps</h3>").next()).expect("suspects");
+    assert!(suspects.contains("Likely cause"), "{suspects}");
+    assert!(suspects.contains("The same tests began failing on 1 other builder"), "{suspects}");
+    assert!(suspects.contains(&format!("/changes/{third}\"")), "{suspects}");
+    assert!(!suspects.contains(&format!("/changes/{second}\"")), "Windows passed the second change: {suspects}");
+    let blamelist = page.split("id=\"blamelist\"").nth(1).expect("blamelist");
+    assert!(blamelist.contains(&format!("/changes/{second}\"")), "the blamelist itself still lists both");
+});

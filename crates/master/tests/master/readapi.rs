@@ -19,6 +19,34 @@ use crate::workers::{BuildbotWorker, Kind, config, finished_build, make_repo, pu
 /// `properties` is optional where Buildbot's is `NoneOk`.
 const BUILDBOT_FIELDS: &[(&str, &[&str])] = &[
     (
+        "test_result_sets",
+        &[
+            "test_result_setid",
+            "builderid",
+            "buildid",
+            "stepid",
+            "description",
+            "category",
+            "value_unit",
+            "tests_passed",
+            "tests_failed",
+            "complete",
+        ],
+    ),
+    (
+        "test_results",
+        &[
+            "test_resultid",
+            "builderid",
+            "test_result_setid",
+            "test_name",
+            "test_code_path",
+            "line",
+            "duration_ns",
+            "value",
+        ],
+    ),
+    (
         "builds",
         &[
             "buildid",
@@ -139,9 +167,14 @@ async fn get_raw(h: &Harness, uri: &str) -> (StatusCode, axum::http::HeaderMap, 
 test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
     let dir = tempfile::tempdir().expect("tempdir");
     let (repo, sha) = make_repo(dir.path());
-    let steps = r#"  { name = "hello", command = ["sh", "-c", "echo 'one <b>'; echo two >&2; echo three"] },
-  { name = "fail", command = ["false"] },"#;
-    let text = format!("{}\n[[scheduler]]\nname = \"force\"\nkind = \"force\"\n", config(&repo, steps));
+    // The first step also runs CPython's regrtest on one passing file, so the build has a test result set.
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/regrtest");
+    let steps = format!(
+        r#"  {{ name = "hello", command = ["sh", "-c", "echo 'one <b>'; echo two >&2; echo three; python3 -m test --testdir {} test_pass"] }},
+  {{ name = "fail", command = ["false"] }},"#,
+        tests.canonicalize().expect("tests/regrtest").display()
+    );
+    let text = format!("{}\n[[scheduler]]\nname = \"force\"\nkind = \"force\"\n", config(&repo, &steps));
     let h = Harness::with_config(db, &text).await;
     let running = run_master(&h).await;
     let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
@@ -155,6 +188,8 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
     let buildset = h.store.get_buildrequest(request).await.expect("get").expect("request").buildsetid;
     let worker = h.store.list_workers(&Default::default()).await.expect("workers").items[0].workerid;
     let scheduler = h.store.list_schedulers().await.expect("schedulers")[0].id;
+    let sets = h.store.list_test_sets(&cascade_store::ListQuery::default()).await.expect("sets");
+    let set = sets.items.first().expect("the build's test result set").test_result_setid;
 
     // Every documented route, with real ids: 200 and the documented envelope.
     let doc = spec();
@@ -170,6 +205,7 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
             ("/logs/{id}", log.logid),
             ("/workers/{id}", worker),
             ("/schedulers/{id}", scheduler),
+            ("/test_result_sets/{id}", set),
         ];
         let mut uri = format!("/api/v2{}", route.path);
         for (prefix, value) in ids {
@@ -221,6 +257,7 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
         let uri = match *resource {
             "steps" => format!("/api/v2/builds/{}/steps", build.buildid),
             "logs" => format!("/api/v2/steps/{}/logs", steps[1].stepid),
+            "test_results" => format!("/api/v2/test_result_sets/{set}/results"),
             other => format!("/api/v2/{other}"),
         };
         let (status, v) = h.get(&uri).await;
