@@ -7,6 +7,7 @@
 mod error;
 mod model;
 mod reader;
+mod reporters;
 mod secret;
 mod validate;
 

@@ -24,6 +24,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub janitor: JanitorConfig,
     pub limits: LimitsConfig,
+    pub reporters: Vec<ReporterConfig>,
 }
 
 /// What the rules of `[auth]` may allow.
@@ -233,6 +234,63 @@ pub struct GithubConfig {
     pub allow_sha1_signature: bool,
     /// Turn pushed tags into changes (branch = the tag name).
     pub build_tags: bool,
+    /// The GitHub API token (statuses, comments).
+    pub token: Option<Secret>,
+    /// GitHub's REST API, or GitHub Enterprise's, or a stand-in in tests.
+    pub api_url: String,
+}
+
+/// A notification target: `[[reporter]]`.
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    /// Unique; defaults to `<kind>-<position>`.
+    pub name: String,
+    pub kind: ReporterKind,
+    /// The events it is told about.
+    pub events: Vec<cascade_model::transition::NotifyEvent>,
+    /// Which builders: any of these tags (none: all).
+    pub tags: Vec<String>,
+    /// Which builders: these builder definitions or expanded names (none: all).
+    pub builders: Vec<String>,
+    /// Which builders: of these branch labels (none: all).
+    pub branches: Vec<String>,
+    /// A notification not delivered by then is given up, with its reason logged.
+    pub give_up_after: Duration,
+}
+
+/// What a reporter talks to.
+#[derive(Debug, Clone)]
+pub enum ReporterKind {
+    /// A chat service's incoming webhook, or any URL taking JSON.
+    Webhook { url: Secret, format: ChatFormat },
+    /// GitHub commit statuses; `context` may hold `{builder}`.
+    GithubStatus { context: String },
+    /// A comment on the merged pull request whose commit broke a stable builder.
+    GithubComment { guide: Option<String> },
+}
+
+impl ReporterKind {
+    /// The config's spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReporterKind::Webhook { .. } => "webhook",
+            ReporterKind::GithubStatus { .. } => "github_status",
+            ReporterKind::GithubComment { .. } => "github_comment",
+        }
+    }
+}
+
+/// The body a webhook reporter posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatFormat {
+    /// `{"text": ...}` with Slack's mrkdwn links.
+    Slack,
+    /// `{"content": ...}` with Markdown links.
+    Discord,
+    /// Zulip's incoming webhook: `{"text": ...}` with Markdown.
+    Zulip,
+    /// Cascade's own: the facts as fields (documented in docs/config.md).
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -402,6 +460,10 @@ pub struct ResolvedSecrets {
     pub github_client_secret: Option<SecretString>,
     /// Plain worker passwords by worker name (hashed ones stay in the config).
     pub worker_passwords: BTreeMap<String, SecretString>,
+    /// The GitHub API token.
+    pub github_token: Option<SecretString>,
+    /// Webhook reporters' URLs by reporter name.
+    pub reporter_urls: BTreeMap<String, SecretString>,
 }
 
 impl Config {
@@ -441,6 +503,22 @@ impl Config {
             match gh.client_secret.resolve() {
                 Ok(v) => out.github_client_secret = Some(v),
                 Err(e) => errors.push(e),
+            }
+        }
+        if let Some(token) = &self.github.token {
+            match token.resolve() {
+                Ok(v) => out.github_token = Some(v),
+                Err(e) => errors.push(e),
+            }
+        }
+        for r in &self.reporters {
+            if let ReporterKind::Webhook { url, .. } = &r.kind {
+                match url.resolve() {
+                    Ok(v) => {
+                        out.reporter_urls.insert(r.name.clone(), v);
+                    }
+                    Err(e) => errors.push(e),
+                }
             }
         }
         for w in &self.workers {

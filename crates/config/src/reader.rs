@@ -54,7 +54,7 @@ impl<'t, 'i> Table<'t, 'i> {
         self.offset
     }
 
-    fn take(&mut self, k: &str) -> Option<&'t Val<'i>> {
+    pub(crate) fn take(&mut self, k: &str) -> Option<&'t Val<'i>> {
         let (key, v) = self.map.get_key_value(k)?;
         self.used.insert(key.get_ref().as_ref());
         Some(v)
@@ -64,12 +64,12 @@ impl<'t, 'i> Table<'t, 'i> {
         ctx.error(self.offset, &self.key(k), "missing required key");
     }
 
-    fn opt_str(&mut self, ctx: &mut Ctx, k: &str) -> Option<String> {
+    pub(crate) fn opt_str(&mut self, ctx: &mut Ctx, k: &str) -> Option<String> {
         let v = self.take(k)?;
         as_str(ctx, v, &self.key(k))
     }
 
-    fn req_str(&mut self, ctx: &mut Ctx, k: &str) -> Option<String> {
+    pub(crate) fn req_str(&mut self, ctx: &mut Ctx, k: &str) -> Option<String> {
         if self.map.get(k).is_none() {
             self.missing(ctx, k);
             return None;
@@ -77,7 +77,7 @@ impl<'t, 'i> Table<'t, 'i> {
         self.opt_str(ctx, k)
     }
 
-    fn opt_bool(&mut self, ctx: &mut Ctx, k: &str) -> Option<bool> {
+    pub(crate) fn opt_bool(&mut self, ctx: &mut Ctx, k: &str) -> Option<bool> {
         let v = self.take(k)?;
         match v.get_ref() {
             DeValue::Boolean(b) => Some(*b),
@@ -88,7 +88,7 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
-    fn bool_or(&mut self, ctx: &mut Ctx, k: &str, default: bool) -> bool {
+    pub(crate) fn bool_or(&mut self, ctx: &mut Ctx, k: &str, default: bool) -> bool {
         self.opt_bool(ctx, k).unwrap_or(default)
     }
 
@@ -97,12 +97,12 @@ impl<'t, 'i> Table<'t, 'i> {
         as_int(ctx, v, &self.key(k)).map(|i| (i, v.span().start))
     }
 
-    fn opt_str_list(&mut self, ctx: &mut Ctx, k: &str) -> Option<Vec<(String, usize)>> {
+    pub(crate) fn opt_str_list(&mut self, ctx: &mut Ctx, k: &str) -> Option<Vec<(String, usize)>> {
         let v = self.take(k)?;
         str_list(ctx, v, &self.key(k))
     }
 
-    fn opt_duration(&mut self, ctx: &mut Ctx, k: &str) -> Option<Duration> {
+    pub(crate) fn opt_duration(&mut self, ctx: &mut Ctx, k: &str) -> Option<Duration> {
         let v = self.take(k)?;
         let key = self.key(k);
         match v.get_ref() {
@@ -150,7 +150,7 @@ impl<'t, 'i> Table<'t, 'i> {
         out
     }
 
-    fn opt_secret(&mut self, ctx: &mut Ctx, k: &str) -> Option<Secret> {
+    pub(crate) fn opt_secret(&mut self, ctx: &mut Ctx, k: &str) -> Option<Secret> {
         let v = self.take(k)?;
         let key = self.key(k);
         let location = ctx.location(v.span().start);
@@ -256,7 +256,7 @@ fn str_list(ctx: &mut Ctx, v: &Val, key: &str) -> Option<Vec<(String, usize)>> {
 }
 
 /// `[[name]]` sections: an array of tables.
-fn array_of_tables<'t, 'i>(ctx: &mut Ctx, root: &mut Table<'t, 'i>, name: &str) -> Vec<Table<'t, 'i>> {
+pub(crate) fn array_of_tables<'t, 'i>(ctx: &mut Ctx, root: &mut Table<'t, 'i>, name: &str) -> Vec<Table<'t, 'i>> {
     let Some(v) = root.take(name) else { return Vec::new() };
     let DeValue::Array(items) = v.get_ref() else {
         ctx.error(
@@ -292,6 +292,7 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
     let auth = read_auth(&mut ctx, &mut root);
     let janitor = read_janitor(&mut ctx, &mut root);
     let limits = read_limits(&mut ctx, &mut root);
+    let reporters = crate::reporters::read_reporters(&mut ctx, &mut root, &github);
     root.finish(&mut ctx);
 
     if !ctx.errors.is_empty() {
@@ -310,6 +311,7 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
         auth,
         janitor,
         limits,
+        reporters,
     })
 }
 
@@ -542,6 +544,8 @@ fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
         insecure_webhook: false,
         allow_sha1_signature: false,
         build_tags: false,
+        token: None,
+        api_url: "https://api.github.com".into(),
     };
     let section_offset = root.map.get("github").map(|v| v.span().start).unwrap_or(0);
     if let Some(mut t) = root.opt_table(ctx, "github") {
@@ -557,6 +561,10 @@ fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
         github.insecure_webhook = t.bool_or(ctx, "insecure_webhook", false);
         github.allow_sha1_signature = t.bool_or(ctx, "allow_sha1_signature", false);
         github.build_tags = t.bool_or(ctx, "build_tags", false);
+        github.token = t.opt_secret(ctx, "token");
+        if let Some(url) = t.opt_str(ctx, "api_url") {
+            github.api_url = url.trim_end_matches('/').to_string();
+        }
         t.finish(ctx);
     }
     if github.webhook_secret.is_none() && !github.insecure_webhook {

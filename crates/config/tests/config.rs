@@ -307,3 +307,42 @@ fn limits_and_trusted_proxies() {
     assert!(all.contains("limits.connections: expected a positive number"), "{all}");
     assert!(all.contains("limits.timeouts: unknown key"), "{all}");
 }
+
+#[test]
+fn reporters_take_kinds_events_filters_and_secrets() {
+    use cascade_config::{ChatFormat, ReporterKind};
+    use cascade_model::transition::NotifyEvent;
+    let text = MINIMAL.replace(
+        "webhook_secret = \"s3cret\"",
+        "webhook_secret = \"s3cret\"\nrepository = \"python/cpython\"\ntoken = { env = \"CASCADE_TEST_GH\" }",
+    ) + "\n[[reporter]]\nkind = \"webhook\"\nurl = \"https://chat.example.org/hook\"\nformat = \"discord\"\ntags = [\"stable\"]\n\
+           [[reporter]]\nname = \"st\"\nkind = \"github_status\"\nevents = [\"finished\"]\ngive_up_after = \"10m\"\n";
+    let config = parse(&text, Path::new("c.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let [chat, st] = &config.reporters[..] else { panic!("two reporters: {:?}", config.reporters) };
+    assert_eq!(chat.name, "webhook-1");
+    assert!(matches!(chat.kind, ReporterKind::Webhook { format: ChatFormat::Discord, .. }));
+    assert_eq!(chat.events, [NotifyEvent::Better, NotifyEvent::Worse, NotifyEvent::Exception], "the default events");
+    assert_eq!(chat.tags, ["stable"]);
+    assert_eq!((st.events.as_slice(), st.give_up_after), (&[NotifyEvent::Finished][..], Duration::from_secs(600)));
+    let context = match &st.kind {
+        ReporterKind::GithubStatus { context } => context.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(context, "buildbot/{builder}");
+    let shown = format!("{:?}", config.reporters);
+    assert!(shown.contains("<redacted>") && !shown.contains("chat.example.org"), "a webhook URL is a secret: {shown}");
+}
+
+#[test]
+fn bad_reporters_are_errors_by_key() {
+    let text = MINIMAL.to_string()
+        + "\n[[reporter]]\nkind = \"pager\"\n[[reporter]]\nkind = \"webhook\"\nevents = [\"worse\", \"nonsense\"]\n\
+           [[reporter]]\nkind = \"github_comment\"\n[[reporter]]\nkind = \"irc\"\n";
+    let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
+    let all = errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("reporter[0].kind: unknown reporter kind \"pager\""), "{all}");
+    assert!(all.contains("reporter[1].events: unknown event \"nonsense\""), "{all}");
+    assert!(all.contains("reporter[1].url: missing required key"), "{all}");
+    assert!(all.contains("github.token: a github_comment reporter needs github.token"), "{all}");
+    assert!(all.contains("reporter[3].kind: reporter kind \"irc\" is not available in this version"), "{all}");
+}

@@ -50,6 +50,8 @@ pub struct Master {
     pub schedulers: Arc<Schedulers>,
     /// Who may do what.
     pub access: Arc<Access>,
+    /// The reporters' sender.
+    pub notifier: Arc<crate::notify::Notifier>,
     /// The first event id after the start: live subscribers get every
     /// event from there on.
     pub events_from: i64,
@@ -101,6 +103,15 @@ async fn sync(store: &Store, config: &Config) -> Result<(BTreeMap<String, i64>, 
     store.sync_configuration(&builders, &workers).await
 }
 
+/// What a master is assembled from besides its store and clock.
+struct Parts {
+    catalog: Arc<Catalog>,
+    schedulers: Arc<Schedulers>,
+    credentials: crate::workers::auth::Credentials,
+    secrets: ResolvedSecrets,
+    events_from: i64,
+}
+
 impl Master {
     /// Mirrors the config into the store, registers this master and retries
     /// the builds it left running when it last stopped.
@@ -124,21 +135,26 @@ impl Master {
         let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
         let catalog = Arc::new(Catalog::new(config, master_id, builder_ids, worker_ids));
         let events_from = store.last_event_id().await? + 1;
-        let mut master = Master::assemble(store, clock, catalog, schedulers, credentials, secrets);
-        master.events_from = events_from;
-        Ok(master)
+        let parts = Parts { catalog, schedulers, credentials, secrets, events_from };
+        Ok(Master::assemble(store, clock, parts))
     }
 
     /// Builds every part's state over the shared pieces.
-    fn assemble(
-        store: Store,
-        clock: Clock,
-        catalog: Arc<Catalog>,
-        schedulers: Arc<Schedulers>,
-        credentials: crate::workers::auth::Credentials,
-        secrets: ResolvedSecrets,
-    ) -> Master {
+    fn assemble(store: Store, clock: Clock, parts: Parts) -> Master {
+        let Parts { catalog, schedulers, credentials, secrets, events_from } = parts;
         let config = catalog.config.clone();
+        let notifier = Arc::new(crate::notify::Notifier {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            clock: clock.clone(),
+            http: crate::outbound::http_client(),
+            secrets: Arc::new(ResolvedSecrets {
+                github_token: secrets.github_token.clone(),
+                reporter_urls: secrets.reporter_urls.clone(),
+                ..ResolvedSecrets::default()
+            }),
+            events_from,
+        });
         let bus = Bus::new();
         let workers = Arc::new(Registry::default());
         let wake_builds = Arc::new(Notify::new());
@@ -195,7 +211,8 @@ impl Master {
             runner,
             schedulers,
             access,
-            events_from: 0,
+            notifier,
+            events_from,
             hook,
             reads,
             control,

@@ -113,8 +113,14 @@ impl EventReader {
     /// [saved](EventReader::save); the first time, from now. Events pruned
     /// while it was away are gone (the log says how many).
     pub async fn durable(store: &Store, consumer: &str) -> Result<EventReader, StoreError> {
+        let now = store.last_event_id().await? + 1;
+        EventReader::durable_from(store, consumer, now).await
+    }
+
+    /// As [`durable`](EventReader::durable), but the first time from event `first` on.
+    pub async fn durable_from(store: &Store, consumer: &str, first: i64) -> Result<EventReader, StoreError> {
         let next = match store.event_cursor(consumer).await? {
-            None => store.last_event_id().await? + 1,
+            None => first,
             Some(next) => match store.first_event_id().await? {
                 Some(first) if first > next => {
                     tracing::warn!(

@@ -20,6 +20,7 @@ pub mod events;
 pub mod humanize;
 pub mod limiter;
 pub mod logging;
+pub mod notify;
 pub mod outbound;
 pub mod password;
 pub mod rawlog;

@@ -19,6 +19,7 @@ pub mod outcome;
 pub mod results;
 pub mod scheduling;
 pub mod text;
+pub mod transition;
 
 pub use change::NewChange;
 pub use coalesce::{Claim, PendingRequest, plan_claim};

@@ -59,6 +59,8 @@ pub struct BuildPage {
     pub previous: Option<String>,
     pub next: Option<String>,
     pub diagnosis: super::diagnosis::Diagnosis,
+    /// (reporter, event, state, attempts, last error, when sent).
+    pub notifications: Vec<(String, String, String, i64, String, String)>,
 }
 
 pub(super) async fn find(m: &Pages, builder: &str, number: &str) -> Result<BuildRecord, HttpError> {
@@ -179,6 +181,26 @@ async fn reason_and_worker(m: &Pages, b: &BuildRecord) -> Result<(String, String
     Ok((reason, worker))
 }
 
+/// What was sent about a build, and what failed.
+async fn notifications(
+    m: &Pages,
+    build_id: i64,
+) -> Result<Vec<(String, String, String, i64, String, String)>, cascade_store::StoreError> {
+    Ok(m.store
+        .notifications_of_build(build_id)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let event = serde_json::from_str::<serde_json::Value>(&n.body)
+                .ok()
+                .and_then(|v| v["event"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let sent = n.sent_at.map(super::when).unwrap_or_default();
+            (n.reporter, event, n.state, n.attempts, n.last_error.unwrap_or_default(), sent)
+        })
+        .collect())
+}
+
 /// `GET /builders/{id}/builds/{number}`.
 pub async fn page(
     State(m): State<Arc<Pages>>,
@@ -214,6 +236,7 @@ pub async fn page(
         .collect();
     let (reason, worker) = reason_and_worker(&m, &b).await?;
     let diagnosis = super::diagnosis::diagnosis(&m, &b).await?;
+    let notifications = notifications(&m, b.buildid).await?;
     let page = BuildPage {
         chrome: Chrome::new(&m, &headers, "build", Filter::default()).await,
         builder_id: b.builderid,
@@ -237,6 +260,7 @@ pub async fn page(
         previous: (b.number > 1).then(|| super::build_href(b.builderid, b.number - 1)),
         next: Some(super::build_href(b.builderid, b.number + 1)),
         diagnosis,
+        notifications,
     };
     render(&headers, &page, b.complete_at.or(Some(b.started_at)))
 }

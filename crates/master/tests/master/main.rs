@@ -7,6 +7,7 @@ mod browser;
 mod control;
 mod diagnosis;
 mod harness;
+mod notify;
 mod pages;
 mod pb;
 mod readapi;

@@ -1,0 +1,114 @@
+//! `[[reporter]]`: who hears about builds, about which builders, and how.
+
+use std::time::Duration;
+
+use cascade_model::transition::NotifyEvent;
+
+use crate::model::{ChatFormat, GithubConfig, ReporterConfig, ReporterKind};
+use crate::reader::{Ctx, Table, array_of_tables};
+
+/// The events a kind reports when the config names none.
+fn default_events(kind: &ReporterKind) -> Vec<NotifyEvent> {
+    use NotifyEvent::*;
+    match kind {
+        // A stopped build is not news in a channel (CPython's choice).
+        ReporterKind::Webhook { .. } => vec![Better, Worse, Exception],
+        ReporterKind::GithubStatus { .. } => vec![Started, Finished],
+        ReporterKind::GithubComment { .. } => vec![Failure],
+    }
+}
+
+fn read_kind(ctx: &mut Ctx, t: &mut Table, kind: &str, github: &GithubConfig) -> Option<ReporterKind> {
+    let needs_token = |ctx: &mut Ctx, t: &Table| {
+        if github.token.is_none() {
+            ctx.error(t.offset(), "github.token", format!("a {kind} reporter needs github.token"));
+        }
+        if github.repository.is_none() {
+            ctx.error(t.offset(), "github.repository", format!("a {kind} reporter needs github.repository"));
+        }
+    };
+    match kind {
+        "webhook" => {
+            let url = t.opt_secret(ctx, "url");
+            let format = match t.opt_str(ctx, "format").as_deref() {
+                None | Some("json") => ChatFormat::Json,
+                Some("slack") => ChatFormat::Slack,
+                Some("discord") => ChatFormat::Discord,
+                Some("zulip") => ChatFormat::Zulip,
+                Some(other) => {
+                    let why = format!("unknown format {other:?}: json, slack, discord or zulip");
+                    ctx.error(t.offset(), &t.key("format"), why);
+                    ChatFormat::Json
+                }
+            };
+            match url {
+                Some(url) => Some(ReporterKind::Webhook { url, format }),
+                None => {
+                    ctx.error(t.offset(), &t.key("url"), "missing required key");
+                    None
+                }
+            }
+        }
+        "github_status" => {
+            needs_token(ctx, t);
+            let context = t.opt_str(ctx, "context").unwrap_or_else(|| "buildbot/{builder}".into());
+            Some(ReporterKind::GithubStatus { context })
+        }
+        "github_comment" => {
+            needs_token(ctx, t);
+            let guide = t.opt_str(ctx, "guide");
+            if guide.as_deref().is_some_and(|g| !(g.starts_with("https://") || g.starts_with("http://"))) {
+                ctx.error(t.offset(), &t.key("guide"), "expected an http(s) link");
+            }
+            Some(ReporterKind::GithubComment { guide })
+        }
+        "irc" | "mail" => {
+            ctx.error(t.offset(), &t.key("kind"), format!("reporter kind {kind:?} is not available in this version"));
+            None
+        }
+        other => {
+            let why = format!("unknown reporter kind {other:?}: webhook, github_status or github_comment");
+            ctx.error(t.offset(), &t.key("kind"), why);
+            None
+        }
+    }
+}
+
+fn read_events(ctx: &mut Ctx, t: &mut Table) -> Option<Vec<NotifyEvent>> {
+    let names = t.opt_str_list(ctx, "events")?;
+    let mut out = Vec::new();
+    for (name, offset) in names {
+        match NotifyEvent::parse(&name) {
+            Some(e) if !out.contains(&e) => out.push(e),
+            Some(_) => {}
+            None => ctx.error(offset, &t.key("events"), format!("unknown event {name:?}")),
+        }
+    }
+    Some(out)
+}
+
+pub(crate) fn read_reporters(ctx: &mut Ctx, root: &mut Table, github: &GithubConfig) -> Vec<ReporterConfig> {
+    let mut out: Vec<ReporterConfig> = Vec::new();
+    for (i, mut t) in array_of_tables(ctx, root, "reporter").into_iter().enumerate() {
+        let kind_name = t.req_str(ctx, "kind");
+        let name = t.opt_str(ctx, "name");
+        let events = read_events(ctx, &mut t);
+        let list = |ctx: &mut Ctx, t: &mut Table, k: &str| -> Vec<String> {
+            t.opt_str_list(ctx, k).unwrap_or_default().into_iter().map(|(s, _)| s).collect()
+        };
+        let (tags, builders, branches) =
+            (list(ctx, &mut t, "tags"), list(ctx, &mut t, "builders"), list(ctx, &mut t, "branches"));
+        let give_up_after = t.opt_duration(ctx, "give_up_after").unwrap_or(Duration::from_secs(3600));
+        let kind = kind_name.as_deref().and_then(|k| read_kind(ctx, &mut t, k, github));
+        let offset = t.offset();
+        t.finish(ctx);
+        let Some(kind) = kind else { continue };
+        let name = name.unwrap_or_else(|| format!("{}-{}", kind.name(), i + 1));
+        if out.iter().any(|r| r.name == name) {
+            ctx.error(offset, &format!("reporter[{i}].name"), format!("duplicate reporter name {name:?}"));
+        }
+        let events = events.unwrap_or_else(|| default_events(&kind));
+        out.push(ReporterConfig { name, kind, events, tags, builders, branches, give_up_after });
+    }
+    out
+}

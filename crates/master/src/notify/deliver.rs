@@ -1,0 +1,127 @@
+//! Sending one notification: a POST to a chat webhook or to GitHub's REST
+//! API, and what the answer means (sent, wait as asked, retry, give up).
+
+use std::time::Duration;
+
+use cascade_config::{ReporterConfig, ReporterKind};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use super::message::{Facts, chat_body, comment_body, status_body};
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// The receiver asked to wait this long (a rate limit): not a failure.
+    Wait(Duration, String),
+    /// Try again later.
+    Retry(String),
+    /// It will not work however often it is tried (a 4xx that is no limit).
+    Refused(String),
+}
+
+/// Where to send, with what credentials.
+pub struct Target<'a> {
+    pub reporter: &'a ReporterConfig,
+    /// A webhook's URL (a secret).
+    pub url: Option<&'a str>,
+    pub github_api: &'a str,
+    pub github_token: Option<&'a str>,
+    pub repository: Option<&'a str>,
+}
+
+/// Sends `facts` as `target`'s reporter says.
+pub async fn send(http: &reqwest::Client, target: &Target<'_>, facts: &Facts) -> Outcome {
+    let (url, body, github) = match &target.reporter.kind {
+        ReporterKind::Webhook { format, .. } => {
+            let Some(url) = target.url else { return Outcome::Refused("no URL".into()) };
+            (url.to_string(), chat_body(*format, facts), false)
+        }
+        ReporterKind::GithubStatus { context } => {
+            let Some(rev) = facts.revision.as_deref() else { return Outcome::Refused("no revision".into()) };
+            let repo = target.repository.unwrap_or_default();
+            (format!("{}/repos/{repo}/statuses/{rev}", target.github_api), status_body(facts, context), true)
+        }
+        ReporterKind::GithubComment { guide } => {
+            let Some(pr) = facts.pull_request else { return Outcome::Refused("no pull request".into()) };
+            let repo = target.repository.unwrap_or_default();
+            let body = serde_json::json!({ "body": comment_body(facts, guide.as_deref()) });
+            (format!("{}/repos/{repo}/issues/{pr}/comments", target.github_api), body, true)
+        }
+    };
+    post(http, &url, &body, github.then_some(target.github_token).flatten()).await
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &Value, token: Option<&str>) -> Outcome {
+    let mut req = http.post(url).json(body);
+    if let Some(t) = token {
+        req = req
+            .bearer_auth(t)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28");
+    }
+    match req.send().await {
+        Ok(resp) => judge(resp.status(), resp.headers(), crate::clock::now()),
+        // The URL is a secret: say what failed, not where.
+        Err(e) => Outcome::Retry(format!("could not send: {}", e.without_url())),
+    }
+}
+
+/// What an answer means: GitHub's rate limits (`retry-after`, or
+/// `x-ratelimit-remaining: 0` until `x-ratelimit-reset`) are waits; 5xx and
+/// 408 are retried; other 4xx are refused.
+pub fn judge(status: StatusCode, headers: &HeaderMap, now: i64) -> Outcome {
+    if status.is_success() {
+        return Outcome::Sent;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
+        if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+            return Outcome::Wait(Duration::from_secs(secs.clamp(1, 3600)), format!("{status}: retry after {secs} s"));
+        }
+        if header("x-ratelimit-remaining") == Some("0") {
+            let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()).unwrap_or(now + 60);
+            let wait = (reset - now).clamp(1, 3600) as u64;
+            return Outcome::Wait(Duration::from_secs(wait), format!("{status}: rate limit until {reset}"));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Outcome::Wait(Duration::from_secs(60), format!("{status}"));
+        }
+    }
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        return Outcome::Retry(format!("{status}"));
+    }
+    Outcome::Refused(format!("{status}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn answers_mean_sent_wait_retry_or_refused() {
+        let none = HeaderMap::new();
+        assert_eq!(judge(StatusCode::CREATED, &none, 0), Outcome::Sent);
+        assert!(
+            matches!(judge(StatusCode::FORBIDDEN, &headers(&[("retry-after", "30")]), 0), Outcome::Wait(d, _) if d == Duration::from_secs(30))
+        );
+        let limited = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1090")]);
+        assert!(
+            matches!(judge(StatusCode::FORBIDDEN, &limited, 1000), Outcome::Wait(d, _) if d == Duration::from_secs(90))
+        );
+        assert!(matches!(judge(StatusCode::BAD_GATEWAY, &none, 0), Outcome::Retry(_)));
+        assert!(matches!(judge(StatusCode::FORBIDDEN, &none, 0), Outcome::Refused(_)));
+        assert!(matches!(judge(StatusCode::UNPROCESSABLE_ENTITY, &none, 0), Outcome::Refused(_)));
+    }
+}
