@@ -267,6 +267,22 @@ pub enum ReporterKind {
     GithubStatus { context: String },
     /// A comment on the merged pull request whose commit broke a stable builder.
     GithubComment { guide: Option<String> },
+    /// Lines in IRC channels.
+    Irc(IrcReporter),
+}
+
+/// An IRC reporter's connection.
+#[derive(Debug, Clone)]
+pub struct IrcReporter {
+    /// `host:port`.
+    pub server: String,
+    pub tls: bool,
+    pub nick: String,
+    /// SASL PLAIN's password, when set.
+    pub password: Option<Secret>,
+    pub channels: Vec<String>,
+    /// mIRC colours by event.
+    pub colours: bool,
 }
 
 impl ReporterKind {
@@ -276,6 +292,7 @@ impl ReporterKind {
             ReporterKind::Webhook { .. } => "webhook",
             ReporterKind::GithubStatus { .. } => "github_status",
             ReporterKind::GithubComment { .. } => "github_comment",
+            ReporterKind::Irc(_) => "irc",
         }
     }
 }
@@ -464,6 +481,8 @@ pub struct ResolvedSecrets {
     pub github_token: Option<SecretString>,
     /// Webhook reporters' URLs by reporter name.
     pub reporter_urls: BTreeMap<String, SecretString>,
+    /// IRC reporters' SASL passwords by reporter name.
+    pub reporter_passwords: BTreeMap<String, SecretString>,
 }
 
 impl Config {
@@ -512,13 +531,16 @@ impl Config {
             }
         }
         for r in &self.reporters {
-            if let ReporterKind::Webhook { url, .. } = &r.kind {
-                match url.resolve() {
-                    Ok(v) => {
-                        out.reporter_urls.insert(r.name.clone(), v);
-                    }
-                    Err(e) => errors.push(e),
+            let (secret, into) = match &r.kind {
+                ReporterKind::Webhook { url, .. } => (url, &mut out.reporter_urls),
+                ReporterKind::Irc(IrcReporter { password: Some(p), .. }) => (p, &mut out.reporter_passwords),
+                _ => continue,
+            };
+            match secret.resolve() {
+                Ok(v) => {
+                    into.insert(r.name.clone(), v);
                 }
+                Err(e) => errors.push(e),
             }
         }
         for w in &self.workers {

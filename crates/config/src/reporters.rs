@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cascade_model::transition::NotifyEvent;
 
-use crate::model::{ChatFormat, GithubConfig, ReporterConfig, ReporterKind};
+use crate::model::{ChatFormat, GithubConfig, IrcReporter, ReporterConfig, ReporterKind};
 use crate::reader::{Ctx, Table, array_of_tables};
 
 /// The events a kind reports when the config names none.
@@ -12,7 +12,7 @@ fn default_events(kind: &ReporterKind) -> Vec<NotifyEvent> {
     use NotifyEvent::*;
     match kind {
         // A stopped build is not news in a channel (CPython's choice).
-        ReporterKind::Webhook { .. } => vec![Better, Worse, Exception],
+        ReporterKind::Webhook { .. } | ReporterKind::Irc(_) => vec![Better, Worse, Exception],
         ReporterKind::GithubStatus { .. } => vec![Started, Finished],
         ReporterKind::GithubComment { .. } => vec![Failure],
     }
@@ -62,16 +62,40 @@ fn read_kind(ctx: &mut Ctx, t: &mut Table, kind: &str, github: &GithubConfig) ->
             }
             Some(ReporterKind::GithubComment { guide })
         }
-        "irc" | "mail" => {
+        "irc" => read_irc(ctx, t).map(ReporterKind::Irc),
+        "mail" => {
             ctx.error(t.offset(), &t.key("kind"), format!("reporter kind {kind:?} is not available in this version"));
             None
         }
         other => {
-            let why = format!("unknown reporter kind {other:?}: webhook, github_status or github_comment");
+            let why = format!("unknown reporter kind {other:?}: webhook, github_status, github_comment or irc");
             ctx.error(t.offset(), &t.key("kind"), why);
             None
         }
     }
+}
+
+fn read_irc(ctx: &mut Ctx, t: &mut Table) -> Option<IrcReporter> {
+    let server = t.req_str(ctx, "server");
+    let nick = t.req_str(ctx, "nick");
+    let channels: Vec<String> =
+        t.opt_str_list(ctx, "channels").unwrap_or_default().into_iter().map(|(c, _)| c).collect();
+    if channels.is_empty() {
+        ctx.error(t.offset(), &t.key("channels"), "name at least one channel");
+    }
+    if let Some(s) = &server
+        && !s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        ctx.error(t.offset(), &t.key("server"), format!("{s:?} is not host:port"));
+    }
+    let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',');
+    if nick.as_deref().is_some_and(bad) || channels.iter().any(|c| bad(c)) {
+        ctx.error(t.offset(), &t.key("nick"), "nick and channels cannot hold spaces, commas or control characters");
+    }
+    let tls = t.bool_or(ctx, "tls", true);
+    let colours = t.bool_or(ctx, "colours", false);
+    let password = t.opt_secret(ctx, "password");
+    Some(IrcReporter { server: server?, tls, nick: nick?, password, channels, colours })
 }
 
 fn read_events(ctx: &mut Ctx, t: &mut Table) -> Option<Vec<NotifyEvent>> {

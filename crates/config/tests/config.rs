@@ -337,12 +337,16 @@ fn reporters_take_kinds_events_filters_and_secrets() {
 fn bad_reporters_are_errors_by_key() {
     let text = MINIMAL.to_string()
         + "\n[[reporter]]\nkind = \"pager\"\n[[reporter]]\nkind = \"webhook\"\nevents = [\"worse\", \"nonsense\"]\n\
-           [[reporter]]\nkind = \"github_comment\"\n[[reporter]]\nkind = \"irc\"\n";
+           [[reporter]]\nkind = \"github_comment\"\n[[reporter]]\nkind = \"irc\"\nserver = \"irc.libera.chat\"\n\
+           [[reporter]]\nkind = \"mail\"\n";
     let errors = parse(&text, Path::new("c.toml")).expect_err("rejected").0;
     let all = errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n");
     assert!(all.contains("reporter[0].kind: unknown reporter kind \"pager\""), "{all}");
     assert!(all.contains("reporter[1].events: unknown event \"nonsense\""), "{all}");
     assert!(all.contains("reporter[1].url: missing required key"), "{all}");
     assert!(all.contains("github.token: a github_comment reporter needs github.token"), "{all}");
-    assert!(all.contains("reporter[3].kind: reporter kind \"irc\" is not available in this version"), "{all}");
+    assert!(all.contains("reporter[3].nick: missing required key"), "{all}");
+    assert!(all.contains("reporter[3].channels: name at least one channel"), "{all}");
+    assert!(all.contains("reporter[3].server: \"irc.libera.chat\" is not host:port"), "{all}");
+    assert!(all.contains("reporter[4].kind: reporter kind \"mail\" is not available in this version"), "{all}");
 }

@@ -103,6 +103,30 @@ async fn sync(store: &Store, config: &Config) -> Result<(BTreeMap<String, i64>, 
     store.sync_configuration(&builders, &workers).await
 }
 
+/// The reporters' sender, with the secrets it needs and no others.
+fn notifier(
+    store: &Store,
+    catalog: &Arc<Catalog>,
+    clock: &Clock,
+    secrets: &ResolvedSecrets,
+    events_from: i64,
+) -> Arc<crate::notify::Notifier> {
+    Arc::new(crate::notify::Notifier {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        clock: clock.clone(),
+        http: crate::outbound::http_client(),
+        secrets: Arc::new(ResolvedSecrets {
+            github_token: secrets.github_token.clone(),
+            reporter_urls: secrets.reporter_urls.clone(),
+            reporter_passwords: secrets.reporter_passwords.clone(),
+            ..ResolvedSecrets::default()
+        }),
+        events_from,
+        irc: Default::default(),
+    })
+}
+
 /// What a master is assembled from besides its store and clock.
 struct Parts {
     catalog: Arc<Catalog>,
@@ -143,18 +167,7 @@ impl Master {
     fn assemble(store: Store, clock: Clock, parts: Parts) -> Master {
         let Parts { catalog, schedulers, credentials, secrets, events_from } = parts;
         let config = catalog.config.clone();
-        let notifier = Arc::new(crate::notify::Notifier {
-            store: store.clone(),
-            catalog: catalog.clone(),
-            clock: clock.clone(),
-            http: crate::outbound::http_client(),
-            secrets: Arc::new(ResolvedSecrets {
-                github_token: secrets.github_token.clone(),
-                reporter_urls: secrets.reporter_urls.clone(),
-                ..ResolvedSecrets::default()
-            }),
-            events_from,
-        });
+        let notifier = notifier(&store, &catalog, &clock, &secrets, events_from);
         let bus = Bus::new();
         let workers = Arc::new(Registry::default());
         let wake_builds = Arc::new(Notify::new());

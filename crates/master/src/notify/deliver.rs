@@ -50,6 +50,7 @@ pub async fn send(http: &reqwest::Client, target: &Target<'_>, facts: &Facts) ->
             let body = serde_json::json!({ "body": comment_body(facts, guide.as_deref()) });
             (format!("{}/repos/{repo}/issues/{pr}/comments", target.github_api), body, true)
         }
+        ReporterKind::Irc(_) => return Outcome::Refused("IRC is not sent over HTTP".into()),
     };
     post(http, &url, &body, github.then_some(target.github_token).flatten()).await
 }

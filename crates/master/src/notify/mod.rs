@@ -6,6 +6,7 @@
 //! reporter's `give_up_after`.
 
 pub mod deliver;
+pub mod irc;
 pub mod message;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Notifier {
     pub secrets: Arc<ResolvedSecrets>,
     /// The first event of this master's life: a first run reads from there.
     pub events_from: i64,
+    /// IRC reporters' connections, by reporter name (made when the notifier runs).
+    pub irc: parking_lot::Mutex<std::collections::HashMap<String, irc::IrcHandle>>,
 }
 
 impl Notifier {
@@ -47,6 +50,19 @@ impl Notifier {
     pub async fn run(self: Arc<Self>, stopped: watch::Receiver<bool>) {
         if self.catalog.config.reporters.is_empty() {
             return;
+        }
+        for r in &self.catalog.config.reporters {
+            if let ReporterKind::Irc(c) = &r.kind {
+                let settings = irc::IrcSettings {
+                    server: c.server.clone(),
+                    tls: c.tls,
+                    nick: c.nick.clone(),
+                    password: self.secrets.reporter_passwords.get(&r.name).map(|p| p.expose().to_string()),
+                    channels: c.channels.clone(),
+                    colours: c.colours,
+                };
+                self.irc.lock().insert(r.name.clone(), irc::spawn(settings, stopped.clone()));
+            }
         }
         let write = self.clone().write_loop(stopped.clone());
         let send = self.send_loop(stopped);
@@ -119,7 +135,8 @@ impl Notifier {
             .reporters
             .iter()
             .filter(|r| admits(r, builder))
-            .filter_map(|r| events.iter().find(|e| r.events.contains(e)).map(|e| (r, *e)))
+            // The most telling event it wants: a change of state over a bare result.
+            .filter_map(|r| events.iter().rev().find(|e| r.events.contains(e)).map(|e| (r, *e)))
             .collect();
         if wanting.is_empty() {
             return Ok(Vec::new());
@@ -271,7 +288,11 @@ impl Notifier {
         let now = self.clock.now();
         let span = tracing::info_span!("notify", reporter = %reporter.name, build = ?n.build_id, event = %facts.event);
         let _guard = span.enter();
-        match deliver::send(&self.http, &target, &facts).await {
+        let outcome = match &reporter.kind {
+            ReporterKind::Irc(c) => self.post_irc(&reporter.name, irc::line(&facts, c.colours)).await,
+            _ => deliver::send(&self.http, &target, &facts).await,
+        };
+        match outcome {
             Outcome::Sent => {
                 tracing::info!("notification sent");
                 self.store.notification_sent(n.id, now).await
@@ -293,6 +314,17 @@ impl Notifier {
                 tracing::warn!(reason = %why, "notification refused; given up");
                 self.store.notification_failed(n.id, &why, i64::MAX, true).await
             }
+        }
+    }
+}
+
+impl Notifier {
+    async fn post_irc(&self, reporter: &str, line: String) -> Outcome {
+        let handle = self.irc.lock().get(reporter).cloned();
+        match handle {
+            Some(h) if h.post(line, Duration::from_secs(15)).await => Outcome::Sent,
+            Some(_) => Outcome::Retry("not connected to the IRC server".into()),
+            None => Outcome::Retry("the IRC connection is not running".into()),
         }
     }
 }

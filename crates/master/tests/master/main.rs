@@ -7,6 +7,7 @@ mod browser;
 mod control;
 mod diagnosis;
 mod harness;
+mod irc;
 mod notify;
 mod pages;
 mod pb;
