@@ -269,6 +269,22 @@ pub enum ReporterKind {
     GithubComment { guide: Option<String> },
     /// Lines in IRC channels.
     Irc(IrcReporter),
+    /// Mail over SMTP.
+    Mail(MailReporter),
+}
+
+/// A mail reporter's server and addresses.
+#[derive(Debug, Clone)]
+pub struct MailReporter {
+    /// `host:port`.
+    pub smtp: String,
+    pub starttls: bool,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// How long a worker must be gone before `worker_missing` is sent.
+    pub worker_grace: Duration,
 }
 
 /// An IRC reporter's connection.
@@ -293,6 +309,7 @@ impl ReporterKind {
             ReporterKind::GithubStatus { .. } => "github_status",
             ReporterKind::GithubComment { .. } => "github_comment",
             ReporterKind::Irc(_) => "irc",
+            ReporterKind::Mail(_) => "mail",
         }
     }
 }
@@ -324,6 +341,8 @@ pub struct WorkerConfig {
     pub password: WorkerPassword,
     pub max_builds: u32,
     pub properties: BTreeMap<String, String>,
+    /// Its owner's address, for `worker_missing` mail.
+    pub notify: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -534,6 +553,7 @@ impl Config {
             let (secret, into) = match &r.kind {
                 ReporterKind::Webhook { url, .. } => (url, &mut out.reporter_urls),
                 ReporterKind::Irc(IrcReporter { password: Some(p), .. }) => (p, &mut out.reporter_passwords),
+                ReporterKind::Mail(MailReporter { password: Some(p), .. }) => (p, &mut out.reporter_passwords),
                 _ => continue,
             };
             match secret.resolve() {

@@ -616,6 +616,7 @@ fn read_workers(ctx: &mut Ctx, root: &mut Table) -> Vec<WorkerConfig> {
             }
         };
         let properties = t.opt_str_map(ctx, "properties");
+        let notify = t.opt_str(ctx, "notify");
         let password = match (password, hash) {
             (Some(p), None) => Some(WorkerPassword::Plain(p)),
             (None, Some(h)) => {
@@ -641,7 +642,7 @@ fn read_workers(ctx: &mut Ctx, root: &mut Table) -> Vec<WorkerConfig> {
             if out.iter().any(|w| w.name == name) {
                 ctx.error(t.offset(), &t.key("name"), format!("duplicate worker name {name:?}"));
             }
-            out.push(WorkerConfig { name, password, max_builds, properties });
+            out.push(WorkerConfig { name, password, max_builds, properties, notify });
         }
         t.finish(ctx);
     }

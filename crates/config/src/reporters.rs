@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cascade_model::transition::NotifyEvent;
 
-use crate::model::{ChatFormat, GithubConfig, IrcReporter, ReporterConfig, ReporterKind};
+use crate::model::{ChatFormat, GithubConfig, IrcReporter, MailReporter, ReporterConfig, ReporterKind};
 use crate::reader::{Ctx, Table, array_of_tables};
 
 /// The events a kind reports when the config names none.
@@ -15,6 +15,7 @@ fn default_events(kind: &ReporterKind) -> Vec<NotifyEvent> {
         ReporterKind::Webhook { .. } | ReporterKind::Irc(_) => vec![Better, Worse, Exception],
         ReporterKind::GithubStatus { .. } => vec![Started, Finished],
         ReporterKind::GithubComment { .. } => vec![Failure],
+        ReporterKind::Mail(_) => vec![Problem],
     }
 }
 
@@ -63,12 +64,9 @@ fn read_kind(ctx: &mut Ctx, t: &mut Table, kind: &str, github: &GithubConfig) ->
             Some(ReporterKind::GithubComment { guide })
         }
         "irc" => read_irc(ctx, t).map(ReporterKind::Irc),
-        "mail" => {
-            ctx.error(t.offset(), &t.key("kind"), format!("reporter kind {kind:?} is not available in this version"));
-            None
-        }
+        "mail" => read_mail(ctx, t).map(ReporterKind::Mail),
         other => {
-            let why = format!("unknown reporter kind {other:?}: webhook, github_status, github_comment or irc");
+            let why = format!("unknown reporter kind {other:?}: webhook, github_status, github_comment, irc or mail");
             ctx.error(t.offset(), &t.key("kind"), why);
             None
         }
@@ -96,6 +94,29 @@ fn read_irc(ctx: &mut Ctx, t: &mut Table) -> Option<IrcReporter> {
     let colours = t.bool_or(ctx, "colours", false);
     let password = t.opt_secret(ctx, "password");
     Some(IrcReporter { server: server?, tls, nick: nick?, password, channels, colours })
+}
+
+fn read_mail(ctx: &mut Ctx, t: &mut Table) -> Option<MailReporter> {
+    let smtp = t.req_str(ctx, "smtp");
+    let from = t.req_str(ctx, "from");
+    let to: Vec<String> = t.opt_str_list(ctx, "to").unwrap_or_default().into_iter().map(|(a, _)| a).collect();
+    let bad = |a: &str| !a.contains('@') || a.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,".contains(c));
+    if from.as_deref().is_some_and(bad) || to.iter().any(|a| bad(a)) {
+        ctx.error(t.offset(), &t.key("to"), "expected plain addresses like ci@example.org");
+    }
+    if let Some(s) = &smtp
+        && !s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        ctx.error(t.offset(), &t.key("smtp"), format!("{s:?} is not host:port"));
+    }
+    let starttls = t.bool_or(ctx, "starttls", false);
+    let username = t.opt_str(ctx, "username");
+    let password = t.opt_secret(ctx, "password");
+    let worker_grace = t.opt_duration(ctx, "worker_grace").unwrap_or(Duration::from_secs(600));
+    if password.is_some() && !starttls {
+        ctx.error(t.offset(), &t.key("password"), "a password is sent only over STARTTLS: set starttls = true");
+    }
+    Some(MailReporter { smtp: smtp?, starttls, username, password, from: from?, to, worker_grace })
 }
 
 fn read_events(ctx: &mut Ctx, t: &mut Table) -> Option<Vec<NotifyEvent>> {
@@ -132,6 +153,13 @@ pub(crate) fn read_reporters(ctx: &mut Ctx, root: &mut Table, github: &GithubCon
             ctx.error(offset, &format!("reporter[{i}].name"), format!("duplicate reporter name {name:?}"));
         }
         let events = events.unwrap_or_else(|| default_events(&kind));
+        // GitHub hears about the stable builders unless told otherwise.
+        let github = matches!(kind, ReporterKind::GithubStatus { .. } | ReporterKind::GithubComment { .. });
+        let tags = if github && tags.is_empty() && builders.is_empty() && branches.is_empty() {
+            vec!["stable".to_string()]
+        } else {
+            tags
+        };
         out.push(ReporterConfig { name, kind, events, tags, builders, branches, give_up_after });
     }
     out

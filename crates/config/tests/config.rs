@@ -348,5 +348,10 @@ fn bad_reporters_are_errors_by_key() {
     assert!(all.contains("reporter[3].nick: missing required key"), "{all}");
     assert!(all.contains("reporter[3].channels: name at least one channel"), "{all}");
     assert!(all.contains("reporter[3].server: \"irc.libera.chat\" is not host:port"), "{all}");
-    assert!(all.contains("reporter[4].kind: reporter kind \"mail\" is not available in this version"), "{all}");
+    assert!(all.contains("reporter[4].smtp: missing required key"), "{all}");
+    assert!(all.contains("reporter[4].from: missing required key"), "{all}");
+    let plain = MINIMAL.to_string()
+        + "\n[[reporter]]\nkind = \"mail\"\nsmtp = \"mx:25\"\nfrom = \"ci@example.org\"\nusername = \"ci\"\npassword = \"pw\"\n";
+    let errors = parse(&plain, Path::new("c.toml")).expect_err("rejected").0;
+    assert!(errors.iter().any(|e| e.to_string().contains("a password is sent only over STARTTLS")), "{errors:?}");
 }

@@ -69,7 +69,7 @@ pub fn parse(xml: &str) -> Result<TestReport, JunitError> {
     }
     let mut reader = Reader::new(xml);
     let mut report = TestReport::new(TestRunner::Junit);
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index = Index::default();
     let mut case: Option<Case> = None;
     let mut root_seen = false;
     let mut cases = 0usize;
@@ -87,7 +87,7 @@ pub fn parse(xml: &str) -> Result<TestReport, JunitError> {
                     ("failure" | "error", Some(c)) => {
                         c.outcome = Outcome::Failed;
                         c.in_failure = true;
-                        c.text = attr(&attrs, "message").unwrap_or_default().to_string();
+                        c.text = cut(attr(&attrs, "message").unwrap_or_default(), MAX_TRACEBACK);
                     }
                     ("skipped", Some(c)) if c.outcome == Outcome::Passed => c.outcome = Outcome::Skipped,
                     _ => {}
@@ -124,6 +124,7 @@ pub fn parse(xml: &str) -> Result<TestReport, JunitError> {
     if !root_seen {
         return Err(JunitError::NotJunit);
     }
+    report.files.iter_mut().for_each(settle);
     Ok(report)
 }
 
@@ -143,14 +144,22 @@ fn new_case(attrs: &[(String, String)]) -> Case {
     Case { file, method, outcome: Outcome::Passed, seconds, text: String::new(), in_failure: false }
 }
 
-fn add_case(report: &mut TestReport, index: &mut HashMap<String, usize>, case: Case) {
-    let i = *index.entry(case.file.clone()).or_insert_with(|| {
+/// Where each file and method is in the report, so a case is placed in constant time.
+#[derive(Default)]
+struct Index {
+    files: HashMap<String, usize>,
+    methods: HashMap<(usize, String), usize>,
+}
+
+fn add_case(report: &mut TestReport, index: &mut Index, case: Case) {
+    let i = *index.files.entry(case.file.clone()).or_insert_with(|| {
         report.files.push(FileResult::new(&case.file));
         report.files.len() - 1
     });
     let file = &mut report.files[i];
     let ms = case.seconds.map(|s| (s * 1000.0).round() as u64);
-    match file.methods.iter_mut().find(|m| m.name == case.method) {
+    let known = index.methods.get(&(i, case.method.clone())).copied();
+    match known.map(|m| &mut file.methods[m]) {
         Some(seen) => {
             seen.rerun = Some(case.outcome);
             if seen.traceback.is_empty() {
@@ -159,8 +168,10 @@ fn add_case(report: &mut TestReport, index: &mut HashMap<String, usize>, case: C
         }
         None => {
             if let Some(ms) = ms {
-                *file.duration_ms.get_or_insert(0) += ms;
+                let total = file.duration_ms.get_or_insert(0);
+                *total = total.saturating_add(ms);
             }
+            index.methods.insert((i, case.method.clone()), file.methods.len());
             file.methods.push(MethodResult {
                 name: case.method,
                 outcome: case.outcome,
@@ -169,7 +180,6 @@ fn add_case(report: &mut TestReport, index: &mut HashMap<String, usize>, case: C
             });
         }
     }
-    settle(file);
 }
 
 /// A file's outcomes from its methods': failed if any failed, skipped if all were.

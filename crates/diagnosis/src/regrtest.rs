@@ -17,8 +17,11 @@ use crate::report::{FileResult, Leak, MethodResult, Outcome, TestReport, TestRun
 const MAX_LINE: usize = 8 * 1024;
 /// Most test files tracked.
 const MAX_FILES: usize = 50_000;
-/// Most methods tracked per file.
+/// Most methods tracked per file, and over the whole run.
 const MAX_METHODS: usize = 1_000;
+const MAX_METHODS_TOTAL: usize = 100_000;
+/// Longest method name kept.
+const MAX_NAME: usize = 500;
 /// Longest traceback (or detail) kept per test.
 const MAX_TRACEBACK: usize = 16 * 1024;
 /// Most traceback text kept over the whole run.
@@ -70,6 +73,7 @@ pub struct Parser {
     detail_bytes: usize,
     rerun_files: Vec<usize>,
     final_list_seen: bool,
+    methods: usize,
 }
 
 impl Default for Parser {
@@ -91,6 +95,7 @@ impl Parser {
             detail_bytes: 0,
             rerun_files: Vec::new(),
             final_list_seen: false,
+            methods: 0,
         }
     }
 
@@ -339,7 +344,8 @@ impl Parser {
         let methods = &mut self.report.files[f].methods;
         let m = match methods.iter().position(|m| m.name == dotted) {
             Some(m) => m,
-            None if methods.len() < MAX_METHODS => {
+            None if methods.len() < MAX_METHODS && self.methods < MAX_METHODS_TOTAL && dotted.len() <= MAX_NAME => {
+                self.methods += 1;
                 let first = if phase == Phase::First { outcome } else { Outcome::Failed };
                 methods.push(MethodResult {
                     name: dotted.to_string(),

@@ -22,6 +22,8 @@ pub struct NewNotification {
     pub body: String,
     /// When it is given up if not sent.
     pub give_up_at: i64,
+    /// When it is first sent (later than now for a worker's grace time).
+    pub due_at: i64,
 }
 
 /// A stored notification.
@@ -85,7 +87,7 @@ impl Store {
         for n in items {
             let done = sqlx::query(
                 "INSERT INTO notifications (reporter, dedupe, event_id, build_id, body, created_at, state, attempts, \
-                 next_attempt_at, give_up_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $6, $7) \
+                 next_attempt_at, give_up_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $8, $7) \
                  ON CONFLICT (reporter, dedupe) DO NOTHING",
             )
             .bind(n.reporter.clone())
@@ -95,6 +97,7 @@ impl Store {
             .bind(n.body.replace('\0', "\u{FFFD}"))
             .bind(now)
             .bind(n.give_up_at)
+            .bind(n.due_at.max(now))
             .execute(&mut *tx)
             .await?;
             added += done.rows_affected();
@@ -113,9 +116,12 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<NotificationRecord>> {
         let mut tx = self.begin_write().await?;
+        // PostgreSQL: masters claiming at once take different rows (SQLite's
+        // writes are one at a time anyway).
+        let skip_locked = if self.backend() == crate::Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM notifications WHERE state = 'pending' AND next_attempt_at <= $1 \
-             AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY id LIMIT $2"
+             AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY id LIMIT $2 {skip_locked}"
         )))
         .bind(now)
         .bind(limit)
@@ -156,11 +162,24 @@ impl Store {
         Ok(())
     }
 
+    /// Records a notification that no longer needs sending (`skipped`), and why.
+    pub async fn notification_skipped(&self, id: i64, why: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET state = 'skipped', claimed_until = NULL, last_error = $1 WHERE id = $2 \
+             AND state = 'pending'",
+        )
+        .bind(why.to_string())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records a sent notification.
     pub async fn notification_sent(&self, id: i64, now: i64) -> Result<()> {
         sqlx::query(
             "UPDATE notifications SET state = 'sent', sent_at = $1, attempts = attempts + 1, claimed_until = NULL, \
-             last_error = NULL WHERE id = $2",
+             last_error = NULL WHERE id = $2 AND state = 'pending'",
         )
         .bind(now)
         .bind(id)
@@ -175,7 +194,8 @@ impl Store {
     pub async fn notification_failed(&self, id: i64, error: &str, retry_at: i64, counts: bool) -> Result<()> {
         sqlx::query(
             "UPDATE notifications SET attempts = attempts + $1, last_error = $2, next_attempt_at = $3, \
-             claimed_until = NULL, state = CASE WHEN $3 > give_up_at THEN 'failed' ELSE 'pending' END WHERE id = $4",
+             claimed_until = NULL, state = CASE WHEN $3 > give_up_at THEN 'failed' ELSE 'pending' END \
+             WHERE id = $4 AND state = 'pending'",
         )
         .bind(i64::from(counts))
         .bind(error.chars().take(1000).collect::<String>())
@@ -184,6 +204,31 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The dedupe key and state of a reporter's last notification about a worker.
+    pub async fn last_worker_notification(&self, reporter: &str, worker_id: i64) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT dedupe, state FROM notifications WHERE reporter = $1 AND build_id IS NULL \
+             AND (dedupe LIKE $2 OR dedupe LIKE $3) ORDER BY id DESC LIMIT 1",
+        )
+        .bind(reporter.to_string())
+        .bind(format!("worker_missing:{worker_id}:%"))
+        .bind(format!("worker_back:{worker_id}:%"))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((get(&r, "dedupe")?, get(&r, "state")?))).transpose()
+    }
+
+    /// The newest notifications, oldest of them first.
+    pub async fn recent_notifications(&self, limit: i64) -> Result<Vec<NotificationRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM notifications ORDER BY id DESC LIMIT $1) n ORDER BY id"
+        )))
+        .bind(limit.clamp(0, 1000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
     }
 
     /// The notifications of a build, oldest first.

@@ -804,3 +804,38 @@ test_both!(test_result_sets_round_trip_with_buildbots_fields_and_cascades, |db| 
     let bad = store.list_test_sets(&ListQuery::default().eq("nonsense", 1)).await;
     assert!(bad.is_err(), "unknown fields are refused");
 });
+
+test_both!(two_masters_never_claim_the_same_notification, |db| {
+    use cascade_store::NewNotification;
+    let store = db.store().await;
+    let (a, b) = (store.register_master("a", 1).await.expect("a"), store.register_master("b", 1).await.expect("b"));
+    let items: Vec<NewNotification> = (0..40)
+        .map(|i| NewNotification {
+            reporter: "chat".into(),
+            dedupe: format!("event:{i}"),
+            event_id: i,
+            build_id: None,
+            body: "{}".into(),
+            give_up_at: 1_000,
+            due_at: 10,
+        })
+        .collect();
+    assert_eq!(store.add_notifications(&items, 10).await.expect("add"), 40);
+    assert_eq!(store.add_notifications(&items, 10).await.expect("again"), 0, "written once per reporter and key");
+    assert!(store.claim_notifications(a, 9, 100, 50).await.expect("early").is_empty(), "not due yet");
+    let (x, y) = tokio::join!(store.claim_notifications(a, 10, 100, 25), store.claim_notifications(b, 10, 100, 25));
+    let (x, y) = (x.expect("a claims"), y.expect("b claims"));
+    let ids = |v: &[cascade_store::NotificationRecord]| v.iter().map(|n| n.id).collect::<BTreeSet<i64>>();
+    assert!(ids(&x).is_disjoint(&ids(&y)), "a notification is held by one master");
+    assert_eq!(x.len() + y.len(), 40);
+    // Held until the lease ends; then another master may take what was not done.
+    assert!(store.claim_notifications(b, 50, 200, 50).await.expect("held").is_empty());
+    store.notification_sent(x[0].id, 60).await.expect("sent");
+    store.notification_failed(x[1].id, "502", 2_000, true).await.expect("given up");
+    let later = store.claim_notifications(b, 101, 300, 50).await.expect("after the lease");
+    assert_eq!(later.len(), 38, "all but the sent and the given-up one");
+    let recent = store.recent_notifications(100).await.expect("recent");
+    let states: BTreeMap<i64, String> = recent.iter().map(|n| (n.id, n.state.clone())).collect();
+    assert_eq!(states[&x[0].id], "sent");
+    assert_eq!(states[&x[1].id], "failed", "retrying past give_up_at gives up");
+});

@@ -41,6 +41,10 @@ pub async fn send(http: &reqwest::Client, target: &Target<'_>, facts: &Facts) ->
         }
         ReporterKind::GithubStatus { context } => {
             let Some(rev) = facts.revision.as_deref() else { return Outcome::Refused("no revision".into()) };
+            // It goes into the URL: a commit id and nothing else.
+            if !(4..=64).contains(&rev.len()) || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Outcome::Refused("the revision is not a commit id".into());
+            }
             let repo = target.repository.unwrap_or_default();
             (format!("{}/repos/{repo}/statuses/{rev}", target.github_api), status_body(facts, context), true)
         }
@@ -50,7 +54,7 @@ pub async fn send(http: &reqwest::Client, target: &Target<'_>, facts: &Facts) ->
             let body = serde_json::json!({ "body": comment_body(facts, guide.as_deref()) });
             (format!("{}/repos/{repo}/issues/{pr}/comments", target.github_api), body, true)
         }
-        ReporterKind::Irc(_) => return Outcome::Refused("IRC is not sent over HTTP".into()),
+        ReporterKind::Irc(_) | ReporterKind::Mail(_) => return Outcome::Refused("not sent over HTTP".into()),
     };
     post(http, &url, &body, github.then_some(target.github_token).flatten()).await
 }
@@ -84,7 +88,7 @@ pub fn judge(status: StatusCode, headers: &HeaderMap, now: i64) -> Outcome {
         }
         if header("x-ratelimit-remaining") == Some("0") {
             let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()).unwrap_or(now + 60);
-            let wait = (reset - now).clamp(1, 3600) as u64;
+            let wait = reset.saturating_sub(now).clamp(1, 3600) as u64;
             return Outcome::Wait(Duration::from_secs(wait), format!("{status}: rate limit until {reset}"));
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -108,6 +112,31 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).expect("value"));
         }
         h
+    }
+
+    #[tokio::test]
+    async fn only_commit_ids_reach_githubs_paths() {
+        let reporter = cascade_config::ReporterConfig {
+            name: "st".into(),
+            kind: ReporterKind::GithubStatus { context: "ci".into() },
+            events: vec![],
+            tags: vec![],
+            builders: vec![],
+            branches: vec![],
+            give_up_after: Duration::from_secs(60),
+        };
+        let target = Target {
+            reporter: &reporter,
+            url: None,
+            github_api: "http://127.0.0.1:9",
+            github_token: None,
+            repository: Some("o/r"),
+        };
+        for rev in ["../../user/repos?x=1", "abc#frag", "", "zz12"] {
+            let facts = Facts { revision: Some(rev.into()), ..Facts::default() };
+            let outcome = send(&crate::outbound::http_client(), &target, &facts).await;
+            assert!(matches!(outcome, Outcome::Refused(_)), "{rev:?}: {outcome:?}");
+        }
     }
 
     #[test]

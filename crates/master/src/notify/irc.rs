@@ -36,7 +36,8 @@ impl IrcHandle {
     /// Posts `line` to every channel; false if it was not written within `limit`.
     pub async fn post(&self, line: String, limit: Duration) -> bool {
         let (done, written) = oneshot::channel();
-        if self.tx.send((line, done)).await.is_err() {
+        // A full queue (a long disconnection) is a failed attempt, not a wait.
+        if self.tx.try_send((line, done)).is_err() {
             return false;
         }
         matches!(tokio::time::timeout(limit, written).await, Ok(Ok(())))
@@ -170,6 +171,10 @@ async fn session(
             }
             post = rx.recv(), if registered => {
                 let Some((text, done)) = post else { return Ok(()) };
+                // Its sender gave up waiting: it will be tried again as a new line.
+                if done.is_closed() {
+                    continue;
+                }
                 for channel in &settings.channels {
                     budget.wait().await;
                     write.write_all(out(format!("PRIVMSG {channel} :{text}")).as_bytes()).await.map_err(|e| e.to_string())?;
@@ -213,7 +218,7 @@ fn answer(
             tracing::warn!(server = %settings.server, "SASL authentication failed");
             vec!["CAP END".into()]
         }
-        "433" => {
+        "433" if nick.len() < settings.nick.len() + 5 => {
             nick.push('_');
             vec![format!("NICK {nick}")]
         }

@@ -39,16 +39,34 @@ pub struct Facts {
     pub pull_request: Option<u64>,
     /// The commit's title, for the comment.
     pub title: Option<String>,
+    /// A worker event's worker.
+    pub worker: Option<String>,
+    pub worker_id: Option<i64>,
+    /// Who a worker event's mail goes to (its owner), when not the reporter's list.
+    pub to: Vec<String>,
 }
 
-fn short(rev: Option<&str>) -> &str {
-    rev.map_or("", |r| &r[..r.len().min(10)])
+fn short(rev: Option<&str>) -> String {
+    rev.map_or(String::new(), |r| r.chars().take(10).collect())
+}
+
+/// Chat text that cannot ping a channel or forge a link (`<!channel>`, `@everyone`).
+fn chat_safe(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('@', "@\u{200B}")
+}
+
+/// Caps a list for a message: its first `n`, and how many more.
+fn capped(list: &[String], n: usize) -> (&[String], usize) {
+    (&list[..list.len().min(n)], list.len().saturating_sub(n))
 }
 
 /// One line: `unix 3.x #12: worse (failure) on 0123456789 by Ann: https://…`.
 pub fn line(f: &Facts) -> String {
+    if let Some(worker) = &f.worker {
+        return format!("worker {worker}: {}: {}", f.event.replace('_', " "), f.url);
+    }
     let results = f.results.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    let rev = f.revision.as_deref().map(|_| format!(" on {}", short(f.revision.as_deref()))).unwrap_or_default();
+    let rev = f.revision.as_deref().map(|r| format!(" on {}", short(Some(r)))).unwrap_or_default();
     let by = if f.authors.is_empty() { String::new() } else { format!(" by {}", f.authors.join(", ")) };
     format!("{} #{}: {}{results}{rev}{by}: {}", f.builder, f.number, f.event, f.url)
 }
@@ -56,17 +74,21 @@ pub fn line(f: &Facts) -> String {
 /// A chat webhook's body.
 pub fn chat_body(format: ChatFormat, f: &Facts) -> Value {
     let results = f.results.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    let who = if f.authors.is_empty() { String::new() } else { format!(" by {}", f.authors.join(", ")) };
-    let rev = short(f.revision.as_deref());
+    let who = if f.authors.is_empty() { String::new() } else { format!(" by {}", chat_safe(&f.authors.join(", "))) };
+    let rev = chat_safe(&short(f.revision.as_deref()));
+    let builder = chat_safe(&f.builder);
     match format {
         ChatFormat::Slack => {
-            json!({ "text": format!("<{}|{} #{}>: {}{results} on `{rev}`{who}", f.url, f.builder, f.number, f.event) })
+            json!({ "text": format!("<{}|{builder} #{}>: {}{results} on `{rev}`{who}", f.url, f.number, f.event) })
         }
         ChatFormat::Discord => {
-            json!({ "content": format!("[{} #{}](<{}>): {}{results} on `{rev}`{who}", f.builder, f.number, f.url, f.event) })
+            json!({
+                "content": format!("[{builder} #{}](<{}>): {}{results} on `{rev}`{who}", f.number, f.url, f.event),
+                "allowed_mentions": { "parse": [] },
+            })
         }
         ChatFormat::Zulip => {
-            json!({ "text": format!("[{} #{}]({}): **{}**{results} on `{rev}`{who}", f.builder, f.number, f.url, f.event) })
+            json!({ "text": format!("[{builder} #{}]({}): **{}**{results} on `{rev}`{who}", f.number, f.url, f.event) })
         }
         ChatFormat::Json => {
             let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
@@ -131,14 +153,22 @@ pub fn comment_body(f: &Facts, guide: Option<&str>) -> String {
     }
     if !f.failed_tests.is_empty() {
         out.push_str("\nFailed tests:\n\n");
-        for t in &f.failed_tests {
+        let (shown, more) = capped(&f.failed_tests, 50);
+        for t in shown {
             out.push_str(&format!("- {t}\n"));
+        }
+        if more > 0 {
+            out.push_str(&format!("- and {more} more\n"));
         }
     }
     if !f.leaks.is_empty() {
         out.push_str("\nLeaks:\n\n");
-        for l in &f.leaks {
-            out.push_str(&format!("- `{l}`\n"));
+        let (shown, more) = capped(&f.leaks, 20);
+        for l in shown {
+            out.push_str(&format!("- `{}`\n", l.replace('`', "'")));
+        }
+        if more > 0 {
+            out.push_str(&format!("- and {more} more\n"));
         }
     }
     if !f.tracebacks.is_empty() {
@@ -177,6 +207,22 @@ mod tests {
             line(&facts()),
             "AMD64 Fedora 3.x #12: worse (failure) on 0123456789 by Ann: https://ci.example.org/builders/3/builds/12"
         );
+    }
+
+    #[test]
+    fn odd_revisions_and_pings_are_harmless() {
+        let mut f = facts();
+        f.revision = Some("ééééééééééé".into());
+        assert!(line(&f).contains(" on éééééééééé "), "cut by characters, not bytes");
+        f.authors = vec!["<!channel> @everyone".into()];
+        let slack = chat_body(ChatFormat::Slack, &f)["text"].as_str().unwrap_or_default().to_string();
+        assert!(!slack.contains("<!channel>") && !slack.contains("@everyone"), "{slack}");
+        assert_eq!(chat_body(ChatFormat::Discord, &f)["allowed_mentions"]["parse"], json!([]));
+        f.failed_tests = (0..80).map(|i| format!("test_{i}")).collect();
+        f.leaks = vec!["test_x leaked [1] `references`".into()];
+        let body = comment_body(&f, None);
+        assert!(body.contains("- and 30 more") && !body.contains("test_79"));
+        assert!(body.contains("`test_x leaked [1] 'references'`"));
     }
 
     #[test]

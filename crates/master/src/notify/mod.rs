@@ -7,6 +7,7 @@
 
 pub mod deliver;
 pub mod irc;
+pub mod mail;
 pub mod message;
 
 use std::sync::Arc;
@@ -24,10 +25,11 @@ use crate::events::EventReader;
 use deliver::{Outcome, Target};
 use message::{Facts, merged_pull_request};
 
-/// How long a master holds a notification it is sending.
-const LEASE_SECS: i64 = 120;
+/// How long a master holds a notification it is sending: longer than a
+/// batch takes to send whatever the receivers do (each send is bounded).
+const LEASE_SECS: i64 = 900;
 /// Most notifications claimed at once.
-const BATCH: i64 = 50;
+const BATCH: i64 = 5;
 /// Tracebacks a pull request comment carries, and how long each may be.
 const TRACEBACKS: usize = 5;
 const TRACEBACK_CHARS: usize = 4000;
@@ -64,6 +66,11 @@ impl Notifier {
                 self.irc.lock().insert(r.name.clone(), irc::spawn(settings, stopped.clone()));
             }
         }
+        // Claims this master held in a life before a crash are its own to
+        // resend; let go of them before this life claims any.
+        if let Err(e) = self.store.release_notifications(self.catalog.master_id).await {
+            tracing::warn!(error = %e, "could not release this master's old claims");
+        }
         let write = self.clone().write_loop(stopped.clone());
         let send = self.send_loop(stopped);
         tokio::join!(write, send);
@@ -84,7 +91,12 @@ impl Notifier {
         };
         while !*stopped.borrow() {
             if let Err(e) = self.write_once(&mut reader).await {
-                tracing::warn!(error = %e, "writing notifications failed; retrying");
+                tracing::warn!(error = %e, "writing notifications failed; reading again from the saved place");
+                // The reader moved past events whose notifications were not
+                // written: start again where it last saved (writing is idempotent).
+                if let Ok(again) = EventReader::durable_from(&self.store, "notify", self.events_from).await {
+                    reader = again;
+                }
             }
             tokio::select! {
                 () = reader.wait() => {}
@@ -96,8 +108,6 @@ impl Notifier {
     async fn open_reader(&self) -> Result<EventReader, StoreError> {
         let reader = EventReader::durable_from(&self.store, "notify", self.events_from).await?;
         reader.save(self.clock.now()).await?;
-        // Claims this master held in a life before a crash are its own to resend.
-        self.store.release_notifications(self.catalog.master_id).await?;
         Ok(reader)
     }
 
@@ -125,6 +135,12 @@ impl Notifier {
             Event::BuildFinished { build_id, builder_id, number, results } => {
                 let previous = self.store.previous_state(*builder_id, *number).await?.and_then(Results::from_code);
                 (*build_id, *builder_id, Some(*results), transition::finished(previous, *results))
+            }
+            Event::WorkerLost { worker_id, worker, .. } => {
+                return self.worker_event(event_id, *worker_id, worker, NotifyEvent::WorkerMissing).await;
+            }
+            Event::WorkerConnected { worker_id, worker, .. } => {
+                return self.worker_event(event_id, *worker_id, worker, NotifyEvent::WorkerBack).await;
             }
             _ => return Ok(Vec::new()),
         };
@@ -155,7 +171,7 @@ impl Notifier {
                 _ => format!("event:{event_id}"),
             };
             let body = serde_json::to_string(&f).unwrap_or_default();
-            let give_up_at = now.saturating_add(reporter.give_up_after.as_secs() as i64);
+            let give_up_at = now.saturating_add(i64::try_from(reporter.give_up_after.as_secs()).unwrap_or(i64::MAX));
             out.push(NewNotification {
                 reporter: reporter.name.clone(),
                 dedupe,
@@ -163,6 +179,58 @@ impl Notifier {
                 build_id: Some(build_id),
                 body,
                 give_up_at,
+                due_at: now,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A lost worker's `worker_missing`, due once its grace time has passed
+    /// (it is skipped then if the worker is back); a worker's `worker_back`,
+    /// when a `worker_missing` about it was the last thing sent.
+    async fn worker_event(
+        &self,
+        event_id: i64,
+        worker_id: i64,
+        worker: &str,
+        event: NotifyEvent,
+    ) -> Result<Vec<NewNotification>, StoreError> {
+        let now = self.clock.now();
+        let owner = self.catalog.worker(worker).and_then(|w| w.notify.clone());
+        let base = self.catalog.config.master.url.trim_end_matches('/');
+        let mut out = Vec::new();
+        for r in self.catalog.config.reporters.iter().filter(|r| r.events.contains(&event)) {
+            let grace = match (&r.kind, event) {
+                (ReporterKind::Mail(m), NotifyEvent::WorkerMissing) => m.worker_grace.as_secs() as i64,
+                (_, NotifyEvent::WorkerMissing) => 600,
+                _ => 0,
+            };
+            if event == NotifyEvent::WorkerBack {
+                let last = self.store.last_worker_notification(&r.name, worker_id).await?;
+                let missing_sent =
+                    last.is_some_and(|(key, state)| key.starts_with("worker_missing:") && state == "sent");
+                if !missing_sent {
+                    continue;
+                }
+            }
+            let facts = Facts {
+                event: event.name().to_string(),
+                events: vec![event.name().to_string()],
+                worker: Some(worker.to_string()),
+                worker_id: Some(worker_id),
+                url: format!("{base}/workers/{worker_id}"),
+                to: owner.clone().into_iter().collect(),
+                ..Facts::default()
+            };
+            let due_at = now.saturating_add(grace);
+            out.push(NewNotification {
+                reporter: r.name.clone(),
+                dedupe: format!("{}:{worker_id}:{event_id}", event.name()),
+                event_id,
+                build_id: None,
+                body: serde_json::to_string(&facts).unwrap_or_default(),
+                give_up_at: due_at.saturating_add(i64::try_from(r.give_up_after.as_secs()).unwrap_or(i64::MAX)),
+                due_at,
             });
         }
         Ok(out)
@@ -220,6 +288,7 @@ impl Notifier {
             tracebacks,
             pull_request: only.and_then(|c| merged_pull_request(&c.comments)),
             title: only.and_then(|c| c.comments.lines().next().map(str::to_string)),
+            ..Facts::default()
         }))
     }
 
@@ -236,7 +305,8 @@ impl Notifier {
                 _ => {}
             }
         }
-        let leaks = self.store.test_runs_of(&[build_id]).await?.into_iter().flat_map(|r| r.leaks).collect();
+        let leaks = self.store.test_runs_of(&[build_id]).await?.into_iter().flat_map(|r| r.leaks).take(100).collect();
+        failed.truncate(200);
         Ok((failed, leaks, tracebacks))
     }
 
@@ -288,8 +358,22 @@ impl Notifier {
         let now = self.clock.now();
         let span = tracing::info_span!("notify", reporter = %reporter.name, build = ?n.build_id, event = %facts.event);
         let _guard = span.enter();
+        if let Some(worker_id) = facts.worker_id.filter(|_| facts.event == NotifyEvent::WorkerMissing.name())
+            && self.store.worker_connected_since().await?.contains_key(&worker_id)
+        {
+            tracing::info!("the worker came back within its grace time; nothing to say");
+            return self.store.notification_skipped(n.id, "the worker came back within its grace time").await;
+        }
+        // A start's `pending` sent after the build ended would hide its result.
+        if matches!(reporter.kind, ReporterKind::GithubStatus { .. }) && facts.results.is_none() {
+            let ended = self.store.get_build(facts.build_id).await?.is_some_and(|b| b.complete);
+            if ended {
+                return self.store.notification_skipped(n.id, "the build ended before its start was reported").await;
+            }
+        }
         let outcome = match &reporter.kind {
             ReporterKind::Irc(c) => self.post_irc(&reporter.name, irc::line(&facts, c.colours)).await,
+            ReporterKind::Mail(m) => self.mail(&reporter.name, m, &facts, n.id).await,
             _ => deliver::send(&self.http, &target, &facts).await,
         };
         match outcome {
@@ -319,6 +403,43 @@ impl Notifier {
 }
 
 impl Notifier {
+    async fn mail(&self, reporter: &str, m: &cascade_config::MailReporter, facts: &Facts, id: i64) -> Outcome {
+        let settings = mail::SmtpSettings {
+            server: &m.smtp,
+            starttls: m.starttls,
+            username: m.username.as_deref(),
+            password: self.secrets.reporter_passwords.get(reporter).map(cascade_config::SecretString::expose),
+            from: &m.from,
+        };
+        let to = if facts.to.is_empty() { &m.to } else { &facts.to };
+        if to.is_empty() {
+            return Outcome::Refused("nobody to mail".into());
+        }
+        let subject = match &facts.worker {
+            Some(w) if facts.event == NotifyEvent::WorkerBack.name() => format!("worker {w} is back"),
+            Some(w) => format!("worker {w} is missing"),
+            None => format!("{}: {} #{}", facts.event, facts.builder, facts.number),
+        };
+        let mut body = message::line(facts);
+        if !facts.failed_tests.is_empty() {
+            body.push_str(&format!("\n\nFailed tests: {}\n", facts.failed_tests.join(" ")));
+        }
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string();
+        let host = self
+            .catalog
+            .config
+            .master
+            .url
+            .split("//")
+            .nth(1)
+            .unwrap_or("cascade")
+            .split('/')
+            .next()
+            .unwrap_or("cascade");
+        let id = format!("notification-{id}@{host}");
+        mail::send(&settings, &mail::Mail { to, subject: &subject, body: &body }, &date, &id).await
+    }
+
     async fn post_irc(&self, reporter: &str, line: String) -> Outcome {
         let handle = self.irc.lock().get(reporter).cloned();
         match handle {

@@ -131,7 +131,8 @@ channels = ["#builds"]
     )
 }
 
-async fn finish(h: &Harness, results: Results) {
+/// Ends a new build of `Fedora main` with `results`, straight in the store.
+pub async fn finish(h: &Harness, results: Results) {
     let now = cascade_master::clock::now();
     let builder = h.builder("Fedora main");
     let bs = cascade_store::NewBuildset { reason: "test".into(), builder_ids: vec![builder], ..Default::default() };

@@ -8,6 +8,7 @@ mod control;
 mod diagnosis;
 mod harness;
 mod irc;
+mod mail;
 mod notify;
 mod pages;
 mod pb;

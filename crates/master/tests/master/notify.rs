@@ -110,15 +110,31 @@ guide = "https://devguide.python.org/testing/buildbots/"
     )
 }
 
-/// Pushes one commit with `message`, lets the scheduler fire, and builds it to `results`.
-async fn build(h: &Harness, seed: u32, message: &str, results: Results) -> i64 {
+/// Pushes one commit with `message`, lets the scheduler fire, starts it,
+/// waits for GitHub to hear it is pending, and ends it with `results`.
+async fn build(h: &Harness, github: &Receiver, seed: u32, message: &str, results: Results) -> i64 {
     let mut payload = synthetic_push("main", seed, 1, &["Lib/os.py"]);
     payload["commits"][0]["message"] = json!(message);
     payload["head_commit"] = payload["commits"][0].clone();
     payload["repository"]["full_name"] = json!("python/cpython");
     h.push(&payload, &format!("d-{seed}")).await;
     h.master.schedulers.tick(&h.store, cascade_master::clock::now() + 60).await.expect("tick");
-    finish_next(h, results).await
+    let now = cascade_master::clock::now();
+    let claimed = h.store.claim_build(h.builder("Fedora main"), h.master.master_id(), None, now).await.expect("claim");
+    let claimed = claimed.expect("a build");
+    let pending = |g: &Receiver| {
+        g.got
+            .lock()
+            .iter()
+            .any(|(p, v, _)| p.ends_with(&format!("{:040x}", (seed as u128) << 32)) && v["state"] == "pending")
+    };
+    let started = std::time::Instant::now();
+    while !pending(github) {
+        assert!(started.elapsed() < Duration::from_secs(30), "no pending status for build {}", claimed.number);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.store.finish_build(claimed.build_id, results, results.name(), now).await.expect("finish");
+    claimed.build_id
 }
 
 async fn finish_next(h: &Harness, results: Results) -> i64 {
@@ -149,15 +165,18 @@ test_both!(state_changes_reach_chat_and_github_once, |db| {
     github.answers.lock().push_back((403, vec![("retry-after", "1".to_string())]));
     let h = Harness::with_config(db, &config(&chat_url, &github_url)).await;
 
-    let first = build(&h, 1, "Add a feature (#100)", Results::Success).await;
+    let first = build(&h, &github, 1, "Add a feature (#100)", Results::Success).await;
     settled(&h, first, 2).await;
-    let second = build(&h, 2, "gh-7: Break os (#101)", Results::Failure).await;
+    let second = build(&h, &github, 2, "gh-7: Break os (#101)", Results::Failure).await;
     let sent = settled(&h, second, 4).await;
     assert!(sent.iter().all(|n| n.state == "sent"), "{sent:?}");
-    let third = build(&h, 3, "Unrelated (#102)", Results::Failure).await;
+    let third = build(&h, &github, 3, "Unrelated (#102)", Results::Failure).await;
     settled(&h, third, 3).await;
-    let fourth = build(&h, 4, "Fix os, no suffix", Results::Success).await;
+    let fourth = build(&h, &github, 4, "Fix os (#103)", Results::Success).await;
     settled(&h, fourth, 3).await;
+    // A failure of a commit without GitHub's suffix: worse, a status, and no comment.
+    let fifth = build(&h, &github, 5, "Break it again, pushed directly", Results::Failure).await;
+    settled(&h, fifth, 3).await;
 
     // The channel hears worse, then nothing, then better.
     let lines: Vec<String> = chat
@@ -166,7 +185,7 @@ test_both!(state_changes_reach_chat_and_github_once, |db| {
         .iter()
         .map(|(_, v, _)| format!("{} #{}", v["event"].as_str().unwrap_or(""), v["number"]))
         .collect();
-    assert_eq!(lines, ["worse #2", "better #4"]);
+    assert_eq!(lines, ["worse #2", "better #4", "worse #5"]);
     let said = chat.got.lock()[0].1["text"].as_str().unwrap_or_default().to_string();
     assert!(said.starts_with("Fedora main #2: worse (failure) on 0000000000 by "), "{said}");
     assert!(said.ends_with("https://ci.example.org/builders/1/builds/2"), "{said}");
@@ -179,13 +198,13 @@ test_both!(state_changes_reach_chat_and_github_once, |db| {
             (p.rsplit('/').next().unwrap_or("").to_string(), v["state"].as_str().unwrap_or("").to_string())
         })
         .collect();
-    for (n, end) in [(1u128, "success"), (2, "failure"), (3, "failure"), (4, "success")] {
+    for (n, end) in [(1u128, "success"), (2, "failure"), (3, "failure"), (4, "success"), (5, "failure")] {
         let rev = format!("{:040x}", n << 32);
         for state in ["pending", end] {
             assert!(statuses.contains(&(rev.clone(), state.to_string())), "{rev} {state} in {statuses:?}");
         }
     }
-    assert_eq!(statuses.len(), 8, "one pending and one end per build, after the 502 and the wait: {statuses:?}");
+    assert_eq!(statuses.len(), 10, "one pending and one end per build, after the 502 and the wait: {statuses:?}");
     assert!(got.iter().all(|(_, _, auth)| auth.as_deref() == Some("Bearer gh-token")));
     let context = got.iter().find(|(p, _, _)| p.contains("/statuses/")).map(|(_, v, _)| v["context"].clone());
     assert_eq!(context, Some(json!("buildbot/Fedora main")));
@@ -213,8 +232,9 @@ test_both!(state_changes_reach_chat_and_github_once, |db| {
 
     // A rebuild of the failing build (the same change) fails again: no second comment.
     let rebuilt = rebuild_failing(&h, second).await;
-    // It comes after the success of #4: worse again for the channel, a status, and no comment.
-    settled(&h, rebuilt, 3).await;
+    // It comes after the failure of #5: no change for the channel, no comment; its start is
+    // not reported once it has ended (a late `pending` would hide the result).
+    settled(&h, rebuilt, 2).await;
     let again = github.got.lock().iter().filter(|(p, _, _)| p.ends_with("101/comments")).count();
     assert_eq!(again, 1, "one comment per pull request and builder");
     h.stop().await;
