@@ -231,6 +231,7 @@ pub async fn janitor(store: &Store, config: &Config, now: i64) {
     report("old webhook delivery ids", store.prune_webhook_deliveries(horizon(config.janitor.delivery_horizon)).await);
     report("expired sessions", store.prune_sessions(now).await);
     report("old events", store.prune_events(horizon(config.janitor.event_horizon)).await);
+    report("old notifications", store.prune_notifications(horizon(config.janitor.event_horizon)).await);
 }
 
 /// A master served in the background (tests, load tools, the demo).

@@ -220,6 +220,16 @@ impl Store {
         row.map(|r| Ok((get(&r, "dedupe")?, get(&r, "state")?))).transpose()
     }
 
+    /// Forgets notifications that are done (sent, given up, skipped) and
+    /// were written before `before`; pending ones stay however old.
+    pub async fn prune_notifications(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM notifications WHERE state <> 'pending' AND created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The newest notifications, oldest of them first.
     pub async fn recent_notifications(&self, limit: i64) -> Result<Vec<NotificationRecord>> {
         let rows = sqlx::query(AssertSqlSafe(format!(

@@ -838,4 +838,7 @@ test_both!(two_masters_never_claim_the_same_notification, |db| {
     let states: BTreeMap<i64, String> = recent.iter().map(|n| (n.id, n.state.clone())).collect();
     assert_eq!(states[&x[0].id], "sent");
     assert_eq!(states[&x[1].id], "failed", "retrying past give_up_at gives up");
+    // Done ones are pruned past the horizon; pending ones stay.
+    assert_eq!(store.prune_notifications(11).await.expect("prune"), 2);
+    assert_eq!(store.recent_notifications(100).await.expect("left").len(), 38);
 });

@@ -143,7 +143,7 @@ async fn session(
     stopped: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
     let (read, mut write) = tokio::io::split(stream);
-    let mut lines = BufReader::new(read).lines();
+    let mut lines = Lines { reader: BufReader::new(read), buf: Vec::new() };
     let mut nick = settings.nick.clone();
     let out = |text: String| format!("{text}\r\n");
     let mut hello = String::new();
@@ -184,6 +184,38 @@ async fn session(
             _ = stopped.changed() => {
                 let _ = write.write_all(b"QUIT :master stopping\r\n").await;
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// Longest line read from a server; the rest of a longer one is dropped.
+const MAX_LINE: usize = 8 * 1024;
+
+/// A server's lines, each at most `MAX_LINE` bytes kept, whatever it sends.
+struct Lines<R> {
+    reader: BufReader<R>,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        self.buf.clear();
+        loop {
+            let chunk = self.reader.fill_buf().await?;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            let (take, ended) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            let room = MAX_LINE.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&chunk[..take.min(room)]);
+            self.reader.consume(take);
+            if ended {
+                let line = String::from_utf8_lossy(&self.buf).trim_end_matches(['\r', '\n']).to_string();
+                return Ok(Some(line));
             }
         }
     }
@@ -279,6 +311,16 @@ mod tests {
         let plain = line(&f, false);
         assert!(!plain.contains('\n') && !plain.contains('\r'));
         assert!(line(&f, true).starts_with("\x0304"));
+    }
+
+    #[tokio::test]
+    async fn a_flooding_server_cannot_grow_a_line_without_bound() {
+        let mut input = "a".repeat(20_000).into_bytes();
+        input.extend_from_slice(b"\nPING :x\r\n");
+        let mut lines = Lines { reader: BufReader::new(&input[..]), buf: Vec::new() };
+        assert_eq!(lines.next_line().await.expect("read").map(|l| l.len()), Some(MAX_LINE));
+        assert_eq!(lines.next_line().await.expect("read").as_deref(), Some("PING :x"));
+        assert_eq!(lines.next_line().await.expect("read"), None);
     }
 
     #[tokio::test(start_paused = true)]
