@@ -350,7 +350,10 @@ impl Ctx {
 
     /// An uploaded JUnit file's results, stored as the step's set.
     async fn read_junit(&self, path: &std::path::Path, dest: &str, log: &mut LogWriter) -> Result<(), StoreError> {
-        match read_junit(path) {
+        // Reading (up to 64 MiB) and parsing are blocking work: off the runtime's threads.
+        let owned = path.to_path_buf();
+        let parsed = tokio::task::spawn_blocking(move || read_junit(&owned)).await.ok().flatten();
+        match parsed {
             None => Ok(()),
             Some(Ok(report)) => {
                 let (passed, failed) = report.counts();

@@ -47,7 +47,12 @@ pub struct RunView {
     pub fatal: Vec<String>,
     pub reproduce: Option<String>,
     pub truncated: bool,
+    /// Failed and flaky files past what the page lists.
+    pub more: usize,
 }
+
+/// Failed (or flaky) files a build page lists per run; the API has them all.
+const LISTED: usize = 300;
 
 /// The changes that may have broken the builder, when this build is in a failing streak.
 pub struct SuspectsView {
@@ -97,10 +102,18 @@ fn failure(p: &TestProblemRecord, methods: &[&TestProblemRecord], order_href: Op
 fn run_view(href: &str, run: &TestRunRecord, problems: &[TestProblemRecord]) -> RunView {
     let mine: Vec<&TestProblemRecord> =
         problems.iter().filter(|p| p.test_result_setid == run.test_result_setid).collect();
-    let (mut failed, mut flaky) = (Vec::new(), Vec::new());
+    let mut by_file: HashMap<&str, Vec<&TestProblemRecord>> = HashMap::new();
+    for m in mine.iter().filter(|m| m.method.is_some()) {
+        by_file.entry(m.file.as_str()).or_default().push(m);
+    }
+    let (mut failed, mut flaky, mut more) = (Vec::new(), Vec::new(), 0);
     for file in mine.iter().filter(|p| p.method.is_none()) {
-        let methods: Vec<&TestProblemRecord> =
-            mine.iter().filter(|m| m.method.is_some() && m.file == file.file).copied().collect();
+        let full = if file.flaky { flaky.len() >= LISTED } else { failed.len() >= LISTED };
+        if full {
+            more += 1;
+            continue;
+        }
+        let methods: Vec<&TestProblemRecord> = by_file.get(file.file.as_str()).cloned().unwrap_or_default();
         let order = (!run.order.is_empty())
             .then(|| format!("{href}/tests/{}/order?test={}", run.test_result_setid, urlencode(&file.file)));
         let f = failure(file, &methods, order);
@@ -124,6 +137,7 @@ fn run_view(href: &str, run: &TestRunRecord, problems: &[TestProblemRecord]) -> 
         fatal: run.fatal.clone(),
         reproduce,
         truncated: run.truncated,
+        more,
     }
 }
 

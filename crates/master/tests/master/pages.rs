@@ -281,3 +281,36 @@ test_both!(the_breaking_change_is_narrowed_by_builders_failing_the_same_test, |d
     let blamelist = page.split("id=\"blamelist\"").nth(1).expect("blamelist");
     assert!(blamelist.contains(&format!("/changes/{second}\"")), "the blamelist itself still lists both");
 });
+
+test_both!(a_build_with_hundreds_of_failed_tests_lists_the_first_ones, |db| {
+    use cascade_store::{NewTestResult, NewTestSet, TestProblemRecord, TestRunRecord};
+    let h = Harness::frozen(db, &config()).await;
+    let fedora = h.builder("Fedora <script> 3.x<i>");
+    let bs = cascade_store::NewBuildset { reason: "force".into(), builder_ids: vec![fedora], ..Default::default() };
+    let now = cascade_master::clock::now();
+    h.store.create_buildset(&bs, now).await.expect("buildset");
+    let claimed = h.store.claim_build(fedora, h.master.master_id(), None, now).await.expect("claim").expect("a build");
+    let step = h.store.add_step(claimed.build_id, 0, "test", now).await.expect("step");
+    let names: Vec<String> = (0..320).map(|i| format!("test_{i:03}")).collect();
+    let set = NewTestSet {
+        builder_id: fedora,
+        build_id: claimed.build_id,
+        step_id: step,
+        description: "regrtest: test".into(),
+        results: names.iter().map(|n| NewTestResult { name: n.clone(), passed: false, duration_ns: None }).collect(),
+        run: TestRunRecord { runner: "regrtest".into(), order: names.clone(), ..TestRunRecord::default() },
+        problems: names
+            .iter()
+            .map(|n| TestProblemRecord { file: n.clone(), outcome: "failed".into(), ..Default::default() })
+            .collect(),
+    };
+    h.store.add_test_set(&set).await.expect("set");
+    h.store.finish_build(claimed.build_id, Results::Failure, "failure: test", now).await.expect("finish");
+    let (status, page, _) = html(&h, &format!("/builders/{fedora}/builds/{}", claimed.number)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("id=\"test-test_299\"") && !page.contains("id=\"test-test_300\""),
+        "the first 300 are listed"
+    );
+    assert!(page.contains("20 more failed or flaky test files are not listed"), "and the rest are counted");
+});
