@@ -154,6 +154,7 @@ async fn session(
     hello.push_str(&out(format!("USER {nick} 0 * :Cascade CI")));
     write.write_all(hello.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut registered = false;
+    let mut caps = String::new();
     let mut budget = Budget::new();
     loop {
         tokio::select! {
@@ -161,7 +162,7 @@ async fn session(
                 let line = line.map_err(|_| "silent for 5 minutes".to_string())?.map_err(|e| e.to_string())?;
                 let Some(line) = line else { return Err("closed by the server".into()) };
                 let (command, params) = parse(&line);
-                let reply = answer(settings, &mut nick, &command, &params, &mut registered);
+                let reply = answer(settings, &mut nick, &command, &params, &mut registered, &mut caps);
                 for r in reply {
                     write.write_all(out(r).as_bytes()).await.map_err(|e| e.to_string())?;
                 }
@@ -228,12 +229,23 @@ fn answer(
     command: &str,
     params: &[String],
     registered: &mut bool,
+    caps: &mut String,
 ) -> Vec<String> {
     let last = params.last().map(String::as_str).unwrap_or("");
     match command {
         "PING" => vec![format!("PONG :{last}")],
+        // `CAP * LS * :…` says more lines of capabilities follow.
+        "CAP" if params.get(1).is_some_and(|s| s == "LS") && params.len() >= 4 && params[2] == "*" => {
+            caps.push(' ');
+            caps.push_str(last);
+            Vec::new()
+        }
         "CAP" if params.get(1).is_some_and(|s| s == "LS") => {
-            if last.split(' ').any(|c| c == "sasl" || c.starts_with("sasl=")) {
+            caps.push(' ');
+            caps.push_str(last);
+            let offered = caps.split(' ').any(|c| c == "sasl" || c.starts_with("sasl="));
+            caps.clear();
+            if offered {
                 vec!["CAP REQ :sasl".into()]
             } else {
                 tracing::warn!(server = %settings.server, "the IRC server offers no SASL; connecting without");
@@ -298,6 +310,31 @@ mod tests {
             parse(":srv CAP * LS :multi-prefix sasl"),
             ("CAP".into(), vec!["*".into(), "LS".into(), "multi-prefix sasl".into()])
         );
+    }
+
+    #[test]
+    fn sasl_is_asked_for_when_offered_over_several_cap_lines_and_authenticates() {
+        let settings = IrcSettings {
+            server: "irc:6697".into(),
+            tls: true,
+            nick: "bot".into(),
+            password: Some("pw".into()),
+            channels: vec!["#b".into()],
+            colours: false,
+        };
+        let (mut nick, mut registered, mut caps) = ("bot".to_string(), false, String::new());
+        let mut say = |line: &str| {
+            let (command, params) = parse(line);
+            answer(&settings, &mut nick, &command, &params, &mut registered, &mut caps)
+        };
+        assert!(say(":srv CAP * LS * :multi-prefix away-notify").is_empty(), "more lines follow");
+        assert_eq!(say(":srv CAP * LS :sasl=PLAIN,EXTERNAL"), ["CAP REQ :sasl"]);
+        assert_eq!(say(":srv CAP bot ACK :sasl"), ["AUTHENTICATE PLAIN"]);
+        assert_eq!(say("AUTHENTICATE +"), ["AUTHENTICATE Ym90AGJvdABwdw=="]);
+        assert_eq!(say(":srv 903 bot :SASL authentication successful"), ["CAP END"]);
+        assert_eq!(say(":srv 433 * bot :Nickname is already in use"), ["NICK bot_"]);
+        assert_eq!(say(":srv 001 bot_ :Welcome"), ["JOIN #b"]);
+        assert_eq!(say(":srv CAP * LS :multi-prefix"), ["CAP END"], "no SASL offered: on without it");
     }
 
     #[test]
