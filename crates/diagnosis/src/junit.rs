@@ -202,11 +202,7 @@ fn settle(file: &mut FileResult) {
 }
 
 fn cut(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    crate::regrtest::cut(s, max).to_string()
 }
 
 #[cfg(test)]

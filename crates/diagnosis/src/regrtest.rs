@@ -520,7 +520,8 @@ fn strip_clock(line: &str) -> &str {
     }
 }
 
-fn cut(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

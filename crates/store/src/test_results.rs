@@ -328,6 +328,28 @@ impl Store {
             .collect()
     }
 
+    /// The test files each build failed for good (not flaky), in the order
+    /// stored; a file the log and an uploaded JUnit file both name counts once.
+    pub async fn failed_test_files(&self, build_ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
+        let rows = self
+            .rows_for_ids(build_ids, |list| {
+                format!(
+                    "SELECT buildid, file FROM test_problems WHERE buildid IN ({list}) AND method IS NULL \
+                     AND flaky = 0 ORDER BY buildid, id"
+                )
+            })
+            .await?;
+        let mut out: HashMap<i64, Vec<String>> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            let (build, file): (i64, String) = (get(r, "buildid")?, get(r, "file")?);
+            if seen.insert((build, file.clone())) {
+                out.entry(build).or_default().push(file);
+            }
+        }
+        Ok(out)
+    }
+
     /// Which of these builds have test results at all.
     pub async fn builds_with_tests(&self, build_ids: &[i64]) -> Result<Vec<i64>> {
         let rows = self

@@ -264,13 +264,7 @@ pub async fn build(
 async fn rerun_properties(c: &Control, build_id: i64) -> Result<Vec<(String, Value)>, HttpError> {
     let runs = c.store.test_runs_of(&[build_id]).await?;
     let problems = c.store.test_problems_of(&[build_id]).await?;
-    let mut failed: Vec<&str> = Vec::new();
-    // A test the log and an uploaded JUnit file both name runs once.
-    for p in problems.iter().filter(|p| p.method.is_none() && !p.flaky) {
-        if !failed.contains(&p.file.as_str()) {
-            failed.push(&p.file);
-        }
-    }
+    let failed = c.store.failed_test_files(&[build_id]).await?.remove(&build_id).unwrap_or_default();
     if failed.is_empty() {
         return Err(HttpError::conflict("the build has no failed tests to rerun"));
     }

@@ -3,7 +3,6 @@
 //! back-off; lines are sent at most one a second after a short burst, so the
 //! server's flood control never drops the bot.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -125,14 +124,7 @@ async fn connect(settings: &IrcSettings) -> Result<Box<dyn Stream>, String> {
     if !settings.tls {
         return Ok(Box::new(tcp));
     }
-    crate::outbound::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let host = settings.server.rsplit_once(':').map_or(settings.server.as_str(), |(h, _)| h).to_string();
-    let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
-    Ok(Box::new(tls))
+    Ok(Box::new(crate::outbound::tls_connect(&settings.server, tcp).await?))
 }
 
 /// One connection: registration (with SASL), joins, then posts and PINGs until it ends.

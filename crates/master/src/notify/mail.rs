@@ -1,7 +1,6 @@
 //! Mail over SMTP: EHLO, STARTTLS when asked, AUTH PLAIN when a user is set,
 //! one message to its recipients. Replies in 4xx are retried, 5xx given up.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -143,15 +142,7 @@ async fn exchange(settings: &SmtpSettings<'_>, mail: &Mail<'_>, date: &str, id: 
 }
 
 async fn upgrade(conn: Conn, server: &str) -> Result<Conn, String> {
-    crate::outbound::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let host = server.rsplit_once(':').map_or(server, |(h, _)| h).to_string();
-    let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
-    let inner = conn.io.into_inner();
-    let tls =
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, inner).await.map_err(|e| e.to_string())?;
+    let tls = crate::outbound::tls_connect(server, conn.io.into_inner()).await?;
     Ok(Conn { io: BufReader::new(Box::new(tls) as Box<dyn Io>) })
 }
 

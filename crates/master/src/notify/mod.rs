@@ -294,15 +294,14 @@ impl Notifier {
 
     /// Failed test files, leak lines and the first tracebacks of a build.
     async fn test_facts(&self, build_id: i64) -> Result<(Vec<String>, Vec<String>, Vec<(String, String)>), StoreError> {
-        let mut failed: Vec<String> = Vec::new();
+        let mut failed = self.store.failed_test_files(&[build_id]).await?.remove(&build_id).unwrap_or_default();
         let mut tracebacks = Vec::new();
         for p in self.store.test_problems_of(&[build_id]).await?.into_iter().filter(|p| !p.flaky) {
-            match &p.method {
-                None if !failed.contains(&p.file) => failed.push(p.file.clone()),
-                Some(m) if tracebacks.len() < TRACEBACKS && !p.detail.is_empty() => {
-                    tracebacks.push((m.clone(), p.detail.chars().take(TRACEBACK_CHARS).collect()));
-                }
-                _ => {}
+            if let Some(m) = &p.method
+                && tracebacks.len() < TRACEBACKS
+                && !p.detail.is_empty()
+            {
+                tracebacks.push((m.clone(), p.detail.chars().take(TRACEBACK_CHARS).collect()));
             }
         }
         let leaks = self.store.test_runs_of(&[build_id]).await?.into_iter().flat_map(|r| r.leaks).take(100).collect();

@@ -158,19 +158,6 @@ pub async fn diagnosis(m: &Pages, b: &BuildRecord) -> Result<Diagnosis, StoreErr
     Ok(Diagnosis { runs: views, suspects })
 }
 
-/// The failed files (not flaky) of each build.
-async fn failed_files(store: &Store, build_ids: &[i64]) -> Result<HashMap<i64, Vec<String>>, StoreError> {
-    let mut out: HashMap<i64, Vec<String>> = HashMap::new();
-    for p in store.test_problems_of(build_ids).await? {
-        // A test both the log and an uploaded JUnit file name counts once.
-        let files = out.entry(p.buildid).or_default();
-        if p.method.is_none() && !p.flaky && !files.contains(&p.file) {
-            files.push(p.file);
-        }
-    }
-    Ok(out)
-}
-
 /// Where `b`'s builder's failing streak began, its blamelist, narrowed by
 /// the streaks of other builders of the same branch that began failing the
 /// same tests.
@@ -185,7 +172,7 @@ async fn suspects_of(m: &Pages, b: &BuildRecord) -> Result<Option<SuspectsView>,
     let peer_breaks = m.store.breaking_builds(&peers).await?;
     let mut ids: Vec<i64> = peer_breaks.iter().map(|p| p.buildid).collect();
     ids.push(breaking.buildid);
-    let failed = failed_files(&m.store, &ids).await?;
+    let failed = m.store.failed_test_files(&ids).await?;
     let pairs = m.store.blamelist_pairs(&ids).await?;
     let blamelist = |id: i64| pairs.iter().filter(|(b, _)| *b == id).map(|(_, c)| *c).collect::<Vec<i64>>();
     let own_failed = failed.get(&breaking.buildid).cloned().unwrap_or_default();
@@ -219,7 +206,7 @@ pub async fn narrow(
     blamelists: &HashMap<i64, Vec<i64>>,
 ) -> Result<HashMap<i64, cascade_diagnosis::verdict::Suspects>, StoreError> {
     let ids: Vec<i64> = blamelists.keys().copied().collect();
-    let failed = failed_files(store, &ids).await?;
+    let failed = store.failed_test_files(&ids).await?;
     let shares = |a: i64, b: i64| {
         let (Some(x), Some(y)) = (failed.get(&a), failed.get(&b)) else { return false };
         x.iter().any(|t| y.contains(t))
@@ -242,7 +229,7 @@ pub struct Mark {
 
 /// The failed tests of builds, for their cells.
 pub async fn marks(store: &Store, build_ids: &[i64]) -> Result<HashMap<i64, Mark>, StoreError> {
-    let failed = failed_files(store, build_ids).await?;
+    let failed = store.failed_test_files(build_ids).await?;
     Ok(failed
         .into_iter()
         .filter_map(|(id, files)| Some((id, Mark { count: files.len(), first: files.first()?.clone() })))

@@ -225,6 +225,17 @@ impl Harness {
 }
 
 /// A free loopback port (bound, then released for the process under test).
+/// Asks for a build of `builder` and ends it with `results`, straight in
+/// the store (as master `master`); returns its id.
+pub async fn end_a_new_build(store: &Store, builder: i64, master: i64, results: cascade_model::Results) -> i64 {
+    let now = cascade_master::clock::now();
+    let bs = cascade_store::NewBuildset { reason: "test".into(), builder_ids: vec![builder], ..Default::default() };
+    store.create_buildset(&bs, now).await.expect("buildset");
+    let claimed = store.claim_build(builder, master, None, now).await.expect("claim").expect("a build");
+    store.finish_build(claimed.build_id, results, results.name(), now).await.expect("finish");
+    claimed.build_id
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }

@@ -133,12 +133,7 @@ channels = ["#builds"]
 
 /// Ends a new build of `Fedora main` with `results`, straight in the store.
 pub async fn finish(h: &Harness, results: Results) {
-    let now = cascade_master::clock::now();
-    let builder = h.builder("Fedora main");
-    let bs = cascade_store::NewBuildset { reason: "test".into(), builder_ids: vec![builder], ..Default::default() };
-    h.store.create_buildset(&bs, now).await.expect("buildset");
-    let claimed = h.store.claim_build(builder, h.master.master_id(), None, now).await.expect("claim").expect("a build");
-    h.store.finish_build(claimed.build_id, results, results.name(), now).await.expect("finish");
+    crate::harness::end_a_new_build(&h.store, h.builder("Fedora main"), h.master.master_id(), results).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

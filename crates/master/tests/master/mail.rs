@@ -24,6 +24,23 @@ fn python() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// aiosmtpd on `port`, storing what it receives in `maildir`; killed on drop.
+async fn aiosmtpd(port: u16, maildir: &Path) -> tokio::process::Child {
+    let child = tokio::process::Command::new(python())
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("aiosmtpd starts");
+    wait_for("aiosmtpd to listen", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+    child
+}
+
 /// The (To, Subject) of every mail in the Maildir.
 fn mails(maildir: &Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(maildir.join("new")) else { return Vec::new() };
@@ -99,18 +116,7 @@ async fn problems_mail_the_list_and_a_missing_worker_mails_its_owner_after_its_g
     let dir = tempfile::tempdir().expect("tempdir");
     let maildir = dir.path().join("maildir");
     let port = free_port();
-    let _smtp = tokio::process::Command::new(python())
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("aiosmtpd starts");
-    wait_for("aiosmtpd to listen", Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
-    })
-    .await;
+    let _smtp = aiosmtpd(port, &maildir).await;
     let h = Harness::with_config(&db, &config(port)).await;
     let running = run_master(&h).await;
     let mut worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
@@ -151,14 +157,7 @@ async fn a_master_restart_with_a_quick_worker_reconnect_mails_nobody() {
     let dir = tempfile::tempdir().expect("tempdir");
     let maildir = dir.path().join("maildir");
     let port = free_port();
-    let _smtp = tokio::process::Command::new(python())
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("aiosmtpd starts");
+    let _smtp = aiosmtpd(port, &maildir).await;
     let (http, msgpack, pb) = (free_port(), free_port(), free_port());
     let text = config(port).replace(
         "url = \"https://ci.example.org\"",

@@ -346,12 +346,7 @@ async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 async fn finish_one(store: &cascade_store::Store, builder: i64, master: i64) -> i64 {
-    let now = cascade_master::clock::now();
-    let bs = cascade_store::NewBuildset { reason: "test".into(), builder_ids: vec![builder], ..Default::default() };
-    store.create_buildset(&bs, now).await.expect("buildset");
-    let claimed = store.claim_build(builder, master, None, now).await.expect("claim").expect("a build");
-    store.finish_build(claimed.build_id, Results::Success, "build successful", now).await.expect("finish");
-    claimed.build_id
+    crate::harness::end_a_new_build(store, builder, master, Results::Success).await
 }
 
 test_both!(a_master_killed_between_a_builds_end_and_its_notification_sends_it_once, |db| {
