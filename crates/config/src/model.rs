@@ -238,6 +238,9 @@ pub struct GithubConfig {
     pub token: Option<Secret>,
     /// GitHub's REST API, or GitHub Enterprise's, or a stand-in in tests.
     pub api_url: String,
+    /// How often the branches' heads are asked of GitHub's API, to build
+    /// pushes whose delivery never came; zero turns the poller off.
+    pub poll_interval: Duration,
 }
 
 /// A notification target: `[[reporter]]`.
@@ -285,6 +288,8 @@ pub struct MailReporter {
     pub to: Vec<String>,
     /// How long a worker must be gone before `worker_missing` is sent.
     pub worker_grace: Duration,
+    /// Certificates that verify the server instead of the web's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// An IRC reporter's connection.
@@ -299,6 +304,8 @@ pub struct IrcReporter {
     pub channels: Vec<String>,
     /// mIRC colours by event.
     pub colours: bool,
+    /// Certificates that verify the server instead of the web's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ReporterKind {

@@ -546,6 +546,7 @@ fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
         build_tags: false,
         token: None,
         api_url: "https://api.github.com".into(),
+        poll_interval: Duration::from_secs(300),
     };
     let section_offset = root.map.get("github").map(|v| v.span().start).unwrap_or(0);
     if let Some(mut t) = root.opt_table(ctx, "github") {
@@ -564,6 +565,9 @@ fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
         github.token = t.opt_secret(ctx, "token");
         if let Some(url) = t.opt_str(ctx, "api_url") {
             github.api_url = url.trim_end_matches('/').to_string();
+        }
+        if let Some(every) = t.opt_duration(ctx, "poll_interval") {
+            github.poll_interval = every;
         }
         t.finish(ctx);
     }

@@ -93,7 +93,8 @@ fn read_irc(ctx: &mut Ctx, t: &mut Table) -> Option<IrcReporter> {
     let tls = t.bool_or(ctx, "tls", true);
     let colours = t.bool_or(ctx, "colours", false);
     let password = t.opt_secret(ctx, "password");
-    Some(IrcReporter { server: server?, tls, nick: nick?, password, channels, colours })
+    let ca_file = read_ca_file(ctx, t, tls, "tls = true");
+    Some(IrcReporter { server: server?, tls, nick: nick?, password, channels, colours, ca_file })
 }
 
 fn read_mail(ctx: &mut Ctx, t: &mut Table) -> Option<MailReporter> {
@@ -116,7 +117,25 @@ fn read_mail(ctx: &mut Ctx, t: &mut Table) -> Option<MailReporter> {
     if password.is_some() && !starttls {
         ctx.error(t.offset(), &t.key("password"), "a password is sent only over STARTTLS: set starttls = true");
     }
-    Some(MailReporter { smtp: smtp?, starttls, username, password, from: from?, to, worker_grace })
+    let ca_file = read_ca_file(ctx, t, starttls, "starttls = true");
+    Some(MailReporter { smtp: smtp?, starttls, username, password, from: from?, to, worker_grace, ca_file })
+}
+
+/// `ca_file`: PEM certificates that alone verify the server (a private
+/// CA), relative to the config's folder; checked here so a bad path is a
+/// config error, not a failed send hours later.
+fn read_ca_file(ctx: &mut Ctx, t: &mut Table, tls: bool, needs: &str) -> Option<std::path::PathBuf> {
+    let path = ctx.base_dir.join(t.opt_str(ctx, "ca_file")?);
+    let key = t.key("ca_file");
+    if !tls {
+        ctx.error(t.offset(), &key, format!("a CA file is used only with {needs}"));
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => {}
+        Ok(_) => ctx.error(t.offset(), &key, format!("{} holds no PEM certificate", path.display())),
+        Err(e) => ctx.error(t.offset(), &key, format!("cannot read {}: {e}", path.display())),
+    }
+    Some(path)
 }
 
 fn read_events(ctx: &mut Ctx, t: &mut Table) -> Option<Vec<NotifyEvent>> {

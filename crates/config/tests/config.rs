@@ -355,3 +355,31 @@ fn bad_reporters_are_errors_by_key() {
     let errors = parse(&plain, Path::new("c.toml")).expect_err("rejected").0;
     assert!(errors.iter().any(|e| e.to_string().contains("a password is sent only over STARTTLS")), "{errors:?}");
 }
+
+#[test]
+fn a_ca_file_is_read_from_the_configs_folder_and_checked_when_the_config_is() {
+    use cascade_config::ReporterKind;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+        .expect("ca");
+    std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+        .expect("key");
+    let irc = |extra: &str| {
+        MINIMAL.to_string()
+            + "\n[[reporter]]\nkind = \"irc\"\nserver = \"irc.example.org:6697\"\nnick = \"bot\"\nchannels = [\"#b\"]\n"
+            + extra
+    };
+    let config = parse(&irc("ca_file = \"ca.pem\"\n"), &dir.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let ReporterKind::Irc(c) = &config.reporters[0].kind else { panic!("{:?}", config.reporters) };
+    assert_eq!(c.ca_file.as_deref(), Some(dir.path().join("ca.pem").as_path()));
+    let error = |text: String| parse(&text, &dir.path().join("c.toml")).expect_err("rejected").to_string();
+    let missing = error(irc("ca_file = \"nope.pem\"\n"));
+    assert!(missing.contains("reporter[0].ca_file: cannot read") && missing.contains("nope.pem"), "{missing}");
+    let key = error(irc("ca_file = \"key.pem\"\n"));
+    assert!(key.contains("reporter[0].ca_file:") && key.contains("holds no PEM certificate"), "{key}");
+    let plain = error(irc("tls = false\nca_file = \"ca.pem\"\n"));
+    assert!(plain.contains("a CA file is used only with tls = true"), "{plain}");
+    let mail = MINIMAL.to_string()
+        + "\n[[reporter]]\nkind = \"mail\"\nsmtp = \"mx:25\"\nfrom = \"ci@example.org\"\nca_file = \"ca.pem\"\n";
+    assert!(error(mail).contains("a CA file is used only with starttls = true"));
+}

@@ -52,6 +52,8 @@ pub struct Master {
     pub access: Arc<Access>,
     /// The reporters' sender.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Asks GitHub for pushes no delivery brought.
+    pub poller: Arc<crate::poller::Poller>,
     /// The first event id after the start: live subscribers get every
     /// event from there on.
     pub events_from: i64,
@@ -123,6 +125,7 @@ fn notifier(
             ..ResolvedSecrets::default()
         }),
         events_from,
+        up_since: clock.now(),
         irc: Default::default(),
     })
 }
@@ -168,6 +171,14 @@ impl Master {
         let Parts { catalog, schedulers, credentials, secrets, events_from } = parts;
         let config = catalog.config.clone();
         let notifier = notifier(&store, &catalog, &clock, &secrets, events_from);
+        let poller = Arc::new(crate::poller::Poller {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            schedulers: schedulers.clone(),
+            clock: clock.clone(),
+            http: crate::outbound::http_client(),
+            token: secrets.github_token.clone(),
+        });
         let bus = Bus::new();
         let workers = Arc::new(Registry::default());
         let wake_builds = Arc::new(Notify::new());
@@ -225,6 +236,7 @@ impl Master {
             schedulers,
             access,
             notifier,
+            poller,
             events_from,
             hook,
             reads,

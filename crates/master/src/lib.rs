@@ -23,6 +23,7 @@ pub mod logging;
 pub mod notify;
 pub mod outbound;
 pub mod password;
+pub mod poller;
 pub mod rawlog;
 pub mod runner;
 pub mod scheduler;

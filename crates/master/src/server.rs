@@ -167,6 +167,7 @@ fn background(master: &Master, pb: TcpListener, msgpack: TcpListener, stopped: &
     ));
     tasks.spawn(housekeeping(master.clone(), stopped.clone()));
     tasks.spawn(master.notifier.clone().run(stopped.clone()));
+    tasks.spawn(master.poller.clone().run(stopped.clone()));
     tasks.spawn(crate::workers::pb::serve(pb, master.hub.clone(), caps(master, "PB"), stopped.clone()));
     let app = crate::workers::msgpack::router(master.hub.clone());
     tasks.spawn(crate::accept::serve(msgpack, app, caps(master, "msgpack"), stopped.clone(), GRACE));

@@ -3,6 +3,10 @@
 //! previous finished build of the same builder (a builder here is one
 //! branch's). RETRY, CANCELLED and SKIPPED builds are not a state: they are
 //! never "the previous build", and a builder's first build is not a change.
+//!
+//! A worker's presence: `worker_missing` once it has been gone past a grace
+//! time (a master restart or a quick reconnect says nothing), `worker_back`
+//! only when its `worker_missing` was said.
 
 use crate::Results;
 
@@ -134,6 +138,86 @@ pub fn history(results: &[Results]) -> Vec<Vec<NotifyEvent>> {
         .collect()
 }
 
+/// A change in a worker's connection to the masters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Its last connection ended.
+    Lost,
+    /// It connected.
+    Connected,
+}
+
+/// When a worker lost at `lost_at` becomes `worker_missing`: `grace`
+/// seconds later, and never sooner than `grace` after the sending master
+/// came up at `up_since` (a worker cannot reconnect to a master that is
+/// down; after a long stop every worker gets its grace time again).
+pub fn missing_due(lost_at: i64, up_since: i64, grace: i64) -> i64 {
+    lost_at.max(up_since).saturating_add(grace.max(0))
+}
+
+/// Whether a `worker_missing` that fell due is still true: the worker is
+/// not connected, and it was not lost again since (it came back in between,
+/// and the later loss has its own `worker_missing`).
+pub fn still_missing(connected_now: bool, lost_again: bool) -> bool {
+    !connected_now && !lost_again
+}
+
+/// Whether a worker's return is news: only when the last thing said about
+/// it (a notification actually sent) was `worker_missing`.
+pub fn back_is_news(last_said: Option<NotifyEvent>) -> bool {
+    last_said == Some(NotifyEvent::WorkerMissing)
+}
+
+/// The worker events said over a worker's presence changes (oldest first,
+/// Unix seconds) up to `now`, each `worker_missing` checked when it falls
+/// due as the notifier checks it; a change at the due second comes first.
+pub fn presence_history(changes: &[(i64, Presence)], grace: i64, now: i64) -> Vec<(i64, NotifyEvent)> {
+    let mut t = Teller { grace, said: Vec::new(), waiting: None, connected: false };
+    for &(at, change) in changes {
+        t.settle_before(at);
+        match change {
+            Presence::Lost => {
+                // A loss still waiting is lost again: `still_missing` will
+                // never hold for it, so this one takes its place.
+                t.connected = false;
+                t.waiting = Some(at);
+            }
+            Presence::Connected => {
+                t.connected = true;
+                let last_said = t.said.last().map(|(_, e)| *e);
+                if back_is_news(last_said) {
+                    t.said.push((at, NotifyEvent::WorkerBack));
+                }
+            }
+        }
+    }
+    t.settle_before(now.saturating_add(1));
+    t.said
+}
+
+/// [`presence_history`]'s state.
+struct Teller {
+    grace: i64,
+    said: Vec<(i64, NotifyEvent)>,
+    /// When the loss whose `worker_missing` waits happened.
+    waiting: Option<i64>,
+    connected: bool,
+}
+
+impl Teller {
+    /// Checks a `worker_missing` that fell due before `until`.
+    fn settle_before(&mut self, until: i64) {
+        let Some(lost_at) = self.waiting else { return };
+        let due = missing_due(lost_at, i64::MIN, self.grace);
+        if due < until {
+            self.waiting = None;
+            if still_missing(self.connected, false) {
+                self.said.push((due, NotifyEvent::WorkerMissing));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +257,70 @@ mod tests {
             assert_eq!(NotifyEvent::parse(e.name()), Some(e));
         }
         assert_eq!(NotifyEvent::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn a_quick_reconnect_says_nothing_and_a_long_absence_says_missing_then_back() {
+        use Presence::*;
+        // A master restart: gone 5 s with a 600 s grace.
+        assert!(presence_history(&[(100, Lost), (105, Connected)], 600, 10_000).is_empty());
+        let long = presence_history(&[(100, Lost), (1_000, Connected)], 600, 10_000);
+        assert_eq!(long, vec![(700, E::WorkerMissing), (1_000, E::WorkerBack)]);
+        // Back at the very second it falls due: nothing was said.
+        assert!(presence_history(&[(100, Lost), (700, Connected)], 600, 10_000).is_empty());
+        // Still gone, not yet due.
+        assert!(presence_history(&[(100, Lost)], 600, 699).is_empty());
+        assert_eq!(presence_history(&[(100, Lost)], 600, 700), vec![(700, E::WorkerMissing)]);
+        // Back and lost again before the first loss fell due: only the second speaks, at its own time.
+        let flapping = presence_history(&[(100, Lost), (200, Connected), (300, Lost)], 600, 10_000);
+        assert_eq!(flapping, vec![(900, E::WorkerMissing)]);
+    }
+
+    #[test]
+    fn the_notifiers_checks() {
+        assert!(still_missing(false, false));
+        assert!(!still_missing(true, false), "back");
+        assert!(!still_missing(false, true), "back and lost again: the later loss speaks");
+        assert!(back_is_news(Some(E::WorkerMissing)));
+        assert!(!back_is_news(None) && !back_is_news(Some(E::WorkerBack)));
+        assert_eq!(missing_due(i64::MAX - 1, 0, 600), i64::MAX);
+        // Lost when the master stopped at 100; it came up again at 5,000.
+        assert_eq!(missing_due(100, 5_000, 600), 5_600);
+        assert_eq!(missing_due(6_000, 5_000, 600), 6_600);
+    }
+
+    /// Alternating losses and returns from gaps: (absence, presence) lengths.
+    fn presence_from(gaps: &[(i64, i64)]) -> Vec<(i64, Presence)> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        for (gone, present) in gaps {
+            out.push((at, Presence::Lost));
+            at += gone;
+            out.push((at, Presence::Connected));
+            at += present;
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn only_absences_longer_than_the_grace_are_said_each_once_then_its_return(
+            gaps in proptest::collection::vec((0i64..50, 0i64..50), 0..30),
+            grace in 0i64..30,
+        ) {
+            let changes = presence_from(&gaps);
+            let end = changes.last().map_or(0, |c| c.0) + 100;
+            let said = presence_history(&changes, grace, end);
+            let mut expected = Vec::new();
+            for pair in changes.chunks(2) {
+                let (lost, back) = (pair[0].0, pair[1].0);
+                if back - lost > grace {
+                    expected.push((lost + grace, E::WorkerMissing));
+                    expected.push((back, E::WorkerBack));
+                }
+            }
+            prop_assert_eq!(said, expected);
+        }
     }
 
     fn any_result() -> impl Strategy<Value = Results> {

@@ -44,6 +44,23 @@ pub enum IngestOutcome {
     },
 }
 
+/// Which earlier change on the same repository, branch and revision makes
+/// a new one redundant, so that it is not stored again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redundant {
+    /// None: every change is stored (a force push back to an old commit builds it again).
+    Never,
+    /// One the poller made: a delivery that comes after the poller made up for it.
+    Polled,
+    /// Any: the poller never repeats what a delivery or an earlier poll brought.
+    Known,
+}
+
+/// The property that marks a change the poller made, and its value.
+pub const SOURCE_PROPERTY: &str = "source";
+/// [`SOURCE_PROPERTY`]'s value for a change the poller made.
+pub const POLLER_SOURCE: &str = "poller";
+
 const CHANGE_FIELDS: &[crate::query::Field] = &[
     field("changeid", "c.id", FieldType::Int),
     field("author", "c.author", FieldType::Text),
@@ -61,6 +78,60 @@ const CHANGE_FIELDS: &[crate::query::Field] = &[
 const CHANGE_SELECT: &str = "c.id, c.author, c.committer, c.comments, c.branch, c.revision, c.revlink, \
      c.when_timestamp, c.category, c.repository, c.codebase, c.project, c.parent_change_id";
 
+/// (repository, branch, revision) of the changes in `changes` that
+/// `redundant` says were stored before. On PostgreSQL the check holds a
+/// lock per repository and branch until the transaction ends, so a delivery
+/// and a poll of the same push cannot both find nothing and both store it
+/// (SQLite's writers take turns already).
+async fn redundant_revisions(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: crate::Backend,
+    changes: &[(NewChange, Vec<SchedulerTouch>)],
+    redundant: Redundant,
+) -> Result<std::collections::HashSet<(String, Option<String>, Option<String>)>> {
+    let mut found = std::collections::HashSet::new();
+    if redundant == Redundant::Never {
+        return Ok(found);
+    }
+    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (c, _) in changes {
+        if let (Some(branch), Some(revision)) = (&c.branch, &c.revision) {
+            groups.entry((c.repository.clone(), branch.clone())).or_default().push(revision.clone());
+        }
+    }
+    for ((repository, branch), revisions) in groups {
+        if backend == crate::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("changes:{repository}:{branch}"))
+                .execute(&mut **tx)
+                .await?;
+        }
+        let polled = match redundant {
+            Redundant::Polled => format!(
+                " AND EXISTS (SELECT 1 FROM change_properties p WHERE p.change_id = c.id \
+                 AND p.name = '{SOURCE_PROPERTY}' AND p.value = '\"{POLLER_SOURCE}\"')"
+            ),
+            _ => String::new(),
+        };
+        for chunk in revisions.chunks(500) {
+            let sql = format!(
+                "SELECT DISTINCT c.revision FROM changes c WHERE c.revision IN ({}) AND c.branch = $1 \
+                 AND c.repository = $2{polled}",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(branch.clone()).bind(repository.clone());
+            for r in chunk {
+                q = q.bind(r.clone());
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                let revision: String = get(&row, "revision")?;
+                found.insert((repository.clone(), Some(branch.clone()), Some(revision)));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// `$a, $a+1, ...` for an IN list of `n` values starting at placeholder `a`.
 pub(crate) fn placeholders(start: usize, n: usize) -> String {
     (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -75,6 +146,18 @@ impl Store {
         changes: &[(NewChange, Vec<SchedulerTouch>)],
         now: i64,
     ) -> Result<IngestOutcome> {
+        self.ingest_changes_unless(delivery, changes, Redundant::Never, now).await
+    }
+
+    /// [`Store::ingest_changes`], leaving out the changes `redundant` says
+    /// were stored before (they are not in the outcome's ids).
+    pub async fn ingest_changes_unless(
+        &self,
+        delivery: Option<&Delivery>,
+        changes: &[(NewChange, Vec<SchedulerTouch>)],
+        redundant: Redundant,
+        now: i64,
+    ) -> Result<IngestOutcome> {
         let mut tx = self.begin_write().await?;
         if let Some(d) = delivery
             && !record_delivery(&mut tx, d, now).await?
@@ -82,9 +165,14 @@ impl Store {
             tx.rollback().await?;
             return Ok(IngestOutcome::Duplicate);
         }
+        let stored_before = redundant_revisions(&mut tx, self.backend(), changes, redundant).await?;
         let mut change_ids = Vec::with_capacity(changes.len());
         let mut previous: Option<(Option<String>, i64)> = None;
         for (change, touches) in changes {
+            let key = (change.repository.clone(), change.branch.clone(), change.revision.clone());
+            if stored_before.contains(&key) {
+                continue;
+            }
             // Consecutive commits of one push on one branch form a chain.
             let parent = match &previous {
                 Some((branch, id)) if *branch == change.branch => Some(*id),
@@ -109,6 +197,35 @@ impl Store {
         }
         tx.commit().await?;
         Ok(IngestOutcome::Stored { change_ids })
+    }
+
+    /// The changes the poller made, newest first: `limit` (at most
+    /// `MAX_LIMIT`) of those with ids below `before`, when given.
+    pub async fn polled_changes(&self, before: Option<i64>, limit: i64) -> Result<Vec<ChangeRecord>> {
+        let limit = limit.clamp(0, crate::query::MAX_LIMIT);
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHANGE_SELECT}, {SOURCESTAMP_COLUMNS} FROM changes c \
+             JOIN sourcestamps ss ON ss.id = c.sourcestamp_id \
+             WHERE c.id IN (SELECT change_id FROM change_properties WHERE name = '{SOURCE_PROPERTY}' \
+             AND value = '\"{POLLER_SOURCE}\"') AND c.id < $1 ORDER BY c.id DESC LIMIT {limit}"
+        )))
+        .bind(before.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        self.hydrate_changes(rows).await
+    }
+
+    /// The revision of the newest change on a repository's branch.
+    pub async fn newest_revision(&self, repository: &str, branch: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT revision FROM changes WHERE branch = $1 AND repository = $2 AND revision IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(branch.to_string())
+        .bind(repository.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| get(&r, "revision")).transpose()
     }
 
     /// Forgets delivery ids received before `before`. GitHub redelivers for

@@ -5,7 +5,7 @@
 use sqlx::AssertSqlSafe;
 
 use crate::records::get;
-use crate::{Result, Store};
+use crate::{Result, Store, StoreError};
 
 /// A notification to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +43,8 @@ pub struct NotificationRecord {
     pub body: String,
     /// When it was written.
     pub created_at: i64,
-    /// `pending`, `sent` or `failed`.
-    pub state: String,
+    /// Where it stands.
+    pub state: NotificationState,
     /// Sending attempts so far.
     pub attempts: i64,
     /// When it may be tried next.
@@ -55,6 +55,43 @@ pub struct NotificationRecord {
     pub sent_at: Option<i64>,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+}
+
+/// Where a notification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationState {
+    /// Waiting to be sent (or to be tried again).
+    Pending,
+    /// Sent.
+    Sent,
+    /// Given up: refused, or not sent in its reporter's time.
+    Failed,
+    /// Nothing to say by the time it was due (a worker came back, a build ended first).
+    Skipped,
+}
+
+impl NotificationState {
+    /// Every state.
+    pub const ALL: [NotificationState; 4] =
+        [NotificationState::Pending, NotificationState::Sent, NotificationState::Failed, NotificationState::Skipped];
+
+    /// Its name, as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotificationState::Pending => "pending",
+            NotificationState::Sent => "sent",
+            NotificationState::Failed => "failed",
+            NotificationState::Skipped => "skipped",
+        }
+    }
+}
+
+fn state_from(name: &str) -> Result<NotificationState> {
+    NotificationState::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| StoreError::Corrupt(format!("a notification in state {name:?}")))
 }
 
 const COLUMNS: &str = "id, reporter, dedupe, event_id, build_id, body, created_at, state, attempts, next_attempt_at, \
@@ -69,7 +106,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<NotificationRecord> {
         build_id: get(r, "build_id")?,
         body: get(r, "body")?,
         created_at: get(r, "created_at")?,
-        state: get(r, "state")?,
+        state: state_from(&get::<String>(r, "state")?)?,
         attempts: get(r, "attempts")?,
         next_attempt_at: get(r, "next_attempt_at")?,
         give_up_at: get(r, "give_up_at")?,
@@ -207,7 +244,11 @@ impl Store {
     }
 
     /// The dedupe key and state of a reporter's last notification about a worker.
-    pub async fn last_worker_notification(&self, reporter: &str, worker_id: i64) -> Result<Option<(String, String)>> {
+    pub async fn last_worker_notification(
+        &self,
+        reporter: &str,
+        worker_id: i64,
+    ) -> Result<Option<(String, NotificationState)>> {
         let row = sqlx::query(
             "SELECT dedupe, state FROM notifications WHERE reporter = $1 AND build_id IS NULL \
              AND (dedupe LIKE $2 OR dedupe LIKE $3) ORDER BY id DESC LIMIT 1",
@@ -217,7 +258,7 @@ impl Store {
         .bind(format!("worker_back:{worker_id}:%"))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((get(&r, "dedupe")?, get(&r, "state")?))).transpose()
+        row.map(|r| Ok((get(&r, "dedupe")?, state_from(&get::<String>(&r, "state")?)?))).transpose()
     }
 
     /// Forgets notifications that are done (sent, given up, skipped) and

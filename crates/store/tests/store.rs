@@ -123,6 +123,42 @@ test_both!(a_redelivered_webhook_writes_nothing, |db| {
     assert!(matches!(after_prune, IngestOutcome::Stored { .. }));
 });
 
+test_both!(polled_and_delivered_changes_never_double, |db| {
+    use cascade_store::{POLLER_SOURCE, Redundant, SOURCE_PROPERTY};
+    let store = db.store().await;
+    let ids = |o: IngestOutcome| match o {
+        IngestOutcome::Stored { change_ids } => change_ids.len(),
+        IngestOutcome::Duplicate => usize::MAX,
+    };
+    let delivered = vec![(change("main", "aaa1", &[]), vec![])];
+    assert_eq!(ids(store.ingest_changes(None, &delivered, 10).await.expect("delivered")), 1);
+    let mut polled_change = change("main", "bbb2", &[]);
+    polled_change.properties.insert(SOURCE_PROPERTY.into(), serde_json::json!(POLLER_SOURCE));
+    let mut repeated = change("main", "aaa1", &[]);
+    repeated.properties.insert(SOURCE_PROPERTY.into(), serde_json::json!(POLLER_SOURCE));
+    // A poll that finds a delivered commit and a missed one stores only the missed one.
+    let poll = vec![(repeated, vec![]), (polled_change, vec![])];
+    assert_eq!(ids(store.ingest_changes_unless(None, &poll, Redundant::Known, 11).await.expect("poll")), 1);
+    assert_eq!(store.newest_revision(REPO, "main").await.expect("newest").as_deref(), Some("bbb2"));
+    assert_eq!(store.newest_revision(REPO, "3.14").await.expect("none"), None);
+    // The late delivery of the polled commit adds nothing; a delivered one is not "polled".
+    let late = vec![(change("main", "bbb2", &[]), vec![]), (change("main", "ccc3", &[]), vec![])];
+    assert_eq!(ids(store.ingest_changes_unless(None, &late, Redundant::Polled, 12).await.expect("late")), 1);
+    let again = vec![(change("main", "aaa1", &[]), vec![])];
+    let rebuilt = store.ingest_changes_unless(None, &again, Redundant::Polled, 13).await.expect("again");
+    assert_eq!(ids(rebuilt), 1, "a delivered commit pushed again (a force push back) is built again");
+    // The same revision on another branch is another change.
+    let other = vec![(change("3.14", "bbb2", &[]), vec![])];
+    assert_eq!(ids(store.ingest_changes_unless(None, &other, Redundant::Known, 14).await.expect("other")), 1);
+    let revisions: Vec<Option<String>> =
+        store.list_changes(&ListQuery::default()).await.expect("list").items.into_iter().map(|c| c.revision).collect();
+    assert_eq!(revisions.len(), 5, "{revisions:?}");
+    let polled: Vec<Option<String>> =
+        store.polled_changes(None, 10).await.expect("polled").into_iter().map(|c| c.revision).collect();
+    assert_eq!(polled, [Some("bbb2".to_string())], "what the poller found, and nothing delivered");
+    assert!(store.polled_changes(Some(2), 10).await.expect("older").is_empty());
+});
+
 test_both!(a_branch_scheduler_fires_once_for_all_waiting_changes, |db| {
     let store = db.store().await;
     let (builders, _) = setup(&store).await;
@@ -835,7 +871,7 @@ test_both!(two_masters_never_claim_the_same_notification, |db| {
     let later = store.claim_notifications(b, 101, 300, 50).await.expect("after the lease");
     assert_eq!(later.len(), 38, "all but the sent and the given-up one");
     let recent = store.recent_notifications(100).await.expect("recent");
-    let states: BTreeMap<i64, String> = recent.iter().map(|n| (n.id, n.state.clone())).collect();
+    let states: BTreeMap<i64, &str> = recent.iter().map(|n| (n.id, n.state.name())).collect();
     assert_eq!(states[&x[0].id], "sent");
     assert_eq!(states[&x[1].id], "failed", "retrying past give_up_at gives up");
     // Done ones are pruned past the horizon; pending ones stay.

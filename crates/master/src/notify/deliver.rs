@@ -81,19 +81,8 @@ pub fn judge(status: StatusCode, headers: &HeaderMap, now: i64) -> Outcome {
     if status.is_success() {
         return Outcome::Sent;
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
-        if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
-            return Outcome::Wait(Duration::from_secs(secs.clamp(1, 3600)), format!("{status}: retry after {secs} s"));
-        }
-        if header("x-ratelimit-remaining") == Some("0") {
-            let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()).unwrap_or(now + 60);
-            let wait = reset.saturating_sub(now).clamp(1, 3600) as u64;
-            return Outcome::Wait(Duration::from_secs(wait), format!("{status}: rate limit until {reset}"));
-        }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Outcome::Wait(Duration::from_secs(60), format!("{status}"));
-        }
+    if let Some((wait, why)) = crate::outbound::github_wait(status, headers, now) {
+        return Outcome::Wait(wait, why);
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
         return Outcome::Retry(format!("{status}"));

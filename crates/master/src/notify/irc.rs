@@ -20,6 +20,8 @@ pub struct IrcSettings {
     pub password: Option<String>,
     pub channels: Vec<String>,
     pub colours: bool,
+    /// Certificates that alone verify the server, when set.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A line to post, and where to say it was written.
@@ -124,7 +126,7 @@ async fn connect(settings: &IrcSettings) -> Result<Box<dyn Stream>, String> {
     if !settings.tls {
         return Ok(Box::new(tcp));
     }
-    Ok(Box::new(crate::outbound::tls_connect(&settings.server, tcp).await?))
+    Ok(Box::new(crate::outbound::tls_connect(&settings.server, tcp, settings.ca_file.as_deref()).await?))
 }
 
 /// One connection: registration (with SASL), joins, then posts and PINGs until it ends.
@@ -313,6 +315,7 @@ mod tests {
             password: Some("pw".into()),
             channels: vec!["#b".into()],
             colours: false,
+            ca_file: None,
         };
         let (mut nick, mut registered, mut caps) = ("bot".to_string(), false, String::new());
         let mut say = |line: &str| {

@@ -15,6 +15,8 @@ pub struct SmtpSettings<'a> {
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
     pub from: &'a str,
+    /// Certificates that alone verify the server, when set.
+    pub ca_file: Option<&'a std::path::Path>,
 }
 
 /// A mail to send.
@@ -111,7 +113,7 @@ async fn exchange(settings: &SmtpSettings<'_>, mail: &Mail<'_>, date: &str, id: 
         if let Some(o) = expect(conn.say("STARTTLS\r\n").await?, 220) {
             return Ok(o);
         }
-        conn = upgrade(conn, settings.server).await?;
+        conn = upgrade(conn, settings.server, settings.ca_file).await?;
         if let Some(o) = expect(conn.say("EHLO cascade\r\n").await?, 250) {
             return Ok(o);
         }
@@ -141,8 +143,8 @@ async fn exchange(settings: &SmtpSettings<'_>, mail: &Mail<'_>, date: &str, id: 
     Ok(Outcome::Sent)
 }
 
-async fn upgrade(conn: Conn, server: &str) -> Result<Conn, String> {
-    let tls = crate::outbound::tls_connect(server, conn.io.into_inner()).await?;
+async fn upgrade(conn: Conn, server: &str, ca_file: Option<&std::path::Path>) -> Result<Conn, String> {
+    let tls = crate::outbound::tls_connect(server, conn.io.into_inner(), ca_file).await?;
     Ok(Conn { io: BufReader::new(Box::new(tls) as Box<dyn Io>) })
 }
 

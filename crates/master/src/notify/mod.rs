@@ -16,7 +16,7 @@ use std::time::Duration;
 use cascade_config::{ReporterConfig, ReporterKind, ResolvedSecrets};
 use cascade_model::transition::{self, NotifyEvent};
 use cascade_model::{Event, Results};
-use cascade_store::{NewNotification, NotificationRecord, Store, StoreError};
+use cascade_store::{NewNotification, NotificationRecord, NotificationState, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
@@ -34,6 +34,14 @@ const BATCH: i64 = 5;
 const TRACEBACKS: usize = 5;
 const TRACEBACK_CHARS: usize = 4000;
 
+/// How long a worker must be gone before a reporter says `worker_missing`.
+fn worker_grace(r: &ReporterConfig) -> i64 {
+    match &r.kind {
+        ReporterKind::Mail(m) => i64::try_from(m.worker_grace.as_secs()).unwrap_or(i64::MAX),
+        _ => 600,
+    }
+}
+
 /// What notifying needs.
 pub struct Notifier {
     pub store: Store,
@@ -43,6 +51,8 @@ pub struct Notifier {
     pub secrets: Arc<ResolvedSecrets>,
     /// The first event of this master's life: a first run reads from there.
     pub events_from: i64,
+    /// When this master came up, Unix seconds: workers get their grace time from then.
+    pub up_since: i64,
     /// IRC reporters' connections, by reporter name (made when the notifier runs).
     pub irc: parking_lot::Mutex<std::collections::HashMap<String, irc::IrcHandle>>,
 }
@@ -62,6 +72,7 @@ impl Notifier {
                     password: self.secrets.reporter_passwords.get(&r.name).map(|p| p.expose().to_string()),
                     channels: c.channels.clone(),
                     colours: c.colours,
+                    ca_file: c.ca_file.clone(),
                 };
                 self.irc.lock().insert(r.name.clone(), irc::spawn(settings, stopped.clone()));
             }
@@ -116,7 +127,7 @@ impl Notifier {
         let mut written = 0;
         for envelope in reader.poll().await? {
             let Some(id) = envelope.id else { continue };
-            let items = self.notifications_for(id, &envelope.event).await?;
+            let items = self.notifications_for(id, envelope.at, &envelope.event).await?;
             if !items.is_empty() {
                 written += self.store.add_notifications(&items, self.clock.now()).await?;
             }
@@ -126,7 +137,12 @@ impl Notifier {
     }
 
     /// The notifications one event makes.
-    async fn notifications_for(&self, event_id: i64, event: &Event) -> Result<Vec<NewNotification>, StoreError> {
+    async fn notifications_for(
+        &self,
+        event_id: i64,
+        at: i64,
+        event: &Event,
+    ) -> Result<Vec<NewNotification>, StoreError> {
         // The event's own result: by the time it is read the build may have moved on.
         let (build_id, builder_id, results, events) = match event {
             Event::BuildStarted { build_id, builder_id, .. } => {
@@ -137,10 +153,10 @@ impl Notifier {
                 (*build_id, *builder_id, Some(*results), transition::finished(previous, *results))
             }
             Event::WorkerLost { worker_id, worker, .. } => {
-                return self.worker_event(event_id, *worker_id, worker, NotifyEvent::WorkerMissing).await;
+                return self.worker_event(event_id, at, *worker_id, worker, NotifyEvent::WorkerMissing).await;
             }
             Event::WorkerConnected { worker_id, worker, .. } => {
-                return self.worker_event(event_id, *worker_id, worker, NotifyEvent::WorkerBack).await;
+                return self.worker_event(event_id, at, *worker_id, worker, NotifyEvent::WorkerBack).await;
             }
             _ => return Ok(Vec::new()),
         };
@@ -186,32 +202,25 @@ impl Notifier {
     }
 
     /// A lost worker's `worker_missing`, due once its grace time has passed
-    /// (it is skipped then if the worker is back); a worker's `worker_back`,
-    /// when a `worker_missing` about it was the last thing sent.
+    /// since the loss at `at` (it is skipped then if the worker is back); a
+    /// worker's `worker_back`, when a `worker_missing` about it was the last
+    /// thing said (`transition`'s rules).
     async fn worker_event(
         &self,
         event_id: i64,
+        at: i64,
         worker_id: i64,
         worker: &str,
         event: NotifyEvent,
     ) -> Result<Vec<NewNotification>, StoreError> {
-        let now = self.clock.now();
         let owner = self.catalog.worker(worker).and_then(|w| w.notify.clone());
         let base = self.catalog.config.master.url.trim_end_matches('/');
         let mut out = Vec::new();
         for r in self.catalog.config.reporters.iter().filter(|r| r.events.contains(&event)) {
-            let grace = match (&r.kind, event) {
-                (ReporterKind::Mail(m), NotifyEvent::WorkerMissing) => m.worker_grace.as_secs() as i64,
-                (_, NotifyEvent::WorkerMissing) => 600,
-                _ => 0,
-            };
-            if event == NotifyEvent::WorkerBack {
-                let last = self.store.last_worker_notification(&r.name, worker_id).await?;
-                let missing_sent =
-                    last.is_some_and(|(key, state)| key.starts_with("worker_missing:") && state == "sent");
-                if !missing_sent {
-                    continue;
-                }
+            let grace = if event == NotifyEvent::WorkerMissing { worker_grace(r) } else { 0 };
+            if event == NotifyEvent::WorkerBack && !transition::back_is_news(self.last_said(&r.name, worker_id).await?)
+            {
+                continue;
             }
             let facts = Facts {
                 event: event.name().to_string(),
@@ -222,7 +231,7 @@ impl Notifier {
                 to: owner.clone().into_iter().collect(),
                 ..Facts::default()
             };
-            let due_at = now.saturating_add(grace);
+            let due_at = transition::missing_due(at, self.up_since, grace);
             out.push(NewNotification {
                 reporter: r.name.clone(),
                 dedupe: format!("{}:{worker_id}:{event_id}", event.name()),
@@ -234,6 +243,21 @@ impl Notifier {
             });
         }
         Ok(out)
+    }
+
+    /// The last worker event a reporter said (sent) about a worker.
+    async fn last_said(&self, reporter: &str, worker_id: i64) -> Result<Option<NotifyEvent>, StoreError> {
+        let last = self.store.last_worker_notification(reporter, worker_id).await?;
+        let said = last.filter(|(_, state)| *state == NotificationState::Sent);
+        Ok(said.and_then(|(key, _)| NotifyEvent::parse(key.split(':').next()?)))
+    }
+
+    /// Whether a due `worker_missing` is still true (`transition::still_missing`).
+    async fn still_missing(&self, reporter: &str, worker_id: i64, dedupe: &str) -> Result<bool, StoreError> {
+        let connected = self.store.worker_connected_since().await?.contains_key(&worker_id);
+        let last = self.store.last_worker_notification(reporter, worker_id).await?;
+        let lost_again = last.is_some_and(|(key, _)| key != dedupe);
+        Ok(transition::still_missing(connected, lost_again))
     }
 
     /// What there is to say about a build.
@@ -357,11 +381,19 @@ impl Notifier {
         let now = self.clock.now();
         let span = tracing::info_span!("notify", reporter = %reporter.name, build = ?n.build_id, event = %facts.event);
         let _guard = span.enter();
-        if let Some(worker_id) = facts.worker_id.filter(|_| facts.event == NotifyEvent::WorkerMissing.name())
-            && self.store.worker_connected_since().await?.contains_key(&worker_id)
-        {
-            tracing::info!("the worker came back within its grace time; nothing to say");
-            return self.store.notification_skipped(n.id, "the worker came back within its grace time").await;
+        if let Some(worker_id) = facts.worker_id.filter(|_| facts.event == NotifyEvent::WorkerMissing.name()) {
+            // Written before this master's start (it was down): workers get their grace from now.
+            let earliest = transition::missing_due(i64::MIN, self.up_since, worker_grace(reporter));
+            if now < earliest {
+                return self
+                    .store
+                    .notification_failed(n.id, "workers reconnect after a master start", earliest, false)
+                    .await;
+            }
+            if !self.still_missing(&reporter.name, worker_id, &n.dedupe).await? {
+                tracing::info!("the worker came back within its grace time; nothing to say");
+                return self.store.notification_skipped(n.id, "the worker came back within its grace time").await;
+            }
         }
         // A start's `pending` sent after the build ended would hide its result.
         if matches!(reporter.kind, ReporterKind::GithubStatus { .. }) && facts.results.is_none() {
@@ -409,6 +441,7 @@ impl Notifier {
             username: m.username.as_deref(),
             password: self.secrets.reporter_passwords.get(reporter).map(cascade_config::SecretString::expose),
             from: &m.from,
+            ca_file: m.ca_file.as_deref(),
         };
         let to = if facts.to.is_empty() { &m.to } else { &facts.to };
         if to.is_empty() {

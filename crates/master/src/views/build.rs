@@ -196,7 +196,7 @@ async fn notifications(
                 .and_then(|v| v["event"].as_str().map(str::to_string))
                 .unwrap_or_default();
             let sent = n.sent_at.map(super::when).unwrap_or_default();
-            (n.reporter, event, n.state, n.attempts, n.last_error.unwrap_or_default(), sent)
+            (n.reporter, event, n.state.name().to_string(), n.attempts, n.last_error.unwrap_or_default(), sent)
         })
         .collect())
 }

@@ -1,4 +1,5 @@
-//! `/changes` (newest first, paged by id, filtered by branch) and
+//! `/changes` (newest first, paged by id, filtered by branch, or only what
+//! the poller found: `?source=poller`) and
 //! `/changes/{id}` (the change and every build that covered it).
 
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub struct ChangeLine {
     pub author: String,
     pub when: String,
     pub title: String,
+    /// No delivery brought it: the poller found it.
+    pub polled: bool,
 }
 
 #[derive(Template)]
@@ -28,11 +31,14 @@ pub struct ChangesPage {
     pub chrome: Chrome,
     pub changes: Vec<ChangeLine>,
     pub older: Option<String>,
+    /// Only the changes the poller found.
+    pub polled_only: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]
 pub struct Paging {
     before: Option<i64>,
+    source: Option<String>,
 }
 
 fn line(c: &cascade_store::records::ChangeRecord) -> ChangeLine {
@@ -44,6 +50,10 @@ fn line(c: &cascade_store::records::ChangeRecord) -> ChangeLine {
         author: c.author.clone(),
         when: super::when(c.when_timestamp),
         title: c.comments.lines().next().unwrap_or("").to_string(),
+        polled: c
+            .properties
+            .get(cascade_store::SOURCE_PROPERTY)
+            .is_some_and(|(v, _)| v == cascade_store::POLLER_SOURCE),
     }
 }
 
@@ -66,13 +76,20 @@ pub async fn list(
             values: vec![before.to_string()],
         });
     }
-    let page = m.store.list_changes(&query).await?;
-    let changes: Vec<ChangeLine> = page.items.iter().map(line).collect();
-    let older =
-        (changes.len() == 50).then(|| changes.last().map(|c| format!("?{}&before={}", filter.query(), c.id))).flatten();
-    let newest = page.items.first().map(|c| c.when_timestamp);
+    let polled_only = p.source.as_deref() == Some(cascade_store::POLLER_SOURCE);
+    let items = if polled_only {
+        m.store.polled_changes(p.before, 50).await?
+    } else {
+        m.store.list_changes(&query).await?.items
+    };
+    let changes: Vec<ChangeLine> = items.iter().map(line).collect();
+    let also = if polled_only { "&source=poller" } else { "" };
+    let older = (changes.len() == 50)
+        .then(|| changes.last().map(|c| format!("?{}{also}&before={}", filter.query(), c.id)))
+        .flatten();
+    let newest = items.first().map(|c| c.when_timestamp);
     let chrome = Chrome::new(&m, &headers, "changes", filter).await;
-    render(&headers, &ChangesPage { chrome, changes, older }, newest)
+    render(&headers, &ChangesPage { chrome, changes, older, polled_only }, newest)
 }
 
 #[derive(Template)]

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cascade_config::SecretString;
-use cascade_store::{Delivery, IngestOutcome, Store};
+use cascade_store::{Delivery, IngestOutcome, Redundant, Store};
 use push::{PushEvent, PushPlan, plan_push};
 use serde_json::{Value, json};
 use signature::{Algorithm, verify};
@@ -229,9 +229,14 @@ async fn push(hook: &Hook, push: PushEvent, delivery: Option<&Delivery>) -> Resu
                     (c, touches)
                 })
                 .collect();
-            match hook.store.ingest_changes(delivery, &batch, now).await.map_err(unstored)? {
+            // Commits the poller already made up for are not stored twice.
+            let stored = hook.store.ingest_changes_unless(delivery, &batch, Redundant::Polled, now).await;
+            match stored.map_err(unstored)? {
                 IngestOutcome::Duplicate => Ok(duplicate()),
                 IngestOutcome::Stored { change_ids } => {
+                    if change_ids.len() < batch.len() {
+                        tracing::info!(polled = batch.len() - change_ids.len(), "a late delivery of polled commits");
+                    }
                     hook.schedulers.nudge();
                     let branch = batch.last().and_then(|(c, _)| c.branch.clone());
                     tracing::info!(branch = ?branch, changes = change_ids.len(), "push stored");

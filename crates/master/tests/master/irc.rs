@@ -58,13 +58,13 @@ impl Server {
 }
 
 /// The test's own IRC client, in the channel.
-struct Listener {
-    lines: tokio::io::Lines<BufReader<tokio::io::ReadHalf<TcpStream>>>,
-    write: tokio::io::WriteHalf<TcpStream>,
+pub struct Listener {
+    pub lines: tokio::io::Lines<BufReader<tokio::io::ReadHalf<TcpStream>>>,
+    pub write: tokio::io::WriteHalf<TcpStream>,
 }
 
 impl Listener {
-    async fn join(port: u16, channel: &str) -> Listener {
+    pub async fn join(port: u16, channel: &str) -> Listener {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
         let (read, mut write) = tokio::io::split(stream);
         write.write_all(b"NICK watcher\r\nUSER watcher 0 * :w\r\n").await.expect("register");
@@ -76,7 +76,7 @@ impl Listener {
     }
 
     /// Reads until a line matches; answers PINGs.
-    async fn until(&mut self, want: impl Fn(&str) -> bool) -> String {
+    pub async fn until(&mut self, want: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -92,7 +92,7 @@ impl Listener {
     }
 
     /// The next message the bot posts in the channel.
-    async fn said(&mut self) -> String {
+    pub async fn said(&mut self) -> String {
         let line = self.until(|l| l.contains(" PRIVMSG #builds :")).await;
         line.split_once(" PRIVMSG #builds :").map(|(_, t)| t.to_string()).unwrap_or_default()
     }

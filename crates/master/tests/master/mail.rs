@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cascade_model::Results;
+use cascade_store::NotificationState;
 
 use crate::harness::{Harness, free_port};
 use crate::irc::finish;
@@ -93,11 +94,11 @@ worker_grace = "3s"
 }
 
 /// The worker-missing notifications, once `count` of them have settled.
-async fn settled_missing(h: &Harness, count: usize) -> Vec<String> {
+async fn settled_missing(h: &Harness, count: usize) -> Vec<&'static str> {
     let started = Instant::now();
     loop {
         let states = missing_states(h).await;
-        if states.len() == count && states.iter().all(|s| s != "pending") {
+        if states.len() == count && states.iter().all(|s| *s != "pending") {
             return states;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "worker notifications: {states:?}");
@@ -105,9 +106,9 @@ async fn settled_missing(h: &Harness, count: usize) -> Vec<String> {
     }
 }
 
-async fn missing_states(h: &Harness) -> Vec<String> {
+async fn missing_states(h: &Harness) -> Vec<&'static str> {
     let all = h.store.recent_notifications(100).await.expect("notifications");
-    all.into_iter().filter(|n| n.build_id.is_none()).map(|n| n.state).collect()
+    all.into_iter().filter(|n| n.build_id.is_none()).map(|n| n.state.name()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,8 +150,10 @@ async fn problems_mail_the_list_and_a_missing_worker_mails_its_owner_after_its_g
     db.finish().await;
 }
 
-/// A master stopped and started again on the same store and ports: its
-/// worker reconnects within its grace time, and nobody is mailed.
+/// A master stopped for longer than the workers' grace time, then started
+/// again on the same store and ports: its workers get their grace time
+/// again from the start (they cannot reconnect to a master that is down),
+/// the worker reconnects within it, and nobody is mailed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_restart_with_a_quick_worker_reconnect_mails_nobody() {
     let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
@@ -173,24 +176,88 @@ async fn a_master_restart_with_a_quick_worker_reconnect_mails_nobody() {
         (master.clone(), cascade_master::server::spawn(master, listeners).expect("served"))
     };
     let (master, served) = start().await;
-    let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), msgpack, "w1", "pw-one").await;
+    let mut worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), msgpack, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { master.workers.get("w1") }).await;
     served.stop().await.expect("a clean stop");
+    worker.kill().await;
+    // Down past the grace time (3 s): the worker could not have come back sooner.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restarted_at = cascade_master::clock::now();
     let (master, served) = start().await;
+    // The loss fell due while the master was down: it waits for the grace time from the start.
+    wait_for("the notifier to hold back", Duration::from_secs(30), || async {
+        let all = store.recent_notifications(100).await.expect("notifications");
+        let held = |n: &cascade_store::NotificationRecord| {
+            n.state == NotificationState::Pending && n.next_attempt_at >= restarted_at + 3
+        };
+        all.iter().filter(|n| n.build_id.is_none()).any(held).then_some(())
+    })
+    .await;
+    assert!(mails(&maildir).is_empty(), "{:?}", mails(&maildir));
+    let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), msgpack, "w1", "pw-one").await;
     wait_for("the worker to come back", Duration::from_secs(30), || async { master.workers.get("w1") }).await;
     let started = Instant::now();
     let states = loop {
         let all = store.recent_notifications(100).await.expect("notifications");
-        let states: Vec<String> = all.into_iter().filter(|n| n.build_id.is_none()).map(|n| n.state).collect();
-        if !states.is_empty() && states.iter().all(|s| s != "pending") {
+        let states: Vec<&str> = all.into_iter().filter(|n| n.build_id.is_none()).map(|n| n.state.name()).collect();
+        if !states.is_empty() && states.iter().all(|s| *s != "pending") {
             break states;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "worker notifications: {states:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(states.iter().all(|s| s == "skipped"), "{states:?}");
+    assert!(states.iter().all(|s| *s == "skipped"), "{states:?}");
     assert!(mails(&maildir).is_empty(), "{:?}", mails(&maildir));
     served.stop().await.expect("stop");
     store.close().await;
+    db.finish().await;
+}
+
+/// aiosmtpd that refuses mail before STARTTLS and a good AUTH
+/// (`tests/support/smtp-tls.py`), with a certificate from a throw-away CA.
+async fn aiosmtpd_tls(port: u16, maildir: &Path, certs: &Path) -> tokio::process::Child {
+    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support");
+    let made = std::process::Command::new("bash").arg(support.join("tls-certs.sh")).arg(certs).output().expect("certs");
+    assert!(made.status.success(), "tls-certs.sh: {}", String::from_utf8_lossy(&made.stderr));
+    let child = tokio::process::Command::new(python())
+        .arg(support.join("smtp-tls.py"))
+        .arg(port.to_string())
+        .arg(maildir)
+        .arg(certs.join("server.pem"))
+        .arg(certs.join("server.key"))
+        .args(["cascade", "smtp-pw"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("aiosmtpd starts");
+    wait_for("aiosmtpd to listen", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_starttls_with_a_login_the_problem_mail_reaches_a_relay_that_insists_on_both() {
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maildir = dir.path().join("maildir");
+    let port = free_port();
+    let _smtp = aiosmtpd_tls(port, &maildir, &dir.path().join("certs")).await;
+    let ca = dir.path().join("certs/ca.pem");
+    let text = config(port).replace(
+        "worker_grace = \"3s\"",
+        &format!("starttls = true\nusername = \"cascade\"\npassword = \"smtp-pw\"\nca_file = \"{}\"", ca.display()),
+    );
+    let h = Harness::with_config(&db, &text).await;
+    finish(&h, Results::Success).await;
+    finish(&h, Results::Failure).await;
+    wait_for("the problem mail", Duration::from_secs(30), || async { (mails(&maildir).len() == 1).then_some(()) })
+        .await;
+    assert_eq!(mails(&maildir), [("list@example.org".to_string(), "problem: Fedora main #2".to_string())]);
+    let sent = h.store.recent_notifications(10).await.expect("notifications");
+    assert_eq!(sent.iter().map(|n| n.state.name()).collect::<Vec<_>>(), ["sent"]);
+    h.stop().await;
     db.finish().await;
 }

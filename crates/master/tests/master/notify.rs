@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cascade_model::Results;
+use cascade_store::NotificationState;
 use cascade_testkit::test_both;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -149,7 +150,7 @@ async fn settled(h: &Harness, build_id: i64, count: usize) -> Vec<cascade_store:
     let started = std::time::Instant::now();
     loop {
         let all = h.store.notifications_of_build(build_id).await.expect("notifications");
-        if all.len() == count && all.iter().all(|n| n.state != "pending") {
+        if all.len() == count && all.iter().all(|n| n.state != NotificationState::Pending) {
             return all;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "build {build_id}: want {count} settled, have {all:#?}");
@@ -169,7 +170,7 @@ test_both!(state_changes_reach_chat_and_github_once, |db| {
     settled(&h, first, 2).await;
     let second = build(&h, &github, 2, "gh-7: Break os (#101)", Results::Failure).await;
     let sent = settled(&h, second, 4).await;
-    assert!(sent.iter().all(|n| n.state == "sent"), "{sent:?}");
+    assert!(sent.iter().all(|n| n.state == NotificationState::Sent), "{sent:?}");
     let third = build(&h, &github, 3, "Unrelated (#102)", Results::Failure).await;
     settled(&h, third, 3).await;
     let fourth = build(&h, &github, 4, "Fix os (#103)", Results::Success).await;
@@ -317,7 +318,7 @@ async fn sent_once(store: &cascade_store::Store, build_id: i64) {
     loop {
         let rows = store.notifications_of_build(build_id).await.expect("notifications");
         assert!(rows.len() <= 1, "written once: {rows:?}");
-        if rows.first().is_some_and(|n| n.state == "sent") {
+        if rows.first().is_some_and(|n| n.state == NotificationState::Sent) {
             return;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "never recorded as sent: {rows:?}");
