@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cascade_config::SecretString;
 use cascade_model::text;
-use cascade_model::{NewChange, change::format_identity};
+use cascade_model::{NewChange, change::clean_identity};
 use cascade_store::{IngestOutcome, POLLER_SOURCE, Redundant, SOURCE_PROPERTY, Store, StoreError};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -148,10 +148,8 @@ pub fn missed_commits(compare: Option<&Compare>, head: &ApiCommit) -> Vec<ApiCom
 pub fn change(c: &ApiCommit, place: &Place<'_>, now: i64) -> Option<NewChange> {
     text::revision("sha", &c.sha).ok()?;
     let git = c.commit.as_ref();
-    let who = |s: Option<&Signature>| {
-        let part = |v: Option<&String>| text::clean(v.map_or("", String::as_str), text::NAME_MAX);
-        s.map(|s| format_identity(&part(s.name.as_ref()), &part(s.email.as_ref()))).unwrap_or_default()
-    };
+    let who =
+        |s: Option<&Signature>| s.map(|s| clean_identity(s.name.as_deref(), s.email.as_deref())).unwrap_or_default();
     let when = git
         .and_then(|g| g.author.as_ref())
         .and_then(|a| a.date.as_deref())

@@ -33,6 +33,12 @@ pub struct NewChange {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+/// [`format_identity`] of what a sender says (cleaned free text), or empty.
+pub fn clean_identity(name: Option<&str>, email: Option<&str>) -> String {
+    let part = |v: Option<&str>| crate::text::clean(v.unwrap_or(""), crate::text::NAME_MAX);
+    format_identity(&part(name), &part(email))
+}
+
 /// Formats a git identity the way Buildbot stores it.
 pub fn format_identity(name: &str, email: &str) -> String {
     match (name.trim(), email.trim()) {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cascade_model::change::format_identity;
+use cascade_model::change::clean_identity;
 use cascade_model::gitref::is_null_sha;
 use cascade_model::text::{self, FieldError};
 use cascade_model::{GitRef, NewChange};
@@ -153,8 +153,7 @@ fn push_properties(event: &PushEvent, pusher: Option<&String>) -> BTreeMap<Strin
 }
 
 fn identity(p: Option<&Person>) -> String {
-    let part = |v: &Option<String>| text::clean(v.as_deref().unwrap_or(""), text::NAME_MAX);
-    p.map(|p| format_identity(&part(&p.name), &part(&p.email))).unwrap_or_default()
+    p.map(|p| clean_identity(p.name.as_deref(), p.email.as_deref())).unwrap_or_default()
 }
 
 /// A commit's id and files, which are stored as they are.

@@ -236,6 +236,26 @@ pub async fn end_a_new_build(store: &Store, builder: i64, master: i64, results: 
     claimed.build_id
 }
 
+/// Runs `tests/support/<script>` with `args`; its output's lines (paths of
+/// what it installed or made).
+pub fn support(script: &str, args: &[&Path]) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support").join(script);
+    let out = std::process::Command::new("bash").arg(&path).args(args).output().expect("run a support script");
+    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+pub fn tls_certificates(dir: &Path) {
+    support("tls-certs.sh", &[dir]);
+}
+
+/// The path a support script prints, or `env` when it is set (`.ci/run` installs beforehand).
+pub fn installed(env: &str, script: &str) -> PathBuf {
+    std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| support(script, &[]).concat().into())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }

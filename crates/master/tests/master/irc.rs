@@ -14,13 +14,7 @@ use tokio::net::TcpStream;
 use crate::harness::{Harness, free_port};
 
 fn ngircd() -> PathBuf {
-    if let Ok(p) = std::env::var("CASCADE_NGIRCD") {
-        return PathBuf::from(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/ngircd.sh");
-    let out = std::process::Command::new("bash").arg(&script).output().expect("run ngircd.sh");
-    assert!(out.status.success(), "installing ngircd failed: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    crate::harness::installed("CASCADE_NGIRCD", "ngircd.sh")
 }
 
 /// An ngircd on `port`, killed on drop.

@@ -13,32 +13,19 @@ use cascade_model::Results;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::harness::{Harness, free_port};
+use crate::harness::{Harness, free_port, support, tls_certificates};
 use crate::irc::{Listener, finish};
 
 const ACCOUNT: &str = "cascadebot";
 const PASSWORD: &str = "s3cret-sasl-pw";
-
-fn support(script: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support").join(script);
-    let out = std::process::Command::new("bash").arg(&path).output().expect("run a support script");
-    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
-}
 
 /// (inspircd, anope), from the environment or installed now.
 fn servers() -> (PathBuf, PathBuf) {
     if let (Ok(i), Ok(a)) = (std::env::var("CASCADE_INSPIRCD"), std::env::var("CASCADE_ANOPE")) {
         return (i.into(), a.into());
     }
-    let lines = support("inspircd.sh");
+    let lines = support("inspircd.sh", &[]);
     (lines[0].clone().into(), lines[1].clone().into())
-}
-
-fn certificates(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/tls-certs.sh");
-    let out = std::process::Command::new("bash").arg(&script).arg(dir).output().expect("run tls-certs.sh");
-    assert!(out.status.success(), "tls-certs.sh failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 struct Ports {
@@ -57,7 +44,7 @@ impl Network {
     async fn start(dir: &Path, ports: &Ports) -> Network {
         let (inspircd, anope) = servers();
         let certs = dir.join("certs");
-        certificates(&certs);
+        tls_certificates(&certs);
         let conf = dir.join("inspircd.conf");
         std::fs::write(&conf, inspircd_conf(dir, &certs, ports)).expect("inspircd.conf");
         let ircd = tokio::process::Command::new(inspircd)

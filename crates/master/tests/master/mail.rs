@@ -16,20 +16,13 @@ use crate::irc::finish;
 use crate::workers::{BuildbotWorker, Kind, run_master, wait_for};
 
 fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("CASCADE_AIOSMTPD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/aiosmtpd.sh");
-    let out = std::process::Command::new("bash").arg(&script).output().expect("run aiosmtpd.sh");
-    assert!(out.status.success(), "installing aiosmtpd failed: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    crate::harness::installed("CASCADE_AIOSMTPD_PYTHON", "aiosmtpd.sh")
 }
 
-/// aiosmtpd on `port`, storing what it receives in `maildir`; killed on drop.
-async fn aiosmtpd(port: u16, maildir: &Path) -> tokio::process::Child {
+/// aiosmtpd's python with `args`, once it listens on `port`; killed on drop.
+async fn smtp_server(port: u16, args: Vec<std::ffi::OsString>) -> tokio::process::Child {
     let child = tokio::process::Command::new(python())
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(maildir)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -40,6 +33,15 @@ async fn aiosmtpd(port: u16, maildir: &Path) -> tokio::process::Child {
     })
     .await;
     child
+}
+
+/// aiosmtpd on `port`, storing what it receives in `maildir`; killed on drop.
+async fn aiosmtpd(port: u16, maildir: &Path) -> tokio::process::Child {
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["-m", "aiosmtpd", "-n", "-l", &listen, "-c", "aiosmtpd.handlers.Mailbox"];
+    let mut args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    args.push(maildir.into());
+    smtp_server(port, args).await
 }
 
 /// The (To, Subject) of every mail in the Maildir.
@@ -216,26 +218,18 @@ async fn a_master_restart_with_a_quick_worker_reconnect_mails_nobody() {
 /// aiosmtpd that refuses mail before STARTTLS and a good AUTH
 /// (`tests/support/smtp-tls.py`), with a certificate from a throw-away CA.
 async fn aiosmtpd_tls(port: u16, maildir: &Path, certs: &Path) -> tokio::process::Child {
-    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support");
-    let made = std::process::Command::new("bash").arg(support.join("tls-certs.sh")).arg(certs).output().expect("certs");
-    assert!(made.status.success(), "tls-certs.sh: {}", String::from_utf8_lossy(&made.stderr));
-    let child = tokio::process::Command::new(python())
-        .arg(support.join("smtp-tls.py"))
-        .arg(port.to_string())
-        .arg(maildir)
-        .arg(certs.join("server.pem"))
-        .arg(certs.join("server.key"))
-        .args(["cascade", "smtp-pw"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("aiosmtpd starts");
-    wait_for("aiosmtpd to listen", Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
-    })
-    .await;
-    child
+    crate::harness::tls_certificates(certs);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/smtp-tls.py");
+    let args: Vec<std::ffi::OsString> = vec![
+        script.into(),
+        port.to_string().into(),
+        maildir.into(),
+        certs.join("server.pem").into(),
+        certs.join("server.key").into(),
+        "cascade".into(),
+        "smtp-pw".into(),
+    ];
+    smtp_server(port, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,22 +136,9 @@ pub async fn github_stand_in(repo: &Path) -> (Arc<GithubStandIn>, String) {
 
 fn commit_file(repo: &Path, name: &str) -> String {
     std::fs::write(repo.join(name), format!("{name}\n")).expect("write");
-    let env = [("GIT_AUTHOR_NAME", "Ann"), ("GIT_AUTHOR_EMAIL", "ann@example.org")];
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(repo)
-            .envs(env)
-            .env("GIT_COMMITTER_NAME", "Ann")
-            .env("GIT_COMMITTER_EMAIL", "ann@example.org")
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    run(&["add", name]);
-    run(&["commit", "-q", "-m", &format!("add {name}")]);
-    run(&["rev-parse", "HEAD"])
+    crate::workers::git(repo, &["add", name]);
+    crate::workers::git(repo, &["commit", "-q", "-m", &format!("add {name}")]);
+    crate::workers::git(repo, &["rev-parse", "HEAD"])
 }
 
 /// A delivery of a push of `sha` (alone) to main, as GitHub sends it.
