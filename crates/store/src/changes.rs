@@ -78,58 +78,40 @@ const CHANGE_FIELDS: &[crate::query::Field] = &[
 const CHANGE_SELECT: &str = "c.id, c.author, c.committer, c.comments, c.branch, c.revision, c.revlink, \
      c.when_timestamp, c.category, c.repository, c.codebase, c.project, c.parent_change_id";
 
-/// (repository, branch, revision) of the changes in `changes` that
-/// `redundant` says were stored before. On PostgreSQL the check holds a
-/// lock per repository and branch until the transaction ends, so a delivery
-/// and a poll of the same push cannot both find nothing and both store it
-/// (SQLite's writers take turns already).
-async fn redundant_revisions(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+/// For a poll (`Redundant::Known`) on PostgreSQL: a lock per repository
+/// and branch until the transaction ends, so two masters polling the same
+/// push cannot both find nothing and both store it (SQLite's writers take
+/// turns already). Deliveries take no lock: pushes to one branch must not
+/// queue behind each other.
+async fn lock_branches(
+    tx: &mut Transaction<'static, Any>,
     backend: crate::Backend,
     changes: &[(NewChange, Vec<SchedulerTouch>)],
     redundant: Redundant,
-) -> Result<std::collections::HashSet<(String, Option<String>, Option<String>)>> {
-    let mut found = std::collections::HashSet::new();
-    if redundant == Redundant::Never {
-        return Ok(found);
+) -> Result<()> {
+    if backend != crate::Backend::Postgres || redundant != Redundant::Known {
+        return Ok(());
     }
-    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for (c, _) in changes {
-        if let (Some(branch), Some(revision)) = (&c.branch, &c.revision) {
-            groups.entry((c.repository.clone(), branch.clone())).or_default().push(revision.clone());
-        }
+    let keys: std::collections::BTreeSet<String> = changes
+        .iter()
+        .filter_map(|(c, _)| c.branch.as_ref().map(|b| format!("changes:{}:{b}", c.repository)))
+        .collect();
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(key).execute(&mut **tx).await?;
     }
-    for ((repository, branch), revisions) in groups {
-        if backend == crate::Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                .bind(format!("changes:{repository}:{branch}"))
-                .execute(&mut **tx)
-                .await?;
-        }
-        let polled = match redundant {
-            Redundant::Polled => format!(
-                " AND EXISTS (SELECT 1 FROM change_properties p WHERE p.change_id = c.id \
-                 AND p.name = '{SOURCE_PROPERTY}' AND p.value = '\"{POLLER_SOURCE}\"')"
-            ),
-            _ => String::new(),
-        };
-        for chunk in revisions.chunks(500) {
-            let sql = format!(
-                "SELECT DISTINCT c.revision FROM changes c WHERE c.revision IN ({}) AND c.branch = $1 \
-                 AND c.repository = $2{polled}",
-                placeholders(3, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(branch.clone()).bind(repository.clone());
-            for r in chunk {
-                q = q.bind(r.clone());
-            }
-            for row in q.fetch_all(&mut **tx).await? {
-                let revision: String = get(&row, "revision")?;
-                found.insert((repository.clone(), Some(branch.clone()), Some(revision)));
-            }
-        }
+    Ok(())
+}
+
+/// The condition under which `insert_change` leaves a change out: an
+/// earlier change on its repository, branch and revision that `redundant`
+/// names ($4 branch, $5 revision, $9 repository).
+fn redundant_condition(redundant: Redundant) -> String {
+    let earlier = "SELECT 1 FROM changes c WHERE c.revision = $5 AND c.branch = $4 AND c.repository = $9";
+    match redundant {
+        Redundant::Never => String::new(),
+        Redundant::Polled => format!(" WHERE NOT EXISTS ({earlier} AND c.source = '{POLLER_SOURCE}')"),
+        Redundant::Known => format!(" WHERE NOT EXISTS ({earlier})"),
     }
-    Ok(found)
 }
 
 /// `$a, $a+1, ...` for an IN list of `n` values starting at placeholder `a`.
@@ -165,20 +147,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(IngestOutcome::Duplicate);
         }
-        let stored_before = redundant_revisions(&mut tx, self.backend(), changes, redundant).await?;
+        lock_branches(&mut tx, self.backend(), changes, redundant).await?;
         let mut change_ids = Vec::with_capacity(changes.len());
         let mut previous: Option<(Option<String>, i64)> = None;
         for (change, touches) in changes {
-            let key = (change.repository.clone(), change.branch.clone(), change.revision.clone());
-            if stored_before.contains(&key) {
-                continue;
-            }
             // Consecutive commits of one push on one branch form a chain.
             let parent = match &previous {
                 Some((branch, id)) if *branch == change.branch => Some(*id),
                 _ => None,
             };
-            let id = insert_change(&mut tx, change, parent, now).await?;
+            // Checked in the insert itself: a delivery costs no extra round trip.
+            let Some(id) = insert_change(&mut tx, change, parent, redundant, now).await? else { continue };
             if !touches.is_empty() {
                 let values: Vec<String> =
                     (0..touches.len()).map(|i| format!("(${}, $1, ${}, $2)", 3 + 2 * i, 4 + 2 * i)).collect();
@@ -206,8 +185,7 @@ impl Store {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {CHANGE_SELECT}, {SOURCESTAMP_COLUMNS} FROM changes c \
              JOIN sourcestamps ss ON ss.id = c.sourcestamp_id \
-             WHERE c.id IN (SELECT change_id FROM change_properties WHERE name = '{SOURCE_PROPERTY}' \
-             AND value = '\"{POLLER_SOURCE}\"') AND c.id < $1 ORDER BY c.id DESC LIMIT {limit}"
+             WHERE c.source = '{POLLER_SOURCE}' AND c.id < $1 ORDER BY c.id DESC LIMIT {limit}"
         )))
         .bind(before.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
@@ -414,32 +392,37 @@ async fn insert_change(
     tx: &mut Transaction<'static, Any>,
     c: &NewChange,
     parent: Option<i64>,
+    redundant: Redundant,
     now: i64,
-) -> Result<i64> {
+) -> Result<Option<i64>> {
     let ssid =
         sourcestamp_id(tx, &c.codebase, &c.repository, c.branch.as_deref(), c.revision.as_deref(), &c.project, now)
             .await?;
-    let row = sqlx::query(
+    let sql = format!(
         "INSERT INTO changes (author, committer, comments, branch, revision, revlink, when_timestamp, category, \
-         repository, codebase, project, sourcestamp_id, parent_change_id, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-    )
-    .bind(c.author.clone())
-    .bind(c.committer.clone())
-    .bind(c.comments.clone())
-    .bind(c.branch.clone())
-    .bind(c.revision.clone())
-    .bind(c.revlink.clone())
-    .bind(c.when_timestamp)
-    .bind(c.category.clone())
-    .bind(c.repository.clone())
-    .bind(c.codebase.clone())
-    .bind(c.project.clone())
-    .bind(ssid)
-    .bind(parent)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
+         repository, codebase, project, sourcestamp_id, parent_change_id, received_at, source) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15{} RETURNING id",
+        redundant_condition(redundant)
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(c.author.clone())
+        .bind(c.committer.clone())
+        .bind(c.comments.clone())
+        .bind(c.branch.clone())
+        .bind(c.revision.clone())
+        .bind(c.revlink.clone())
+        .bind(c.when_timestamp)
+        .bind(c.category.clone())
+        .bind(c.repository.clone())
+        .bind(c.codebase.clone())
+        .bind(c.project.clone())
+        .bind(ssid)
+        .bind(parent)
+        .bind(now)
+        .bind(c.properties.get(SOURCE_PROPERTY).and_then(|v| v.as_str()).map(str::to_string))
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
     let id: i64 = get(&row, "id")?;
     let mut files: Vec<&String> = c.files.iter().collect();
     files.sort();
@@ -464,5 +447,5 @@ async fn insert_change(
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(id)
+    Ok(Some(id))
 }
