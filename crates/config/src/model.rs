@@ -404,6 +404,13 @@ pub struct GitStep {
     pub mode: GitMode,
     pub method: GitMethod,
     pub submodules: bool,
+    /// A shallow clone of this many commits.
+    pub depth: Option<u32>,
+    /// A partial clone's filter (`blob:none`, `tree:0`, `blob:limit=1m`).
+    pub filter: Option<String>,
+    /// When the checkout fails, remove the folder and check out once more
+    /// from scratch (a corrupt repository left by a killed build).
+    pub clobber_on_failure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,9 +480,37 @@ pub struct SchedulerConfig {
 
 #[derive(Debug, Clone)]
 pub enum SchedulerKind {
-    Branch { branch: String, tree_stable: Duration, ignore_files: Vec<Glob> },
-    Periodic { branch: String, cron: String },
+    Branch {
+        branch: String,
+        tree_stable: Duration,
+        ignore_files: Vec<Glob>,
+    },
+    Periodic {
+        branch: String,
+        cron: String,
+    },
     Force,
+    /// Pull requests, built on the builders of `branch` when a trigger label
+    /// is added or a writer comments.
+    PullRequest(PullRequestTriggers),
+}
+
+/// What makes a pull request build, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestTriggers {
+    /// The branch label whose builders build pull requests (CPython: `PR`).
+    pub branch: String,
+    /// Label name → builder-name regex: adding the label builds the PR on
+    /// the matching builders that carry `label_tag`.
+    pub labels: Vec<(String, String)>,
+    /// Label-triggered builds use only builders with this tag (`stable`).
+    pub label_tag: Option<String>,
+    /// A regex over a comment's body whose first group is a builder-name
+    /// regex (`^!buildbot (.+)`); only writers may use it.
+    pub comment: Option<String>,
+    /// New commits on the PR also stop its running builds, not only its
+    /// pending requests.
+    pub cancel_running: bool,
 }
 
 impl SchedulerKind {
@@ -484,12 +519,14 @@ impl SchedulerKind {
             SchedulerKind::Branch { .. } => "branch",
             SchedulerKind::Periodic { .. } => "periodic",
             SchedulerKind::Force => "force",
+            SchedulerKind::PullRequest(_) => "pull_request",
         }
     }
 
     pub fn branch(&self) -> Option<&str> {
         match self {
             SchedulerKind::Branch { branch, .. } | SchedulerKind::Periodic { branch, .. } => Some(branch),
+            SchedulerKind::PullRequest(t) => Some(&t.branch),
             SchedulerKind::Force => None,
         }
     }
@@ -514,6 +551,28 @@ pub struct ResolvedSecrets {
 impl Config {
     pub fn branch(&self, label: &str) -> Option<&BranchConfig> {
         self.branches.iter().find(|b| b.name == label)
+    }
+
+    /// The branch labels whose builders build pull requests (a
+    /// `pull_request` scheduler's `branch`): no git branch of that name is built.
+    pub fn pull_request_labels(&self) -> Vec<&str> {
+        self.schedulers
+            .iter()
+            .filter_map(|s| match &s.kind {
+                SchedulerKind::PullRequest(t) => Some(t.branch.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The git branches pushes are built for: every branch's but the PR labels'.
+    pub fn pushed_branches(&self) -> Vec<&str> {
+        let pulls = self.pull_request_labels();
+        let mut git: Vec<&str> =
+            self.branches.iter().filter(|b| !pulls.contains(&b.name.as_str())).map(|b| b.git.as_str()).collect();
+        git.sort_unstable();
+        git.dedup();
+        git
     }
 
     /// The label of the branch configured for a git branch name.

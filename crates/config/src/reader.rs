@@ -755,8 +755,29 @@ fn read_git(ctx: &mut Ctx, mut g: Table) -> (String, StepKind) {
     ];
     let method = read_choice(ctx, &mut g, "method", "method", &methods);
     let submodules = g.bool_or(ctx, "submodules", false);
+    let depth = match g.opt_int(ctx, "depth") {
+        Some((d, _)) if (1..=i64::from(u32::MAX)).contains(&d) => Some(d as u32),
+        Some((_, offset)) => {
+            ctx.error(offset, &g.key("depth"), "must be a positive number of commits");
+            None
+        }
+        None => None,
+    };
+    let filter_offset = g.map.get("filter").map_or(g.offset(), |v| v.span().start);
+    let filter = g.opt_str(ctx, "filter");
+    if let Some(f) = &filter
+        && !validate::git_filter(f)
+    {
+        ctx.error(
+            filter_offset,
+            &g.key("filter"),
+            format!("{f:?} is not a git filter; use e.g. \"blob:none\" or \"tree:0\""),
+        );
+    }
+    let clobber_on_failure = g.bool_or(ctx, "clobber_on_failure", false);
     g.finish(ctx);
-    ("git".to_string(), StepKind::Git(GitStep { repo, mode, method, submodules }))
+    let git = GitStep { repo, mode, method, submodules, depth, filter, clobber_on_failure };
+    ("git".to_string(), StepKind::Git(git))
 }
 
 /// `dest` of a transfer must stay inside the folder it names.
@@ -971,14 +992,57 @@ fn read_periodic_scheduler(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfi
     Some(SchedulerKind::Periodic { branch: branch?, cron: cron? })
 }
 
+/// A regex from the configuration, checked (and, with `group`, required
+/// to capture something).
+fn regex_key(ctx: &mut Ctx, t: &mut Table, k: &str, group: bool) -> Option<String> {
+    let offset = t.map.get(k).map_or(t.offset(), |v| v.span().start);
+    let pattern = t.opt_str(ctx, k)?;
+    match regex::Regex::new(&pattern) {
+        Ok(r) if group && r.captures_len() < 2 => {
+            ctx.error(offset, &t.key(k), "needs a group, e.g. '^!buildbot (.+)': it holds the builder-name regex");
+            None
+        }
+        Ok(_) => Some(pattern),
+        Err(e) => {
+            ctx.error(offset, &t.key(k), format!("invalid regex: {e}"));
+            None
+        }
+    }
+}
+
+fn read_pull_request_scheduler(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfig]) -> Option<SchedulerKind> {
+    let branch = scheduler_branch(ctx, t, branches);
+    let mut labels = Vec::new();
+    if let Some(mut l) = t.opt_table(ctx, "labels") {
+        let names: Vec<String> = l.map.keys().map(|k| k.get_ref().to_string()).collect();
+        for name in names {
+            if let Some(regex) = regex_key(ctx, &mut l, &name, false) {
+                labels.push((name, regex));
+            }
+        }
+        l.finish(ctx);
+    }
+    let label_tag = t.opt_str(ctx, "label_tag").or_else(|| Some("stable".to_string())).filter(|s| !s.is_empty());
+    let comment = regex_key(ctx, t, "comment", true);
+    let cancel_running = t.bool_or(ctx, "cancel_running", false);
+    if labels.is_empty() && comment.is_none() {
+        ctx.error(t.offset(), &t.key("labels"), "a pull_request scheduler needs `labels`, `comment` or both");
+    }
+    let triggers = PullRequestTriggers { branch: branch?, labels, label_tag, comment, cancel_running };
+    Some(SchedulerKind::PullRequest(triggers))
+}
+
 fn read_scheduler_kind(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfig]) -> Option<SchedulerKind> {
     let kind_offset = t.map.get("kind").map_or(t.offset(), |v| v.span().start);
     match t.req_str(ctx, "kind").as_deref() {
         Some("branch") => read_branch_scheduler(ctx, t, branches),
         Some("periodic") => read_periodic_scheduler(ctx, t, branches),
         Some("force") => Some(SchedulerKind::Force),
+        Some("pull_request") => read_pull_request_scheduler(ctx, t, branches),
         Some(other) => {
-            let message = format!("unknown scheduler kind {other:?}; expected \"branch\", \"periodic\" or \"force\"");
+            let message = format!(
+                "unknown scheduler kind {other:?}; expected \"branch\", \"periodic\", \"force\" or \"pull_request\""
+            );
             ctx.error(kind_offset, &t.key("kind"), message);
             None
         }

@@ -28,3 +28,16 @@ pub(crate) fn cron(expr: &str) -> Result<(), String> {
 pub(crate) fn address_range(s: &str) -> Result<cascade_model::net::AddressRange, String> {
     cascade_model::net::AddressRange::parse(s)
 }
+
+/// A `git clone --filter` spec git accepts: `blob:none`, `blob:limit=<n>[kmg]`, `tree:<depth>`.
+pub fn git_filter(f: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if f == "blob:none" {
+        return true;
+    }
+    if let Some(limit) = f.strip_prefix("blob:limit=") {
+        let n = limit.strip_suffix(['k', 'm', 'g']).unwrap_or(limit);
+        return digits(n);
+    }
+    f.strip_prefix("tree:").is_some_and(digits)
+}

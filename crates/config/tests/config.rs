@@ -31,7 +31,7 @@ fn example_config_loads_and_expands_builders_per_branch() {
     assert!(names.contains(&"AMD64 Fedora Stable 3.x"));
     assert!(names.contains(&"AMD64 Fedora Stable 3.13"));
     assert!(names.contains(&"PPC64 AIX 3.x"));
-    assert_eq!(names.len(), 3 + 3 + 2 + 1 + 2);
+    assert_eq!(names.len(), 4 + 3 + 2 + 1 + 3);
     let fedora = config.builders.iter().find(|b| b.name == "AMD64 Fedora Stable 3.14").expect("builder");
     assert_eq!(fedora.branch.as_deref(), Some("3.14"));
     assert_eq!(fedora.tags, vec!["stable", "tier-1"]);
@@ -54,6 +54,15 @@ fn example_config_loads_and_expands_builders_per_branch() {
     let nightly = config.schedulers.iter().find(|s| s.name == "nightly-refleaks").expect("nightly");
     let fed: Vec<_> = config.scheduler_builders(nightly).iter().map(|b| b.name.clone()).collect();
     assert_eq!(fed, vec!["AMD64 Fedora Refleaks 3.x"]);
+
+    let prs = config.schedulers.iter().find(|s| s.name == "pull-request").expect("pull-request");
+    let SchedulerKind::PullRequest(t) = &prs.kind else { panic!("a pull_request scheduler") };
+    assert_eq!((t.branch.as_str(), t.labels.len(), t.cancel_running), ("PR", 2, true));
+    assert_eq!(t.comment.as_deref(), Some("^!buildbot (.+)"));
+    assert_eq!(t.label_tag, None);
+    let fed: Vec<_> = config.scheduler_builders(prs).iter().map(|b| b.name.clone()).collect();
+    assert_eq!(fed, vec!["AMD64 Fedora Stable PR", "AMD64 Fedora Refleaks PR"]);
+    assert_eq!(config.pushed_branches(), vec!["3.13", "3.14", "main"], "PR is no git branch");
 
     let unix = config.factories.iter().find(|f| f.name == "unix").expect("unix factory");
     let test = unix.steps.iter().find(|s| s.name == "test").expect("test step");
@@ -382,4 +391,44 @@ fn a_ca_file_is_read_from_the_configs_folder_and_checked_when_the_config_is() {
     let mail = MINIMAL.to_string()
         + "\n[[reporter]]\nkind = \"mail\"\nsmtp = \"mx:25\"\nfrom = \"ci@example.org\"\nca_file = \"ca.pem\"\n";
     assert!(error(mail).contains("a CA file is used only with starttls = true"));
+}
+
+#[test]
+fn pull_request_triggers_and_git_options_are_checked_by_key() {
+    let text = r#"[github]
+insecure_webhook = true
+[[branch]]
+name = "PR"
+[[worker]]
+name = "w"
+password = "p"
+[[factory]]
+name = "f"
+steps = [{ git = { depth = 0, filter = "blob:some" } }]
+[[builder]]
+name = "b"
+workers = ["w"]
+factory = "f"
+branches = ["PR"]
+[[scheduler]]
+name = "prs"
+kind = "pull_request"
+branch = "PR"
+labels = { "ok" = ".*", "broken" = "(" }
+comment = "^!buildbot .+"
+[[scheduler]]
+name = "nothing"
+kind = "pull_request"
+branch = "PR"
+"#;
+    let errors = parse(text, Path::new("c.toml")).expect_err("rejected").to_string();
+    for needle in [
+        "factory[0].steps[0].git.depth: must be a positive number",
+        "factory[0].steps[0].git.filter: \"blob:some\" is not a git filter",
+        "scheduler[0].labels.broken: invalid regex",
+        "scheduler[0].comment: needs a group",
+        "scheduler[1].labels: a pull_request scheduler needs `labels`, `comment` or both",
+    ] {
+        assert!(errors.contains(needle), "{needle:?} not in:\n{errors}");
+    }
 }

@@ -130,6 +130,40 @@ fn notifier(
     })
 }
 
+/// What talks to GitHub's API: pull requests' builds and the poller, over one client.
+fn github_parts(
+    store: &Store,
+    catalog: &Arc<Catalog>,
+    schedulers: &Arc<Schedulers>,
+    clock: &Clock,
+    secrets: &ResolvedSecrets,
+    wake_builds: &Arc<Notify>,
+) -> (Arc<crate::pulls::Pulls>, Arc<crate::poller::Poller>) {
+    let github = crate::github::GitHub {
+        http: crate::outbound::http_client(),
+        api_url: catalog.config.github.api_url.clone(),
+        token: secrets.github_token.clone(),
+        clock: clock.clone(),
+    };
+    let pulls = Arc::new(crate::pulls::Pulls {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        schedulers: schedulers.clone(),
+        github: github.clone(),
+        clock: clock.clone(),
+        wake_builds: wake_builds.clone(),
+    });
+    let poller = Arc::new(crate::poller::Poller {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        schedulers: schedulers.clone(),
+        clock: clock.clone(),
+        github,
+        pulls: pulls.clone(),
+    });
+    (pulls, poller)
+}
+
 /// What a master is assembled from besides its store and clock.
 struct Parts {
     catalog: Arc<Catalog>,
@@ -171,17 +205,10 @@ impl Master {
         let Parts { catalog, schedulers, credentials, secrets, events_from } = parts;
         let config = catalog.config.clone();
         let notifier = notifier(&store, &catalog, &clock, &secrets, events_from);
-        let poller = Arc::new(crate::poller::Poller {
-            store: store.clone(),
-            catalog: catalog.clone(),
-            schedulers: schedulers.clone(),
-            clock: clock.clone(),
-            http: crate::outbound::http_client(),
-            token: secrets.github_token.clone(),
-        });
         let bus = Bus::new();
         let workers = Arc::new(Registry::default());
         let wake_builds = Arc::new(Notify::new());
+        let (pulls, poller) = github_parts(&store, &catalog, &schedulers, &clock, &secrets, &wake_builds);
         let runner = Arc::new(Runner::new(
             store.clone(),
             catalog.clone(),
@@ -207,6 +234,8 @@ impl Master {
             schedulers: schedulers.clone(),
             secret: secrets.webhook_secret,
             clock: clock.clone(),
+            pulls: pulls.clone(),
+            runner: runner.clone(),
         });
         let reads = Arc::new(Reads { store: store.clone(), catalog: catalog.clone() });
         let control = Arc::new(Control {

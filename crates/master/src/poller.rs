@@ -11,19 +11,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use cascade_config::SecretString;
 use cascade_model::text;
 use cascade_model::{NewChange, change::clean_identity};
 use cascade_store::{IngestOutcome, POLLER_SOURCE, Redundant, SOURCE_PROPERTY, Store, StoreError};
-use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::github::{Fetched, GitHub, GithubError};
+use crate::pulls::{PullError, Pulls};
 use crate::scheduler::Schedulers;
 
 /// Most commits one poll makes into changes for one branch; GitHub's
@@ -36,19 +35,27 @@ pub struct Poller {
     pub catalog: Arc<Catalog>,
     pub schedulers: Arc<Schedulers>,
     pub clock: Clock,
-    pub http: reqwest::Client,
-    pub token: Option<SecretString>,
+    pub github: GitHub,
+    /// Builds the open labelled PRs no delivery built.
+    pub pulls: Arc<Pulls>,
 }
 
 /// Why a poll did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    #[error("GitHub: {0}")]
-    Github(String),
-    #[error("GitHub's rate limit: waiting {0:?}")]
-    RateLimited(Duration),
+    #[error(transparent)]
+    Github(#[from] GithubError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<PullError> for PollError {
+    fn from(e: PullError) -> PollError {
+        match e {
+            PullError::Github(e) => PollError::Github(e),
+            PullError::Store(e) => PollError::Store(e),
+        }
+    }
 }
 
 /// What a branch's head says against the newest change Cascade has for it.
@@ -177,12 +184,6 @@ pub fn change(c: &ApiCommit, place: &Place<'_>, now: i64) -> Option<NewChange> {
     })
 }
 
-/// An answer, or "unchanged since the ETag sent".
-enum Fetched<T> {
-    Fresh { body: T, etag: Option<String> },
-    Unchanged,
-}
-
 impl Poller {
     /// Polls at start-up and every `poll_interval`, until `stopped` flips.
     pub async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
@@ -191,7 +192,7 @@ impl Poller {
         if every.is_zero() {
             return;
         }
-        if self.token.is_none() {
+        if self.github.token.is_none() {
             tracing::info!("polling GitHub without [github] token: 60 requests an hour at most");
         }
         let mut etags = HashMap::new();
@@ -203,7 +204,7 @@ impl Poller {
             };
             let wait = match polled {
                 Ok(()) => every,
-                Err(PollError::RateLimited(wait)) => wait.max(every),
+                Err(PollError::Github(GithubError::RateLimited(wait))) => wait.max(every),
                 Err(e) => {
                     tracing::warn!(error = %e, "polling GitHub failed; trying again at the next poll");
                     every
@@ -218,22 +219,21 @@ impl Poller {
 
     /// Polls every configured branch once.
     pub async fn poll_all(&self, repo: &str, etags: &mut HashMap<String, String>) -> Result<(), PollError> {
-        let Fetched::Fresh { body: r, .. } = self.get::<Repo>(&format!("/repos/{repo}"), None).await? else {
-            return Err(PollError::Github("a repository cannot be unchanged without an ETag".into()));
-        };
+        let r: Repo = self.github.get(&format!("/repos/{repo}")).await?;
         let repository = text::http_link(&r.html_url).unwrap_or(&r.html_url).to_string();
         let project = r.full_name.unwrap_or_else(|| repo.to_string());
-        let mut branches: Vec<&str> = self.catalog.config.branches.iter().map(|b| b.git.as_str()).collect();
-        branches.sort_unstable();
-        branches.dedup();
-        for branch in branches {
+        for branch in self.catalog.config.pushed_branches() {
             let place = Place { repository: &repository, project: &project, branch };
             match self.poll_branch(repo, &place, etags).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(%branch, changes = n, "the poller found pushes no delivery brought"),
-                Err(e @ PollError::RateLimited(_)) => return Err(e),
+                Err(e @ PollError::Github(GithubError::RateLimited(_))) => return Err(e),
                 Err(e) => tracing::warn!(%branch, error = %e, "polling a branch failed"),
             }
+        }
+        let built = self.pulls.repair(repo, &repository).await?;
+        if built > 0 {
+            tracing::warn!(pull_requests = built, "the poller built labelled pull requests no delivery brought");
         }
         Ok(())
     }
@@ -246,11 +246,11 @@ impl Poller {
         etags: &mut HashMap<String, String>,
     ) -> Result<usize, PollError> {
         let path = format!("/repos/{repo}/branches/{}", place.branch);
-        let (head, etag) = match self.get::<Branch>(&path, etags.get(&path).map(String::as_str)).await? {
+        let (head, etag) = match self.github.get_if::<Branch>(&path, etags.get(&path).map(String::as_str)).await? {
             Fetched::Unchanged => return Ok(0),
             Fetched::Fresh { body, etag } => (body.commit, etag),
         };
-        text::revision("commit.sha", &head.sha).map_err(|e| PollError::Github(e.to_string()))?;
+        text::revision("commit.sha", &head.sha).map_err(|e| GithubError::Failed(e.to_string()))?;
         let newest = self.store.newest_revision(place.repository, place.branch).await?;
         let stored = match plan(&head.sha, newest.as_deref()) {
             PollPlan::UpToDate => 0,
@@ -260,12 +260,11 @@ impl Poller {
             }
             PollPlan::Compare { base } => {
                 let compare = format!("/repos/{repo}/compare/{base}...{}", head.sha);
-                let found = match self.get::<Compare>(&compare, None).await {
-                    Ok(Fetched::Fresh { body, .. }) => Some(body),
+                let found = match self.github.get::<Compare>(&compare).await {
+                    Ok(body) => Some(body),
                     // A base GitHub no longer has (a force push): the head alone.
-                    Err(PollError::Github(e)) if e.starts_with("404") => None,
-                    Ok(Fetched::Unchanged) => None,
-                    Err(e) => return Err(e),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
                 };
                 self.store_commits(&missed_commits(found.as_ref(), &head), place).await?
             }
@@ -293,41 +292,6 @@ impl Poller {
             self.schedulers.nudge();
         }
         Ok(change_ids.len())
-    }
-
-    /// GETs `path` of GitHub's API as JSON, conditionally when `etag` is given.
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        etag: Option<&str>,
-    ) -> Result<Fetched<T>, PollError> {
-        let url = format!("{}{path}", self.catalog.config.github.api_url);
-        let mut req = self
-            .http
-            .get(&url)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28");
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.expose());
-        }
-        if let Some(e) = etag {
-            req = req.header("if-none-match", e);
-        }
-        let resp = req.send().await.map_err(|e| PollError::Github(e.without_url().to_string()))?;
-        let status = resp.status();
-        if status == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::Unchanged);
-        }
-        if let Some((wait, why)) = crate::outbound::github_wait(status, resp.headers(), self.clock.now()) {
-            tracing::info!(reason = %why, "GitHub asks the poller to wait");
-            return Err(PollError::RateLimited(wait));
-        }
-        if !status.is_success() {
-            return Err(PollError::Github(format!("{} for {path}", status.as_u16())));
-        }
-        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp.json::<T>().await.map_err(|e| PollError::Github(format!("{path}: {}", e.without_url())))?;
-        Ok(Fetched::Fresh { body, etag })
     }
 }
 

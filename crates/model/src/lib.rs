@@ -16,6 +16,7 @@ pub mod log;
 pub mod naming;
 pub mod net;
 pub mod outcome;
+pub mod pull;
 pub mod results;
 pub mod scheduling;
 pub mod text;

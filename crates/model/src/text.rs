@@ -31,6 +31,10 @@ pub enum Problem {
     TooLong(usize),
     /// Not a commit id (4 to 64 hexadecimal digits).
     NotARevision,
+    /// Not a GitHub login (letters, digits, dashes; a bot's `[bot]`).
+    NotALogin,
+    /// A number outside what it may be.
+    OutOfRange,
 }
 
 /// A field that cannot be taken, by its name in the input.
@@ -48,6 +52,8 @@ impl fmt::Display for FieldError {
             Problem::Control => write!(f, "{}: contains a control character", self.field),
             Problem::TooLong(max) => write!(f, "{}: longer than {max} bytes", self.field),
             Problem::NotARevision => write!(f, "{}: not a commit id (4 to 64 hexadecimal digits)", self.field),
+            Problem::NotALogin => write!(f, "{}: not a GitHub login", self.field),
+            Problem::OutOfRange => write!(f, "{}: out of range", self.field),
         }
     }
 }
@@ -88,6 +94,18 @@ pub fn revision(field: &str, value: &str) -> Result<(), FieldError> {
     } else {
         Err(error(field, Problem::NotARevision))
     }
+}
+
+/// A GitHub login: 1 to 39 letters, digits and dashes, and a bot's `[bot]`.
+pub fn login(field: &str, value: &str) -> Result<(), FieldError> {
+    let plain = value.strip_suffix("[bot]").unwrap_or(value);
+    let ok = (1..=39).contains(&plain.len()) && plain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok { Ok(()) } else { Err(error(field, Problem::NotALogin)) }
+}
+
+/// A number from 1 to `max`.
+pub fn positive(field: &str, value: u64, max: u64) -> Result<(), FieldError> {
+    if (1..=max).contains(&value) { Ok(()) } else { Err(error(field, Problem::OutOfRange)) }
 }
 
 /// Free text made fit: NUL and other control characters but tab and

@@ -140,13 +140,7 @@ impl Store {
         redundant: Redundant,
         now: i64,
     ) -> Result<IngestOutcome> {
-        let mut tx = self.begin_write().await?;
-        if let Some(d) = delivery
-            && !record_delivery(&mut tx, d, now).await?
-        {
-            tx.rollback().await?;
-            return Ok(IngestOutcome::Duplicate);
-        }
+        let Some(mut tx) = self.begin_delivery(delivery, now).await? else { return Ok(IngestOutcome::Duplicate) };
         lock_branches(&mut tx, self.backend(), changes, redundant).await?;
         let mut change_ids = Vec::with_capacity(changes.len());
         let mut previous: Option<(Option<String>, i64)> = None;
@@ -338,6 +332,25 @@ impl Store {
 }
 
 /// Records a delivery; false if it was recorded before (a redelivery).
+impl Store {
+    /// A write transaction that first records `delivery`, if given; `None`
+    /// when it was recorded before (a redelivery: nothing is written).
+    pub(crate) async fn begin_delivery(
+        &self,
+        delivery: Option<&Delivery>,
+        now: i64,
+    ) -> Result<Option<Transaction<'static, Any>>> {
+        let mut tx = self.begin_write().await?;
+        if let Some(d) = delivery
+            && !record_delivery(&mut tx, d, now).await?
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+}
+
 pub(crate) async fn record_delivery(tx: &mut Transaction<'static, Any>, d: &Delivery, now: i64) -> Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO webhook_deliveries (hook_id, delivery_id, event, received_at) VALUES ($1, $2, $3, $4) \
@@ -388,7 +401,7 @@ pub(crate) async fn sourcestamp_id(
     get(&row, "id")
 }
 
-async fn insert_change(
+pub(crate) async fn insert_change(
     tx: &mut Transaction<'static, Any>,
     c: &NewChange,
     parent: Option<i64>,

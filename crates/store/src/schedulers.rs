@@ -8,8 +8,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::buildrequests::cancel_pending_for_branch;
 use crate::buildsets::{NewBuildset, NewSourceStamp, insert_buildset};
+use crate::changes::Delivery;
 use crate::changes::placeholders;
-use crate::changes::{Delivery, record_delivery};
 use crate::records::get;
 use crate::{Result, Store};
 
@@ -241,13 +241,7 @@ impl Store {
         branch: &str,
         now: i64,
     ) -> Result<Option<BranchDeletion>> {
-        let mut tx = self.begin_write().await?;
-        if let Some(d) = delivery
-            && !record_delivery(&mut tx, d, now).await?
-        {
-            tx.rollback().await?;
-            return Ok(None);
-        }
+        let Some(mut tx) = self.begin_delivery(delivery, now).await? else { return Ok(None) };
         let ids = sqlx::query(
             "SELECT sc.change_id FROM scheduler_changes sc JOIN changes c ON c.id = sc.change_id \
              WHERE c.branch = $1 AND c.repository = $2",

@@ -878,3 +878,36 @@ test_both!(two_masters_never_claim_the_same_notification, |db| {
     assert_eq!(store.prune_notifications(11).await.expect("prune"), 2);
     assert_eq!(store.recent_notifications(100).await.expect("left").len(), 38);
 });
+
+test_both!(a_pull_requests_change_and_buildset_are_one_write_and_its_builds_are_found, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let fedora = builders["Fedora 3.x"];
+    let windows = builders["Windows 3.x"];
+    let branch = "refs/pull/7/merge";
+    let mut pr = change(branch, "abc7", &["Lib/x.py"]);
+    pr.category = Some("pull".into());
+    pr.comments = "GitHub Pull Request #7: Fix it\n\nbody".into();
+    let bs = NewBuildset {
+        reason: "labelled".into(),
+        sourcestamp: NewSourceStamp { repository: REPO.into(), branch: Some(branch.into()), ..Default::default() },
+        builder_ids: vec![fedora, windows],
+        ..Default::default()
+    };
+    let delivery = Delivery { hook_id: "1".into(), delivery_id: "pr-7".into(), event: "pull_request".into() };
+    let built = store.ingest_pull_request(Some(&delivery), &pr, &bs, 10).await.expect("ingest").expect("first");
+    assert_eq!(built.request_ids.len(), 2);
+    assert_eq!(store.buildset_changes(built.buildset_id).await.expect("blamelist")[0].changeid, built.change_id);
+    assert!(store.ingest_pull_request(Some(&delivery), &pr, &bs, 11).await.expect("again").is_none(), "redelivery");
+    assert!(store.has_change(REPO, branch, "abc7").await.expect("has"));
+    assert!(!store.has_change(REPO, branch, "abc8").await.expect("has"), "a new head was never built");
+    assert_eq!(store.recent_pull_requests(10).await.expect("recent"), [(7, "GitHub Pull Request #7: Fix it".into())]);
+
+    // One request runs; new commits cancel the other, and the running build is found to stop.
+    let claimed = store.claim_build(fedora, master, None, 12).await.expect("claim").expect("a build");
+    assert_eq!(store.running_builds_on_branch(REPO, branch).await.expect("running"), [(claimed.build_id, master)]);
+    assert!(store.running_builds_on_branch(REPO, "refs/pull/8/merge").await.expect("other").is_empty());
+    let sync = Delivery { delivery_id: "pr-7-sync".into(), ..delivery };
+    assert_eq!(store.cancel_pending(Some(&sync), REPO, branch, 13).await.expect("cancel"), Some(1));
+    assert_eq!(store.cancel_pending(Some(&sync), REPO, branch, 14).await.expect("again"), None, "redelivery");
+});

@@ -295,7 +295,9 @@ impl Notifier {
             build_id,
             number: build.number,
             results: results.map(|r| r.name().to_string()),
-            revision: prop("got_revision")
+            // A PR build checks out GitHub's merge commit; its status belongs on the PR's head.
+            revision: prop("pr_head_sha")
+                .or_else(|| prop("got_revision"))
                 .or_else(|| prop("revision"))
                 .or_else(|| only.and_then(|c| c.revision.clone())),
             branch: builder.branch.clone(),
@@ -310,6 +312,7 @@ impl Notifier {
             failed_tests,
             leaks,
             tracebacks,
+            // A merged PR's number only: a PR build's own results go to its head's statuses.
             pull_request: only.and_then(|c| merged_pull_request(&c.comments)),
             title: only.and_then(|c| c.comments.lines().next().map(str::to_string)),
             ..Facts::default()

@@ -41,6 +41,8 @@ pub struct GitPlan {
     pub clean: Option<Argv>,
     /// Then: submodules.
     pub submodules: Option<Argv>,
+    /// When any of it fails: remove `dir` and run the plan once more.
+    pub clobber_on_failure: bool,
 }
 
 fn argv(parts: &[&str]) -> Argv {
@@ -56,6 +58,34 @@ pub fn repository(step: &GitStep, change_repository: &str, github: Option<&str>)
         .or_else(|| github.map(|r| format!("https://github.com/{r}.git")))
 }
 
+/// What fetches `branch` (a branch name, or a full ref such as
+/// `refs/pull/5/merge`) into a remote-tracking ref, and that ref's name to
+/// check out: `+refs/pull/5/merge:refs/remotes/origin/pull/5/merge`, `origin/pull/5/merge`.
+pub fn refspec(branch: &str) -> (String, String) {
+    let (source, name) = match branch.strip_prefix("refs/") {
+        Some(rest) => match rest.strip_prefix("heads/") {
+            Some(b) => (branch.to_string(), b),
+            None => (branch.to_string(), rest),
+        },
+        None => (format!("refs/heads/{branch}"), branch),
+    };
+    (format!("+{source}:refs/remotes/origin/{name}"), format!("origin/{name}"))
+}
+
+/// `git fetch` with the step's shallow and partial-clone options, then `what`.
+fn fetch_argv(step: &GitStep, what: &[&str]) -> Argv {
+    let mut args = argv(&["git", "fetch", "-q"]);
+    if let Some(depth) = step.depth {
+        args.push(format!("--depth={depth}"));
+    }
+    if let Some(filter) = &step.filter {
+        args.push(format!("--filter={filter}"));
+    }
+    args.push("origin".into());
+    args.extend(what.iter().map(std::string::ToString::to_string));
+    args
+}
+
 /// The commands of a checkout of `repo` at `branch`/`revision`, in `build`
 /// (the build folder) or, for `method = copy`, in `source` copied to `build`.
 pub fn plan(
@@ -68,13 +98,14 @@ pub fn plan(
     let (source, build) = folders;
     let full = step.mode == GitMode::Full;
     let copy = full && step.method == GitMethod::Copy;
-    let fetch = match branch {
-        Some(b) => argv(&["git", "fetch", "-q", "origin", &format!("+refs/heads/{b}:refs/remotes/origin/{b}")]),
-        None => argv(&["git", "fetch", "-q", "origin"]),
+    let refs = branch.map(refspec);
+    let fetch = match &refs {
+        Some((spec, _)) => fetch_argv(step, &[spec]),
+        None => fetch_argv(step, &[]),
     };
-    let target = match (revision, branch) {
+    let target = match (revision, refs) {
         (Some(r), _) => r.to_string(),
-        (None, Some(b)) => format!("origin/{b}"),
+        (None, Some((_, tracking))) => tracking,
         (None, None) => "FETCH_HEAD".to_string(),
     };
     let clean = match step.method {
@@ -92,9 +123,10 @@ pub fn plan(
         reuse: vec![argv(&["git", "remote", "set-url", "origin", repo])],
         fetch,
         checkout: argv(&["git", "checkout", "-q", "-f", &target]),
-        fetch_revision: argv(&["git", "fetch", "-q", "origin", &target]),
+        fetch_revision: fetch_argv(step, &[&target]),
         clean,
         submodules: step.submodules.then(|| argv(&["git", "submodule", "update", "--init", "--recursive"])),
+        clobber_on_failure: step.clobber_on_failure,
     }
 }
 
@@ -123,7 +155,17 @@ pub async fn run(ctx: &mut Ctx, step: &StepConfig, git: &GitStep, log: &mut LogW
     let folders = (ctx.worker.join(&[&ctx.builddir, "source"]), ctx.worker.join(&[&ctx.builddir, "build"]));
     let (branch, revision) = (ctx.branch.clone(), ctx.revision.clone());
     let plan = plan(git, &repo, branch.as_deref(), revision.as_deref(), (&folders.0, &folders.1));
-    let got = match execute(ctx, step, &plan, log).await {
+    let mut outcome = execute(ctx, step, &plan, log).await;
+    if plan.clobber_on_failure
+        && let Err(Halt::End(end)) = &outcome
+        && !end.lost
+    {
+        // A repository a killed build left corrupt: start from nothing, once.
+        log.header("the checkout failed: removing the folder and checking out from scratch").await?;
+        let fresh = GitPlan { clobber: true, clobber_on_failure: false, ..plan.clone() };
+        outcome = execute(ctx, step, &fresh, log).await;
+    }
+    let got = match outcome {
         Ok(got) => got,
         Err(Halt::End(end)) => return Ok(end),
         Err(Halt::Store(e)) => return Err(e),
@@ -205,7 +247,40 @@ mod tests {
     use super::*;
 
     fn step(mode: GitMode, method: GitMethod) -> GitStep {
-        GitStep { repo: None, mode, method, submodules: false }
+        GitStep { repo: None, mode, method, submodules: false, depth: None, filter: None, clobber_on_failure: false }
+    }
+
+    #[test]
+    fn any_ref_is_fetched_by_its_own_refspec() {
+        let pr = plan(&step(GitMode::Full, GitMethod::Fresh), "r", Some("refs/pull/5/merge"), None, FOLDERS);
+        assert_eq!(
+            pr.fetch,
+            argv(&["git", "fetch", "-q", "origin", "+refs/pull/5/merge:refs/remotes/origin/pull/5/merge"])
+        );
+        assert_eq!(pr.checkout, argv(&["git", "checkout", "-q", "-f", "origin/pull/5/merge"]));
+        assert_eq!(refspec("refs/pull/5/head").1, "origin/pull/5/head");
+        assert_eq!(
+            refspec("refs/heads/3.14"),
+            ("+refs/heads/3.14:refs/remotes/origin/3.14".into(), "origin/3.14".into())
+        );
+        assert_eq!(refspec("main"), ("+refs/heads/main:refs/remotes/origin/main".into(), "origin/main".into()));
+        assert_eq!(refspec("refs/tags/v3.14.0").0, "+refs/tags/v3.14.0:refs/remotes/origin/tags/v3.14.0");
+    }
+
+    #[test]
+    fn shallow_and_partial_clones_fetch_with_their_options() {
+        let mut s = step(GitMode::Full, GitMethod::Fresh);
+        s.depth = Some(50);
+        s.filter = Some("blob:none".into());
+        s.clobber_on_failure = true;
+        let p = plan(&s, "r", Some("main"), Some("abc"), FOLDERS);
+        let spec = "+refs/heads/main:refs/remotes/origin/main";
+        assert_eq!(p.fetch, argv(&["git", "fetch", "-q", "--depth=50", "--filter=blob:none", "origin", spec]));
+        assert_eq!(
+            p.fetch_revision,
+            argv(&["git", "fetch", "-q", "--depth=50", "--filter=blob:none", "origin", "abc"])
+        );
+        assert!(p.clobber_on_failure && !p.clobber);
     }
 
     const FOLDERS: (&str, &str) = ("/w/b/source", "/w/b/build");

@@ -42,6 +42,18 @@ enum Kind {
     Branch { git_branch: String, tree_stable: i64, ignore: Vec<Glob> },
     Periodic { git_branch: String, cron: Box<croner::Cron> },
     Force,
+    PullRequest(PullKind),
+}
+
+/// A pull-request scheduler's triggers, compiled.
+#[derive(Debug)]
+struct PullKind {
+    /// Label → builder-name regex.
+    labels: Vec<(String, regex::Regex)>,
+    /// The builders a label may reach (those with `label_tag`).
+    label_builders: BTreeSet<i64>,
+    comment: Option<regex::Regex>,
+    cancel_running: bool,
 }
 
 #[derive(Debug)]
@@ -51,6 +63,64 @@ struct Entry {
     kind: Kind,
     /// Builders fed, with the git branch each builds (if any).
     builders: Vec<(String, i64, Option<String>)>,
+}
+
+/// A config regex, compiled (the config reader checked it).
+fn compile(pattern: &str) -> Result<regex::Regex, SchedulerError> {
+    regex::Regex::new(pattern).map_err(|e| SchedulerError::Invalid(format!("{pattern:?}: {e}")))
+}
+
+fn pull_kind(
+    config: &Config,
+    s: &cascade_config::SchedulerConfig,
+    t: &cascade_config::PullRequestTriggers,
+    builder_ids: &BTreeMap<String, i64>,
+) -> Result<PullKind, SchedulerError> {
+    let label_builders = config
+        .scheduler_builders(s)
+        .into_iter()
+        .filter(|b| t.label_tag.as_ref().is_none_or(|tag| b.tags.contains(tag)))
+        .filter_map(|b| builder_ids.get(&b.name).copied())
+        .collect();
+    let labels = t.labels.iter().map(|(l, r)| Ok((l.clone(), compile(r)?))).collect::<Result<_, SchedulerError>>()?;
+    let comment = t.comment.as_deref().map(compile).transpose()?;
+    Ok(PullKind { labels, label_builders, comment, cancel_running: t.cancel_running })
+}
+
+/// The builders a pull request is built on, and by which scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullTarget {
+    pub scheduler: String,
+    pub scheduler_id: i64,
+    /// (name, id), in the configuration's order.
+    pub builders: Vec<(String, i64)>,
+}
+
+/// What a PR comment asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommentAsk {
+    /// Not a build command (or no scheduler takes comments).
+    Nothing,
+    /// The builder pattern is no regex (the reason).
+    BadPattern(String),
+    /// A command whose pattern names no PR builder.
+    NoBuilder { pattern: String },
+    /// Build on these.
+    Build { pattern: String, target: PullTarget },
+}
+
+/// The longest builder pattern a comment may give, and the most a compiled
+/// one may take: a comment is anyone's text.
+const PATTERN_MAX: usize = 200;
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// The builders of `e` whose names `pattern` matches (anywhere), among `allowed` if given.
+fn matching(e: &Entry, pattern: &regex::Regex, allowed: Option<&BTreeSet<i64>>) -> Vec<(String, i64)> {
+    e.builders
+        .iter()
+        .filter(|(name, id, _)| allowed.is_none_or(|a| a.contains(id)) && pattern.is_match(name))
+        .map(|(name, id, _)| (name.clone(), *id))
+        .collect()
 }
 
 /// A forced build, as the force scheduler's API will take it.
@@ -120,6 +190,7 @@ impl Schedulers {
                     cron: Box::new(periodic::parse(cron).map_err(SchedulerError::Invalid)?),
                 },
                 SchedulerKind::Force => Kind::Force,
+                SchedulerKind::PullRequest(t) => Kind::PullRequest(pull_kind(config, s, t, builder_ids)?),
             };
             entries.push(Entry { id: row.id, name: s.name.clone(), kind, builders });
         }
@@ -232,7 +303,7 @@ impl Schedulers {
                         due(next);
                     }
                 }
-                Kind::Force => {}
+                Kind::Force | Kind::PullRequest(_) => {}
             }
         }
         report.fired = fired;
@@ -296,6 +367,93 @@ impl Schedulers {
             created.push(store.create_buildset(&bs, now).await?);
         }
         Ok(created)
+    }
+
+    fn pull_entries(&self) -> impl Iterator<Item = (&Entry, &PullKind)> {
+        self.entries.iter().filter(|e| !self.is_disabled(e.id)).filter_map(|e| match &e.kind {
+            Kind::PullRequest(p) => Some((e, p)),
+            _ => None,
+        })
+    }
+
+    /// Whether any pull-request scheduler is on.
+    pub fn builds_pull_requests(&self) -> bool {
+        self.pull_entries().next().is_some()
+    }
+
+    /// The labels that trigger a build.
+    pub fn trigger_labels(&self) -> Vec<String> {
+        self.pull_entries().flat_map(|(_, p)| p.labels.iter().map(|(l, _)| l.clone())).collect()
+    }
+
+    /// Where adding `label` builds a PR: the first scheduler that has it,
+    /// with its tagged builders whose names the label's regex matches.
+    pub fn for_label(&self, label: &str) -> Option<PullTarget> {
+        self.pull_entries().find_map(|(e, p)| {
+            let (_, regex) = p.labels.iter().find(|(l, _)| l == label)?;
+            let builders = matching(e, regex, Some(&p.label_builders));
+            Some(PullTarget { scheduler: e.name.clone(), scheduler_id: e.id, builders })
+        })
+    }
+
+    /// What a comment's body asks: its first line against each comment
+    /// trigger; the group is matched, ignoring case, against the builders' names.
+    pub fn for_comment(&self, body: &str) -> CommentAsk {
+        let first = body.trim().lines().next().unwrap_or("").trim_end();
+        for (e, p) in self.pull_entries() {
+            let Some(pattern) = p.comment.as_ref().and_then(|c| c.captures(first)).and_then(|c| c.get(1)) else {
+                continue;
+            };
+            let pattern = pattern.as_str().trim().to_string();
+            if pattern.len() > PATTERN_MAX {
+                return CommentAsk::BadPattern(format!("the pattern is longer than {PATTERN_MAX} characters"));
+            }
+            let compiled =
+                regex::RegexBuilder::new(&pattern).case_insensitive(true).size_limit(PATTERN_SIZE_LIMIT).build();
+            let regex = match compiled {
+                Ok(r) => r,
+                Err(e) => return CommentAsk::BadPattern(e.to_string()),
+            };
+            let builders = matching(e, &regex, None);
+            if builders.is_empty() {
+                return CommentAsk::NoBuilder { pattern };
+            }
+            let target = PullTarget { scheduler: e.name.clone(), scheduler_id: e.id, builders };
+            return CommentAsk::Build { pattern, target };
+        }
+        CommentAsk::Nothing
+    }
+
+    /// Whether new commits also stop a PR's running builds.
+    pub fn cancels_running(&self) -> bool {
+        self.pull_entries().any(|(_, p)| p.cancel_running)
+    }
+
+    /// The buildset a PR build is: the merge ref's tip at build time, on
+    /// `target`'s builders, with the PR's facts as properties.
+    pub fn pull_buildset(&self, target: &PullTarget, change: &NewChange, reason: String) -> NewBuildset {
+        let mut properties: BTreeMap<String, (serde_json::Value, String)> = change
+            .properties
+            .iter()
+            .filter(|(k, _)| k.starts_with("pr_"))
+            .map(|(k, v)| (k.clone(), (v.clone(), "Pull Request".to_string())))
+            .collect();
+        properties.insert("scheduler".into(), (json!(target.scheduler), "Scheduler".into()));
+        NewBuildset {
+            reason,
+            scheduler_id: Some(target.scheduler_id),
+            sourcestamp: NewSourceStamp {
+                repository: change.repository.clone(),
+                branch: change.branch.clone(),
+                // The merge ref's tip when the build starts, not the head.
+                revision: None,
+                project: change.project.clone(),
+                codebase: String::new(),
+            },
+            properties,
+            builder_ids: target.builders.iter().map(|(_, id)| *id).collect(),
+            ..Default::default()
+        }
     }
 
     /// Asks for a pass now (changes were stored).

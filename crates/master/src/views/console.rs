@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use cascade_model::pull;
 use cascade_store::{ConsoleCell, ListQuery};
 
 use super::diagnosis::{Mark, anchor};
 use super::{Chrome, Filter, Look, NOTHING, PENDING, Pages, RUNNING, build_href, look, render};
+use crate::catalog::Catalog;
 use crate::error::HttpError;
 
 pub struct Column {
@@ -57,6 +59,17 @@ pub struct ConsolePage {
     pub columns: Vec<Column>,
     pub rows: Vec<Row>,
     pub grid: bool,
+    /// The pull request shown (`?branch=refs/pull/N/merge`, `/pulls/N`).
+    pub pull: Option<u64>,
+    /// The newest pull requests: (number, title).
+    pub pulls: Vec<(u64, String)>,
+}
+
+impl ConsolePage {
+    /// Whether the page is pull request `n`'s.
+    pub fn showing(&self, n: &u64) -> bool {
+        self.pull == Some(*n)
+    }
 }
 
 /// Which look a change's cell gets from the requests made for it: a build
@@ -76,6 +89,9 @@ pub fn cell_look(cells: &[&ConsoleCell]) -> (Look, Option<i64>, Option<i64>) {
     }
 }
 
+/// How many of the newest pull requests the console and grid link to.
+const PULLS_LISTED: usize = 15;
+
 /// `GET /console`.
 pub async fn console(
     State(m): State<Arc<Pages>>,
@@ -92,6 +108,45 @@ pub async fn grid(
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
     page(m, headers, q, true).await
+}
+
+/// `GET /pulls/{n}`: the grid of one pull request, its builds across its pushes.
+pub async fn pull_grid(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    Path(n): Path<String>,
+) -> Result<Response, HttpError> {
+    let n: u64 = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| HttpError::not_found("no such pull request"))?;
+    let query = serde_urlencoded::to_string([("branch", pull::merge_ref(n))]).unwrap_or_default();
+    page(m, headers, Some(query), true).await
+}
+
+/// Which changes are a page's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rows {
+    /// Those of these git branches (or of one PR's merge ref).
+    Branches(Vec<String>),
+    /// Every pull request's (the PR builders' branch label).
+    Pulls,
+}
+
+/// What a page shows: the builders' filter, which changes are its rows,
+/// and the PR, if it is one's.
+fn scope(catalog: &Catalog, filter: &Filter) -> (Filter, Rows, Option<u64>) {
+    let pull_labels = catalog.config.pull_request_labels();
+    if let Some(n) = filter.branches.iter().find_map(|b| pull::number_of(b)) {
+        // A PR is built by the builders of the PR schedulers' branch.
+        let branches = pull_labels.iter().map(std::string::ToString::to_string).collect();
+        let builders = Filter { branches, tags: filter.tags.clone() };
+        return (builders, Rows::Branches(vec![pull::merge_ref(n)]), Some(n));
+    }
+    let filter = filter.clone().or_first_branch(catalog);
+    if filter.branches.iter().any(|b| pull_labels.contains(&b.as_str())) {
+        return (filter, Rows::Pulls, None);
+    }
+    let git =
+        catalog.config.branches.iter().filter(|b| filter.branches.contains(&b.name)).map(|b| b.git.clone()).collect();
+    (filter, Rows::Branches(git), None)
 }
 
 /// `changes=N` from the query: how many rows (1 to 100).
@@ -148,22 +203,21 @@ fn row(
 }
 
 async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) -> Result<Response, HttpError> {
-    let filter = Filter::parse(q.as_deref()).or_first_branch(&m.catalog);
+    let asked = Filter::parse(q.as_deref());
+    let (filter, rows, pull) = scope(&m.catalog, &asked);
     let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
-    let git: Vec<&str> = m
-        .catalog
-        .config
-        .branches
-        .iter()
-        .filter(|b| filter.branches.contains(&b.name))
-        .map(|b| b.git.as_str())
-        .collect();
     let mut query = ListQuery::default().order_by("changeid", true).limit(change_count(q.as_deref(), grid));
-    for g in &git {
-        query = query.eq("branch", g);
-    }
-    let changes = if git.is_empty() { Vec::new() } else { m.store.list_changes(&query).await?.items };
+    let changes = match rows {
+        Rows::Branches(git) if git.is_empty() => Vec::new(),
+        Rows::Branches(git) => {
+            for g in &git {
+                query = query.eq("branch", g);
+            }
+            m.store.list_changes(&query).await?.items
+        }
+        Rows::Pulls => m.store.list_changes(&query.eq("category", "pull")).await?.items,
+    };
     let change_ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
     let cells = m.store.console_cells(&change_ids).await?;
     let latest = m.store.latest_builds(&ids, false).await?;
@@ -181,8 +235,10 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     let marks = super::diagnosis::marks(&m.store, &failing).await?;
     let rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &by_key, &marks)).collect();
     let newest = changes.first().map(|c| c.when_timestamp);
-    let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, filter).await;
-    render(&headers, &ConsolePage { chrome, columns, rows, grid }, newest)
+    let pulls = m.store.recent_pull_requests(PULLS_LISTED).await?;
+    let shown = if pull.is_some() { asked } else { filter };
+    let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, shown).await;
+    render(&headers, &ConsolePage { chrome, columns, rows, grid, pull, pulls }, newest)
 }
 
 #[cfg(test)]

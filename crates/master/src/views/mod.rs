@@ -64,6 +64,7 @@ where
         .route("/static/cascade.js", get(home::script))
         .route("/console", get(console::console))
         .route("/grid", get(console::grid))
+        .route("/pulls/{n}", get(console::pull_grid))
         .route("/waterfall", get(waterfall::page))
         .route("/release", get(release::page))
         .route("/builders", get(builders::list))

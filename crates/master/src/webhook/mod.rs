@@ -5,6 +5,8 @@
 //! event. The changes are committed before the 2xx goes out; scheduling
 //! happens afterwards, so the answer does not grow with the fleet.
 
+pub mod pull;
+pub mod pulls;
 pub mod push;
 pub mod signature;
 
@@ -27,6 +29,8 @@ use signature::{Algorithm, verify};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::error::HttpError;
+use crate::pulls::Pulls;
+use crate::runner::Runner;
 use crate::scheduler::Schedulers;
 
 /// What the receiver needs.
@@ -41,6 +45,10 @@ pub struct Hook {
     pub secret: Option<SecretString>,
     /// What time it is.
     pub clock: Clock,
+    /// Pull requests built: GitHub's API, labels and comments.
+    pub pulls: Arc<Pulls>,
+    /// Stops a PR's running builds on new commits.
+    pub runner: Arc<Runner>,
 }
 
 /// `POST /change_hook/github`.
@@ -144,7 +152,7 @@ pub async fn github(
 }
 
 /// A store failure while recording a delivery: GitHub may redeliver.
-fn unstored(e: cascade_store::StoreError) -> HttpError {
+pub(crate) fn unstored(e: cascade_store::StoreError) -> HttpError {
     if e.is_unavailable() {
         tracing::error!(error = %e, "webhook could not be stored");
         return HttpError::unavailable("the store is unavailable; redeliver later");
@@ -179,6 +187,10 @@ async fn handle(hook: &Hook, headers: &HeaderMap, body: &[u8]) -> Result<Respons
             Ok(Json(json!({ "ok": "pong" })).into_response())
         }
         "push" => push(hook, parse_payload(&payload, "push")?, delivery.as_ref()).await,
+        "pull_request" => pulls::pull_request(hook, parse_payload(&payload, "pull_request")?, delivery.as_ref()).await,
+        "issue_comment" => {
+            pulls::issue_comment(hook, parse_payload(&payload, "issue_comment")?, delivery.as_ref()).await
+        }
         other => {
             tracing::info!(event = %other, "webhook event not handled");
             Ok(accepted(format!("event {other} is not handled")))
@@ -247,10 +259,10 @@ async fn push(hook: &Hook, push: PushEvent, delivery: Option<&Delivery>) -> Resu
     }
 }
 
-fn accepted(reason: String) -> Response {
+pub(crate) fn accepted(reason: String) -> Response {
     (StatusCode::ACCEPTED, Json(json!({ "ignored": reason }))).into_response()
 }
 
-fn duplicate() -> Response {
+pub(crate) fn duplicate() -> Response {
     (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response()
 }
