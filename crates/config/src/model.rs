@@ -219,6 +219,9 @@ pub struct MasterConfig {
     pub worker_timeout: Duration,
     /// How often this master proves to the others that it is alive.
     pub heartbeat: Duration,
+    /// A master whose heartbeat is older than this is declared dead by
+    /// the others, which take its running builds over.
+    pub master_expiry: Duration,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or CIDR
     /// ranges (`127.0.0.1`, `10.0.0.0/8`, `::1`).
     pub trusted_proxies: Vec<String>,

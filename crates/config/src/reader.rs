@@ -423,6 +423,7 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
         worker_ping: Duration::from_secs(30),
         worker_timeout: Duration::from_secs(100),
         heartbeat: Duration::from_secs(10),
+        master_expiry: Duration::from_secs(60),
         trusted_proxies: Vec::new(),
         artifacts: ctx.base_dir.join("artifacts"),
     };
@@ -471,9 +472,7 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
     if master.worker_timeout <= master.worker_ping {
         ctx.error(t.offset(), &t.key("worker_timeout"), "must be longer than worker_ping");
     }
-    if let Some(d) = t.opt_duration(ctx, "heartbeat") {
-        master.heartbeat = d.max(Duration::from_millis(10));
-    }
+    read_liveness(ctx, &mut t, &mut master);
     for (i, (proxy, offset)) in t.opt_str_list(ctx, "trusted_proxies").unwrap_or_default().into_iter().enumerate() {
         if validate::address_range(&proxy).is_err() {
             let key = t.key(&format!("trusted_proxies[{i}]"));
@@ -579,6 +578,22 @@ fn read_github(ctx: &mut Ctx, root: &mut Table) -> GithubConfig {
         );
     }
     github
+}
+
+/// `heartbeat` and `master_expiry`: how masters sharing a store tell the
+/// living from the dead.
+fn read_liveness(ctx: &mut Ctx, t: &mut Table, master: &mut MasterConfig) {
+    if let Some(d) = t.opt_duration(ctx, "heartbeat") {
+        master.heartbeat = d.max(Duration::from_millis(10));
+    }
+    if let Some(d) = t.opt_duration(ctx, "master_expiry") {
+        master.master_expiry = d;
+    }
+    // Heartbeats are stored in whole seconds: a second of slack, and two
+    // beats that may be missed before a live master looks dead.
+    if master.master_expiry < (master.heartbeat * 2).max(Duration::from_secs(2)) {
+        ctx.error(t.offset(), &t.key("master_expiry"), "must be at least twice heartbeat, and at least 2s");
+    }
 }
 
 fn read_branches(ctx: &mut Ctx, root: &mut Table) -> Vec<BranchConfig> {
@@ -703,7 +718,9 @@ fn read_factories(ctx: &mut Ctx, root: &mut Table) -> Vec<FactoryConfig> {
 
 fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
     let name = t.opt_str(ctx, "name");
-    let halt_on_failure = t.bool_or(ctx, "halt_on_failure", false);
+    // Read after the kind: a source step halts by default, as Buildbot's do
+    // (building the previous build's tree would pass for the wrong reason).
+    let halt_on_failure = t.opt_bool(ctx, "halt_on_failure");
     let flunk_on_failure = t.bool_or(ctx, "flunk_on_failure", true);
     let warn_on_failure = t.bool_or(ctx, "warn_on_failure", false);
     let always_run = t.bool_or(ctx, "always_run", false);
@@ -720,6 +737,7 @@ fn read_step(ctx: &mut Ctx, t: &mut Table, index: usize) -> Option<StepConfig> {
     };
     let name =
         name.unwrap_or_else(|| if index == 0 { default_name.clone() } else { format!("{default_name}_{index}") });
+    let halt_on_failure = halt_on_failure.unwrap_or(matches!(kind, StepKind::Git(_)));
     Some(StepConfig { name, kind, halt_on_failure, flunk_on_failure, warn_on_failure, always_run, timeout, max_time })
 }
 

@@ -71,6 +71,8 @@ fn example_config_loads_and_expands_builders_per_branch() {
     assert_eq!(shell.decode_rc.get(&5), Some(&cascade_model::Results::Warnings));
     assert!(matches!(shell.command, Command::Argv(_)));
     assert!(matches!(unix.steps[0].kind, StepKind::Git(_)));
+    assert!(unix.steps[0].halt_on_failure, "a source step halts by default");
+    assert!(!test.halt_on_failure);
     assert!(matches!(config.workers[0].password, WorkerPassword::Hash(_)));
     assert!(matches!(
         config.github.webhook_secret.as_ref().map(|s| &s.source),

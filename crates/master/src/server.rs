@@ -210,14 +210,35 @@ async fn housekeeping(master: Master, mut stopped: watch::Receiver<bool>) {
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = beat.tick() => {
-                if let Err(e) = master.store.master_heartbeat(master.master_id(), master.clock.now()).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
-            }
+            _ = beat.tick() => beat_and_expire(&master, &config).await,
             _ = sweep.tick() => janitor(&master.store, &config, master.clock.now()).await,
             _ = stopped.changed() => return,
         }
+    }
+}
+
+/// This master's heartbeat, then the masters whose heartbeats stopped:
+/// declared dead, their running builds taken over.
+async fn beat_and_expire(master: &Master, config: &Config) {
+    let now = master.clock.now();
+    match master.store.master_heartbeat(master.master_id(), now).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(
+            "another master declared this one dead (its heartbeat was late); its builds were taken over"
+        ),
+        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+    }
+    let before = now - i64::try_from(config.master.master_expiry.as_secs()).unwrap_or(i64::MAX / 2);
+    match master.store.expire_masters(master.master_id(), before, now).await {
+        Ok(expired) => {
+            for (id, name, builds) in &expired {
+                tracing::warn!(master = %name, master_id = id, builds = ?builds, "a master stopped answering: its builds are taken over");
+            }
+            if !expired.is_empty() {
+                master.runner.nudge();
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "looking for dead masters failed"),
     }
 }
 

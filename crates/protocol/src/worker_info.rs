@@ -6,7 +6,7 @@ use serde_json::{Map, Value as Json};
 /// The worker's description as stored and shown. `environ` (the worker
 /// process's whole environment, which may hold secrets) is dropped here,
 /// before anything is stored or logged.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerInfo {
     /// The worker's base directory, on the worker.
     pub basedir: Option<String>,

@@ -499,13 +499,19 @@ impl Store {
     /// At start-up: builds this master left running end as RETRY, their
     /// requests go back to the queue, and its worker connections are gone.
     pub async fn recover_master(&self, master_id: i64, now: i64) -> Result<Vec<i64>> {
+        self.take_over_builds(master_id, "retry: the master restarted", now).await
+    }
+
+    /// Ends a master's unfinished builds as RETRY (their requests wait
+    /// again) and forgets its workers' connections; returns the builds.
+    pub(crate) async fn take_over_builds(&self, master_id: i64, reason: &str, now: i64) -> Result<Vec<i64>> {
         let rows = sqlx::query("SELECT id FROM builds WHERE master_id = $1 AND complete_at IS NULL")
             .bind(master_id)
             .fetch_all(&self.pool)
             .await?;
         let ids: Vec<i64> = rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
         for id in &ids {
-            self.retry_build(*id, "retry: the master restarted", now).await?;
+            self.retry_build(*id, reason, now).await?;
         }
         self.forget_connections(master_id, now).await?;
         // Steps and logs of those builds stay as they were, marked finished.

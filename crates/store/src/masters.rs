@@ -27,15 +27,72 @@ impl Store {
         Ok(master_id)
     }
 
-    /// Keeps the master's row fresh, so others know it is alive.
-    pub async fn master_heartbeat(&self, master_id: i64, now: i64) -> Result<()> {
+    /// Keeps the master's row fresh, so others know it is alive; false when
+    /// another master has declared this one dead meanwhile.
+    pub async fn master_heartbeat(&self, master_id: i64, now: i64) -> Result<bool> {
         // Only the time: a late beat must not undo a stop.
-        sqlx::query("UPDATE masters SET last_active = $1 WHERE id = $2")
+        let row = sqlx::query("UPDATE masters SET last_active = $1 WHERE id = $2 RETURNING active")
             .bind(now)
             .bind(master_id)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(())
+        Ok(row.map(|r| get::<i64>(&r, "active")).transpose()?.is_some_and(|a| a != 0))
+    }
+
+    /// Declares dead every active master but `me` whose heartbeat is older
+    /// than `before` (one master wins each: the row is switched off with a
+    /// conditional update), then takes over the unfinished builds of every
+    /// inactive master (they end as RETRY and their requests wait again),
+    /// which also repairs a takeover cut short. Returns (id, name, builds
+    /// retried) of each master declared dead or taken over.
+    pub async fn expire_masters(&self, me: i64, before: i64, now: i64) -> Result<Vec<(i64, String, Vec<i64>)>> {
+        let mut expired = self.declare_dead(me, before, now).await?;
+        let orphans = sqlx::query(
+            "SELECT DISTINCT b.master_id, m.name FROM builds b JOIN masters m ON m.id = b.master_id              WHERE b.complete_at IS NULL AND m.active = 0 AND b.master_id <> $1",
+        )
+        .bind(me)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &orphans {
+            let (id, name): (i64, String) = (get(row, "master_id")?, get(row, "name")?);
+            let builds = self.take_over_builds(id, "retry: its master stopped answering", now).await?;
+            match expired.iter_mut().find(|(e, _, _)| *e == id) {
+                Some(e) => e.2 = builds,
+                None => expired.push((id, name, builds)),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Switches off the masters whose heartbeat is older than `before`.
+    async fn declare_dead(&self, me: i64, before: i64, now: i64) -> Result<Vec<(i64, String, Vec<i64>)>> {
+        let rows = sqlx::query("SELECT id FROM masters WHERE active = 1 AND last_active < $1 AND id <> $2")
+            .bind(before)
+            .bind(me)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut expired = Vec::new();
+        for candidate in rows.iter().map(|r| get::<i64>(r, "id")) {
+            let id = candidate?;
+            let mut tx = self.begin_write().await?;
+            let won = sqlx::query(
+                "UPDATE masters SET active = 0 WHERE id = $1 AND active = 1 AND last_active < $2 RETURNING name",
+            )
+            .bind(id)
+            .bind(before)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = won else {
+                tx.rollback().await?;
+                continue;
+            };
+            let name: String = get(&row, "name")?;
+            record(&mut tx, &Event::MasterStopped { master_id: id }, now).await?;
+            tx.commit().await?;
+            self.events_committed();
+            expired.push((id, name, Vec::new()));
+        }
+        Ok(expired)
     }
 
     /// The master stopped cleanly ([`Event::MasterStopped`]).

@@ -106,6 +106,21 @@ impl Store {
         Ok((builder_ids, worker_ids))
     }
 
+    /// The names of every worker connected now (to any master), however
+    /// many there are: pages use it, so no page cap applies.
+    pub async fn connected_worker_names(&self) -> Result<std::collections::BTreeSet<String>> {
+        let rows = sqlx::query("SELECT DISTINCT w.name FROM workers w JOIN worker_connections c ON c.worker_id = w.id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| get(r, "name")).collect()
+    }
+
+    /// Every worker's name by id, however many there are.
+    pub async fn worker_names(&self) -> Result<BTreeMap<i64, String>> {
+        let rows = sqlx::query("SELECT id, name FROM workers").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((get(r, "id")?, get(r, "name")?))).collect()
+    }
+
     async fn active_master_ids(&self) -> Result<Vec<i64>> {
         let rows = sqlx::query("SELECT id FROM masters WHERE active = 1 ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter().map(|r| get(r, "id")).collect()

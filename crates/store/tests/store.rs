@@ -911,3 +911,41 @@ test_both!(a_pull_requests_change_and_buildset_are_one_write_and_its_builds_are_
     assert_eq!(store.cancel_pending(Some(&sync), REPO, branch, 13).await.expect("cancel"), Some(1));
     assert_eq!(store.cancel_pending(Some(&sync), REPO, branch, 14).await.expect("again"), None, "redelivery");
 });
+
+test_both!(pages_see_every_worker_past_the_api_page_cap, |db| {
+    let store = db.store().await;
+    let workers: Vec<WorkerSpec> = (0..1005).map(|i| WorkerSpec { name: format!("w{i:04}") }).collect();
+    let (_, ids) = store.sync_configuration(&[], &workers).await.expect("sync");
+    let master = store.register_master("m1", 100).await.expect("register master");
+    let last = ids["w1004"];
+    store.worker_attached(last, master, &serde_json::json!({}), 101).await.expect("attach");
+    assert_eq!(store.list_workers(&ListQuery::default()).await.expect("page").items.len(), 1000, "the API pages");
+    let online = store.connected_worker_names().await.expect("online");
+    assert_eq!(online.into_iter().collect::<Vec<_>>(), ["w1004"]);
+    let names = store.worker_names().await.expect("names");
+    assert_eq!((names.len(), names.get(&last).map(String::as_str)), (1005, Some("w1004")));
+});
+
+test_both!(a_master_whose_heartbeat_stopped_is_declared_dead_once_and_its_builds_run_again, |db| {
+    let store = db.store().await;
+    let (builders, dead) = setup(&store).await;
+    let alive = store.register_master("m2", 100).await.expect("register m2");
+    let fedora = builders["Fedora 3.x"];
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    buildset_for(&store, &ids, "a", &[fedora], 100).await;
+    let claimed = store.claim_build(fedora, dead, None, 101).await.expect("claim").expect("a build");
+    assert!(store.master_heartbeat(dead, 110).await.expect("beat"), "alive");
+    assert!(store.master_heartbeat(alive, 190).await.expect("beat"));
+
+    // At 200, with a 60 s expiry: m1 (last seen at 110) is dead, m2 is not.
+    let expired = store.expire_masters(alive, 140, 200).await.expect("expire");
+    assert_eq!(expired, [(dead, "m1".to_string(), vec![claimed.build_id])]);
+    let build = store.get_build(claimed.build_id).await.expect("get").expect("build");
+    assert_eq!((build.complete, build.results), (true, Some(5)), "RETRY: {}", build.state_string);
+    let again = store.claim_build(fedora, alive, None, 201).await.expect("claim").expect("built again");
+    assert_eq!(again.covered, claimed.covered, "the same request, by the living master");
+    assert!(store.expire_masters(alive, 140, 202).await.expect("again").is_empty(), "once");
+    let masters = store.list_masters().await.expect("masters");
+    assert_eq!(masters.iter().map(|m| (m.name.as_str(), m.active)).collect::<Vec<_>>(), [("m1", false), ("m2", true)]);
+    assert!(!store.master_heartbeat(dead, 203).await.expect("late beat"), "a late beat learns it was declared dead");
+});

@@ -2,7 +2,6 @@
 //! newest first, paged by number; its queue; a force form) and `/pending`
 //! (the queue, with how long each request has waited).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -107,9 +106,8 @@ pub async fn one(
     let builds = m.store.builder_builds_page(id, p.before, PAGE).await?;
     let waiting = ListQuery::default().eq("builderid", id).eq("complete", "false").eq("claimed", "false").limit(0);
     let pending = m.store.list_buildrequests(&waiting).await?.total;
-    let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
-    let names: HashMap<i64, &str> = workers.iter().map(|w| (w.workerid, w.name.as_str())).collect();
-    let presence = super::Presence::of(&workers);
+    let names = m.store.worker_names().await?;
+    let presence = super::Presence::load(&m.store).await?;
     let now = m.clock.now();
     let older = (builds.len() as i64 == PAGE).then(|| builds.last().map(|l| format!("?before={}", l.number))).flatten();
     let newest = builds.first().map(|b| b.complete_at.unwrap_or(b.started_at));

@@ -221,8 +221,7 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     let change_ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
     let cells = m.store.console_cells(&change_ids).await?;
     let latest = m.store.latest_builds(&ids, false).await?;
-    let workers = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
-    let presence = super::Presence::of(&workers);
+    let presence = super::Presence::load(&m.store).await?;
     let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
     let columns: Vec<Column> =
         builders.iter().map(|(b, id)| column(b, *id, latest.get(id), presence.serves(b))).collect();

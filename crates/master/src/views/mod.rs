@@ -17,7 +17,7 @@ pub mod release;
 pub mod waterfall;
 pub mod workers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -27,8 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cascade_config::BuilderConfig;
 use cascade_model::Results;
-use cascade_store::records::{BuildRecord, WorkerRecord};
-use cascade_store::{ListQuery, Store, StoreError};
+use cascade_store::records::BuildRecord;
+use cascade_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::auth::{Access, SessionView};
@@ -252,21 +252,16 @@ pub fn not_found(what: &str) -> HttpError {
 }
 
 /// Which workers are connected now (to any master), by name.
-pub struct Presence(HashMap<String, bool>);
+pub struct Presence(BTreeSet<String>);
 
 impl Presence {
-    /// Who is connected now.
+    /// Who is connected now, of every worker (no page cap).
     pub async fn load(store: &Store) -> Result<Presence, StoreError> {
-        Ok(Presence::of(&store.list_workers(&ListQuery::default().limit(1000)).await?.items))
-    }
-
-    /// Who of these is connected.
-    pub fn of(workers: &[WorkerRecord]) -> Presence {
-        Presence(workers.iter().map(|w| (w.name.clone(), !w.connected_to.is_empty())).collect())
+        Ok(Presence(store.connected_worker_names().await?))
     }
 
     pub fn online(&self, worker: &str) -> bool {
-        self.0.get(worker).copied().unwrap_or(false)
+        self.0.contains(worker)
     }
 
     /// Whether any worker of the builder is connected.

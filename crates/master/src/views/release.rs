@@ -341,7 +341,7 @@ mod tests {
         let other = builder("Fedora", "3.14", 1, "w1");
         let builders = vec![(&fedora, 1), (&aix, 2), (&win, 3), (&other, 4)];
         let latest = HashMap::from([(1, build(10, 1, 5, 0)), (2, build(11, 2, 7, 2)), (3, build(12, 3, 9, 4))]);
-        let presence = Presence(HashMap::from([("w1".to_string(), true), ("w3".to_string(), true)]));
+        let presence = Presence(std::collections::BTreeSet::from(["w1".to_string(), "w3".to_string()]));
         let blame: Blame = HashMap::from([(
             3,
             (build(8, 3, 8, 4), vec![change(30, "0123456789abcdef", "Eve")], Suspicion::default()),

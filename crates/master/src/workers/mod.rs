@@ -346,6 +346,9 @@ impl WorkerHandle {
 #[derive(Default)]
 pub struct Registry {
     workers: Mutex<HashMap<String, Arc<WorkerHandle>>>,
+    /// Names with a login being decided: a second login of the same name
+    /// meanwhile is refused rather than racing the first.
+    attaching: Mutex<HashSet<String>>,
     next_command: AtomicU64,
     /// Notified when a worker attaches, detaches or frees a slot.
     pub changed: Notify,
@@ -370,6 +373,16 @@ impl Registry {
     /// name keeps its place if it still answers (the newcomer is refused,
     /// as Buildbot does); a dead one is replaced.
     pub async fn attach(&self, handle: Arc<WorkerHandle>) -> Result<(), String> {
+        if !self.attaching.lock().insert(handle.name.clone()) {
+            return Err(format!("another login of worker {} is being decided", handle.name));
+        }
+        let decided = self.attach_reserved(handle.clone()).await;
+        self.attaching.lock().remove(&handle.name);
+        decided
+    }
+
+    /// [`Registry::attach`], with the name reserved for this login.
+    async fn attach_reserved(&self, handle: Arc<WorkerHandle>) -> Result<(), String> {
         if let Some(old) = self.get(&handle.name) {
             let alive = !old.conn.is_closed()
                 && tokio::time::timeout(std::time::Duration::from_secs(10), old.conn.ping())
@@ -446,5 +459,73 @@ async fn apply_stored_flags(store: &Store, handle: &Arc<WorkerHandle>) {
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(worker = %handle.name, error = %e, "could not read the worker's flags"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection whose ping takes `ping` to answer (success).
+    struct Slow {
+        ping: Duration,
+        closed: AtomicBool,
+    }
+
+    impl WorkerConnection for Slow {
+        fn start_command<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: &'a str,
+            _: serde_json::Value,
+        ) -> BoxFuture<'a, Result<mpsc::Receiver<CommandEvent>, WorkerError>> {
+            Box::pin(async { Err(WorkerError::Gone) })
+        }
+        fn interrupt<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), WorkerError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), WorkerError>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.ping).await;
+                Ok(())
+            })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, Result<(), WorkerError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn close(&self) {
+            self.closed.store(true, Ordering::SeqCst);
+        }
+        fn is_closed(&self) -> bool {
+            self.closed.load(Ordering::SeqCst)
+        }
+    }
+
+    fn handle(ping: Duration) -> Arc<WorkerHandle> {
+        let conn = Arc::new(Slow { ping, closed: AtomicBool::new(false) });
+        Arc::new(WorkerHandle::new("w1", 1, WorkerInfo::default(), 1, conn))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_logins_of_one_name_at_once_never_both_win() {
+        let registry = Registry::default();
+        let first = handle(Duration::from_secs(3));
+        registry.attach(first.clone()).await.expect("the first login");
+        // Two newcomers while the first connection's ping is under way.
+        let (a, b) = (handle(Duration::ZERO), handle(Duration::ZERO));
+        let (ra, rb) = tokio::join!(registry.attach(a.clone()), registry.attach(b.clone()));
+        assert!(ra.is_err() && rb.is_err(), "the live first connection keeps its place: {ra:?} {rb:?}");
+        assert!(rb.as_ref().is_err_and(|e| e.contains("being decided")), "{rb:?}");
+        assert!(registry.get("w1").is_some_and(|cur| Arc::ptr_eq(&cur, &first)));
+        assert!(!first.conn.is_closed());
+
+        // Once the first is dead, exactly one of two racing logins replaces it.
+        first.conn.close();
+        let (c, d) = (handle(Duration::ZERO), handle(Duration::ZERO));
+        let (rc, rd) = tokio::join!(registry.attach(c.clone()), registry.attach(d.clone()));
+        assert!(rc.is_ok() != rd.is_ok(), "{rc:?} {rd:?}");
+        let winner = if rc.is_ok() { &c } else { &d };
+        assert!(registry.get("w1").is_some_and(|cur| Arc::ptr_eq(&cur, winner)));
     }
 }

@@ -11,6 +11,7 @@ mod harness;
 mod irc;
 mod irc_tls;
 mod mail;
+mod masters;
 mod notify;
 mod pages;
 mod pb;

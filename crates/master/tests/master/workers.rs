@@ -468,6 +468,32 @@ async fn a_pushed_build_runs(db: &cascade_testkit::TestDb, kind: Kind) {
     drop(worker);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_checkout_halts_the_build_and_only_clean_up_runs() {
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let steps = r#"
+  { name = "compile", command = ["sh", "-c", "echo compiled"] },
+  { name = "cleanup", command = ["echo", "cleaned"], always_run = true },"#;
+    // The git step's repository does not exist: the checkout fails.
+    let text =
+        config(&repo, steps).replace(&repo.display().to_string(), &dir.path().join("gone").display().to_string());
+    let h = Harness::with_config(&db, &text).await;
+    let running = run_master(&h).await;
+    let _worker =
+        BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port_for(Kind::Cascade), "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    push(&h, &sha).await;
+    let build = finished_build(&h, Duration::from_secs(60)).await;
+    assert_eq!(build.results, Some(2), "FAILURE: {}", build.state_string);
+    let steps = h.store.list_steps(build.buildid).await.expect("steps");
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["git", "cleanup"], "nothing builds the previous tree");
+    h.stop().await;
+    db.finish().await;
+}
+
 test_both!(a_pushed_build_runs_on_buildbot_worker, |db| { a_pushed_build_runs(db, Kind::Buildbot).await });
 test_both!(a_pushed_build_runs_on_cascade_worker, |db| { a_pushed_build_runs(db, Kind::Cascade).await });
 test_both!(a_pushed_build_runs_on_buildbot_worker_pb, |db| { a_pushed_build_runs(db, Kind::BuildbotPb).await });
