@@ -1041,7 +1041,12 @@ fn read_pull_request_scheduler(ctx: &mut Ctx, t: &mut Table, branches: &[BranchC
         l.finish(ctx);
     }
     let label_tag = t.opt_str(ctx, "label_tag").or_else(|| Some("stable".to_string())).filter(|s| !s.is_empty());
+    let comment_offset = t.map.get("comment").map_or(t.offset(), |v| v.span().start);
     let comment = regex_key(ctx, t, "comment", true);
+    // Unanchored, the bot's own answer quoting a pattern could match again.
+    if comment.as_ref().is_some_and(|c| !c.starts_with('^')) {
+        ctx.error(comment_offset, &t.key("comment"), "must start with ^ (a command begins the comment)");
+    }
     let cancel_running = t.bool_or(ctx, "cancel_running", false);
     if labels.is_empty() && comment.is_none() {
         ctx.error(t.offset(), &t.key("labels"), "a pull_request scheduler needs `labels`, `comment` or both");

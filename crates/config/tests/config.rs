@@ -419,6 +419,11 @@ branch = "PR"
 labels = { "ok" = ".*", "broken" = "(" }
 comment = "^!buildbot .+"
 [[scheduler]]
+name = "loose"
+kind = "pull_request"
+branch = "PR"
+comment = "!buildbot (.+)"
+[[scheduler]]
 name = "nothing"
 kind = "pull_request"
 branch = "PR"
@@ -429,7 +434,8 @@ branch = "PR"
         "factory[0].steps[0].git.filter: \"blob:some\" is not a git filter",
         "scheduler[0].labels.broken: invalid regex",
         "scheduler[0].comment: needs a group",
-        "scheduler[1].labels: a pull_request scheduler needs `labels`, `comment` or both",
+        "scheduler[1].comment: must start with ^",
+        "scheduler[2].labels: a pull_request scheduler needs `labels`, `comment` or both",
     ] {
         assert!(errors.contains(needle), "{needle:?} not in:\n{errors}");
     }

@@ -86,7 +86,37 @@ struct PullFile {
     filename: String,
 }
 
+/// An issue event (`GET /repos/{repo}/issues/{n}/events`): who labelled.
+#[derive(Debug, Clone, Deserialize)]
+struct IssueEvent {
+    event: String,
+    #[serde(default)]
+    label: Option<payload::Label>,
+    #[serde(default)]
+    actor: Option<payload::User>,
+}
+
 impl Pulls {
+    /// Whether `login` may start builds: `admin`, `maintain` or `write`
+    /// on the repository (not a collaborator at all: no).
+    pub async fn may_build(&self, repo: &str, login: &str) -> Result<bool, GithubError> {
+        let path = format!("/repos/{repo}/collaborators/{}/permission", segment(login));
+        match self.github.get::<payload::PermissionAnswer>(&path).await {
+            Ok(p) => Ok(pull::Permission::parse(&p.permission) == pull::Permission::Write),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Who added `label` to PR `number` last, as GitHub's issue events say.
+    async fn labeler(&self, repo: &str, number: u64, label: &str) -> Result<Option<String>, GithubError> {
+        let events: Vec<IssueEvent> =
+            self.github.get(&format!("/repos/{repo}/issues/{number}/events?per_page=100")).await?;
+        let last =
+            events.into_iter().rfind(|e| e.event == "labeled" && e.label.as_ref().is_some_and(|l| l.name == label));
+        Ok(last.and_then(|e| e.actor).filter(|a| !a.is_bot()).map(|a| a.login))
+    }
+
     /// Whether the PR's head commit carries the skip marker.
     pub async fn head_skips_ci(&self, repo: &str, pr: &PullRequest) -> Result<bool, GithubError> {
         let head: CommitAnswer = self.github.get(&format!("/repos/{repo}/commits/{}", pr.head.sha)).await?;
@@ -157,9 +187,11 @@ impl Pulls {
         });
     }
 
-    /// The poller's pass: open PRs that carry a trigger label and whose
-    /// head was never built (the delivery was lost, or GitHub failed while
-    /// it was handled) are built now. Returns how many.
+    /// The poller's pass: open PRs that carry a trigger label, added by
+    /// someone who may start builds, and that were never built (the
+    /// delivery was lost, or GitHub failed while it was handled) are built
+    /// now. One PR's failure does not stop the pass; a rate limit does.
+    /// Returns how many were built.
     pub async fn repair(&self, repo: &str, place: &str) -> Result<usize, PullError> {
         let labels = self.schedulers.trigger_labels();
         if labels.is_empty() {
@@ -171,18 +203,32 @@ impl Pulls {
             let Some(label) = pr.labels.iter().map(|l| l.name.as_str()).find(|l| labels.iter().any(|t| t == l)) else {
                 continue;
             };
-            let branch = pull::merge_ref(pr.number);
-            if self.store.has_change(place, &branch, &pr.head.sha.to_ascii_lowercase()).await? {
-                continue;
+            match self.repair_one(repo, place, pr, label).await {
+                Ok(done) => built += usize::from(done),
+                Err(PullError::Github(e @ GithubError::RateLimited(_))) => return Err(e.into()),
+                Err(e) => tracing::warn!(pr = pr.number, error = %e, "a labelled pull request could not be checked"),
             }
-            let Some(target) = self.schedulers.for_label(label).filter(|t| !t.builders.is_empty()) else { continue };
-            if self.head_skips_ci(repo, pr).await? {
-                continue;
-            }
-            tracing::warn!(pr = pr.number, label = ?label, "a labelled pull request no delivery built");
-            let build = Build { repo, place, pr, target, trigger: Trigger::Label(label.to_string()) };
-            built += usize::from(self.schedule(build, None).await?.is_some());
         }
         Ok(built)
+    }
+
+    /// Builds one labelled PR if it never was and its labeller may; true if built.
+    async fn repair_one(&self, repo: &str, place: &str, pr: &PullRequest, label: &str) -> Result<bool, PullError> {
+        if self.store.has_changes_on(place, &pull::merge_ref(pr.number)).await? {
+            return Ok(false);
+        }
+        let Some(target) = self.schedulers.for_label(label).filter(|t| !t.builders.is_empty()) else {
+            return Ok(false);
+        };
+        let Some(labeler) = self.labeler(repo, pr.number, label).await? else { return Ok(false) };
+        if !self.may_build(repo, &labeler).await?
+            || pr.merge_commit_sha.is_none()
+            || self.head_skips_ci(repo, pr).await?
+        {
+            return Ok(false);
+        }
+        tracing::warn!(pr = pr.number, label = ?label, "a labelled pull request no delivery built");
+        let build = Build { repo, place, pr, target, trigger: Trigger::Label(label.to_string()) };
+        Ok(self.schedule(build, None).await?.is_some())
     }
 }

@@ -2,6 +2,9 @@
 //! builders a trigger reaches. Pure; the webhook and the poller decide
 //! with these.
 
+/// PR numbers beyond this are no PR's (and stay exact in every store).
+pub const NUMBER_MAX: u64 = 1_000_000_000_000;
+
 /// The ref GitHub keeps with the PR merged into its base.
 pub fn merge_ref(number: u64) -> String {
     format!("refs/pull/{number}/merge")
@@ -11,10 +14,10 @@ pub fn merge_ref(number: u64) -> String {
 pub fn number_of(branch: &str) -> Option<u64> {
     let rest = branch.strip_prefix("refs/pull/")?;
     let (n, tail) = rest.split_once('/')?;
-    if tail != "merge" && tail != "head" || n.starts_with('0') || n.len() > 12 {
+    if tail != "merge" && tail != "head" || n.starts_with('0') || n.len() > 13 {
         return None;
     }
-    n.parse().ok()
+    n.parse().ok().filter(|n| (1..=NUMBER_MAX).contains(n))
 }
 
 /// Whether a commit message asks not to be built: `[skip ci]` or
@@ -100,6 +103,8 @@ mod tests {
         assert_eq!(number_of("refs/pull//merge"), None);
         assert_eq!(number_of("main"), None);
         assert_eq!(number_of("refs/pull/99999999999999999/merge"), None);
+        assert_eq!(number_of("refs/pull/1000000000000/merge"), Some(NUMBER_MAX));
+        assert_eq!(number_of("refs/pull/1000000000001/merge"), None);
     }
 
     #[test]

@@ -43,16 +43,18 @@ impl Store {
         Ok(Some(PullBuild { change_id, buildset_id, request_ids }))
     }
 
-    /// Whether a change was made for `revision` on `branch` (a PR head on
-    /// its merge ref): what the poller asks before scheduling a labelled PR.
-    pub async fn has_change(&self, repository: &str, branch: &str, revision: &str) -> Result<bool> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM changes WHERE revision = $1 AND branch = $2 AND repository = $3")
-                .bind(revision.to_string())
-                .bind(branch.to_string())
-                .bind(repository.to_string())
-                .fetch_one(&self.pool)
-                .await?;
+    /// Whether any change was made on `branch` (a PR's merge ref): the
+    /// poller builds only PRs that were never built, so a label left on a
+    /// PR (its removal failed) is no standing approval of later pushes.
+    pub async fn has_changes_on(&self, repository: &str, branch: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM changes WHERE branch = $1 AND repository = $2 \
+             AND category = 'pull' LIMIT 1) found",
+        )
+        .bind(branch.to_string())
+        .bind(repository.to_string())
+        .fetch_one(&self.pool)
+        .await?;
         Ok(get::<i64>(&row, "n")? > 0)
     }
 

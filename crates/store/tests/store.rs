@@ -899,8 +899,8 @@ test_both!(a_pull_requests_change_and_buildset_are_one_write_and_its_builds_are_
     assert_eq!(built.request_ids.len(), 2);
     assert_eq!(store.buildset_changes(built.buildset_id).await.expect("blamelist")[0].changeid, built.change_id);
     assert!(store.ingest_pull_request(Some(&delivery), &pr, &bs, 11).await.expect("again").is_none(), "redelivery");
-    assert!(store.has_change(REPO, branch, "abc7").await.expect("has"));
-    assert!(!store.has_change(REPO, branch, "abc8").await.expect("has"), "a new head was never built");
+    assert!(store.has_changes_on(REPO, branch).await.expect("has"));
+    assert!(!store.has_changes_on(REPO, "refs/pull/8/merge").await.expect("has"), "PR 8 was never built");
     assert_eq!(store.recent_pull_requests(10).await.expect("recent"), [(7, "GitHub Pull Request #7: Fix it".into())]);
 
     // One request runs; new commits cancel the other, and the running build is found to stop.

@@ -295,8 +295,11 @@ impl Notifier {
             build_id,
             number: build.number,
             results: results.map(|r| r.name().to_string()),
-            // A PR build checks out GitHub's merge commit; its status belongs on the PR's head.
+            // A PR build checks out GitHub's merge commit; its status belongs
+            // on the PR's head (for PR builds only: a forced build's
+            // properties are anyone's).
             revision: prop("pr_head_sha")
+                .filter(|_| prop("branch").is_some_and(|b| cascade_model::pull::number_of(&b).is_some()))
                 .or_else(|| prop("got_revision"))
                 .or_else(|| prop("revision"))
                 .or_else(|| only.and_then(|c| c.revision.clone())),

@@ -28,6 +28,10 @@ pub struct PullRequest {
     pub base: Side,
     #[serde(default)]
     pub labels: Vec<Label>,
+    /// GitHub's merge of the PR into its base; `None` while GitHub computes
+    /// it or when the PR conflicts.
+    #[serde(default)]
+    pub merge_commit_sha: Option<String>,
 }
 
 /// A PR's head or base.
@@ -53,6 +57,16 @@ pub struct Label {
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {
     pub login: String,
+    /// `User`, `Bot` or `Organization`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+impl User {
+    /// An app or bot account: its comments are never commands.
+    pub fn is_bot(&self) -> bool {
+        self.kind.as_deref() == Some("Bot") || self.login.ends_with("[bot]")
+    }
 }
 
 /// `GET /repos/{repo}/collaborators/{user}/permission`.
@@ -61,13 +75,16 @@ pub struct PermissionAnswer {
     pub permission: String,
 }
 
-/// PR numbers beyond this are no PR's (and stay exact in every store).
-pub const PR_NUMBER_MAX: u64 = 1_000_000_000_000;
+/// PR numbers beyond this are no PR's.
+pub const PR_NUMBER_MAX: u64 = pull::NUMBER_MAX;
 
 /// What of a PR is used as it is: commit ids, refs, names.
 pub fn check_pull_request(pr: &PullRequest) -> Result<(), FieldError> {
     text::revision("pull_request.head.sha", &pr.head.sha)?;
     text::revision("pull_request.base.sha", &pr.base.sha)?;
+    if let Some(m) = &pr.merge_commit_sha {
+        text::revision("pull_request.merge_commit_sha", m)?;
+    }
     text::name_like("pull_request.base.ref", &pr.base.git_ref, text::REF_MAX)?;
     text::name_like("pull_request.head.ref", &pr.head.git_ref, text::REF_MAX)?;
     if let Some(repo) = &pr.head.repo {
@@ -98,6 +115,9 @@ pub fn pull_change(pr: &PullRequest, place: &Place<'_>, files: &[String], event:
     properties.insert("pr_head_sha".into(), json!(pr.head.sha.to_ascii_lowercase()));
     properties.insert("pr_base_sha".into(), json!(pr.base.sha.to_ascii_lowercase()));
     properties.insert("pr_base_ref".into(), json!(pr.base.git_ref));
+    if let Some(m) = &pr.merge_commit_sha {
+        properties.insert("pr_merge_sha".into(), json!(m.to_ascii_lowercase()));
+    }
     if let Some(repo) = &pr.head.repo {
         properties.insert("pr_head_repo".into(), json!(repo.full_name));
     }
@@ -192,7 +212,7 @@ mod tests {
         pr.head.sha = "not a sha".into();
         assert!(check_pull_request(&pr).unwrap_err().to_string().contains("pull_request.head.sha"));
         pr = fixture();
-        pr.user = Some(User { login: "x; rm -rf /".into() });
+        pr.user = Some(User { login: "x; rm -rf /".into(), kind: None });
         assert!(check_pull_request(&pr).unwrap_err().to_string().contains("pull_request.user.login"));
         assert!(text::login("l", "dependabot[bot]").is_ok());
         assert!(text::login("l", "").is_err());

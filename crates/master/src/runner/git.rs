@@ -159,6 +159,7 @@ pub async fn run(ctx: &mut Ctx, step: &StepConfig, git: &GitStep, log: &mut LogW
     if plan.clobber_on_failure
         && let Err(Halt::End(end)) = &outcome
         && !end.lost
+        && !*ctx.stop.borrow()
     {
         // A repository a killed build left corrupt: start from nothing, once.
         log.header("the checkout failed: removing the folder and checking out from scratch").await?;

@@ -429,8 +429,9 @@ impl Schedulers {
         self.pull_entries().any(|(_, p)| p.cancel_running)
     }
 
-    /// The buildset a PR build is: the merge ref's tip at build time, on
-    /// `target`'s builders, with the PR's facts as properties.
+    /// The buildset a PR build is: GitHub's merge commit as it was when the
+    /// build was asked for (pinned: a push after the approval is not what
+    /// runs), on `target`'s builders, with the PR's facts as properties.
     pub fn pull_buildset(&self, target: &PullTarget, change: &NewChange, reason: String) -> NewBuildset {
         let mut properties: BTreeMap<String, (serde_json::Value, String)> = change
             .properties
@@ -445,13 +446,13 @@ impl Schedulers {
             sourcestamp: NewSourceStamp {
                 repository: change.repository.clone(),
                 branch: change.branch.clone(),
-                // The merge ref's tip when the build starts, not the head.
-                revision: None,
+                revision: change.properties.get("pr_merge_sha").and_then(|v| v.as_str()).map(str::to_string),
                 project: change.project.clone(),
                 codebase: String::new(),
             },
             properties,
             builder_ids: target.builders.iter().map(|(_, id)| *id).collect(),
+            pin_revision: true,
             ..Default::default()
         }
     }

@@ -116,7 +116,11 @@ pub async fn pull_grid(
     headers: HeaderMap,
     Path(n): Path<String>,
 ) -> Result<Response, HttpError> {
-    let n: u64 = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| HttpError::not_found("no such pull request"))?;
+    let n: u64 = n
+        .parse()
+        .ok()
+        .filter(|n| (1..=pull::NUMBER_MAX).contains(n))
+        .ok_or_else(|| HttpError::not_found("no such pull request"))?;
     let query = serde_urlencoded::to_string([("branch", pull::merge_ref(n))]).unwrap_or_default();
     page(m, headers, Some(query), true).await
 }

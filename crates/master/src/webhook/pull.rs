@@ -14,6 +14,9 @@ pub struct PullRequestEvent {
     #[serde(default)]
     pub label: Option<Label>,
     pub repository: Repository,
+    /// Who did it (who added the label).
+    #[serde(default)]
+    pub sender: Option<User>,
 }
 
 /// An `issue_comment` delivery.

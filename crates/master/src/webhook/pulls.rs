@@ -10,7 +10,7 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use cascade_model::pull::{self, Permission, PullAction};
+use cascade_model::pull::{self, PullAction};
 use cascade_model::text;
 use cascade_store::Delivery;
 use serde_json::json;
@@ -19,17 +19,35 @@ use super::pull::{IssueCommentEvent, PullRequestEvent};
 use super::push::Repository;
 use super::{Hook, accepted, duplicate, unstored};
 use crate::error::HttpError;
-use crate::github::{GithubError, segment};
+use crate::github::GithubError;
 use crate::pulls::payload::{
-    PR_NUMBER_MAX, PermissionAnswer, PullRequest, bad_pattern_comment, check_pull_request, no_builder_comment,
-    refused_comment,
+    PR_NUMBER_MAX, PullRequest, bad_pattern_comment, check_pull_request, no_builder_comment, refused_comment,
 };
 use crate::pulls::{Build, Trigger};
 use crate::scheduler::{CommentAsk, PullTarget};
 
 fn github_failed(e: GithubError) -> HttpError {
     tracing::warn!(error = %e, "GitHub's API failed while handling a pull request");
-    HttpError::unavailable(format!("{e}; the poller will pick the pull request up"))
+    HttpError::unavailable(format!("{e}; redeliver later"))
+}
+
+/// A forged delivery could name any commenter or labeller: pull requests
+/// are built only from signed deliveries.
+fn signed_only(hook: &Hook) -> Result<(), HttpError> {
+    if hook.secret.is_none() {
+        return Err(HttpError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "pull requests are built only from signed deliveries: set github.webhook_secret",
+        ));
+    }
+    Ok(())
+}
+
+/// Why a PR cannot be built now, if GitHub has no merge commit for it.
+fn no_merge(pr: &PullRequest) -> Option<String> {
+    pr.merge_commit_sha.is_none().then(|| {
+        format!("pull request #{} has no merge commit yet (a conflict, or GitHub is still merging it)", pr.number)
+    })
 }
 
 fn invalid(event: &str, e: text::FieldError) -> HttpError {
@@ -57,6 +75,7 @@ pub async fn pull_request(
     ev: PullRequestEvent,
     delivery: Option<&Delivery>,
 ) -> Result<Response, HttpError> {
+    signed_only(hook)?;
     check_pull_request(&ev.pull_request).map_err(|e| invalid("pull_request", e))?;
     let (repo, place) = match our_repository(hook, &ev.repository) {
         Ok(r) => r,
@@ -73,6 +92,19 @@ pub async fn pull_request(
             };
             if pr.state != "open" {
                 return Ok(accepted(format!("pull request #{} is not open", pr.number)));
+            }
+            let sender = ev
+                .sender
+                .as_ref()
+                .ok_or_else(|| HttpError::bad_request("invalid pull_request payload: sender: missing"))?;
+            text::login("sender.login", &sender.login).map_err(|e| invalid("pull_request", e))?;
+            // A label is an approval to run the PR's code: only writers' count.
+            if sender.is_bot() || !hook.pulls.may_build(&repo, &sender.login).await.map_err(github_failed)? {
+                tracing::info!(user = ?sender.login, pr = pr.number, "a trigger label from a user without write permission ignored");
+                return Ok(accepted(format!("{} may not start builds", sender.login)));
+            }
+            if let Some(reason) = no_merge(pr) {
+                return Ok(accepted(format!("{reason}; the poller tries again")));
             }
             if hook.pulls.head_skips_ci(&repo, pr).await.map_err(github_failed)? {
                 return Ok(accepted(format!("the head commit of #{} asks to skip CI", pr.number)));
@@ -91,8 +123,12 @@ pub async fn issue_comment(
     ev: IssueCommentEvent,
     delivery: Option<&Delivery>,
 ) -> Result<Response, HttpError> {
+    signed_only(hook)?;
     if ev.action != "created" {
         return Ok(accepted(format!("issue_comment action {:?} is not handled", ev.action)));
+    }
+    if ev.comment.user.is_bot() {
+        return Ok(accepted("comments by bots are no commands".into()));
     }
     if ev.issue.pull_request.is_none() {
         return Ok(accepted("the comment is not on a pull request".into()));
@@ -115,6 +151,10 @@ pub async fn issue_comment(
     if pr.state != "open" {
         return Ok(accepted(format!("pull request #{number} is not open")));
     }
+    if let Some(reason) = no_merge(&pr) {
+        hook.pulls.follow_up(&repo, number, None, format!("@{login}: {reason}; nothing was scheduled."));
+        return Ok(accepted(reason));
+    }
     let build = Build { repo: &repo, place: &place, pr: &pr, target, trigger: Trigger::Comment(login.clone()) };
     schedule(hook, build, delivery).await
 }
@@ -132,15 +172,9 @@ async fn asked_target(
     if ask == CommentAsk::Nothing {
         return Ok(Err("the comment asks for no build".into()));
     }
-    let path = format!("/repos/{repo}/collaborators/{}/permission", segment(login));
-    let permission = match hook.pulls.github.get::<PermissionAnswer>(&path).await {
-        Ok(p) => Permission::parse(&p.permission),
-        // Not a collaborator at all.
-        Err(e) if e.is_not_found() => Permission::ReadOnly,
-        Err(e) => return Err(github_failed(e)),
-    };
+    let may = hook.pulls.may_build(repo, login).await.map_err(github_failed)?;
     let (comment, reason) = match ask {
-        _ if permission != Permission::Write => {
+        _ if !may => {
             tracing::info!(user = ?login, pr = number, "a build asked by a user without write permission refused");
             (refused_comment(login), format!("{login} may not start builds"))
         }

@@ -25,6 +25,8 @@ pub struct Pull {
     pub author: String,
     pub title: String,
     pub labels: Vec<String>,
+    /// Who added the labels (the issue events say so).
+    pub labeler: String,
     pub open: bool,
 }
 
@@ -100,6 +102,7 @@ impl GithubStandIn {
     fn pull_json(&self, owner: &str, name: &str, p: &Pull) -> Option<Value> {
         let head = git(&self.repo, &["rev-parse", &format!("refs/pull/{}/head", p.number)])?;
         let base = git(&self.repo, &["rev-parse", "refs/heads/main"])?;
+        let merge = git(&self.repo, &["rev-parse", &format!("refs/pull/{}/merge", p.number)]);
         let repo =
             json!({"full_name": format!("{owner}/{name}"), "html_url": format!("https://github.com/{owner}/{name}")});
         Some(json!({
@@ -111,6 +114,7 @@ impl GithubStandIn {
             "head": {"ref": format!("feature-{}", p.number), "sha": head, "repo": repo},
             "base": {"ref": "main", "sha": base, "repo": repo},
             "labels": p.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
+            "merge_commit_sha": merge,
         }))
     }
 
@@ -121,6 +125,7 @@ impl GithubStandIn {
             author: author.into(),
             title: format!("PR {number}"),
             labels: labels.iter().map(std::string::ToString::to_string).collect(),
+            labeler: "ann".into(),
             open: true,
         };
         self.pulls.lock().insert(number, pull);
@@ -210,6 +215,18 @@ async fn pull_files(State(g): Shared, UrlPath((_, _, n)): UrlPath<(String, Strin
     let names = git(&g.repo, &["diff", "--name-only", &range]).unwrap_or_default();
     let files: Vec<Value> = names.lines().map(|f| json!({"filename": f, "status": "modified"})).collect();
     g.answer(&Method::GET, format!("/pulls/{n}/files"), with_headers(Json(files).into_response(), None))
+}
+
+async fn issue_events(State(g): Shared, UrlPath((_, _, n)): UrlPath<(String, String, u64)>) -> Response {
+    let pull = g.pulls.lock().get(&n).cloned();
+    let events: Vec<Value> = pull
+        .iter()
+        .flat_map(|p| {
+            let actor = json!({"login": p.labeler, "type": "User"});
+            p.labels.iter().map(move |l| json!({"event": "labeled", "label": {"name": l}, "actor": actor}))
+        })
+        .collect();
+    g.answer(&Method::GET, format!("/issues/{n}/events"), with_headers(Json(events).into_response(), None))
 }
 
 async fn permission(State(g): Shared, UrlPath((_, _, user)): UrlPath<(String, String, String)>) -> Response {
@@ -319,6 +336,7 @@ pub async fn github_stand_in(repo: &Path) -> (Arc<GithubStandIn>, String) {
         .route(&format!("{r}/pulls/{{n}}"), get(pull))
         .route(&format!("{r}/pulls/{{n}}/files"), get(pull_files))
         .route(&format!("{r}/collaborators/{{user}}/permission"), get(permission))
+        .route(&format!("{r}/issues/{{n}}/events"), get(issue_events))
         .route(&format!("{r}/issues/{{n}}/labels/{{label}}"), delete(remove_label))
         .route(&format!("{r}/issues/{{n}}/comments"), axum::routing::post(post_comment))
         .route(&format!("{r}/statuses/{{sha}}"), axum::routing::post(post_status))

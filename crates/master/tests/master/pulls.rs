@@ -105,12 +105,15 @@ branches = ["PR"]
     )
 }
 
-/// GitHub's real `pull_request` delivery of `action`, for PR `n` at `head`.
-fn pull_delivery(action: &str, n: u64, head: &str, label: &str) -> Vec<u8> {
+/// GitHub's real `pull_request` delivery of `action`, for PR `n` at `head`
+/// (its merge commit: `repo`'s `refs/pull/n/merge`), sent by the writer `ann`.
+fn pull_delivery(repo: &Path, action: &str, n: u64, head: &str, label: &str) -> Vec<u8> {
     let mut v = fixture_json(&format!("octokit-webhooks/pull_request-{action}.payload.json"));
     v["number"] = json!(n);
     v["pull_request"]["number"] = json!(n);
     v["pull_request"]["head"]["sha"] = json!(head);
+    v["pull_request"]["merge_commit_sha"] = json!(git(repo, &["rev-parse", &format!("refs/pull/{n}/merge")]));
+    v["sender"] = json!({"login": "ann", "type": "User"});
     if action == "labeled" {
         v["label"]["name"] = json!(label);
     }
@@ -185,9 +188,22 @@ async fn one_pull(db: &cascade_testkit::TestDb, n: u64, message: &str, labels: &
 test_both!(a_trigger_label_builds_the_stable_pr_builders_removes_the_label_and_says_so_once, |db| {
     let (s, h, head) = one_pull(db, 2, "Update the README", &["bug"]).await;
 
-    let (status, answer) = h.deliver("pull_request", &pull_delivery("labeled", 2, &head, "bug"), "l-1").await;
+    // A label from someone who may not start builds (the real payload's sender) is no approval.
+    let mut from_reader: serde_json::Value =
+        serde_json::from_slice(&pull_delivery(&s.repo, "labeled", 2, &head, "bug")).expect("json");
+    from_reader["sender"] = json!({"login": "Codertocat", "type": "User"});
+    let body = serde_json::to_vec(&from_reader).expect("json");
+    let (status, answer) = h.deliver("pull_request", &body, "l-0").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(h.counts().await.1, 0);
+
+    let (status, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "labeled", 2, &head, "bug"), "l-1").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let bsid = answer["buildset"].as_i64().expect("a buildset");
+    // Pinned to the merge commit as it was approved: a later push is not what runs.
+    let merge = git(&s.repo, &["rev-parse", "refs/pull/2/merge"]);
+    let buildset = h.store.get_buildset(bsid).await.expect("get").expect("buildset");
+    assert_eq!(buildset.sourcestamps[0].revision.as_deref(), Some(merge.as_str()));
     assert_eq!(requested(&h, bsid).await, ["AMD64 Fedora Refleaks PR", "AMD64 Fedora Stable PR"], "stable only");
     let change = h.store.get_change(answer["change"].as_i64().expect("change")).await.expect("get").expect("stored");
     assert_eq!(change.branch.as_deref(), Some("refs/pull/2/merge"));
@@ -205,7 +221,7 @@ test_both!(a_trigger_label_builds_the_stable_pr_builders_removes_the_label_and_s
     assert_eq!(s.github.count("DELETE /issues/2/labels/bug", 200), 1);
 
     // A redelivery builds nothing more and says nothing more.
-    let (status, answer) = h.deliver("pull_request", &pull_delivery("labeled", 2, &head, "bug"), "l-1").await;
+    let (status, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "labeled", 2, &head, "bug"), "l-1").await;
     assert_eq!((status, answer["duplicate"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(s.github.comments_on(2).len(), 1);
 
@@ -219,24 +235,24 @@ test_both!(a_trigger_label_builds_the_stable_pr_builders_removes_the_label_and_s
     assert!(String::from_utf8_lossy(&console).contains("href=\"/pulls/2\""));
 
     // New commits cancel what is pending; closing finds nothing left.
-    let (status, answer) = h.deliver("pull_request", &pull_delivery("synchronize", 2, &head, ""), "s-1").await;
+    let (status, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "synchronize", 2, &head, ""), "s-1").await;
     assert_eq!((status, answer["cancelled_requests"].as_u64()), (StatusCode::OK, Some(2)), "{answer}");
     let requests = h.store.list_buildrequests(&ListQuery::default().eq("buildsetid", bsid)).await.expect("r");
     assert!(requests.items.iter().all(|r| r.complete && r.results == 6), "cancelled");
-    let (_, answer) = h.deliver("pull_request", &pull_delivery("closed", 2, &head, ""), "c-1").await;
+    let (_, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "closed", 2, &head, ""), "c-1").await;
     assert_eq!(answer["cancelled_requests"].as_u64(), Some(0));
     h.stop().await;
 });
 
 test_both!(a_skip_marker_and_labels_that_trigger_nothing_build_nothing, |db| {
     let (s, h, head) = one_pull(db, 3, "Fix a typo [skip ci]", &["bug"]).await;
-    let (status, answer) = h.deliver("pull_request", &pull_delivery("labeled", 3, &head, "bug"), "l-3").await;
+    let (status, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "labeled", 3, &head, "bug"), "l-3").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(answer["ignored"].as_str().expect("reason").contains("skip CI"), "{answer}");
-    let (status, answer) = h.deliver("pull_request", &pull_delivery("labeled", 3, &head, "docs"), "l-4").await;
+    let (status, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "labeled", 3, &head, "docs"), "l-4").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(answer["ignored"].as_str().expect("reason").contains("triggers no build"), "{answer}");
-    let (status, _) = h.deliver("pull_request", &pull_delivery("opened", 3, &head, ""), "o-3").await;
+    let (status, _) = h.deliver("pull_request", &pull_delivery(&s.repo, "opened", 3, &head, ""), "o-3").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(h.counts().await, (0, 0, 0, 0));
     assert_eq!(s.github.labels(3), ["bug"], "a skipped PR keeps its label");
@@ -284,12 +300,15 @@ test_both!(the_poller_builds_open_labelled_prs_no_delivery_built_and_only_once, 
     s.github.open_pull(4, "Codertocat", &["test-with-refleak-buildbots"]);
     s.github.open_pull(5, "Codertocat", &[]);
     add_pull_refs(&s.repo, 5, "Not labelled");
+    add_pull_refs(&s.repo, 6, "Labelled by a triager");
+    s.github.open_pull(6, "Codertocat", &["bug"]);
+    s.github.pulls.lock().get_mut(&6).expect("pr").labeler = "bob".into();
     let h = Harness::served(db.store().await, &config(&s.api, &s.repo, "", false), frozen()).await;
     let poll = || async { h.master.poller.poll_all(REPOSITORY, &mut HashMap::new()).await.expect("a poll") };
 
     poll().await;
     let changes = h.store.list_changes(&ListQuery::default()).await.expect("changes").items;
-    assert_eq!(changes.len(), 1, "only the labelled PR");
+    assert_eq!(changes.len(), 1, "only the PR a writer labelled");
     assert_eq!(changes[0].branch.as_deref(), Some("refs/pull/4/merge"));
     let bsid = h.store.list_buildsets(&ListQuery::default()).await.expect("bs").items[0].bsid;
     assert_eq!(requested(&h, bsid).await, ["AMD64 Fedora Refleaks PR"]);
@@ -327,15 +346,17 @@ async fn builds_the_merge_ref(kind: Kind) {
 
     // No worker yet: PR 8's build waits, and its new commits cancel it.
     let head8 = git(&s.repo, &["rev-parse", "refs/pull/8/head"]);
-    let (status, _) =
-        h.deliver("pull_request", &pull_delivery("labeled", 8, &head8, "test-with-refleak-buildbots"), "l-8").await;
+    let (status, _) = h
+        .deliver("pull_request", &pull_delivery(&s.repo, "labeled", 8, &head8, "test-with-refleak-buildbots"), "l-8")
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, answer) = h.deliver("pull_request", &pull_delivery("synchronize", 8, &head8, ""), "s-8").await;
+    let (_, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "synchronize", 8, &head8, ""), "s-8").await;
     assert_eq!(answer["cancelled_requests"].as_u64(), Some(1), "{answer}");
 
     let _worker = a_worker_of(kind, &h, s.repo.parent().expect("dir")).await;
-    let (status, answer) =
-        h.deliver("pull_request", &pull_delivery("labeled", 7, &head, "test-with-refleak-buildbots"), "l-7").await;
+    let (status, answer) = h
+        .deliver("pull_request", &pull_delivery(&s.repo, "labeled", 7, &head, "test-with-refleak-buildbots"), "l-7")
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let builds = wait_for("the PR's build", Duration::from_secs(90), || async {
         let b = finished_builds(&h).await;
@@ -420,14 +441,14 @@ async fn new_commits_stop_a_running_pr_build_when_the_scheduler_says_so() {
             .await;
     let _worker = a_worker_of(Kind::Cascade, &h, s.repo.parent().expect("dir")).await;
     let label = "test-with-refleak-buildbots";
-    let (status, _) = h.deliver("pull_request", &pull_delivery("labeled", 9, &head, label), "l-9").await;
+    let (status, _) = h.deliver("pull_request", &pull_delivery(&s.repo, "labeled", 9, &head, label), "l-9").await;
     assert_eq!(status, StatusCode::OK);
     wait_for("the PR's build to run", Duration::from_secs(60), || async {
         let builds = h.store.list_builds(&ListQuery::default()).await.expect("builds").items;
         builds.iter().any(|b| !b.complete).then_some(())
     })
     .await;
-    let (_, answer) = h.deliver("pull_request", &pull_delivery("synchronize", 9, &head, ""), "s-9").await;
+    let (_, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "synchronize", 9, &head, ""), "s-9").await;
     assert_eq!(answer["stopped_builds"].as_u64(), Some(1), "{answer}");
     let ended = wait_for("the stopped build", Duration::from_secs(60), || async {
         finished_builds(&h).await.into_iter().next()
@@ -437,3 +458,18 @@ async fn new_commits_stop_a_running_pr_build_when_the_scheduler_says_so() {
     h.stop().await;
     db.finish().await;
 }
+
+test_both!(unsigned_deliveries_never_build_pull_requests, |db| {
+    let s = setup().await;
+    let (head, _) = add_pull_refs(&s.repo, 2, "Update the README");
+    s.github.open_pull(2, "Codertocat", &["bug"]);
+    let text =
+        config(&s.api, &s.repo, "", false).replace("webhook_secret = \"test-secret\"", "insecure_webhook = true");
+    let h = Harness::served(db.store().await, &text, frozen()).await;
+    let (status, answer) = h.deliver("pull_request", &pull_delivery(&s.repo, "labeled", 2, &head, "bug"), "l-1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (status, _) = h.deliver("issue_comment", &comment_delivery(2, "ann", "!buildbot .*"), "c-1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a forged comment could name any writer");
+    assert_eq!(h.counts().await, (0, 0, 0, 0));
+    h.stop().await;
+});
