@@ -89,6 +89,15 @@ pub fn fixture_json(rel: &str) -> Value {
     serde_json::from_slice(&fixture(rel)).expect("fixture is JSON")
 }
 
+/// A delivery of a push of `sha` alone to `main`, shaped like the real one.
+pub fn push_of(sha: &str) -> Value {
+    let mut payload = synthetic_push("main", 1, 1, &["README"]);
+    payload["commits"][0]["id"] = serde_json::json!(sha);
+    payload["head_commit"] = payload["commits"][0].clone();
+    payload["after"] = serde_json::json!(sha);
+    payload
+}
+
 /// A push of `commits` new commits to `branch`, shaped like the real
 /// 5-commit fixture; ids are derived from `seed` so pushes differ.
 pub fn synthetic_push(branch: &str, seed: u32, commits: usize, files: &[&str]) -> Value {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use cascade_store::ListQuery;
 use cascade_testkit::{Backend, TestDb};
-use serde_json::json;
 
 use crate::harness::{Harness, MasterProcess, free_port};
 use crate::workers::{BuildbotWorker, Kind, make_repo, wait_for};
@@ -75,14 +74,10 @@ async fn a_master_killed_mid_build_is_declared_dead_and_another_builds_its_work(
     .await;
     let _w1 = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), ports.1, "w1", "pw-one").await;
 
-    let mut payload = crate::harness::synthetic_push("main", 1, 1, &["README"]);
-    payload["commits"][0]["id"] = json!(sha);
-    payload["head_commit"]["id"] = json!(sha);
-    payload["after"] = json!(sha);
     let pushed = http
         .post(format!("{base}/change_hook/github"))
         .header("x-github-event", "push")
-        .json(&payload)
+        .json(&crate::harness::push_of(&sha))
         .send()
         .await
         .expect("push");

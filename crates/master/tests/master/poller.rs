@@ -26,10 +26,7 @@ pub fn commit_file(repo: &Path, name: &str) -> String {
 
 /// A delivery of a push of `sha` (alone) to main, as GitHub sends it.
 fn push_payload(sha: &str) -> Value {
-    let mut payload = crate::harness::synthetic_push("main", 1, 1, &["README"]);
-    payload["commits"][0]["id"] = json!(sha);
-    payload["head_commit"] = payload["commits"][0].clone();
-    payload["after"] = json!(sha);
+    let mut payload = crate::harness::push_of(sha);
     payload["repository"]["full_name"] = json!(REPOSITORY);
     payload["repository"]["html_url"] = json!(format!("https://github.com/{REPOSITORY}"));
     payload

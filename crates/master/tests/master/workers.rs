@@ -286,11 +286,7 @@ rules = {{ stop = ["core-dev"] }}
 }
 
 pub async fn push(h: &Harness, sha: &str) {
-    let mut payload = crate::harness::synthetic_push("main", 1, 1, &["README"]);
-    payload["commits"][0]["id"] = json!(sha);
-    payload["head_commit"]["id"] = json!(sha);
-    payload["after"] = json!(sha);
-    let body = serde_json::to_vec(&payload).expect("json");
+    let body = serde_json::to_vec(&crate::harness::push_of(sha)).expect("json");
     let req = axum::http::Request::post("/change_hook/github")
         .header("x-github-event", "push")
         .body(axum::body::Body::from(body))
