@@ -136,9 +136,11 @@ pub async fn github(
     // A store that hangs (rather than refusing) must not hold the delivery
     // past GitHub's 10 s: what was not committed in time is not acknowledged.
     let deadline = hook.catalog.config.limits.store_timeout + STORE_SLACK;
-    let answer = tokio::time::timeout(deadline, handle(&hook, &headers, &body))
-        .await
-        .unwrap_or_else(|_| Err(HttpError::unavailable("the store did not answer in time; redeliver later")));
+    let answer = tokio::time::timeout(deadline, handle(&hook, &headers, &body)).await.unwrap_or_else(|_| {
+        Err(HttpError::unavailable(
+            "the delivery could not be handled in time (the store or GitHub's API was slow); redeliver later",
+        ))
+    });
     answer.inspect_err(|e| {
         let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
         tracing::warn!(

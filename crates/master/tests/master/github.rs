@@ -43,6 +43,8 @@ pub struct GithubStandIn {
     pub statuses: Mutex<Vec<(String, String)>>,
     /// While set, every answer is GitHub's "rate limit exceeded".
     pub limited: std::sync::atomic::AtomicBool,
+    /// While set, every answer takes a minute.
+    pub slow: std::sync::atomic::AtomicBool,
 }
 
 pub fn git(repo: &Path, args: &[&str]) -> Option<String> {
@@ -301,8 +303,12 @@ async fn post_status(
     )
 }
 
-/// GitHub's answer once the primary rate limit is spent, while `limited` is set.
+/// A slow GitHub while `slow` is set; its answer once the primary rate
+/// limit is spent while `limited` is.
 async fn rate_limit(State(g): Shared, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if g.slow.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
     if !g.limited.load(std::sync::atomic::Ordering::Relaxed) {
         return next.run(req).await;
     }
@@ -325,6 +331,7 @@ pub async fn github_stand_in(repo: &Path) -> (Arc<GithubStandIn>, String) {
         permissions: Mutex::new(BTreeMap::new()),
         statuses: Mutex::new(Vec::new()),
         limited: std::sync::atomic::AtomicBool::new(false),
+        slow: std::sync::atomic::AtomicBool::new(false),
     });
     let r = "/repos/{owner}/{name}";
     let app = axum::Router::new()

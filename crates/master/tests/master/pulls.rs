@@ -289,6 +289,12 @@ test_both!(a_writers_comment_builds_the_builders_it_names_and_anyone_else_is_tol
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(answer["error"].as_str().expect("reason").contains("rate limit"), "{answer}");
     s.github.limited.store(false, std::sync::atomic::Ordering::Relaxed);
+    // A GitHub that does not answer: refused within the delivery's deadline, nothing stored.
+    s.github.slow.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (status, answer) = h.deliver("issue_comment", &comment_delivery(2, "ann", "!buildbot .*"), "c-7").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer["error"].as_str().expect("reason").contains("GitHub's API was slow"), "{answer}");
+    s.github.slow.store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(h.counts().await.1, 1, "one buildset in all");
     assert_eq!(s.github.count("/collaborators/bob/permission", 200), 1);
     h.stop().await;
