@@ -63,17 +63,20 @@ pub fn segment(s: &str) -> String {
     out
 }
 
+/// What every call to GitHub's REST API carries: its media type, the API
+/// version, and the token when there is one.
+pub fn api_request(req: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    let req = req.header("accept", "application/vnd.github+json").header("x-github-api-version", "2022-11-28");
+    match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
+
 impl GitHub {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api_url))
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28");
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.expose());
-        }
-        req
+        let req = self.http.request(method, format!("{}{path}", self.api_url));
+        api_request(req, self.token.as_ref().map(SecretString::expose))
     }
 
     /// Sends `req`; a rate limit or a non-success status is an error.

@@ -62,10 +62,7 @@ pub async fn send(http: &reqwest::Client, target: &Target<'_>, facts: &Facts) ->
 async fn post(http: &reqwest::Client, url: &str, body: &Value, token: Option<&str>) -> Outcome {
     let mut req = http.post(url).json(body);
     if let Some(t) = token {
-        req = req
-            .bearer_auth(t)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28");
+        req = crate::github::api_request(req, Some(t));
     }
     match req.send().await {
         Ok(resp) => judge(resp.status(), resp.headers(), crate::clock::now()),
