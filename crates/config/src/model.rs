@@ -42,12 +42,21 @@ pub enum Action {
     Pause,
     /// Enable or disable a scheduler.
     Scheduler,
+    /// Reload a master's configuration.
+    Reconfig,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 6] =
-        [Action::Stop, Action::Force, Action::Rebuild, Action::Cancel, Action::Pause, Action::Scheduler];
+    pub const ALL: [Action; 7] = [
+        Action::Stop,
+        Action::Force,
+        Action::Rebuild,
+        Action::Cancel,
+        Action::Pause,
+        Action::Scheduler,
+        Action::Reconfig,
+    ];
 
     /// The name used in the config's `[auth] rules` and in logs.
     pub fn name(self) -> &'static str {
@@ -58,6 +67,7 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Pause => "pause",
             Action::Scheduler => "scheduler",
+            Action::Reconfig => "reconfig",
         }
     }
 
@@ -222,6 +232,9 @@ pub struct MasterConfig {
     /// A master whose heartbeat is older than this is declared dead by
     /// the others, which take its running builds over.
     pub master_expiry: Duration,
+    /// On SIGTERM, how long running builds may go on before they are
+    /// stopped and retried; zero stops them at once.
+    pub stop_grace: Duration,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or CIDR
     /// ranges (`127.0.0.1`, `10.0.0.0/8`, `::1`).
     pub trusted_proxies: Vec<String>,

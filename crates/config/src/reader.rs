@@ -424,6 +424,7 @@ fn read_master(ctx: &mut Ctx, root: &mut Table) -> MasterConfig {
         worker_timeout: Duration::from_secs(100),
         heartbeat: Duration::from_secs(10),
         master_expiry: Duration::from_secs(60),
+        stop_grace: Duration::from_secs(3600),
         trusted_proxies: Vec::new(),
         artifacts: ctx.base_dir.join("artifacts"),
     };
@@ -588,6 +589,9 @@ fn read_liveness(ctx: &mut Ctx, t: &mut Table, master: &mut MasterConfig) {
     }
     if let Some(d) = t.opt_duration(ctx, "master_expiry") {
         master.master_expiry = d;
+    }
+    if let Some(d) = t.opt_duration(ctx, "stop_grace") {
+        master.stop_grace = d;
     }
     // Heartbeats are stored in whole seconds: a second of slack, and two
     // beats that may be missed before a live master looks dead.

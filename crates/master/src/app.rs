@@ -22,6 +22,7 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::events::Bus;
 use crate::limiter::Limiter;
+use crate::operator::{Operator, Reloaded, Signal};
 use crate::password::Gate;
 use crate::runner::Runner;
 use crate::scheduler::{SchedulerError, Schedulers};
@@ -57,6 +58,12 @@ pub struct Master {
     /// The first event id after the start: live subscribers get every
     /// event from there on.
     pub events_from: i64,
+    /// Where stop and reload requests go (signals, the admin API).
+    pub operator: Operator,
+    /// The serve loop's end of `operator`, taken once by `serve`.
+    inbox: Inbox,
+    /// Password checks at once, shared by every configuration this master runs.
+    gate: Arc<Gate>,
     hook: Arc<Hook>,
     reads: Arc<Reads>,
     control: Arc<Control>,
@@ -164,13 +171,44 @@ fn github_parts(
     (pulls, poller)
 }
 
-/// What a master is assembled from besides its store and clock.
+/// What a master is assembled from besides its store and clock: what its
+/// configuration makes.
 struct Parts {
     catalog: Arc<Catalog>,
     schedulers: Arc<Schedulers>,
     credentials: crate::workers::auth::Credentials,
     secrets: ResolvedSecrets,
+}
+
+type Inbox = Arc<parking_lot::Mutex<Option<tokio::sync::mpsc::Receiver<Signal>>>>;
+
+/// What outlives a reload: the connections, the builds running, the live
+/// bus and the operator's channel.
+struct Lasting {
+    bus: Bus,
+    workers: Arc<Registry>,
+    wake_builds: Arc<Notify>,
+    running: crate::runner::Running,
+    gate: Arc<Gate>,
     events_from: i64,
+    operator: Operator,
+    inbox: Inbox,
+}
+
+impl Lasting {
+    fn new(config: &Config, events_from: i64) -> Lasting {
+        let (operator, inbox) = Operator::channel();
+        Lasting {
+            bus: Bus::new(),
+            workers: Arc::new(Registry::default()),
+            wake_builds: Arc::new(Notify::new()),
+            running: Default::default(),
+            gate: Arc::new(Gate::new(config.limits.password_checks, Duration::from_secs(2))),
+            events_from,
+            operator,
+            inbox: Arc::new(parking_lot::Mutex::new(Some(inbox))),
+        }
+    }
 }
 
 impl Master {
@@ -196,18 +234,17 @@ impl Master {
         let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
         let catalog = Arc::new(Catalog::new(config, master_id, builder_ids, worker_ids));
         let events_from = store.last_event_id().await? + 1;
-        let parts = Parts { catalog, schedulers, credentials, secrets, events_from };
-        Ok(Master::assemble(store, clock, parts))
+        let lasting = Lasting::new(&catalog.config, events_from);
+        let parts = Parts { catalog, schedulers, credentials, secrets };
+        Ok(Master::assemble(store, clock, parts, lasting))
     }
 
-    /// Builds every part's state over the shared pieces.
-    fn assemble(store: Store, clock: Clock, parts: Parts) -> Master {
-        let Parts { catalog, schedulers, credentials, secrets, events_from } = parts;
+    /// Builds every part's state over the pieces that outlive a reload.
+    fn assemble(store: Store, clock: Clock, parts: Parts, lasting: Lasting) -> Master {
+        let Parts { catalog, schedulers, credentials, secrets } = parts;
+        let Lasting { bus, workers, wake_builds, running, gate, events_from, operator, inbox } = lasting;
         let config = catalog.config.clone();
         let notifier = notifier(&store, &catalog, &clock, &secrets, events_from);
-        let bus = Bus::new();
-        let workers = Arc::new(Registry::default());
-        let wake_builds = Arc::new(Notify::new());
         let (pulls, poller) = github_parts(&store, &catalog, &schedulers, &clock, &secrets, &wake_builds);
         let runner = Arc::new(Runner::new(
             store.clone(),
@@ -216,15 +253,15 @@ impl Master {
             bus.clone(),
             workers.clone(),
             wake_builds.clone(),
+            running,
         ));
-        let gate = Arc::new(Gate::new(config.limits.password_checks, Duration::from_secs(2)));
         let hub = worker_hub(&store, &catalog, &clock, &workers, credentials, wake_builds, gate.clone());
         let access = Arc::new(Access {
             store: store.clone(),
             catalog: catalog.clone(),
             clock: clock.clone(),
             limiter: Limiter::new(config.auth.login_attempts, config.auth.login_window),
-            gate,
+            gate: gate.clone(),
             http: crate::outbound::http_client(),
             github_client_secret: secrets.github_client_secret,
         });
@@ -246,6 +283,7 @@ impl Master {
             runner: runner.clone(),
             registry: workers.clone(),
             schedulers: schedulers.clone(),
+            operator: operator.clone(),
         });
         let pages = Arc::new(Pages {
             store: store.clone(),
@@ -267,11 +305,52 @@ impl Master {
             notifier,
             poller,
             events_from,
+            operator,
+            inbox,
+            gate,
             hook,
             reads,
             control,
             pages,
         }
+    }
+
+    /// The serve loop's end of [`Master::operator`]; `None` once taken.
+    pub fn take_inbox(&self) -> Option<tokio::sync::mpsc::Receiver<Signal>> {
+        self.inbox.lock().take()
+    }
+
+    /// What outlives a reload of this master.
+    fn lasting(&self) -> Lasting {
+        Lasting {
+            bus: self.bus.clone(),
+            workers: self.workers.clone(),
+            wake_builds: self.runner.wake.clone(),
+            running: self.runner.running(),
+            gate: self.gate.clone(),
+            events_from: self.events_from,
+            operator: self.operator.clone(),
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// This master on `config` (read again from its file): the builders,
+    /// workers and schedulers mirrored into the store, every part that the
+    /// configuration makes built anew, and what outlives a reload (worker
+    /// connections, running builds, the bus) carried over. The caller
+    /// swaps it in; nothing of `self` changes.
+    pub async fn reconfigured(&self, config: Config) -> Result<(Master, Reloaded), Vec<String>> {
+        let secrets = config.resolve_secrets().map_err(|e| vec![e.to_string()])?;
+        let store_error = |e: StoreError| vec![format!("the store: {e}")];
+        let now = self.clock.now();
+        let (builder_ids, worker_ids) = sync(&self.store, &config).await.map_err(store_error)?;
+        let rows = self.store.sync_schedulers(&Schedulers::config_rows(&config), now).await.map_err(store_error)?;
+        let schedulers = Arc::new(Schedulers::new(&config, &rows, &builder_ids).map_err(|e| vec![e.to_string()])?);
+        let reloaded = crate::operator::compare(&self.catalog.config, &config);
+        let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
+        let catalog = Arc::new(Catalog::new(config, self.master_id(), builder_ids, worker_ids));
+        let parts = Parts { catalog, schedulers, credentials, secrets };
+        Ok((Master::assemble(self.store.clone(), self.clock.clone(), parts, self.lasting()), reloaded))
     }
 
     /// This master's row in `masters`.
@@ -289,6 +368,12 @@ impl FromRef<Master> for Store {
 impl FromRef<Master> for Arc<Catalog> {
     fn from_ref(m: &Master) -> Arc<Catalog> {
         m.catalog.clone()
+    }
+}
+
+impl FromRef<Master> for Operator {
+    fn from_ref(m: &Master) -> Operator {
+        m.operator.clone()
     }
 }
 
@@ -322,7 +407,6 @@ impl FromRef<Master> for Arc<Pages> {
     }
 }
 
-/// 200 when the store answers in time, 503 otherwise.
 /// Where workers log in and attach.
 fn worker_hub(
     store: &Store,
@@ -347,8 +431,15 @@ fn worker_hub(
     })
 }
 
-async fn healthz(State(store): State<Store>, State(catalog): State<Arc<Catalog>>) -> impl IntoResponse {
+/// 200 when the store answers (`ok`, or `ok, stopping` while a graceful
+/// stop lets builds finish), 503 otherwise.
+async fn healthz(
+    State(store): State<Store>,
+    State(catalog): State<Arc<Catalog>>,
+    State(operator): State<Operator>,
+) -> impl IntoResponse {
     match tokio::time::timeout(catalog.config.limits.store_timeout, store.ping()).await {
+        Ok(Ok(())) if operator.is_stopping() => (StatusCode::OK, "ok, stopping"),
         Ok(Ok(())) => (StatusCode::OK, "ok"),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "health check: store unreachable");

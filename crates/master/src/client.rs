@@ -198,6 +198,32 @@ pub async fn stop(client: &Client, build_id: i64, reason: &str) -> anyhow::Resul
     client.call(&format!("/builds/{build_id}"), "stop", json!({ "reason": reason })).await.map(|_| ())
 }
 
+/// Asks master `master` (an id, or `this`) to reload its configuration;
+/// answers what changed.
+pub async fn reconfig(client: &Client, master: &str) -> anyhow::Result<Value> {
+    let answer = client.call(&format!("/masters/{master}"), "reconfig", json!({})).await?;
+    Ok(answer.get("result").cloned().unwrap_or(Value::Null))
+}
+
+/// What a reload changed, for people: one line per kind of change.
+pub fn reloaded_text(changed: &Value) -> String {
+    let mut out = String::from("configuration reloaded\n");
+    for (key, label) in [
+        ("builders_added", "builders added"),
+        ("builders_removed", "builders removed"),
+        ("workers_added", "workers added"),
+        ("workers_removed", "workers removed"),
+        ("need_restart", "changed, but applied only at the next start"),
+    ] {
+        let names: Vec<&str> =
+            changed.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        if !names.is_empty() {
+            out.push_str(&format!("{label}: {}\n", names.join(", ")));
+        }
+    }
+    out
+}
+
 /// Timeout for one command-line call.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -217,6 +243,16 @@ mod tests {
             revision: number.map(|_| "0123456789abcdef".into()),
             author: number.map(|_| "Ann <ann@example.org>".into()),
         }
+    }
+
+    #[test]
+    fn a_reload_is_told_one_line_per_kind_of_change() {
+        let changed = json!({ "builders_added": ["a", "b"], "builders_removed": [], "need_restart": ["master.http"] });
+        let text = reloaded_text(&changed);
+        assert_eq!(
+            text,
+            "configuration reloaded\nbuilders added: a, b\nchanged, but applied only at the next start: master.http\n"
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             }
         })
     };
-    let served = crate::server::run(config, None, crate::server::signal()).await;
+    let served = crate::server::run(config, None).await;
     worker.abort();
     commits.abort();
     Ok(served?)

@@ -22,6 +22,7 @@ pub mod humanize;
 pub mod limiter;
 pub mod logging;
 pub mod notify;
+pub mod operator;
 pub mod outbound;
 pub mod password;
 pub mod poller;

@@ -34,6 +34,8 @@ enum Command {
     Force(ForceArgs),
     /// Stop a running build (needs a token).
     Stop(StopArgs),
+    /// Reload a running master's configuration, as SIGHUP does (needs a token).
+    Reconfig(ReconfigArgs),
     /// API tokens for scripts (`Authorization: Bearer <token>`).
     Token {
         #[command(subcommand)]
@@ -169,6 +171,15 @@ struct StopArgs {
     build_id: i64,
 }
 
+#[derive(clap::Args)]
+struct ReconfigArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Which master: its id in `/api/v2/masters`, or `this` (the one at `--url`).
+    #[arg(long, default_value = "this")]
+    master: String,
+}
+
 #[derive(Subcommand)]
 enum TokenAction {
     /// Create a token for a configured user; it is printed once, never stored.
@@ -213,6 +224,7 @@ async fn main() -> ExitCode {
         Command::Status(args) => status(args).await,
         Command::Force(args) => force(args).await,
         Command::Stop(args) => stop(args).await,
+        Command::Reconfig(args) => reconfig(args).await,
         Command::Token { action } => token(action).await,
     };
     result.unwrap_or_else(|e| {
@@ -236,7 +248,7 @@ async fn open(local: &Local) -> anyhow::Result<(cascade_config::Config, cascade_
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     cascade_master::logging::init();
     let config = load_config(&args.local.config)?;
-    cascade_master::server::run(config, args.local.database, cascade_master::server::signal()).await?;
+    cascade_master::server::run(config, args.local.database).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -335,6 +347,13 @@ async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
     let api = args.remote.client();
     client::stop(&api, args.build_id, &args.reason).await?;
     println!("build {} is stopping", args.build_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reconfig(args: ReconfigArgs) -> anyhow::Result<ExitCode> {
+    let api = args.remote.client();
+    let changed = client::reconfig(&api, &args.master).await?;
+    print!("{}", client::reloaded_text(&changed));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,11 +8,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::Router;
 use cascade_config::{Config, MasterConfig};
 use cascade_store::{Store, StoreError};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use cascade_model::net::AddressRange;
 use crate::accept::Caps;
 use crate::app::{Master, StartError, router};
 use crate::clock::Clock;
+use crate::operator::{Operator, Reloaded, Signal};
 
 /// How long stopping waits for connections and builds to wind down.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +44,14 @@ pub enum ServeError {
     /// Accepting or serving failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The artifacts folder cannot be written.
+    #[error("cannot write artifacts to {path} ([master] artifacts): {source}")]
+    Artifacts {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The configuration's secrets could not be read.
     #[error("{0}")]
     Secrets(String),
@@ -102,33 +113,210 @@ impl Listeners {
     }
 }
 
-/// Runs the master until `shutdown` resolves, then stops it: the listeners
-/// close, connected workers are let go (their builds end as RETRY and
-/// their requests wait again), and the master's row says it stopped.
+/// Runs the master until it is asked to stop (`shutdown` resolving, or a
+/// [`Signal`] through [`Master::operator`]), applying reloads meanwhile.
+///
+/// A graceful stop first stops starting builds and lets the running ones
+/// finish within `[master] stop_grace` (pages, API and webhook still
+/// answer); then the listeners close, connected workers are let go (the
+/// builds still running end as RETRY and their requests wait again), and
+/// the master's row says it stopped.
 pub async fn serve(
     master: Master,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addresses = listeners.addresses()?;
+    let mut inbox = master.take_inbox().ok_or_else(|| std::io::Error::other("this master is served already"))?;
     tracing::info!(http = %addresses.http, pb = %addresses.pb, msgpack = %addresses.msgpack, "listening");
-    let (stop, stopped) = watch::channel(false);
-    let distributor = tokio::spawn(master.runner.clone().run(stopped.clone()));
-    let mut tasks = background(&master, listeners.pb, listeners.msgpack, &stopped);
-    serve_http(&master, listeners.http, shutdown).await;
-    tracing::info!("shutting down");
-    let _ = stop.send(true);
-    master.bus.close();
-    // No build starts once the workers are being let go.
-    if tokio::time::timeout(GRACE, distributor).await.is_err() {
-        tracing::warn!("the distributor did not stop in time");
+    let operator = master.operator.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        operator.ask(Signal::Stop);
+    });
+    let (closing, closed) = watch::channel(false);
+    let (routes, current_routes) = watch::channel(router(master.clone()));
+    let (hubs, current_hub) = watch::channel(master.hub.clone());
+    let mut lasting = listen(&master, listeners, current_routes, current_hub, &closed);
+    let mut generation = Generation::start(&master);
+    let mut master = master;
+    let at_once = loop {
+        match inbox.recv().await {
+            Some(Signal::Reload(reply)) => {
+                let outcome = match reload(&master).await {
+                    Ok((next, reloaded)) => {
+                        generation.stop().await;
+                        let _replaced = routes.send_replace(router(next.clone()));
+                        hubs.send_replace(next.hub.clone());
+                        reconcile_workers(&next);
+                        generation = Generation::start(&next);
+                        master = next;
+                        log_reload(&reloaded);
+                        Ok(reloaded)
+                    }
+                    Err(errors) => {
+                        for error in &errors {
+                            tracing::error!(error = %error, "reload refused: the master keeps its configuration");
+                        }
+                        Err(errors)
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Some(Signal::Stop) => break false,
+            Some(Signal::StopNow) | None => break true,
+        }
+    };
+    // No build starts once the master is stopping.
+    generation.stop_distributor().await;
+    master.operator.set_stopping();
+    if !at_once {
+        drain(&master, &mut inbox).await;
     }
-    wind_down(&master, &mut tasks).await;
+    tracing::info!("shutting down");
+    master.bus.close();
+    let _ = closing.send(true);
+    let _ = generation.stop.send(true);
+    wind_down(&master, [&mut generation.tasks, &mut lasting]).await;
     master.store.deactivate_master(master.master_id(), master.clock.now()).await?;
     Ok(())
 }
 
-/// What the listeners of `master` allow (`[limits]`).
+/// Reads the configuration file again and builds the master it describes.
+async fn reload(master: &Master) -> Result<(Master, Reloaded), Vec<String>> {
+    let path = master.catalog.config.path.clone();
+    tracing::info!(config = %path.display(), "reloading the configuration");
+    let config = cascade_config::load(&path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    master.reconfigured(config).await
+}
+
+fn log_reload(reloaded: &Reloaded) {
+    tracing::info!(
+        builders_added = ?reloaded.builders_added,
+        builders_removed = ?reloaded.builders_removed,
+        workers_added = ?reloaded.workers_added,
+        workers_removed = ?reloaded.workers_removed,
+        "configuration reloaded"
+    );
+    if !reloaded.need_restart.is_empty() {
+        tracing::warn!(settings = ?reloaded.need_restart, "these settings take effect at the next start");
+    }
+}
+
+/// After a reload: each connected worker is told its builders (a builder
+/// removed while it builds there stays until that build ends); a worker no
+/// longer configured takes no new builds and is let go once idle.
+fn reconcile_workers(master: &Master) {
+    for handle in master.workers.connected() {
+        if master.catalog.worker(&handle.name).is_none() {
+            tracing::warn!(worker = %handle.name, "no longer configured: let go once idle");
+            master.workers.let_go_when_idle(handle);
+            continue;
+        }
+        let mut builders: Vec<String> =
+            master.catalog.builders_of_worker(&handle.name).map(|b| b.name.clone()).collect();
+        for busy in handle.busy_builders.lock().iter() {
+            if !builders.contains(busy) {
+                builders.push(busy.clone());
+            }
+        }
+        tokio::spawn(async move {
+            if let Err(e) = handle.conn.set_builders(&builders).await {
+                tracing::warn!(worker = %handle.name, error = %e, "could not give the worker its new builders");
+            }
+        });
+    }
+}
+
+/// The graceful part of a stop: running builds may finish, until the
+/// grace time ends or the operator asks again.
+async fn drain(master: &Master, inbox: &mut tokio::sync::mpsc::Receiver<Signal>) {
+    let grace = master.catalog.config.master.stop_grace;
+    let running = master.runner.running_count();
+    if running == 0 || grace.is_zero() {
+        return;
+    }
+    tracing::info!(builds = running, grace = ?grace, "stopping: no new builds; the running ones may finish (asked again, they stop now)");
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let changed = master.workers.changed.notified();
+        let running = master.runner.running_count();
+        if running == 0 {
+            tracing::info!("the running builds finished");
+            return;
+        }
+        tokio::select! {
+            () = changed => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(builds = running, "the stop's grace time is over: the builds still running end as RETRY");
+                return;
+            }
+            signal = inbox.recv() => match signal {
+                Some(Signal::Reload(Some(reply))) => {
+                    let _ = reply.send(Err(vec!["the master is stopping".into()]));
+                }
+                Some(Signal::Reload(None)) => tracing::warn!("the master is stopping: reload ignored"),
+                Some(Signal::Stop | Signal::StopNow) | None => {
+                    tracing::warn!(builds = running, "asked again: the builds still running end as RETRY");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// What a master's configuration runs beside the listeners: replaced as a
+/// whole by a reload.
+struct Generation {
+    stop: watch::Sender<bool>,
+    stop_builds: watch::Sender<bool>,
+    distributor: Option<tokio::task::JoinHandle<()>>,
+    tasks: JoinSet<()>,
+}
+
+impl Generation {
+    /// The distributor, the schedulers, the reporters, the poller and housekeeping.
+    fn start(master: &Master) -> Generation {
+        let (stop, stopped) = watch::channel(false);
+        let (stop_builds, builds_stopped) = watch::channel(false);
+        let distributor = Some(tokio::spawn(master.runner.clone().run(builds_stopped)));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(master.schedulers.clone().run(
+            master.store.clone(),
+            master.clock.clone(),
+            master.runner.wake.clone(),
+            stopped.clone(),
+        ));
+        tasks.spawn(housekeeping(master.clone(), stopped.clone()));
+        tasks.spawn(master.notifier.clone().run(stopped.clone()));
+        tasks.spawn(master.poller.clone().run(stopped));
+        Generation { stop, stop_builds, distributor, tasks }
+    }
+
+    /// No build starts from here on.
+    async fn stop_distributor(&mut self) {
+        let _ = self.stop_builds.send(true);
+        if let Some(distributor) = self.distributor.take()
+            && tokio::time::timeout(GRACE, distributor).await.is_err()
+        {
+            tracing::warn!("the distributor did not stop in time");
+        }
+    }
+
+    /// Everything stops (a reload replaces it); builds running go on.
+    async fn stop(mut self) {
+        self.stop_distributor().await;
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(GRACE, async { while self.tasks.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!("parts of the replaced configuration still running are stopped");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// What a master caps on each of its listeners (`[limits]`).
 fn caps(master: &Master, what: &'static str) -> Caps {
     let config = &master.catalog.config;
     let trusted = config.master.trusted_proxies.iter().filter_map(|p| AddressRange::parse(p).ok()).collect();
@@ -141,50 +329,60 @@ fn caps(master: &Master, what: &'static str) -> Caps {
     }
 }
 
-/// The HTTP server, until `shutdown` (then at most [`GRACE`] more for
-/// connections still open).
-async fn serve_http(master: &Master, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let (closing, closed) = watch::channel(false);
-    let bus = master.bus.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        // Server-sent event streams end, so their connections can close.
-        bus.close();
-        let _ = closing.send(true);
-    });
-    crate::accept::serve(listener, router(master.clone()), caps(master, "HTTP"), closed, GRACE).await;
+/// A router that answers with whatever configuration is current.
+fn current(routes: watch::Receiver<Router>) -> Router {
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        let router = routes.borrow().clone();
+        router.oneshot(request)
+    }))
 }
 
-/// Everything that runs beside the HTTP server.
-fn background(master: &Master, pb: TcpListener, msgpack: TcpListener, stopped: &watch::Receiver<bool>) -> JoinSet<()> {
+/// What outlives a reload: the three listeners (each answering with the
+/// current configuration) and the event pump, until `closed`.
+fn listen(
+    master: &Master,
+    listeners: Listeners,
+    routes: watch::Receiver<Router>,
+    hubs: watch::Receiver<Arc<crate::workers::Hub>>,
+    closed: &watch::Receiver<bool>,
+) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::events::pump(master.store.clone(), master.bus.clone(), master.events_from, stopped.clone()));
-    tasks.spawn(master.schedulers.clone().run(
-        master.store.clone(),
-        master.clock.clone(),
-        master.runner.wake.clone(),
-        stopped.clone(),
+    tasks.spawn(crate::events::pump(master.store.clone(), master.bus.clone(), master.events_from, closed.clone()));
+    tasks.spawn(crate::accept::serve(listeners.http, current(routes), caps(master, "HTTP"), closed.clone(), GRACE));
+    tasks.spawn(crate::workers::pb::serve(listeners.pb, hubs.clone(), caps(master, "PB"), closed.clone()));
+    let (hub_routes, msgpack_routes) = watch::channel(crate::workers::msgpack::router(hubs.borrow().clone()));
+    tasks.spawn(follow_hubs(hubs, hub_routes));
+    tasks.spawn(crate::accept::serve(
+        listeners.msgpack,
+        current(msgpack_routes),
+        caps(master, "msgpack"),
+        closed.clone(),
+        GRACE,
     ));
-    tasks.spawn(housekeeping(master.clone(), stopped.clone()));
-    tasks.spawn(master.notifier.clone().run(stopped.clone()));
-    tasks.spawn(master.poller.clone().run(stopped.clone()));
-    tasks.spawn(crate::workers::pb::serve(pb, master.hub.clone(), caps(master, "PB"), stopped.clone()));
-    let app = crate::workers::msgpack::router(master.hub.clone());
-    tasks.spawn(crate::accept::serve(msgpack, app, caps(master, "msgpack"), stopped.clone(), GRACE));
     tasks
 }
 
+/// Keeps the msgpack listener's router on the current worker hub.
+async fn follow_hubs(mut hubs: watch::Receiver<Arc<crate::workers::Hub>>, routes: watch::Sender<Router>) {
+    while hubs.changed().await.is_ok() {
+        let hub = hubs.borrow_and_update().clone();
+        let _replaced = routes.send_replace(crate::workers::msgpack::router(hub));
+    }
+}
+
 /// Lets workers go, waits for builds to record how they ended, then for the
-/// background tasks. After [`GRACE`], the builds still running are ended
-/// as RETRY here and the tasks still running are stopped.
-async fn wind_down(master: &Master, tasks: &mut JoinSet<()>) {
+/// tasks. After [`GRACE`], the builds still running are ended as RETRY
+/// here and the tasks still running are stopped.
+async fn wind_down(master: &Master, mut tasks: [&mut JoinSet<()>; 2]) {
     master.workers.close_all();
     let idle = async {
         while master.runner.running_count() > 0 || !master.workers.connected().is_empty() {
             let changed = master.workers.changed.notified();
             let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
         }
-        while tasks.join_next().await.is_some() {}
+        for set in tasks.iter_mut() {
+            while set.join_next().await.is_some() {}
+        }
     };
     if tokio::time::timeout(GRACE, idle).await.is_ok() {
         return;
@@ -196,8 +394,10 @@ async fn wind_down(master: &Master, tasks: &mut JoinSet<()>) {
             tracing::error!(build = build_id, error = %e, "could not end a build; the next start retries it");
         }
     }
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+    for set in tasks {
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+    }
 }
 
 /// The heartbeat (so other masters know this one lives) and the janitor
@@ -257,11 +457,11 @@ pub async fn janitor(store: &Store, config: &Config, now: i64) {
 }
 
 /// A master served in the background (tests, load tools, the demo).
-/// Dropping it stops the master; [`Served::stop`] also waits for it.
+/// Dropping it stops the master at once; [`Served::stop`] also waits for it.
 pub struct Served {
     /// Where it listens.
     pub addresses: Addresses,
-    stop: Option<oneshot::Sender<()>>,
+    operator: Operator,
     task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
 }
 
@@ -271,11 +471,24 @@ impl Served {
         format!("http://{}", self.addresses.http)
     }
 
-    /// Stops the master and waits until it has.
-    pub async fn stop(mut self) -> Result<(), ServeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    /// Stops the master at once (running builds end as RETRY) and waits until it has.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.ended(Signal::StopNow).await
+    }
+
+    /// Stops the master as SIGTERM does (running builds may finish within
+    /// `[master] stop_grace`) and waits until it has.
+    pub async fn stop_gracefully(self) -> Result<(), ServeError> {
+        self.ended(Signal::Stop).await
+    }
+
+    /// Where stop and reload requests for this master go.
+    pub fn operator(&self) -> Operator {
+        self.operator.clone()
+    }
+
+    async fn ended(mut self, signal: Signal) -> Result<(), ServeError> {
+        self.operator.ask(signal);
         match self.task.take() {
             Some(task) => task.await.map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
             None => Ok(()),
@@ -285,8 +498,8 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if self.task.is_some() {
+            self.operator.ask(Signal::StopNow);
         }
     }
 }
@@ -294,20 +507,16 @@ impl Drop for Served {
 /// Serves `master` on `listeners` in a task.
 pub fn spawn(master: Master, listeners: Listeners) -> Result<Served, ServeError> {
     let addresses = listeners.addresses()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(master, listeners, async move {
-        let _ = stopped.await;
-    }));
-    Ok(Served { addresses, stop: Some(stop), task: Some(task) })
+    let operator = master.operator.clone();
+    let task = tokio::spawn(serve(master, listeners, std::future::pending()));
+    Ok(Served { addresses, operator, task: Some(task) })
 }
 
-/// `cascade serve`: the configured store and listeners, until `shutdown`.
-pub async fn run(
-    config: Config,
-    database: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+/// `cascade serve`: the configured store and listeners, until SIGTERM or
+/// Ctrl-C (twice: at once); SIGHUP reloads the configuration.
+pub async fn run(config: Config, database: Option<String>) -> Result<(), ServeError> {
     let secrets = config.resolve_secrets().map_err(|e| ServeError::Secrets(e.to_string()))?;
+    writable(&config.master.artifacts)?;
     if secrets.webhook_secret.is_none() {
         tracing::warn!("github.insecure_webhook is on: unsigned webhooks are accepted");
     }
@@ -316,29 +525,50 @@ pub async fn run(
     tracing::info!(backend = ?store.backend(), "store ready");
     let listeners = Listeners::bind(&config.master).await?;
     let master = Master::start(config, secrets, store.clone(), Clock::System).await?;
-    let served = serve(master, listeners, shutdown).await;
+    let signals = tokio::spawn(forward_signals(master.operator.clone()));
+    let served = serve(master, listeners, std::future::pending()).await;
+    signals.abort();
     store.close().await;
     served
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Fails now, not at the first upload hours later, when `dir` cannot be
+/// written (a service sandbox's read-only folders, say).
+fn writable(dir: &std::path::Path) -> Result<(), ServeError> {
+    let probe = dir.join(".cascade-write-check");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| ServeError::Artifacts { path: dir.to_path_buf(), source })
+}
+
+/// Turns the process's signals into requests: SIGINT and SIGTERM stop
+/// (gracefully; again, at once), SIGHUP reloads.
+async fn forward_signals(operator: Operator) {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            tracing::error!("cannot listen for signals");
+            return;
+        };
+        loop {
+            let asked = tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload(None),
+            };
+            if matches!(asked, Signal::Stop) {
+                tracing::info!("asked to stop");
             }
-            Err(_) => std::future::pending::<()>().await,
+            if !operator.ask(asked) {
+                tracing::warn!("the master is busy: the signal is dropped");
+            }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    loop {
+        let _ = tokio::signal::ctrl_c().await;
+        operator.ask(Signal::Stop);
     }
 }

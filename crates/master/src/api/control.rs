@@ -8,6 +8,7 @@
 //! - `buildrequests/{id}`: `cancel`
 //! - `workers/{id}`: `pause`, `unpause`, `stop` (once idle), `kill`
 //! - `schedulers/{id}`: `enable` (`{"enabled": false}` disables)
+//! - `masters/{id}` (or `masters/this`): `reconfig`
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::auth::{Access, Intent, User};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::error::HttpError;
+use crate::operator::Operator;
 use crate::runner::Runner;
 use crate::scheduler::{ForceRequest, SchedulerError, Schedulers};
 use crate::workers::Registry;
@@ -48,6 +50,8 @@ pub struct Control {
     pub registry: Arc<Registry>,
     /// Force schedulers, and the switches of all.
     pub schedulers: Arc<Schedulers>,
+    /// This master's serve loop (reloads).
+    pub operator: Operator,
 }
 
 /// The methods control calls name.
@@ -71,10 +75,12 @@ pub enum Method {
     Kill,
     /// Switch a scheduler on or off.
     Enable,
+    /// Reload a master's configuration.
+    Reconfig,
 }
 
 impl Method {
-    const ALL: [Method; 9] = [
+    const ALL: [Method; 10] = [
         Method::Force,
         Method::Stop,
         Method::Rebuild,
@@ -84,6 +90,7 @@ impl Method {
         Method::Unpause,
         Method::Kill,
         Method::Enable,
+        Method::Reconfig,
     ];
 
     /// The name calls use.
@@ -98,6 +105,7 @@ impl Method {
             Method::Unpause => "unpause",
             Method::Kill => "kill",
             Method::Enable => "enable",
+            Method::Reconfig => "reconfig",
         }
     }
 
@@ -494,6 +502,34 @@ pub async fn scheduler(
     c.schedulers.nudge();
     tracing::info!(user = %user.name, scheduler = scheduler_id, enabled, "scheduler switched");
     Ok(call.reply(Value::Null))
+}
+
+/// `POST /api/v2/masters/{id}`: `reconfig` (`this` names the master
+/// answering). The answer says what changed; a configuration with errors
+/// is refused with all of them (409), and the master keeps the one it has.
+pub async fn master(
+    State(c): State<Arc<Control>>,
+    Path(raw): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let (call, _) = call_for(&headers, &body, &[Method::Reconfig], "a master")?;
+    let user = c.allowed_user(&headers, from_of(connect.as_ref()), &call, Action::Reconfig, None).await?;
+    let master_id = if raw == "this" { c.catalog.master_id } else { id(&raw, "master")? };
+    if master_id != c.catalog.master_id {
+        let known = c.store.list_masters().await?.iter().any(|m| m.masterid == master_id);
+        return Err(if known {
+            HttpError::conflict(format!("master {master_id} is another master: ask it (its own URL)"))
+        } else {
+            HttpError::not_found("no such master")
+        });
+    }
+    tracing::info!(user = %user.name, "reload asked");
+    match c.operator.reload().await {
+        Ok(reloaded) => Ok(call.reply(json!(reloaded))),
+        Err(errors) => Err(HttpError::conflict(format!("the configuration was not applied:\n{}", errors.join("\n")))),
+    }
 }
 
 #[cfg(test)]

@@ -459,6 +459,7 @@ where
         .route("/workers", get(workers))
         .route("/workers/{id}", get(worker).post(control::worker))
         .route("/masters", get(masters))
+        .route("/masters/{id}", axum::routing::post(control::master))
         .route("/schedulers", get(schedulers))
         .route("/schedulers/{id}", get(scheduler).post(control::scheduler))
         .route("/forceschedulers", get(forceschedulers))

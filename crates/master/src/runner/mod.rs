@@ -40,12 +40,17 @@ pub struct Runner {
     pub registry: Arc<Registry>,
     /// Nudged by new requests and free worker slots.
     pub wake: Arc<Notify>,
-    /// Builds running on this master, with the switch that stops each.
-    running: Mutex<BTreeMap<i64, watch::Sender<bool>>>,
+    /// Builds running on this master, with the switch that stops each;
+    /// shared with the runner of the configuration a reload replaces.
+    running: Running,
 }
 
+/// The builds running on a master, by id, with the switch that stops each.
+pub type Running = Arc<Mutex<BTreeMap<i64, watch::Sender<bool>>>>;
+
 impl Runner {
-    /// A runner with nothing running yet.
+    /// A runner over `running` (empty at start; after a reload, the
+    /// builds the runner before it started, which finish as they began).
     pub fn new(
         store: Store,
         catalog: Arc<Catalog>,
@@ -53,8 +58,14 @@ impl Runner {
         bus: Bus,
         registry: Arc<Registry>,
         wake: Arc<Notify>,
+        running: Running,
     ) -> Runner {
-        Runner { store, catalog, clock, bus, registry, wake, running: Mutex::new(BTreeMap::new()) }
+        Runner { store, catalog, clock, bus, registry, wake, running }
+    }
+
+    /// The builds running here, for the runner that follows a reload.
+    pub fn running(&self) -> Running {
+        self.running.clone()
     }
 
     /// Asks the distributor to look for work now.

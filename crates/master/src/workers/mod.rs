@@ -266,6 +266,12 @@ pub trait WorkerConnection: Send + Sync + 'static {
     /// A cheap round trip, to tell a live connection from a dead one.
     fn ping(&self) -> BoxFuture<'_, Result<(), WorkerError>>;
     fn shutdown(&self) -> BoxFuture<'_, Result<(), WorkerError>>;
+    /// Tells the worker which builders it serves now (after a reload), as
+    /// Buildbot's `setBuilderList`; a protocol without such a list needs nothing.
+    fn set_builders<'a>(&'a self, builders: &'a [String]) -> BoxFuture<'a, Result<(), WorkerError>> {
+        let _ = builders;
+        Box::pin(async { Ok(()) })
+    }
     /// Drops the connection (the worker will reconnect).
     fn close(&self);
     fn is_closed(&self) -> bool;
@@ -441,6 +447,25 @@ impl Registry {
                     tracing::debug!(worker = %handle.name, error = %e, "shutdown call");
                 }
             }
+        });
+    }
+}
+
+impl Registry {
+    /// No new builds for this worker; once its running ones end, its
+    /// connection is closed (it is no longer configured).
+    pub fn let_go_when_idle(self: &Arc<Self>, handle: Arc<WorkerHandle>) {
+        handle.draining.store(true, Ordering::SeqCst);
+        let registry = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let changed = registry.changed.notified();
+                if handle.running.load(Ordering::SeqCst) == 0 || handle.conn.is_closed() {
+                    break;
+                }
+                changed.await;
+            }
+            handle.conn.close();
         });
     }
 }

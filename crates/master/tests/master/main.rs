@@ -13,6 +13,7 @@ mod irc_tls;
 mod mail;
 mod masters;
 mod notify;
+mod operations;
 mod pages;
 mod pb;
 mod poller;

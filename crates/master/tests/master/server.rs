@@ -167,3 +167,82 @@ test_both!(stopping_the_master_retries_the_build_it_runs, |db| {
     let worker = store.list_workers(&ListQuery::default()).await.expect("workers");
     assert!(worker.items[0].connected_to.is_empty(), "the worker's connection is recorded gone");
 });
+
+/// A build whose step waits for the file `GO-<build number>` in `dir`.
+fn waiting_config(dir: &std::path::Path, repo: &std::path::Path, master: &str) -> String {
+    let step = format!(
+        r#"{{ name = "wait", command = ["sh", "-c", "while [ ! -f {}/GO-%(prop:buildnumber)s ]; do sleep 0.1; done"] }},"#,
+        dir.display()
+    );
+    config(repo, &step).replace("name = \"worker-test\"", &format!("name = \"worker-test\"\n{master}"))
+}
+
+/// A master with `w1` attached, building its first build (still running).
+async fn building(
+    h: &Harness,
+    dir: &std::path::Path,
+    sha: &str,
+) -> (BuildbotWorker, cascade_store::records::BuildRecord) {
+    let running = run_master(h).await;
+    let worker = BuildbotWorker::start_kind(Kind::Cascade, dir, running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", LIMIT, || async { h.master.workers.get("w1") }).await;
+    push(h, sha).await;
+    let build = wait_for("a running step", LIMIT, || async {
+        let b = h.store.get_build(1).await.ok().flatten()?;
+        let steps = h.store.list_steps(b.buildid).await.ok()?;
+        steps.iter().any(|s| s.name == "wait" && !s.complete).then_some(b)
+    })
+    .await;
+    (worker, build)
+}
+
+test_both!(a_graceful_stop_lets_the_running_build_finish_while_the_master_still_answers, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let h = Harness::with_config(db, &waiting_config(dir.path(), &repo, "")).await;
+    let (_worker, build) = building(&h, dir.path(), &sha).await;
+    let (store, url, operator) = (h.store.clone(), h.url(), h.served.operator());
+    let stopping = tokio::spawn(h.served.stop_gracefully());
+    wait_for("the master to stop taking builds", LIMIT, || async { operator.is_stopping().then_some(()) }).await;
+
+    // Meanwhile it answers: its health says it is stopping, a push is taken.
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{url}/healthz")).send().await.expect("healthz");
+    assert_eq!(health.text().await.expect("body"), "ok, stopping");
+    let pushed = http
+        .post(format!("{url}/change_hook/github"))
+        .header("x-github-event", "push")
+        .json(&crate::harness::push_of(&sha))
+        .send()
+        .await
+        .expect("push");
+    assert!(pushed.status().is_success(), "{}", pushed.status());
+    let unclaimed = ListQuery::default().eq("claimed", "false");
+    wait_for("the push's request (schedulers still run)", LIMIT, || async {
+        (store.list_buildrequests(&unclaimed).await.ok()?.items.len() == 1).then_some(())
+    })
+    .await;
+    assert!(!stopping.is_finished(), "the stop waits for the running build");
+
+    std::fs::write(dir.path().join("GO-1"), "").expect("go");
+    stopping.await.expect("joined").expect("a clean stop");
+    let ended = store.get_build(build.buildid).await.expect("get").expect("build");
+    assert_eq!(ended.results, Some(0), "it finished: {}", ended.state_string);
+    let builds = store.list_builds(&ListQuery::default()).await.expect("builds");
+    assert_eq!(builds.items.len(), 1, "no build started while stopping");
+    let waiting = store.list_buildrequests(&unclaimed).await.expect("requests");
+    assert_eq!(waiting.items.len(), 1, "the push made during the stop waits for the next master");
+});
+
+test_both!(a_build_still_running_when_the_grace_time_ends_is_retried, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let h = Harness::with_config(db, &waiting_config(dir.path(), &repo, "stop_grace = \"1s\"")).await;
+    let (_worker, build) = building(&h, dir.path(), &sha).await;
+    let store = h.store.clone();
+    h.served.stop_gracefully().await.expect("a clean stop");
+    let ended = store.get_build(build.buildid).await.expect("get").expect("build");
+    assert_eq!(ended.results, Some(5), "RETRY: {}", ended.state_string);
+    let waiting = store.list_buildrequests(&ListQuery::default().eq("claimed", "false")).await.expect("requests");
+    assert_eq!(waiting.items.len(), 1, "its request waits for a master again");
+});

@@ -21,8 +21,9 @@ pub struct PbWorker {
     pub broker: Arc<Broker>,
     /// The worker's bot (the login's "mind").
     pub bot: i64,
-    /// Builder name → its WorkerForBuilder on the worker.
-    pub builders: HashMap<String, i64>,
+    /// Builder name → its WorkerForBuilder on the worker (a reload's
+    /// `setBuilderList` replaces it).
+    pub builders: parking_lot::Mutex<HashMap<String, i64>>,
 }
 
 impl PbWorker {
@@ -51,6 +52,7 @@ impl WorkerConnection for PbWorker {
             let command = to_pb(command_name, &args).map_err(WorkerError::Refused)?;
             let wfb = *self
                 .builders
+                .lock()
                 .get(builder)
                 .ok_or_else(|| WorkerError::Refused(format!("builder {builder} is not set up on this worker")))?;
             let (tx, rx) = mpsc::channel(64);
@@ -112,7 +114,7 @@ impl WorkerConnection for PbWorker {
         Box::pin(async move {
             // PB interrupts whatever runs on the builder; only ask while ours does.
             let Some(builder) = self.builder_of(command_id) else { return Ok(()) };
-            let Some(&wfb) = self.builders.get(&builder) else { return Ok(()) };
+            let Some(wfb) = self.builders.lock().get(&builder).copied() else { return Ok(()) };
             let args = vec![Value::str(command_id), Value::str(why)];
             self.broker.call(wfb, "interruptCommand", args, vec![], REQUEST_TIMEOUT).await.map(|_| ())
         })
@@ -120,6 +122,15 @@ impl WorkerConnection for PbWorker {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), WorkerError>> {
         Box::pin(self.print("ping"))
+    }
+
+    fn set_builders<'a>(&'a self, builders: &'a [String]) -> BoxFuture<'a, Result<(), WorkerError>> {
+        Box::pin(async move {
+            let names: Vec<&str> = builders.iter().map(String::as_str).collect();
+            let wfbs = super::set_builder_list(&self.broker, self.bot, &names).await.map_err(WorkerError::Refused)?;
+            *self.builders.lock() = wfbs;
+            Ok(())
+        })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, Result<(), WorkerError>> {

@@ -41,7 +41,12 @@ const MAX_READ: usize = 512 * 1024;
 
 /// Accepts PB connections until `stopped` flips, within `caps` (PB has no
 /// way to say why, so a connection over them is closed at once).
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, caps: Caps, mut stopped: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    hubs: tokio::sync::watch::Receiver<Arc<Hub>>,
+    caps: Caps,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let tally = Arc::new(Tally::default());
     let mut last_warning: Option<Instant> = None;
     let mut warn = |what: &str, detail: String| {
@@ -55,7 +60,8 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, caps: Caps, mut stopped
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match tally.admit(peer.ip(), &caps) {
                     Some(slot) => {
-                        let hub = hub.clone();
+                        // Each login is decided by the configuration current when it connects.
+                        let hub = hubs.borrow().clone();
                         tokio::spawn(async move { connection(hub, stream, peer).await; drop(slot) });
                     }
                     None => warn("connection refused: too many open", peer.ip().to_string()),
@@ -458,7 +464,12 @@ async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<Wor
     }
     let builders: Vec<&str> = hub.catalog.builders_of_worker(name).map(|b| b.name.as_str()).collect();
     let wfbs = set_builder_list(broker, mind, &builders).await?;
-    let conn = Arc::new(PbWorker { worker: name.to_string(), broker: broker.clone(), bot: mind, builders: wfbs });
+    let conn = Arc::new(PbWorker {
+        worker: name.to_string(),
+        broker: broker.clone(),
+        bot: mind,
+        builders: parking_lot::Mutex::new(wfbs),
+    });
     let handle = Arc::new(WorkerHandle::new(name, worker_id, info, hub.max_builds(name), conn.clone()));
     hub.attach(&handle).await?;
     let _ = conn.print("attached").await;
@@ -467,7 +478,11 @@ async fn attach(session: &Arc<Session>, name: &str, mind: i64) -> Result<Arc<Wor
 
 /// One WorkerForBuilder per builder this worker serves, in the folder the
 /// runner builds in; returns each builder's WorkerForBuilder.
-async fn set_builder_list(broker: &Broker, mind: i64, builders: &[&str]) -> Result<HashMap<String, i64>, String> {
+pub(super) async fn set_builder_list(
+    broker: &Broker,
+    mind: i64,
+    builders: &[&str],
+) -> Result<HashMap<String, i64>, String> {
     let list = Value::List(
         builders.iter().map(|b| Value::Tuple(vec![Value::str(*b), Value::str(builder_folder(b))])).collect(),
     );
