@@ -165,6 +165,8 @@ pub struct AuthConfig {
     pub rules: BTreeMap<Action, Vec<String>>,
     /// Everything, reading included, needs a login (or a token).
     pub private: bool,
+    /// `/metrics` needs a login or a token (by default, as `private`).
+    pub private_metrics: bool,
     /// How long a page login lasts.
     pub session_lifetime: Duration,
     /// Failed logins allowed per address within `login_window`.
@@ -179,6 +181,7 @@ impl Default for AuthConfig {
             admins: Vec::new(),
             rules: BTreeMap::new(),
             private: false,
+            private_metrics: false,
             session_lifetime: Duration::from_secs(7 * 24 * 3600),
             login_attempts: 5,
             login_window: Duration::from_secs(15 * 60),

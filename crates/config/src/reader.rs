@@ -341,6 +341,15 @@ fn read_auth(ctx: &mut Ctx, root: &mut Table) -> AuthConfig {
     let Some(mut t) = root.opt_table(ctx, "auth") else { return auth };
     auth.admins = t.opt_str_list(ctx, "admins").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
     auth.private = t.bool_or(ctx, "private", false);
+    auth.private_metrics = match t.opt_str(ctx, "metrics").as_deref() {
+        None => auth.private,
+        Some("private") => true,
+        Some("public") => false,
+        Some(other) => {
+            ctx.error(t.offset(), &t.key("metrics"), format!("{other:?}: expected \"public\" or \"private\""));
+            auth.private
+        }
+    };
     if let Some(d) = t.opt_duration(ctx, "session_lifetime") {
         auth.session_lifetime = d;
     }

@@ -22,6 +22,7 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::events::Bus;
 use crate::limiter::Limiter;
+use crate::metrics::{Gauge, Metrics};
 use crate::operator::{Operator, Reloaded, Signal};
 use crate::password::Gate;
 use crate::runner::Runner;
@@ -64,6 +65,10 @@ pub struct Master {
     inbox: Inbox,
     /// Password checks at once, shared by every configuration this master runs.
     gate: Arc<Gate>,
+    /// What `/metrics` reports; outlives reloads.
+    pub metrics: Arc<Metrics>,
+    /// When this master started, Unix seconds.
+    pub up_since: i64,
     hook: Arc<Hook>,
     reads: Arc<Reads>,
     control: Arc<Control>,
@@ -118,7 +123,7 @@ fn notifier(
     catalog: &Arc<Catalog>,
     clock: &Clock,
     secrets: &ResolvedSecrets,
-    events_from: i64,
+    lasting: &Lasting,
 ) -> Arc<crate::notify::Notifier> {
     Arc::new(crate::notify::Notifier {
         store: store.clone(),
@@ -131,9 +136,10 @@ fn notifier(
             reporter_passwords: secrets.reporter_passwords.clone(),
             ..ResolvedSecrets::default()
         }),
-        events_from,
-        up_since: clock.now(),
+        events_from: lasting.events_from,
+        up_since: lasting.up_since,
         irc: Default::default(),
+        metrics: lasting.metrics.clone(),
     })
 }
 
@@ -193,10 +199,13 @@ struct Lasting {
     events_from: i64,
     operator: Operator,
     inbox: Inbox,
+    metrics: Arc<Metrics>,
+    /// When this master started, Unix seconds.
+    up_since: i64,
 }
 
 impl Lasting {
-    fn new(config: &Config, events_from: i64) -> Lasting {
+    fn new(config: &Config, events_from: i64, up_since: i64) -> Lasting {
         let (operator, inbox) = Operator::channel();
         Lasting {
             bus: Bus::new(),
@@ -207,6 +216,8 @@ impl Lasting {
             events_from,
             operator,
             inbox: Arc::new(parking_lot::Mutex::new(Some(inbox))),
+            metrics: Arc::default(),
+            up_since,
         }
     }
 }
@@ -234,7 +245,7 @@ impl Master {
         let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
         let catalog = Arc::new(Catalog::new(config, master_id, builder_ids, worker_ids));
         let events_from = store.last_event_id().await? + 1;
-        let lasting = Lasting::new(&catalog.config, events_from);
+        let lasting = Lasting::new(&catalog.config, events_from, now);
         let parts = Parts { catalog, schedulers, credentials, secrets };
         Ok(Master::assemble(store, clock, parts, lasting))
     }
@@ -242,19 +253,21 @@ impl Master {
     /// Builds every part's state over the pieces that outlive a reload.
     fn assemble(store: Store, clock: Clock, parts: Parts, lasting: Lasting) -> Master {
         let Parts { catalog, schedulers, credentials, secrets } = parts;
-        let Lasting { bus, workers, wake_builds, running, gate, events_from, operator, inbox } = lasting;
         let config = catalog.config.clone();
-        let notifier = notifier(&store, &catalog, &clock, &secrets, events_from);
+        let notifier = notifier(&store, &catalog, &clock, &secrets, &lasting);
+        let Lasting { bus, workers, wake_builds, running, gate, events_from, operator, inbox, metrics, up_since } =
+            lasting;
         let (pulls, poller) = github_parts(&store, &catalog, &schedulers, &clock, &secrets, &wake_builds);
-        let runner = Arc::new(Runner::new(
-            store.clone(),
-            catalog.clone(),
-            clock.clone(),
-            bus.clone(),
-            workers.clone(),
-            wake_builds.clone(),
-            running,
-        ));
+        let parts = crate::runner::RunnerParts {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            clock: clock.clone(),
+            bus: bus.clone(),
+            registry: workers.clone(),
+            wake: wake_builds.clone(),
+            metrics: metrics.clone(),
+        };
+        let runner = Arc::new(Runner::new(parts, running));
         let hub = worker_hub(&store, &catalog, &clock, &workers, credentials, wake_builds, gate.clone());
         let access = Arc::new(Access {
             store: store.clone(),
@@ -273,6 +286,7 @@ impl Master {
             clock: clock.clone(),
             pulls: pulls.clone(),
             runner: runner.clone(),
+            metrics: metrics.clone(),
         });
         let reads = Arc::new(Reads { store: store.clone(), catalog: catalog.clone() });
         let control = Arc::new(Control {
@@ -308,6 +322,8 @@ impl Master {
             operator,
             inbox,
             gate,
+            metrics,
+            up_since,
             hook,
             reads,
             control,
@@ -331,6 +347,8 @@ impl Master {
             events_from: self.events_from,
             operator: self.operator.clone(),
             inbox: self.inbox.clone(),
+            metrics: self.metrics.clone(),
+            up_since: self.up_since,
         }
     }
 
@@ -407,6 +425,48 @@ impl FromRef<Master> for Arc<Pages> {
     }
 }
 
+/// `/metrics`: the counters, and gauges read now.
+async fn metrics(State(m): State<Master>) -> Result<impl IntoResponse, crate::error::HttpError> {
+    let started = std::time::Instant::now();
+    let (pending, oldest) = m.store.pending_requests().await?;
+    let queued = m.store.queued_notifications().await?;
+    let took = started.elapsed().as_secs_f64();
+    let now = m.clock.now();
+    let pool = m.store.pool_use();
+    let mut by_protocol: BTreeMap<&'static str, f64> = BTreeMap::from([("msgpack", 0.0), ("pb", 0.0)]);
+    for handle in m.workers.connected() {
+        *by_protocol.entry(handle.conn.protocol()).or_default() += 1.0;
+    }
+    let gauges = [
+        Gauge::one("cascade_start_time_seconds", "When this master started.", m.up_since as f64),
+        Gauge::one("cascade_builds_running", "Builds running on this master.", m.runner.running_count() as f64),
+        Gauge {
+            name: "cascade_workers_connected",
+            help: "Workers connected to this master.",
+            values: by_protocol.into_iter().map(|(p, n)| (vec![("protocol", p.to_string())], n)).collect(),
+        },
+        Gauge::one("cascade_pending_requests", "Build requests waiting for a worker.", pending as f64),
+        Gauge::one(
+            "cascade_pending_request_age_seconds",
+            "How long the oldest waiting build request has waited.",
+            oldest.map_or(0.0, |t| (now - t).max(0) as f64),
+        ),
+        Gauge::one("cascade_notifications_queued", "Notifications not yet sent.", queued as f64),
+        Gauge {
+            name: "cascade_store_connections",
+            help: "The store's connection pool.",
+            values: vec![
+                (vec![("state", "idle".into())], pool.idle as f64),
+                (vec![("state", "busy".into())], pool.open.saturating_sub(pool.idle as u32) as f64),
+                (vec![("state", "max".into())], f64::from(pool.max)),
+            ],
+        },
+        Gauge::one("cascade_store_query_seconds", "How long this scrape's store queries took.", took),
+    ];
+    let body = m.metrics.render(&gauges);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
+}
+
 /// Where workers log in and attach.
 fn worker_hub(
     store: &Store,
@@ -477,6 +537,7 @@ pub fn router(master: Master) -> Router {
         .merge(crate::views::router())
         .merge(crate::auth::router())
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .nest("/api/v2", crate::api::router())
         .layer(axum::middleware::from_fn_with_state(master.access.clone(), crate::auth::private_gate))
         // A body that stalls is cut by the same deadline as its answer: 408.

@@ -21,6 +21,7 @@ pub mod github;
 pub mod humanize;
 pub mod limiter;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod operator;
 pub mod outbound;

@@ -145,6 +145,7 @@ pub async fn serve(
             Some(Signal::Reload(reply)) => {
                 let outcome = match reload(&master).await {
                     Ok((next, reloaded)) => {
+                        master.metrics.reloads.inc(&["applied"]);
                         generation.stop().await;
                         let _replaced = routes.send_replace(router(next.clone()));
                         hubs.send_replace(next.hub.clone());
@@ -155,6 +156,7 @@ pub async fn serve(
                         Ok(reloaded)
                     }
                     Err(errors) => {
+                        master.metrics.reloads.inc(&["refused"]);
                         for error in &errors {
                             tracing::error!(error = %error, "reload refused: the master keeps its configuration");
                         }
@@ -287,6 +289,7 @@ impl Generation {
             master.store.clone(),
             master.clock.clone(),
             master.runner.wake.clone(),
+            master.metrics.clone(),
             stopped.clone(),
         ));
         tasks.spawn(housekeeping(master.clone(), stopped.clone()));
@@ -411,7 +414,7 @@ async fn housekeeping(master: Master, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = beat.tick() => beat_and_expire(&master, &config).await,
-            _ = sweep.tick() => janitor(&master.store, &config, master.clock.now()).await,
+            _ = sweep.tick() => janitor(&master, master.clock.now()).await,
             _ = stopped.changed() => return,
         }
     }
@@ -443,17 +446,21 @@ async fn beat_and_expire(master: &Master, config: &Config) {
 }
 
 /// One sweep: what has outlived its horizon goes.
-pub async fn janitor(store: &Store, config: &Config, now: i64) {
+pub async fn janitor(master: &Master, now: i64) {
+    let (store, config) = (&master.store, &master.catalog.config);
     let horizon = |d: Duration| now - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
-    let report = |what: &str, pruned: Result<u64, StoreError>| match pruned {
+    let report = |what: &'static str, pruned: Result<u64, StoreError>| match pruned {
         Ok(0) => {}
-        Ok(n) => tracing::info!(pruned = n, "{what} forgotten"),
-        Err(e) => tracing::warn!(error = %e, "pruning {what} failed"),
+        Ok(n) => {
+            master.metrics.janitor_removed.add(&[what], n);
+            tracing::info!(pruned = n, what, "the janitor removed old rows");
+        }
+        Err(e) => tracing::warn!(error = %e, what, "the janitor failed"),
     };
-    report("old webhook delivery ids", store.prune_webhook_deliveries(horizon(config.janitor.delivery_horizon)).await);
-    report("expired sessions", store.prune_sessions(now).await);
-    report("old events", store.prune_events(horizon(config.janitor.event_horizon)).await);
-    report("old notifications", store.prune_notifications(horizon(config.janitor.event_horizon)).await);
+    report("webhook_deliveries", store.prune_webhook_deliveries(horizon(config.janitor.delivery_horizon)).await);
+    report("sessions", store.prune_sessions(now).await);
+    report("events", store.prune_events(horizon(config.janitor.event_horizon)).await);
+    report("notifications", store.prune_notifications(horizon(config.janitor.event_horizon)).await);
 }
 
 /// A master served in the background (tests, load tools, the demo).

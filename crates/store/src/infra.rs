@@ -157,6 +157,41 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    /// The pool now: connections open, of them idle, and the most it opens.
+    pub fn pool_use(&self) -> PoolUse {
+        PoolUse { open: self.pool.size(), idle: self.pool.num_idle(), max: self.pool.options().get_max_connections() }
+    }
+
+    /// Requests waiting for a master: how many, and when the oldest was submitted.
+    pub async fn pending_requests(&self) -> Result<(i64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(submitted_at) AS oldest FROM buildrequests \
+             WHERE complete = 0 AND claimed_by_master_id IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((crate::records::get(&row, "n")?, crate::records::get(&row, "oldest")?))
+    }
+
+    /// Notifications not yet sent or given up (the reporters' outbox).
+    pub async fn queued_notifications(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM notifications WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        crate::records::get(&row, "n")
+    }
+}
+
+/// How the store's connection pool is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open.
+    pub open: u32,
+    /// Of them, idle.
+    pub idle: usize,
+    /// The most the pool opens.
+    pub max: u32,
 }
 
 /// sqlx 0.9.0 no longer sets TCP_NODELAY on its sockets (upstream issue

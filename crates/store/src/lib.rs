@@ -32,7 +32,7 @@ pub use buildsets::{NewBuildset, NewSourceStamp};
 pub use changes::{Delivery, IngestOutcome, POLLER_SOURCE, Redundant, SOURCE_PROPERTY, SchedulerTouch};
 pub use error::StoreError;
 pub use events::EventRows;
-pub use infra::{Backend, Store};
+pub use infra::{Backend, PoolUse, Store};
 pub use masters::TokenRecord;
 pub use notifications::{NewNotification, NotificationRecord, NotificationState};
 pub use pulls::PullBuild;

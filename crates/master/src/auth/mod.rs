@@ -266,13 +266,16 @@ pub async fn private_gate(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if !access.catalog.config.auth.private || always_open(request.uri().path()) {
+    let auth = &access.catalog.config.auth;
+    let path = request.uri().path();
+    let guarded = if path == "/metrics" { auth.private_metrics } else { auth.private && !always_open(path) };
+    if !guarded {
         return next.run(request).await;
     }
     let from = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
     match access.caller(request.headers(), from).await {
         Ok(Some(_)) => next.run(request).await,
-        Ok(None) if request.uri().path().starts_with("/api/") => {
+        Ok(None) if request.uri().path().starts_with("/api/") || request.uri().path() == "/metrics" => {
             let reason = "this master is private: log in or send a token";
             refuse(StatusCode::UNAUTHORIZED, reason, None, from, Intent::Read).into_response()
         }

@@ -55,6 +55,8 @@ pub struct Notifier {
     pub up_since: i64,
     /// IRC reporters' connections, by reporter name (made when the notifier runs).
     pub irc: parking_lot::Mutex<std::collections::HashMap<String, irc::IrcHandle>>,
+    /// Deliveries and failures counted by reporter.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Notifier {
@@ -415,6 +417,7 @@ impl Notifier {
         };
         match outcome {
             Outcome::Sent => {
+                self.metrics.notifications_sent.inc(&[&reporter.name]);
                 tracing::info!("notification sent");
                 self.store.notification_sent(n.id, now).await
             }
@@ -423,6 +426,7 @@ impl Notifier {
                 self.store.notification_failed(n.id, &why, now + d.as_secs() as i64, false).await
             }
             Outcome::Retry(why) => {
+                self.metrics.notification_failures.inc(&[&reporter.name]);
                 let retry_at = now + backoff(n.attempts);
                 if retry_at > n.give_up_at {
                     tracing::warn!(reason = %why, attempts = n.attempts + 1, "notification given up");
@@ -432,6 +436,7 @@ impl Notifier {
                 self.store.notification_failed(n.id, &why, retry_at, true).await
             }
             Outcome::Refused(why) => {
+                self.metrics.notification_failures.inc(&[&reporter.name]);
                 tracing::warn!(reason = %why, "notification refused; given up");
                 self.store.notification_failed(n.id, &why, i64::MAX, true).await
             }

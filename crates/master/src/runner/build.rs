@@ -81,10 +81,14 @@ pub async fn run(
     let build_id = claimed.build_id;
     async {
         tracing::info!(requests = claimed.covered.len(), revision = ?claimed.source.revision, "build started");
+        for tag in tags_of(&builder) {
+            runner.metrics.builds_started.inc(&[tag]);
+        }
         if let Err(e) = run_steps(&runner, &worker, &builder, &claimed, stop).await {
             tracing::error!(error = %e, "the store failed during the build; it is retried");
             let _ = runner.store.retry_build(build_id, "retry: store error", runner.clock.now()).await;
         }
+        count_finished(&runner, &builder, build_id).await;
     }
     .instrument(span)
     .await;
@@ -92,6 +96,24 @@ pub async fn run(
     worker.release(&builder.name);
     runner.registry.changed.notify_waiters();
     runner.nudge();
+}
+
+/// A builder's tags as metric labels (`""` for none).
+fn tags_of(builder: &BuilderConfig) -> Vec<&str> {
+    if builder.tags.is_empty() { vec![""] } else { builder.tags.iter().map(String::as_str).collect() }
+}
+
+/// A build's end in the metrics, as the store recorded it.
+async fn count_finished(runner: &Runner, builder: &BuilderConfig, build_id: i64) {
+    let Ok(Some(build)) = runner.store.get_build(build_id).await else { return };
+    let Some(results) = build.results.and_then(Results::from_code) else { return };
+    for tag in tags_of(builder) {
+        runner.metrics.builds_finished.inc(&[tag, results.name()]);
+    }
+    if let Some(end) = build.complete_at {
+        let took = (end - build.started_at).max(0) as f64;
+        runner.metrics.build_duration.observe(&[results.name()], took);
+    }
 }
 
 /// The properties every build has, with the worker's own.
@@ -215,7 +237,8 @@ impl Ctx {
         let store = self.runner.store.clone();
         let step_id = store.add_step(self.build_id, number, &step.name, self.now()).await?;
         let log_id = store.add_log(step_id, "stdio", "s").await?;
-        let mut log = LogWriter::new(store.clone(), log_id, self.runner.bus.clone(), self.runner.clock.clone());
+        let mut log = LogWriter::new(store.clone(), log_id, self.runner.bus.clone(), self.runner.clock.clone())
+            .counted(self.runner.metrics.clone());
         if matches!(step.kind, StepKind::Shell(_)) {
             log.watch_tests();
         }

@@ -31,6 +31,8 @@ pub struct LogWriter {
     /// The unended last line of stdout and of stderr: workers send output
     /// in chunks that may end mid-line.
     partial: [String; 2],
+    /// Where the bytes stored are counted.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl LogWriter {
@@ -46,7 +48,14 @@ impl LogWriter {
             oldest: None,
             tests: None,
             partial: Default::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts the bytes it stores in `metrics`.
+    pub fn counted(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> LogWriter {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Reads the command output that follows as a test run's.
@@ -133,6 +142,10 @@ impl LogWriter {
         }
         let first_line = self.written;
         self.written = self.store.append_log_lines(self.log_id, first_line, &self.buffered).await?;
+        if let Some(metrics) = &self.metrics {
+            let bytes: usize = self.buffered.iter().map(|l| l.len() + 1).sum();
+            metrics.log_bytes.add(&[], bytes as u64);
+        }
         // Stored first, published second: a live view never shows a line the
         // store could not give it on reload.
         let lines = std::mem::take(&mut self.buffered);

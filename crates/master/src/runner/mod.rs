@@ -40,9 +40,29 @@ pub struct Runner {
     pub registry: Arc<Registry>,
     /// Nudged by new requests and free worker slots.
     pub wake: Arc<Notify>,
+    /// Builds and log bytes counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Builds running on this master, with the switch that stops each;
     /// shared with the runner of the configuration a reload replaces.
     running: Running,
+}
+
+/// What a runner is made of, besides the builds running.
+pub struct RunnerParts {
+    /// Where requests are claimed and builds recorded.
+    pub store: Store,
+    /// Builders, factories, workers.
+    pub catalog: Arc<Catalog>,
+    /// What time it is.
+    pub clock: Clock,
+    /// Where log lines go as they are stored.
+    pub bus: Bus,
+    /// Who is connected.
+    pub registry: Arc<Registry>,
+    /// Nudged by new requests and free worker slots.
+    pub wake: Arc<Notify>,
+    /// Builds and log bytes counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The builds running on a master, by id, with the switch that stops each.
@@ -51,16 +71,9 @@ pub type Running = Arc<Mutex<BTreeMap<i64, watch::Sender<bool>>>>;
 impl Runner {
     /// A runner over `running` (empty at start; after a reload, the
     /// builds the runner before it started, which finish as they began).
-    pub fn new(
-        store: Store,
-        catalog: Arc<Catalog>,
-        clock: Clock,
-        bus: Bus,
-        registry: Arc<Registry>,
-        wake: Arc<Notify>,
-        running: Running,
-    ) -> Runner {
-        Runner { store, catalog, clock, bus, registry, wake, running }
+    pub fn new(parts: RunnerParts, running: Running) -> Runner {
+        let RunnerParts { store, catalog, clock, bus, registry, wake, metrics } = parts;
+        Runner { store, catalog, clock, bus, registry, wake, metrics, running }
     }
 
     /// The builds running here, for the runner that follows a reload.

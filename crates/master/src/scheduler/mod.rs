@@ -470,6 +470,7 @@ impl Schedulers {
         store: Store,
         clock: Clock,
         fired: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
         mut stopped: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
@@ -479,6 +480,8 @@ impl Schedulers {
             let now = clock.now();
             let sleep_for = match self.tick(&store, now).await {
                 Ok(report) => {
+                    metrics.scheduler_passes.inc(&[]);
+                    metrics.buildsets_fired.add(&[], report.fired.len() as u64);
                     if !report.fired.is_empty() {
                         fired.notify_one();
                     }

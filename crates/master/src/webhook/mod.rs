@@ -49,6 +49,8 @@ pub struct Hook {
     pub pulls: Arc<Pulls>,
     /// Stops a PR's running builds on new commits.
     pub runner: Arc<Runner>,
+    /// Deliveries counted and timed.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// `POST /change_hook/github`.
@@ -136,11 +138,13 @@ pub async fn github(
     // A store that hangs (rather than refusing) must not hold the delivery
     // past GitHub's 10 s: what was not committed in time is not acknowledged.
     let deadline = hook.catalog.config.limits.store_timeout + STORE_SLACK;
+    let started = std::time::Instant::now();
     let answer = tokio::time::timeout(deadline, handle(&hook, &headers, &body)).await.unwrap_or_else(|_| {
         Err(HttpError::unavailable(
             "the delivery could not be handled in time (the store or GitHub's API was slow); redeliver later",
         ))
     });
+    count(&hook.metrics, header_str(&headers, "x-github-event"), &answer, started.elapsed());
     answer.inspect_err(|e| {
         let from = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
         tracing::warn!(
@@ -151,6 +155,31 @@ pub async fn github(
             "webhook refused"
         );
     })
+}
+
+/// One delivery in the metrics: its event (a known one, else `other`, so
+/// a caller cannot make new series) and its outcome by status.
+fn count(
+    metrics: &crate::metrics::Metrics,
+    event: Option<&str>,
+    answer: &Result<Response, HttpError>,
+    took: std::time::Duration,
+) {
+    let known = |e: &&str| matches!(*e, "push" | "pull_request" | "issue_comment" | "ping");
+    let event = event.filter(known).unwrap_or("other");
+    let status = match answer {
+        Ok(r) => r.status(),
+        Err(e) => e.status(),
+    };
+    let outcome = match status.as_u16() {
+        200 | 201 => "accepted",
+        202..=299 => "ignored",
+        401 | 403 => "unauthorized",
+        400..=499 => "refused",
+        _ => "failed",
+    };
+    metrics.webhook_deliveries.inc(&[event, outcome]);
+    metrics.webhook_duration.observe(&[event], took.as_secs_f64());
 }
 
 /// A store failure while recording a delivery: GitHub may redeliver.

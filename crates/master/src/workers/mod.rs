@@ -272,6 +272,8 @@ pub trait WorkerConnection: Send + Sync + 'static {
         let _ = builders;
         Box::pin(async { Ok(()) })
     }
+    /// The protocol it speaks: `msgpack` or `pb`.
+    fn protocol(&self) -> &'static str;
     /// Drops the connection (the worker will reconnect).
     fn close(&self);
     fn is_closed(&self) -> bool;
@@ -518,6 +520,9 @@ mod tests {
         }
         fn shutdown(&self) -> BoxFuture<'_, Result<(), WorkerError>> {
             Box::pin(async { Ok(()) })
+        }
+        fn protocol(&self) -> &'static str {
+            "msgpack"
         }
         fn close(&self) {
             self.closed.store(true, Ordering::SeqCst);

@@ -289,6 +289,10 @@ impl WorkerConnection for Session {
         Box::pin(async move { self.request(Request::print("ping")).await.map(|_| ()) })
     }
 
+    fn protocol(&self) -> &'static str {
+        "msgpack"
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, Result<(), WorkerError>> {
         Box::pin(async move { self.request(Request::shutdown()).await.map(|_| ()) })
     }

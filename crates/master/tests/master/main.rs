@@ -12,6 +12,7 @@ mod irc;
 mod irc_tls;
 mod mail;
 mod masters;
+mod metrics;
 mod notify;
 mod operations;
 mod pages;

@@ -124,6 +124,10 @@ impl WorkerConnection for PbWorker {
         Box::pin(self.print("ping"))
     }
 
+    fn protocol(&self) -> &'static str {
+        "pb"
+    }
+
     fn set_builders<'a>(&'a self, builders: &'a [String]) -> BoxFuture<'a, Result<(), WorkerError>> {
         Box::pin(async move {
             let names: Vec<&str> = builders.iter().map(String::as_str).collect();
