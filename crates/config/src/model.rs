@@ -135,6 +135,13 @@ pub struct JanitorConfig {
     pub delivery_horizon: Duration,
     /// Recorded events are kept this long for consumers that were away.
     pub event_horizon: Duration,
+    /// Logs' contents of builds finished longer ago go (`None`: kept).
+    pub log_horizon: Option<Duration>,
+    /// Artifact folders of builds finished longer ago go.
+    pub artifact_horizon: Option<Duration>,
+    /// Steps, logs and test results of builds finished longer ago go; the
+    /// build rows stay.
+    pub build_horizon: Option<Duration>,
 }
 
 impl Default for JanitorConfig {
@@ -143,6 +150,9 @@ impl Default for JanitorConfig {
             every: Duration::from_secs(3600),
             delivery_horizon: Duration::from_secs(7 * 24 * 3600),
             event_horizon: Duration::from_secs(30 * 24 * 3600),
+            log_horizon: None,
+            artifact_horizon: None,
+            build_horizon: None,
         }
     }
 }

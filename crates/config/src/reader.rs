@@ -542,6 +542,9 @@ fn read_janitor(ctx: &mut Ctx, root: &mut Table) -> JanitorConfig {
     if let Some(d) = t.opt_duration(ctx, "event_horizon") {
         janitor.event_horizon = d;
     }
+    janitor.log_horizon = t.opt_duration(ctx, "log_horizon");
+    janitor.artifact_horizon = t.opt_duration(ctx, "artifact_horizon");
+    janitor.build_horizon = t.opt_duration(ctx, "build_horizon");
     t.finish(ctx);
     janitor
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod github;
 pub mod humanize;
+pub mod janitor;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

@@ -279,7 +279,7 @@ struct Generation {
 }
 
 impl Generation {
-    /// The distributor, the schedulers, the reporters, the poller and housekeeping.
+    /// The distributor, the schedulers, the reporters, the poller, the heartbeat and the janitor.
     fn start(master: &Master) -> Generation {
         let (stop, stopped) = watch::channel(false);
         let (stop_builds, builds_stopped) = watch::channel(false);
@@ -292,7 +292,8 @@ impl Generation {
             master.metrics.clone(),
             stopped.clone(),
         ));
-        tasks.spawn(housekeeping(master.clone(), stopped.clone()));
+        tasks.spawn(heartbeat(master.clone(), stopped.clone()));
+        tasks.spawn(janitor(master).run(stopped.clone()));
         tasks.spawn(master.notifier.clone().run(stopped.clone()));
         tasks.spawn(master.poller.clone().run(stopped));
         Generation { stop, stop_builds, distributor, tasks }
@@ -403,20 +404,26 @@ async fn wind_down(master: &Master, mut tasks: [&mut JoinSet<()>; 2]) {
     }
 }
 
-/// The heartbeat (so other masters know this one lives) and the janitor
-/// (expired sessions, old delivery ids and old events), until `stopped`.
-async fn housekeeping(master: Master, mut stopped: watch::Receiver<bool>) {
+/// The heartbeat, so other masters know this one lives, until `stopped`.
+async fn heartbeat(master: Master, mut stopped: watch::Receiver<bool>) {
     let config = master.catalog.config.clone();
     let mut beat = tokio::time::interval(config.master.heartbeat);
-    let mut sweep = tokio::time::interval(config.janitor.every);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = beat.tick() => beat_and_expire(&master, &config).await,
-            _ = sweep.tick() => janitor(&master, master.clock.now()).await,
             _ = stopped.changed() => return,
         }
+    }
+}
+
+/// The janitor of `master`'s configuration.
+pub fn janitor(master: &Master) -> crate::janitor::Janitor {
+    crate::janitor::Janitor {
+        store: master.store.clone(),
+        config: master.catalog.config.clone(),
+        metrics: master.metrics.clone(),
+        clock: master.clock.clone(),
     }
 }
 
@@ -443,24 +450,6 @@ async fn beat_and_expire(master: &Master, config: &Config) {
         }
         Err(e) => tracing::warn!(error = %e, "looking for dead masters failed"),
     }
-}
-
-/// One sweep: what has outlived its horizon goes.
-pub async fn janitor(master: &Master, now: i64) {
-    let (store, config) = (&master.store, &master.catalog.config);
-    let horizon = |d: Duration| now - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
-    let report = |what: &'static str, pruned: Result<u64, StoreError>| match pruned {
-        Ok(0) => {}
-        Ok(n) => {
-            master.metrics.janitor_removed.add(&[what], n);
-            tracing::info!(pruned = n, what, "the janitor removed old rows");
-        }
-        Err(e) => tracing::warn!(error = %e, what, "the janitor failed"),
-    };
-    report("webhook_deliveries", store.prune_webhook_deliveries(horizon(config.janitor.delivery_horizon)).await);
-    report("sessions", store.prune_sessions(now).await);
-    report("events", store.prune_events(horizon(config.janitor.event_horizon)).await);
-    report("notifications", store.prune_notifications(horizon(config.janitor.event_horizon)).await);
 }
 
 /// A master served in the background (tests, load tools, the demo).

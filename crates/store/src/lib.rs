@@ -15,6 +15,7 @@ mod changes;
 mod error;
 mod events;
 mod infra;
+mod janitor;
 mod masters;
 mod notifications;
 mod pulls;
@@ -33,6 +34,7 @@ pub use changes::{Delivery, IngestOutcome, POLLER_SOURCE, Redundant, SOURCE_PROP
 pub use error::StoreError;
 pub use events::EventRows;
 pub use infra::{Backend, PoolUse, Store};
+pub use janitor::{Removable, Removal};
 pub use masters::TokenRecord;
 pub use notifications::{NewNotification, NotificationRecord, NotificationState};
 pub use pulls::PullBuild;

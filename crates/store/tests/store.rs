@@ -949,3 +949,76 @@ test_both!(a_master_whose_heartbeat_stopped_is_declared_dead_once_and_its_builds
     assert_eq!(masters.iter().map(|m| (m.name.as_str(), m.active)).collect::<Vec<_>>(), [("m1", false), ("m2", true)]);
     assert!(!store.master_heartbeat(dead, 203).await.expect("late beat"), "a late beat learns it was declared dead");
 });
+
+/// A finished build on `builder` (its own request), with one step, a log of
+/// `lines` lines and a test set; returns (build, step, log).
+async fn finished_build(store: &Store, builder: i64, master: i64, revision: &str, at: i64) -> (i64, i64, i64) {
+    use cascade_store::{NewTestResult, NewTestSet, TestRunRecord};
+    buildset_for(store, &[], revision, &[builder], at).await;
+    let build = store.claim_build(builder, master, None, at).await.expect("claim").expect("a build");
+    let step = store.add_step(build.build_id, 0, "test", at).await.expect("step");
+    let log = store.add_log(step, "stdio", "s").await.expect("log");
+    let lines: Vec<String> = (0..3).map(|i| format!("oline {i}")).collect();
+    store.append_log_lines(log, 0, &lines).await.expect("lines");
+    let result = NewTestResult { name: "test_os".into(), passed: true, duration_ns: None };
+    let set = NewTestSet {
+        builder_id: builder,
+        build_id: build.build_id,
+        step_id: step,
+        description: "regrtest".into(),
+        results: vec![result],
+        run: TestRunRecord { runner: "regrtest".into(), ..TestRunRecord::default() },
+        problems: vec![],
+    };
+    store.add_test_set(&set).await.expect("test set");
+    store.finish_build(build.build_id, cascade_model::Results::Success, "build successful", at).await.expect("finish");
+    (build.build_id, step, log)
+}
+
+test_both!(the_janitor_removes_old_builds_logs_and_steps_in_batches_and_keeps_the_builds, |db| {
+    use cascade_store::Removal;
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let fedora = builders["Fedora 3.x"];
+    let mut old = Vec::new();
+    for i in 0..25 {
+        old.push(finished_build(&store, fedora, master, &format!("old{i}"), 1_000 + i).await);
+    }
+    let recent = finished_build(&store, fedora, master, "recent", 50_000).await;
+
+    // Logs of builds finished before 10,000: two batches of at most 20.
+    let first = store.removable_builds(Removal::Logs, 10_000, 20).await.expect("removable");
+    assert_eq!(first.len(), 20);
+    assert_eq!(first[0].build_id, old[0].0, "oldest first");
+    assert_eq!((first[0].builder.as_str(), first[0].number), ("Fedora 3.x", 1));
+    let ids: Vec<i64> = first.iter().map(|b| b.build_id).collect();
+    assert_eq!(store.remove_from_builds(Removal::Logs, &ids, 60_000).await.expect("removed"), 20, "one chunk each");
+    let rest = store.removable_builds(Removal::Logs, 10_000, 20).await.expect("removable");
+    assert_eq!(rest.len(), 5, "the batch removed is not found again");
+    assert!(store.log_lines(old[0].2, 0, 2).await.expect("lines").is_empty(), "the contents went");
+    assert_eq!(store.list_logs(old[0].1).await.expect("logs").len(), 1, "the log row stays");
+    assert_eq!(store.logs_removed_at(old[0].0).await.expect("when"), Some(60_000));
+    assert_eq!(store.log_lines(recent.2, 0, 2).await.expect("lines").len(), 3, "a recent log stays");
+    assert_eq!(store.logs_removed_at(recent.0).await.expect("when"), None);
+
+    // Steps (with logs and test results) of the oldest: the build rows stay.
+    let ids: Vec<i64> = old.iter().take(3).map(|b| b.0).collect();
+    let removed = store.remove_from_builds(Removal::Steps, &ids, 61_000).await.expect("removed");
+    assert!(removed >= 3 * 4, "chunks, logs, test results, runs, sets and steps: {removed}");
+    for (build, _, _) in old.iter().take(3) {
+        assert!(store.list_steps(*build).await.expect("steps").is_empty());
+        let kept = store.get_build(*build).await.expect("get").expect("the build stays");
+        assert_eq!(kept.results, Some(0));
+        let sets = store.list_test_sets(&ListQuery::default().eq("buildid", *build)).await.expect("sets");
+        assert_eq!(sets.total, 0);
+    }
+    assert_eq!(store.list_steps(old[3].0).await.expect("steps").len(), 1, "the rest keep their steps");
+    let left = store.removable_builds(Removal::Steps, 10_000, 100).await.expect("removable");
+    assert_eq!(left.len(), 22);
+    // A running build is never removable.
+    buildset_for(&store, &[], "running", &[fedora], 1).await;
+    store.claim_build(fedora, master, None, 1).await.expect("claim").expect("running");
+    let all = store.removable_builds(Removal::Artifacts, i64::MAX, 100).await.expect("removable");
+    assert_eq!(all.len(), 26, "the finished builds only");
+    store.close().await;
+});

@@ -282,6 +282,8 @@ pub struct LogPage {
     pub earlier: Option<String>,
     pub later: Option<String>,
     pub running: bool,
+    /// When the janitor removed the log's contents (`[janitor] log_horizon`).
+    pub removed: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -322,7 +324,8 @@ pub async fn log(
     Query(range): Query<Range>,
 ) -> Result<Response, HttpError> {
     let (b, s, l) = find_log(&m, &builder, &number, &step, &slug).await?;
-    let total = l.num_lines;
+    let removed = m.store.logs_removed_at(b.buildid).await?;
+    let total = if removed.is_some() { 0 } else { l.num_lines };
     let count = range.count.unwrap_or(LOG_PAGE).clamp(1, 10 * LOG_PAGE);
     let first = range.first.unwrap_or((total - count).max(0)).clamp(0, total.max(0));
     let last = (first + count - 1).min(total - 1);
@@ -353,6 +356,7 @@ pub async fn log(
         earlier: (first > 0).then(|| format!("{base}?first={}&count={count}", (first - count).max(0))),
         later: (last + 1 < total).then(|| format!("{base}?first={}&count={count}", last + 1)),
         running: !l.complete,
+        removed: removed.map(crate::humanize::when),
     };
     render(&headers, &page, None)
 }

@@ -246,3 +246,85 @@ test_both!(a_build_still_running_when_the_grace_time_ends_is_retried, |db| {
     let waiting = store.list_buildrequests(&ListQuery::default().eq("claimed", "false")).await.expect("requests");
     assert_eq!(waiting.items.len(), 1, "its request waits for a master again");
 });
+
+/// A build of `builder` that finished at `at`, with a log and an artifact.
+async fn old_build(h: &Harness, builder: &str, revision: &str, at: i64) -> (i64, i64, std::path::PathBuf) {
+    let id = h.builder(builder);
+    let bs = cascade_store::NewBuildset {
+        reason: "test".into(),
+        sourcestamp: cascade_store::NewSourceStamp {
+            repository: "https://github.com/python/cpython".into(),
+            branch: Some("main".into()),
+            revision: Some(revision.into()),
+            project: "python/cpython".into(),
+            codebase: String::new(),
+        },
+        builder_ids: vec![id],
+        ..Default::default()
+    };
+    h.store.create_buildset(&bs, at).await.expect("buildset");
+    let build = h.store.claim_build(id, h.master.master_id(), None, at).await.expect("claim").expect("build");
+    let step = h.store.add_step(build.build_id, 0, "test", at).await.expect("step");
+    let log = h.store.add_log(step, "stdio", "s").await.expect("log");
+    h.store.append_log_lines(log, 0, &["oall passed".to_string()]).await.expect("lines");
+    h.store.finish_build(build.build_id, cascade_model::Results::Success, "build successful", at).await.expect("end");
+    let folder = h.master.catalog.config.master.artifacts.join(cascade_model::naming::builder_folder(builder));
+    let folder = folder.join(build.number.to_string());
+    std::fs::create_dir_all(&folder).expect("artifact folder");
+    std::fs::write(folder.join("junit.xml"), "<testsuites/>").expect("artifact");
+    (build.build_id, build.number, folder)
+}
+
+test_both!(the_janitor_removes_what_outlived_its_horizons_and_says_so, |db| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let janitor = "\n[janitor]\nevery = \"1000h\"\nlog_horizon = \"180d\"\nartifact_horizon = \"30d\"\nbuild_horizon = \"1000d\"\n";
+    let text = CONFIG.replace(
+        "name = \"test-master\"",
+        &format!("name = \"test-master\"\nartifacts = \"{}\"", dir.path().display()),
+    ) + janitor;
+    let t0 = cascade_master::clock::now();
+    let h = Harness::served(db.store().await, &text, Clock::manual(t0)).await;
+    let day = 86_400;
+    let fresh = old_build(&h, "Linux 3.x", "a", t0 - 2 * day).await;
+    let month = old_build(&h, "Linux 3.x", "b", t0 - 40 * day).await;
+    let year = old_build(&h, "Linux 3.x", "c", t0 - 200 * day).await;
+    let ancient = old_build(&h, "Linux 3.x", "d", t0 - 2000 * day).await;
+
+    cascade_master::server::janitor(&h.master).sweep(t0).await;
+    assert!(
+        fresh.2.exists() && !month.2.exists() && !year.2.exists() && !ancient.2.exists(),
+        "artifacts past 30 days go"
+    );
+    let lines = |build: i64| {
+        let store = h.store.clone();
+        async move {
+            let steps = store.list_steps(build).await.expect("steps");
+            let step = steps.first()?;
+            let logs = store.list_logs(step.stepid).await.expect("logs");
+            Some(store.log_lines(logs[0].logid, 0, 0).await.expect("lines").len())
+        }
+    };
+    assert_eq!(lines(month.0).await, Some(1), "a 40-day-old log stays");
+    assert_eq!(lines(year.0).await, Some(0), "a 200-day-old log's contents go, the log stays");
+    assert_eq!(lines(ancient.0).await, None, "a 2000-day-old build's steps go");
+    let kept = h.store.get_build(ancient.0).await.expect("get").expect("the build row stays");
+    assert_eq!(kept.results, Some(0));
+    let removed = |what: &str| h.master.metrics.janitor_removed.get(&[what]);
+    assert_eq!(removed("artifacts"), 3);
+    assert_eq!(removed("log_chunks"), 1);
+    assert!(removed("steps") >= 3, "chunk, log and step: {}", removed("steps"));
+
+    // The log page says what happened to it.
+    let builder = h.builder("Linux 3.x");
+    let path = format!("/builders/{builder}/builds/{}/steps/0/logs/stdio", year.1);
+    let (status, body) = h.send(axum::http::Request::get(path).body(axum::body::Body::empty()).expect("request")).await;
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&body);
+    assert!(page.contains("The janitor removed this log"), "{page}");
+
+    // Nothing is left to remove a second time.
+    cascade_master::server::janitor(&h.master).sweep(t0).await;
+    assert_eq!(removed("artifacts"), 3);
+    assert_eq!(removed("log_chunks"), 1);
+    h.stop().await;
+});
