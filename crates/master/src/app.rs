@@ -100,7 +100,11 @@ pub fn default_master_name(config: &Config) -> String {
 }
 
 /// Mirrors the configuration's builders and workers into the store.
-async fn sync(store: &Store, config: &Config) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>), StoreError> {
+async fn sync(
+    store: &Store,
+    master_id: i64,
+    config: &Config,
+) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>), StoreError> {
     let builders: Vec<BuilderSpec> = config
         .builders
         .iter()
@@ -114,7 +118,7 @@ async fn sync(store: &Store, config: &Config) -> Result<(BTreeMap<String, i64>, 
         })
         .collect();
     let workers: Vec<WorkerSpec> = config.workers.iter().map(|w| WorkerSpec { name: w.name.clone() }).collect();
-    store.sync_configuration(&builders, &workers).await
+    store.sync_configuration(master_id, &builders, &workers).await
 }
 
 /// The reporters' sender, with the secrets it needs and no others.
@@ -232,11 +236,11 @@ impl Master {
         clock: Clock,
     ) -> Result<Master, StartError> {
         let now = clock.now();
-        let (builder_ids, worker_ids) = sync(&store, &config).await?;
-        let rows = store.sync_schedulers(&Schedulers::config_rows(&config), now).await?;
-        let schedulers = Arc::new(Schedulers::new(&config, &rows, &builder_ids)?);
         let name = config.master.name.clone().unwrap_or_else(|| default_master_name(&config));
         let master_id = store.register_master(&name, now).await?;
+        let (builder_ids, worker_ids) = sync(&store, master_id, &config).await?;
+        let rows = store.sync_schedulers(&Schedulers::config_rows(&config), now).await?;
+        let schedulers = Arc::new(Schedulers::new(&config, &rows, &builder_ids)?);
         tracing::info!(master = %name, master_id, builders = builder_ids.len(), workers = worker_ids.len(), "master registered");
         let retried = store.recover_master(master_id, now).await?;
         if !retried.is_empty() {
@@ -361,7 +365,7 @@ impl Master {
         let secrets = config.resolve_secrets().map_err(|e| vec![e.to_string()])?;
         let store_error = |e: StoreError| vec![format!("the store: {e}")];
         let now = self.clock.now();
-        let (builder_ids, worker_ids) = sync(&self.store, &config).await.map_err(store_error)?;
+        let (builder_ids, worker_ids) = sync(&self.store, self.master_id(), &config).await.map_err(store_error)?;
         let rows = self.store.sync_schedulers(&Schedulers::config_rows(&config), now).await.map_err(store_error)?;
         let schedulers = Arc::new(Schedulers::new(&config, &rows, &builder_ids).map_err(|e| vec![e.to_string()])?);
         let reloaded = crate::operator::compare(&self.catalog.config, &config);

@@ -50,17 +50,18 @@ const WORKER_FIELDS: &[crate::query::Field] = &[
 ];
 
 impl Store {
-    /// Mirrors the configured builders and workers into the database.
-    /// Builders and workers no longer configured keep their rows (their
-    /// history stays reachable) but are marked unconfigured.
+    /// Mirrors master `master_id`'s configured builders and workers into
+    /// the database: its own rows of `builder_masters`, `worker_masters` and
+    /// `configured_workers` are replaced, other masters' stay. Builders and
+    /// workers no master configures keep their rows (their history stays
+    /// reachable) but are marked unconfigured.
     pub async fn sync_configuration(
         &self,
+        master_id: i64,
         builders: &[BuilderSpec],
         workers: &[WorkerSpec],
     ) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE builders SET configured = 0").execute(&mut *tx).await?;
-        sqlx::query("UPDATE workers SET configured = 0").execute(&mut *tx).await?;
         let mut builder_ids = BTreeMap::new();
         for b in builders {
             let tags = serde_json::to_string(&b.tags).unwrap_or_else(|_| "[]".into());
@@ -90,18 +91,46 @@ impl Store {
             .await?;
             worker_ids.insert(w.name.clone(), get::<i64>(&row, "id")?);
         }
-        sqlx::query("DELETE FROM builder_workers").execute(&mut *tx).await?;
+        let mut pairs = Vec::new();
         for b in builders {
             for w in &b.workers {
                 if let (Some(bid), Some(wid)) = (builder_ids.get(&b.name), worker_ids.get(w)) {
-                    sqlx::query("INSERT INTO builder_workers (builder_id, worker_id) VALUES ($1, $2)")
-                        .bind(*bid)
-                        .bind(*wid)
-                        .execute(&mut *tx)
-                        .await?;
+                    pairs.push((*wid, *bid));
                 }
             }
         }
+        for table in ["builder_masters", "worker_masters", "configured_workers"] {
+            let sql = format!("DELETE FROM {table} WHERE master_id = $1");
+            sqlx::query(AssertSqlSafe(sql)).bind(master_id).execute(&mut *tx).await?;
+        }
+        for id in builder_ids.values() {
+            insert_pair(&mut tx, "INSERT INTO builder_masters (builder_id, master_id) VALUES ($1, $2)", *id, master_id)
+                .await?;
+        }
+        for id in worker_ids.values() {
+            insert_pair(&mut tx, "INSERT INTO worker_masters (worker_id, master_id) VALUES ($1, $2)", *id, master_id)
+                .await?;
+        }
+        for (wid, bid) in pairs {
+            sqlx::query("INSERT INTO configured_workers (worker_id, builder_id, master_id) VALUES ($1, $2, $3)")
+                .bind(wid)
+                .bind(bid)
+                .bind(master_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE builders SET configured = 0 WHERE configured = 1 \
+             AND NOT EXISTS (SELECT 1 FROM builder_masters m WHERE m.builder_id = builders.id)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE workers SET configured = 0 WHERE configured = 1 \
+             AND NOT EXISTS (SELECT 1 FROM worker_masters m WHERE m.worker_id = workers.id)",
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok((builder_ids, worker_ids))
     }
@@ -120,10 +149,35 @@ impl Store {
         let rows = sqlx::query("SELECT id, name FROM workers").fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((get(r, "id")?, get(r, "name")?))).collect()
     }
+}
 
-    async fn active_master_ids(&self) -> Result<Vec<i64>> {
-        let rows = sqlx::query("SELECT id FROM masters WHERE active = 1 ORDER BY id").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| get(r, "id")).collect()
+/// One row of a two-column table.
+async fn insert_pair(tx: &mut sqlx::Transaction<'static, sqlx::Any>, sql: &'static str, a: i64, b: i64) -> Result<()> {
+    sqlx::query(sql).bind(a).bind(b).execute(&mut **tx).await?;
+    Ok(())
+}
+
+impl Store {
+    /// For each id of `column` in `table`, the active masters that serve it.
+    async fn active_masters_of(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, Vec<i64>>> {
+        let rows = self
+            .rows_for_ids(ids, |list| {
+                format!(
+                    "SELECT t.{column} AS id, t.master_id FROM {table} t JOIN masters m ON m.id = t.master_id \
+                     WHERE m.active = 1 AND t.{column} IN ({list}) ORDER BY t.master_id"
+                )
+            })
+            .await?;
+        let mut out: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for r in &rows {
+            out.entry(get(r, "id")?).or_default().push(get(r, "master_id")?);
+        }
+        Ok(out)
     }
 
     /// Lists builders (Buildbot's `/builders`); `tags` filters only with `tags__contains`.
@@ -143,16 +197,17 @@ impl Store {
         let (rows, total) =
             fetch_page(&self.pool, "b.id, b.name, b.description, b.tags, b.configured", "builders b", &compiled)
                 .await?;
-        let masters = self.active_master_ids().await?;
+        let ids: Vec<i64> = rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
+        let mut masters = self.active_masters_of("builder_masters", "builder_id", &ids).await?;
         let items = rows
             .iter()
             .map(|r| {
                 let tags: String = get(r, "tags")?;
-                let configured = get::<i64>(r, "configured")? != 0;
+                let id: i64 = get(r, "id")?;
                 Ok(BuilderRecord {
-                    builderid: get(r, "id")?,
+                    builderid: id,
                     name: get(r, "name")?,
-                    masterids: if configured { masters.clone() } else { Vec::new() },
+                    masterids: masters.remove(&id).unwrap_or_default(),
                     description: get(r, "description")?,
                     description_format: None,
                     description_html: None,
@@ -185,21 +240,19 @@ impl Store {
         )
         .await?;
         let ids: Vec<i64> = rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
-        let masters = self.active_master_ids().await?;
         let mut configured_on: BTreeMap<i64, Vec<BuilderMaster>> = BTreeMap::new();
         let mut connected_to: BTreeMap<i64, Vec<ConnectedMaster>> = BTreeMap::new();
         for chunk in ids.chunks(500) {
             let binds: Vec<Bind> = chunk.iter().map(|&i| Bind::Int(i)).collect();
             let sql = format!(
-                "SELECT worker_id, builder_id FROM builder_workers WHERE worker_id IN ({}) ORDER BY builder_id",
+                "SELECT c.worker_id, c.builder_id, c.master_id FROM configured_workers c \
+                 JOIN masters m ON m.id = c.master_id WHERE m.active = 1 AND c.worker_id IN ({}) \
+                 ORDER BY c.builder_id, c.master_id",
                 placeholders(1, chunk.len())
             );
             for row in bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await? {
                 let list = configured_on.entry(get(&row, "worker_id")?).or_default();
-                let builderid: i64 = get(&row, "builder_id")?;
-                for &masterid in &masters {
-                    list.push(BuilderMaster { builderid, masterid });
-                }
+                list.push(BuilderMaster { builderid: get(&row, "builder_id")?, masterid: get(&row, "master_id")? });
             }
             let sql = format!(
                 "SELECT worker_id, master_id FROM worker_connections WHERE worker_id IN ({})",

@@ -40,9 +40,11 @@ async fn setup(store: &Store) -> (BTreeMap<String, i64>, i64) {
             workers: vec!["w1".into()],
         })
         .collect();
-    let (ids, _) =
-        store.sync_configuration(&builders, &[WorkerSpec { name: "w1".into() }]).await.expect("sync configuration");
     let master = store.register_master("m1", 100).await.expect("register master");
+    let (ids, _) = store
+        .sync_configuration(master, &builders, &[WorkerSpec { name: "w1".into() }])
+        .await
+        .expect("sync configuration");
     (ids, master)
 }
 
@@ -367,7 +369,7 @@ test_both!(a_periodic_scheduler_fires_once_per_occurrence, |db| {
 test_both!(configuration_sync_is_idempotent_and_listable, |db| {
     let store = db.store().await;
     let (first, _) = setup(&store).await;
-    let (second, _) = setup(&store).await;
+    let (second, master) = setup(&store).await;
     assert_eq!(first, second, "ids are stable across restarts");
     let stable = store
         .list_builders(&ListQuery {
@@ -402,7 +404,7 @@ test_both!(configuration_sync_is_idempotent_and_listable, |db| {
     assert_eq!(workers.items[0].configured_on.len(), 3);
     assert!(workers.items[0].connected_to.is_empty());
     // A builder dropped from the config keeps its row but no masters.
-    store.sync_configuration(&[], &[WorkerSpec { name: "w1".into() }]).await.expect("sync");
+    store.sync_configuration(master, &[], &[WorkerSpec { name: "w1".into() }]).await.expect("sync");
     let gone = store.get_builder(first["Fedora 3.x"]).await.expect("get").expect("row kept");
     assert!(gone.masterids.is_empty());
 });
@@ -915,8 +917,8 @@ test_both!(a_pull_requests_change_and_buildset_are_one_write_and_its_builds_are_
 test_both!(pages_see_every_worker_past_the_api_page_cap, |db| {
     let store = db.store().await;
     let workers: Vec<WorkerSpec> = (0..1005).map(|i| WorkerSpec { name: format!("w{i:04}") }).collect();
-    let (_, ids) = store.sync_configuration(&[], &workers).await.expect("sync");
     let master = store.register_master("m1", 100).await.expect("register master");
+    let (_, ids) = store.sync_configuration(master, &[], &workers).await.expect("sync");
     let last = ids["w1004"];
     store.worker_attached(last, master, &serde_json::json!({}), 101).await.expect("attach");
     assert_eq!(store.list_workers(&ListQuery::default()).await.expect("page").items.len(), 1000, "the API pages");
@@ -1021,4 +1023,43 @@ test_both!(the_janitor_removes_old_builds_logs_and_steps_in_batches_and_keeps_th
     let all = store.removable_builds(Removal::Artifacts, i64::MAX, 100).await.expect("removable");
     assert_eq!(all.len(), 26, "the finished builds only");
     store.close().await;
+});
+
+test_both!(masters_with_different_configurations_each_keep_their_own, |db| {
+    let store = db.store().await;
+    let spec = |name: &str, worker: &str| BuilderSpec {
+        name: name.into(),
+        definition: name.into(),
+        branch: None,
+        description: None,
+        tags: vec![],
+        workers: vec![worker.into()],
+    };
+    let worker = |name: &str| WorkerSpec { name: name.into() };
+    let a = store.register_master("a", 100).await.expect("a");
+    let b = store.register_master("b", 100).await.expect("b");
+    let (a_ids, _) = store.sync_configuration(a, &[spec("linux", "w1")], &[worker("w1")]).await.expect("a");
+    let (b_ids, _) = store.sync_configuration(b, &[spec("windows", "w2")], &[worker("w2")]).await.expect("b");
+    // Master a restarts (or reloads): b's builders and workers stay b's.
+    store.sync_configuration(a, &[spec("linux", "w1")], &[worker("w1")]).await.expect("a again");
+    let masters_of = |id: i64| {
+        let store = store.clone();
+        async move { store.get_builder(id).await.expect("get").expect("builder").masterids }
+    };
+    assert_eq!(masters_of(a_ids["linux"]).await, vec![a]);
+    assert_eq!(masters_of(b_ids["windows"]).await, vec![b]);
+    let workers = store.list_workers(&ListQuery::default()).await.expect("workers").items;
+    let on: Vec<(String, Vec<(i64, i64)>)> = workers
+        .iter()
+        .map(|w| (w.name.clone(), w.configured_on.iter().map(|c| (c.builderid, c.masterid)).collect()))
+        .collect();
+    assert_eq!(on, vec![("w1".into(), vec![(a_ids["linux"], a)]), ("w2".into(), vec![(b_ids["windows"], b)])]);
+    // A stopped master serves nothing; its configuration comes back with it.
+    store.deactivate_master(b, 200).await.expect("stop b");
+    assert!(masters_of(b_ids["windows"]).await.is_empty());
+    assert_eq!(store.register_master("b", 300).await.expect("b again"), b);
+    assert_eq!(masters_of(b_ids["windows"]).await, vec![b]);
+    // Dropped from a's configuration, linux is served by no one.
+    store.sync_configuration(a, &[], &[worker("w1")]).await.expect("a without linux");
+    assert!(masters_of(a_ids["linux"]).await.is_empty());
 });

@@ -255,8 +255,8 @@ async fn prepare(database: &str) -> anyhow::Result<(Vec<BuilderSpec>, i64)> {
     let store = Store::connect(database).await.context("opening the store")?;
     let specs = specs();
     let workers: Vec<WorkerSpec> = (0..WORKERS).map(|i| WorkerSpec { name: format!("worker-{i}") }).collect();
-    store.sync_configuration(&specs, &workers).await?;
     let master = store.register_master("fill-store", 0).await?;
+    store.sync_configuration(master, &specs, &workers).await?;
     store.close().await;
     eprintln!("{} builders, {} workers", specs.len(), workers.len());
     Ok((specs, master))

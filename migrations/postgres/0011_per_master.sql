@@ -1,0 +1,28 @@
+-- What each master's configuration serves. A master rewrites only its own
+-- rows at start and on reload, so masters sharing a database with
+-- different configurations no longer overwrite each other; a builder or
+-- worker is configured while some master's rows name it.
+CREATE TABLE builder_masters (
+    builder_id BIGINT NOT NULL REFERENCES builders (id),
+    master_id BIGINT NOT NULL REFERENCES masters (id),
+    PRIMARY KEY (builder_id, master_id)
+);
+CREATE INDEX builder_masters_master ON builder_masters (master_id);
+
+CREATE TABLE worker_masters (
+    worker_id BIGINT NOT NULL REFERENCES workers (id),
+    master_id BIGINT NOT NULL REFERENCES masters (id),
+    PRIMARY KEY (worker_id, master_id)
+);
+CREATE INDEX worker_masters_master ON worker_masters (master_id);
+
+-- Which workers serve which builders, per master.
+CREATE TABLE configured_workers (
+    worker_id BIGINT NOT NULL REFERENCES workers (id),
+    builder_id BIGINT NOT NULL REFERENCES builders (id),
+    master_id BIGINT NOT NULL REFERENCES masters (id),
+    PRIMARY KEY (worker_id, builder_id, master_id)
+);
+CREATE INDEX configured_workers_master ON configured_workers (master_id);
+
+DROP TABLE builder_workers;
