@@ -25,6 +25,7 @@ use crate::limiter::Limiter;
 use crate::metrics::{Gauge, Metrics};
 use crate::operator::{Operator, Reloaded, Signal};
 use crate::password::Gate;
+use crate::relay::Relay;
 use crate::runner::Runner;
 use crate::scheduler::{SchedulerError, Schedulers};
 use crate::views::Pages;
@@ -69,6 +70,8 @@ pub struct Master {
     pub metrics: Arc<Metrics>,
     /// When this master started, Unix seconds.
     pub up_since: i64,
+    /// Control requests to and from the other masters.
+    pub relay: Arc<Relay>,
     hook: Arc<Hook>,
     reads: Arc<Reads>,
     control: Arc<Control>,
@@ -84,6 +87,32 @@ pub enum StartError {
     /// A scheduler's configuration cannot run.
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    /// SQLite serves one master, and another is running on the file.
+    #[error(
+        "master {other:?} is running on this SQLite database (its heartbeat is {age}s old): SQLite serves \
+         one master; run several on PostgreSQL"
+    )]
+    SqliteTaken {
+        /// The other master's name.
+        other: String,
+        /// Seconds since its heartbeat.
+        age: i64,
+    },
+}
+
+/// On SQLite, another master alive on the same file (its heartbeat younger
+/// than `master_expiry`) means this one must not start.
+async fn check_single(store: &Store, config: &Config, name: &str, now: i64) -> Result<(), StartError> {
+    if store.backend() != cascade_store::Backend::Sqlite {
+        return Ok(());
+    }
+    let expiry = i64::try_from(config.master.master_expiry.as_secs()).unwrap_or(i64::MAX);
+    let other =
+        store.list_masters().await?.into_iter().find(|m| m.active && m.name != name && now - m.last_active < expiry);
+    match other {
+        Some(m) => Err(StartError::SqliteTaken { other: m.name, age: now - m.last_active }),
+        None => Ok(()),
+    }
 }
 
 /// This master's row name: host and config path, so two masters on one
@@ -206,10 +235,11 @@ struct Lasting {
     metrics: Arc<Metrics>,
     /// When this master started, Unix seconds.
     up_since: i64,
+    relay: Arc<Relay>,
 }
 
 impl Lasting {
-    fn new(config: &Config, events_from: i64, up_since: i64) -> Lasting {
+    fn new(config: &Config, events_from: i64, up_since: i64, relay: Relay) -> Lasting {
         let (operator, inbox) = Operator::channel();
         Lasting {
             bus: Bus::new(),
@@ -222,6 +252,7 @@ impl Lasting {
             inbox: Arc::new(parking_lot::Mutex::new(Some(inbox))),
             metrics: Arc::default(),
             up_since,
+            relay: Arc::new(relay),
         }
     }
 }
@@ -237,6 +268,7 @@ impl Master {
     ) -> Result<Master, StartError> {
         let now = clock.now();
         let name = config.master.name.clone().unwrap_or_else(|| default_master_name(&config));
+        check_single(&store, &config, &name, now).await?;
         let master_id = store.register_master(&name, now).await?;
         let (builder_ids, worker_ids) = sync(&store, master_id, &config).await?;
         let rows = store.sync_schedulers(&Schedulers::config_rows(&config), now).await?;
@@ -249,7 +281,8 @@ impl Master {
         let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
         let catalog = Arc::new(Catalog::new(config, master_id, builder_ids, worker_ids));
         let events_from = store.last_event_id().await? + 1;
-        let lasting = Lasting::new(&catalog.config, events_from, now);
+        let relay = Relay::new(store.clone(), master_id);
+        let lasting = Lasting::new(&catalog.config, events_from, now, relay);
         let parts = Parts { catalog, schedulers, credentials, secrets };
         Ok(Master::assemble(store, clock, parts, lasting))
     }
@@ -257,10 +290,20 @@ impl Master {
     /// Builds every part's state over the pieces that outlive a reload.
     fn assemble(store: Store, clock: Clock, parts: Parts, lasting: Lasting) -> Master {
         let Parts { catalog, schedulers, credentials, secrets } = parts;
-        let config = catalog.config.clone();
         let notifier = notifier(&store, &catalog, &clock, &secrets, &lasting);
-        let Lasting { bus, workers, wake_builds, running, gate, events_from, operator, inbox, metrics, up_since } =
-            lasting;
+        let Lasting {
+            bus,
+            workers,
+            wake_builds,
+            running,
+            gate,
+            events_from,
+            operator,
+            inbox,
+            metrics,
+            up_since,
+            relay,
+        } = lasting;
         let (pulls, poller) = github_parts(&store, &catalog, &schedulers, &clock, &secrets, &wake_builds);
         let parts = crate::runner::RunnerParts {
             store: store.clone(),
@@ -273,15 +316,7 @@ impl Master {
         };
         let runner = Arc::new(Runner::new(parts, running));
         let hub = worker_hub(&store, &catalog, &clock, &workers, credentials, wake_builds, gate.clone());
-        let access = Arc::new(Access {
-            store: store.clone(),
-            catalog: catalog.clone(),
-            clock: clock.clone(),
-            limiter: Limiter::new(config.auth.login_attempts, config.auth.login_window),
-            gate: gate.clone(),
-            http: crate::outbound::http_client(),
-            github_client_secret: secrets.github_client_secret,
-        });
+        let access = access(&store, &catalog, &clock, &gate, secrets.github_client_secret);
         let hook = Arc::new(Hook {
             store: store.clone(),
             catalog: catalog.clone(),
@@ -302,6 +337,7 @@ impl Master {
             registry: workers.clone(),
             schedulers: schedulers.clone(),
             operator: operator.clone(),
+            relay: relay.clone(),
         });
         let pages = Arc::new(Pages {
             store: store.clone(),
@@ -328,6 +364,7 @@ impl Master {
             gate,
             metrics,
             up_since,
+            relay,
             hook,
             reads,
             control,
@@ -353,6 +390,7 @@ impl Master {
             inbox: self.inbox.clone(),
             metrics: self.metrics.clone(),
             up_since: self.up_since,
+            relay: self.relay.clone(),
         }
     }
 
@@ -471,6 +509,26 @@ async fn metrics(State(m): State<Master>) -> Result<impl IntoResponse, crate::er
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
 }
 
+/// Who may do what, under `catalog`'s `[auth]`.
+fn access(
+    store: &Store,
+    catalog: &Arc<Catalog>,
+    clock: &Clock,
+    gate: &Arc<Gate>,
+    github_client_secret: Option<cascade_config::SecretString>,
+) -> Arc<Access> {
+    let auth = &catalog.config.auth;
+    Arc::new(Access {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        clock: clock.clone(),
+        limiter: Limiter::new(auth.login_attempts, auth.login_window),
+        gate: gate.clone(),
+        http: crate::outbound::http_client(),
+        github_client_secret,
+    })
+}
+
 /// Where workers log in and attach.
 fn worker_hub(
     store: &Store,
@@ -492,6 +550,7 @@ fn worker_hub(
         nudge,
         gate,
         logins: LoginLimits::new(&config.limits),
+        generation: registry.next_generation(),
     })
 }
 

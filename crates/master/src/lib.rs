@@ -30,6 +30,7 @@ pub mod password;
 pub mod poller;
 pub mod pulls;
 pub mod rawlog;
+pub mod relay;
 pub mod runner;
 pub mod scheduler;
 pub mod sendchange;

@@ -70,11 +70,21 @@ impl Operator {
         self.tx.try_send(signal).is_ok()
     }
 
-    /// Asks for a reload and waits for its outcome.
+    /// Asks, waiting for room: a stop is never dropped.
+    pub async fn tell(&self, signal: Signal) -> bool {
+        self.tx.send(signal).await.is_ok()
+    }
+
+    /// Asks for a reload and waits for its outcome. Reloads never wait
+    /// for room, so they cannot crowd out a stop.
     pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let (reply, outcome) = oneshot::channel();
-        if self.tx.send(Signal::Reload(Some(reply))).await.is_err() {
-            return Err(vec!["the master is not running".into()]);
+        match self.tx.try_send(Signal::Reload(Some(reply))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(vec!["too many requests are waiting; try again".into()]);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(vec!["the master is not running".into()]),
         }
         outcome.await.unwrap_or_else(|_| Err(vec!["the master stopped before reloading".into()]))
     }
@@ -97,6 +107,8 @@ pub fn compare(old: &cascade_config::Config, new: &cascade_config::Config) -> Re
         ("master.database", m.database != n.database),
         ("master.name", m.name != n.name),
         ("master.trusted_proxies", m.trusted_proxies != n.trusted_proxies),
+        ("master.heartbeat", m.heartbeat != n.heartbeat),
+        ("master.master_expiry", m.master_expiry != n.master_expiry),
         ("limits.connections", l.connections != k.connections),
         ("limits.connections_per_address", l.connections_per_address != k.connections_per_address),
         ("limits.header_timeout", l.header_timeout != k.header_timeout),

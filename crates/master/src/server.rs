@@ -132,7 +132,7 @@ pub async fn serve(
     let operator = master.operator.clone();
     tokio::spawn(async move {
         shutdown.await;
-        operator.ask(Signal::Stop);
+        operator.tell(Signal::Stop).await;
     });
     let (closing, closed) = watch::channel(false);
     let (routes, current_routes) = watch::channel(router(master.clone()));
@@ -149,7 +149,7 @@ pub async fn serve(
                         generation.stop().await;
                         let _replaced = routes.send_replace(router(next.clone()));
                         hubs.send_replace(next.hub.clone());
-                        reconcile_workers(&next);
+                        reconcile_workers(&next).await;
                         generation = Generation::start(&next);
                         master = next;
                         log_reload(&reloaded);
@@ -176,6 +176,12 @@ pub async fn serve(
     master.operator.set_stopping();
     if !at_once {
         drain(&master, &mut inbox).await;
+    }
+    inbox.close();
+    while let Ok(signal) = inbox.try_recv() {
+        if let Signal::Reload(Some(reply)) = signal {
+            let _ = reply.send(Err(vec!["the master is stopping".into()]));
+        }
     }
     tracing::info!("shutting down");
     master.bus.close();
@@ -210,13 +216,17 @@ fn log_reload(reloaded: &Reloaded) {
 /// After a reload: each connected worker is told its builders (a builder
 /// removed while it builds there stays until that build ends); a worker no
 /// longer configured takes no new builds and is let go once idle.
-fn reconcile_workers(master: &Master) {
+/// Waits (at most [`GRACE`]) for the workers to take their lists, so the
+/// new distributor never gives a PB worker a builder it has not set up.
+async fn reconcile_workers(master: &Master) {
+    let mut told = JoinSet::new();
     for handle in master.workers.connected() {
-        if master.catalog.worker(&handle.name).is_none() {
+        let Some(config) = master.catalog.worker(&handle.name) else {
             tracing::warn!(worker = %handle.name, "no longer configured: let go once idle");
             master.workers.let_go_when_idle(handle);
             continue;
-        }
+        };
+        handle.max_builds.store(config.max_builds as usize, std::sync::atomic::Ordering::SeqCst);
         let mut builders: Vec<String> =
             master.catalog.builders_of_worker(&handle.name).map(|b| b.name.clone()).collect();
         for busy in handle.busy_builders.lock().iter() {
@@ -224,12 +234,18 @@ fn reconcile_workers(master: &Master) {
                 builders.push(busy.clone());
             }
         }
-        tokio::spawn(async move {
-            if let Err(e) = handle.conn.set_builders(&builders).await {
-                tracing::warn!(worker = %handle.name, error = %e, "could not give the worker its new builders");
-            }
+        told.spawn(async move {
+            let why = match tokio::time::timeout(GRACE, handle.conn.set_builders(&builders)).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer in time".to_string(),
+            };
+            // It reconnects, and its login sets the builders up afresh.
+            tracing::warn!(worker = %handle.name, reason = %why, "the worker did not take its new builders: let go");
+            handle.conn.close();
         });
     }
+    while told.join_next().await.is_some() {}
 }
 
 /// The graceful part of a stop: running builds may finish, until the
@@ -279,7 +295,7 @@ struct Generation {
 }
 
 impl Generation {
-    /// The distributor, the schedulers, the reporters, the poller, the heartbeat and the janitor.
+    /// The distributor, the schedulers, the reporters, the poller and the janitor.
     fn start(master: &Master) -> Generation {
         let (stop, stopped) = watch::channel(false);
         let (stop_builds, builds_stopped) = watch::channel(false);
@@ -292,7 +308,6 @@ impl Generation {
             master.metrics.clone(),
             stopped.clone(),
         ));
-        tasks.spawn(heartbeat(master.clone(), stopped.clone()));
         tasks.spawn(janitor(master).run(stopped.clone()));
         tasks.spawn(master.notifier.clone().run(stopped.clone()));
         tasks.spawn(master.poller.clone().run(stopped));
@@ -302,10 +317,11 @@ impl Generation {
     /// No build starts from here on.
     async fn stop_distributor(&mut self) {
         let _ = self.stop_builds.send(true);
-        if let Some(distributor) = self.distributor.take()
-            && tokio::time::timeout(GRACE, distributor).await.is_err()
+        if let Some(mut distributor) = self.distributor.take()
+            && tokio::time::timeout(GRACE, &mut distributor).await.is_err()
         {
-            tracing::warn!("the distributor did not stop in time");
+            tracing::warn!("the distributor did not stop in time: it is stopped");
+            distributor.abort();
         }
     }
 
@@ -352,10 +368,13 @@ fn listen(
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::events::pump(master.store.clone(), master.bus.clone(), master.events_from, closed.clone()));
+    tasks.spawn(master.relay.clone().run(master.runner.clone(), master.workers.clone(), closed.clone()));
+    // Beats on while a reload swaps the rest, so no master takes this one for dead.
+    tasks.spawn(heartbeat(master.clone(), closed.clone()));
     tasks.spawn(crate::accept::serve(listeners.http, current(routes), caps(master, "HTTP"), closed.clone(), GRACE));
     tasks.spawn(crate::workers::pb::serve(listeners.pb, hubs.clone(), caps(master, "PB"), closed.clone()));
     let (hub_routes, msgpack_routes) = watch::channel(crate::workers::msgpack::router(hubs.borrow().clone()));
-    tasks.spawn(follow_hubs(hubs, hub_routes));
+    tasks.spawn(follow_hubs(hubs, hub_routes, closed.clone()));
     tasks.spawn(crate::accept::serve(
         listeners.msgpack,
         current(msgpack_routes),
@@ -367,8 +386,16 @@ fn listen(
 }
 
 /// Keeps the msgpack listener's router on the current worker hub.
-async fn follow_hubs(mut hubs: watch::Receiver<Arc<crate::workers::Hub>>, routes: watch::Sender<Router>) {
-    while hubs.changed().await.is_ok() {
+async fn follow_hubs(
+    mut hubs: watch::Receiver<Arc<crate::workers::Hub>>,
+    routes: watch::Sender<Router>,
+    mut closed: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = hubs.changed() => if changed.is_err() { return },
+            _ = closed.changed() => return,
+        }
         let hub = hubs.borrow_and_update().clone();
         let _replaced = routes.send_replace(crate::workers::msgpack::router(hub));
     }
@@ -484,7 +511,7 @@ impl Served {
     }
 
     async fn ended(mut self, signal: Signal) -> Result<(), ServeError> {
-        self.operator.ask(signal);
+        self.operator.tell(signal).await;
         match self.task.take() {
             Some(task) => task.await.map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
             None => Ok(()),
@@ -556,15 +583,15 @@ async fn forward_signals(operator: Operator) {
             };
             if matches!(asked, Signal::Stop) {
                 tracing::info!("asked to stop");
-            }
-            if !operator.ask(asked) {
-                tracing::warn!("the master is busy: the signal is dropped");
+                operator.tell(asked).await;
+            } else if !operator.ask(asked) {
+                tracing::warn!("too many requests are waiting: the reload is dropped");
             }
         }
     }
     #[cfg(not(unix))]
     loop {
         let _ = tokio::signal::ctrl_c().await;
-        operator.ask(Signal::Stop);
+        operator.tell(Signal::Stop).await;
     }
 }

@@ -55,6 +55,7 @@ const IDS_PER_QUERY: usize = 500;
 impl Store {
     /// Tells this process's event readers that events were just committed.
     pub(crate) fn events_committed(&self) {
+        self.notices.events_committed();
         self.signal.send_modify(|n| *n = n.wrapping_add(1));
     }
 

@@ -21,8 +21,13 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
-    /// Bumped after every commit that recorded events (see `events.rs`).
+    /// Bumped after every commit that recorded events (see `events.rs`),
+    /// and when another master says it committed some.
     pub(crate) signal: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Notices between masters (see `notices.rs`).
+    pub(crate) notices: std::sync::Arc<crate::notices::Notices>,
+    /// Where the database is, for the notices' own connection (PostgreSQL).
+    pub(crate) url: Option<std::sync::Arc<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -128,7 +133,9 @@ impl Store {
             .connect_with(options)
             .await?;
         let signal = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
-        Ok(Store { pool, backend, signal })
+        let notices = std::sync::Arc::new(crate::notices::Notices::new());
+        let url = (backend == Backend::Postgres).then(|| std::sync::Arc::new(url));
+        Ok(Store { pool, backend, signal, notices, url })
     }
 
     /// Which database this store runs on.
@@ -149,6 +156,7 @@ impl Store {
 
     /// Closes every pooled connection; waits for those in use.
     pub async fn close(&self) {
+        self.stop_listening();
         self.pool.close().await;
     }
 

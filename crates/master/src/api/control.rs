@@ -30,6 +30,7 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::error::HttpError;
 use crate::operator::Operator;
+use crate::relay::{Relay, Request};
 use crate::runner::Runner;
 use crate::scheduler::{ForceRequest, SchedulerError, Schedulers};
 use crate::workers::Registry;
@@ -52,6 +53,8 @@ pub struct Control {
     pub schedulers: Arc<Schedulers>,
     /// This master's serve loop (reloads).
     pub operator: Operator,
+    /// Builds and workers on other masters.
+    pub relay: Arc<Relay>,
 }
 
 /// The methods control calls name.
@@ -235,6 +238,26 @@ impl Control {
     }
 }
 
+/// Stops a build here, or asks the master it runs on.
+async fn stop_anywhere(c: &Control, build_id: i64, master_id: i64) -> Result<(), HttpError> {
+    if master_id == c.catalog.master_id {
+        return match c.runner.stop_build(build_id) {
+            true => Ok(()),
+            false => Err(HttpError::conflict("the build is not running any more")),
+        };
+    }
+    let answer = c.relay.ask(master_id, Request::StopBuild { build_id }).await.map_err(unanswered)?;
+    if !answer.ok {
+        return Err(HttpError::conflict(format!("master {master_id}: {}", answer.message)));
+    }
+    Ok(())
+}
+
+/// No answer from the other master: the caller may try again.
+fn unanswered(e: crate::relay::RelayError) -> HttpError {
+    HttpError::unavailable(e.to_string())
+}
+
 /// `POST /api/v2/builds/{id}`: `stop`, `rebuild`.
 pub async fn build(
     State(c): State<Arc<Control>>,
@@ -253,9 +276,7 @@ pub async fn build(
         if build.complete {
             return Err(HttpError::conflict("the build has already finished"));
         }
-        if build.masterid != c.catalog.master_id || !c.runner.stop_build(build_id) {
-            return Err(HttpError::conflict(format!("the build runs on master {}", build.masterid)));
-        }
+        stop_anywhere(&c, build_id, build.masterid).await?;
         let reason = call.text_param("reason").unwrap_or_default();
         tracing::info!(user = ?user.name, build = build_id, reason = ?reason, "build stopped");
         return Ok(call.reply(Value::Null));
@@ -452,7 +473,8 @@ pub async fn worker(
     let record = c.store.get_worker(worker_id).await?.ok_or_else(|| HttpError::not_found("no such worker"))?;
     let here = c.registry.get(&record.name).filter(|h| h.worker_id == worker_id);
     let reason = call.text_param("reason");
-    match method {
+    let name = record.name.clone();
+    let request = match method {
         Method::Pause | Method::Unpause => {
             let paused = method == Method::Pause;
             c.store.set_worker_paused(worker_id, paused, reason.as_deref()).await?;
@@ -462,17 +484,31 @@ pub async fn worker(
             if !paused {
                 c.runner.nudge();
             }
+            Request::PauseWorker { worker: name, paused }
         }
         Method::Stop => {
             c.store.set_worker_graceful(worker_id, true).await?;
-            if let Some(h) = here {
+            if let Some(h) = here.clone() {
                 c.registry.drain_then_shut_down(h);
             }
+            Request::StopWorker { worker: name }
         }
         _ => {
-            if let Some(h) = here {
+            if let Some(h) = &here {
                 h.conn.close();
             }
+            Request::KillWorker { worker: name }
+        }
+    };
+    let elsewhere: Vec<i64> =
+        record.connected_to.iter().map(|m| m.masterid).filter(|m| *m != c.catalog.master_id).collect();
+    if here.is_none() && elsewhere.is_empty() && method == Method::Kill {
+        return Err(HttpError::conflict("the worker is not connected"));
+    }
+    for master_id in elsewhere {
+        let answer = c.relay.ask(master_id, request.clone()).await.map_err(unanswered)?;
+        if !answer.ok {
+            return Err(HttpError::conflict(format!("master {master_id}: {}", answer.message)));
         }
     }
     tracing::info!(user = %user.name, worker = %record.name, method = method.name(), ?reason, "worker control");

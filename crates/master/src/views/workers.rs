@@ -25,6 +25,20 @@ pub struct WorkerLine {
     pub host: String,
     pub version: String,
     pub info: Vec<(String, String)>,
+    /// The masters it is connected to, by name.
+    pub masters: Vec<String>,
+}
+
+/// One master sharing the store, as `/workers` shows it.
+pub struct MasterLine {
+    pub name: String,
+    pub active: bool,
+    /// Its last heartbeat, for people.
+    pub heartbeat: String,
+    /// How many workers are connected to it.
+    pub workers: usize,
+    /// This master (the one answering).
+    pub this: bool,
 }
 
 #[derive(Template)]
@@ -33,6 +47,8 @@ pub struct WorkersPage {
     pub chrome: Chrome,
     pub workers: Vec<WorkerLine>,
     pub one: bool,
+    /// Every master sharing the store (only on `/workers`).
+    pub masters: Vec<MasterLine>,
 }
 
 async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_store::StoreError> {
@@ -46,6 +62,8 @@ async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_
     let now = m.clock.now();
     let names: std::collections::HashMap<i64, String> =
         m.catalog.builders().map(|(b, id)| (id, b.name.clone())).collect();
+    let master_names: std::collections::HashMap<i64, String> =
+        m.store.list_masters().await?.into_iter().map(|x| (x.masterid, x.name)).collect();
     Ok(workers
         .into_iter()
         .map(|w| {
@@ -81,6 +99,7 @@ async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_
                 host: text("host"),
                 version: text("version"),
                 info,
+                masters: w.connected_to.iter().filter_map(|c| master_names.get(&c.masterid).cloned()).collect(),
                 name: w.name,
             }
         })
@@ -90,8 +109,26 @@ async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_
 /// `GET /workers`.
 pub async fn list(State(m): State<Arc<Pages>>, headers: HeaderMap) -> Result<Response, HttpError> {
     let workers = lines(&m, None).await?;
+    let masters = masters(&m).await?;
     let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
-    render(&headers, &WorkersPage { chrome, workers, one: false }, None)
+    render(&headers, &WorkersPage { chrome, workers, one: false, masters }, None)
+}
+
+/// Every master sharing the store: alive or not, its heartbeat, its workers.
+async fn masters(m: &Pages) -> Result<Vec<MasterLine>, cascade_store::StoreError> {
+    let all = m.store.list_masters().await?;
+    let connected = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
+    let now = m.clock.now();
+    Ok(all
+        .into_iter()
+        .map(|x| MasterLine {
+            workers: connected.iter().filter(|w| w.connected_to.iter().any(|c| c.masterid == x.masterid)).count(),
+            heartbeat: super::ago(now, x.last_active),
+            this: x.masterid == m.catalog.master_id,
+            active: x.active,
+            name: x.name,
+        })
+        .collect())
 }
 
 /// `GET /workers/{id}`.
@@ -106,5 +143,5 @@ pub async fn one(
         return Err(not_found("worker"));
     }
     let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
-    render(&headers, &WorkersPage { chrome, workers, one: true }, None)
+    render(&headers, &WorkersPage { chrome, workers, one: true, masters: Vec::new() }, None)
 }

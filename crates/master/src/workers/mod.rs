@@ -48,6 +48,10 @@ pub struct Hub {
     pub gate: Arc<crate::password::Gate>,
     /// Login attempts per address and per worker name.
     pub logins: LoginLimits,
+    /// Which configuration this hub is of ([`Registry::next_generation`]):
+    /// a login decided by a hub a reload replaced is refused, so every
+    /// worker attached serves what the current configuration says.
+    pub generation: u64,
 }
 
 /// Worker login attempts counted per client address and per worker name;
@@ -193,8 +197,17 @@ impl Hub {
     /// Registers a logged-in worker and records it, or says why not. A
     /// worker paused before it reconnected stays paused.
     pub async fn attach(&self, handle: &Arc<WorkerHandle>) -> Result<(), String> {
+        let stale = "the configuration was reloaded during the login: log in again";
+        if self.registry.generation() != self.generation {
+            return Err(stale.into());
+        }
         apply_stored_flags(&self.store, handle).await;
         self.registry.attach(handle.clone()).await?;
+        // A reload that began meanwhile may not have seen this worker.
+        if self.registry.generation() != self.generation {
+            self.registry.detach(handle);
+            return Err(stale.into());
+        }
         let (id, master) = (handle.worker_id, self.catalog.master_id);
         if let Err(e) = self.store.worker_attached(id, master, &handle.info.json, self.clock.now()).await {
             self.registry.detach(handle);
@@ -283,7 +296,8 @@ pub struct WorkerHandle {
     pub name: String,
     pub worker_id: i64,
     pub info: WorkerInfo,
-    pub max_builds: usize,
+    /// Builds at once (a reload may change it).
+    pub max_builds: AtomicUsize,
     pub running: AtomicUsize,
     /// Builders with a build on this worker now: one at a time each, as in
     /// Buildbot (they share a folder, and PB one command slot).
@@ -307,7 +321,7 @@ impl WorkerHandle {
             name: name.to_string(),
             worker_id,
             info,
-            max_builds,
+            max_builds: AtomicUsize::new(max_builds),
             running: AtomicUsize::new(0),
             busy_builders: Mutex::new(HashSet::new()),
             draining: AtomicBool::new(false),
@@ -323,7 +337,7 @@ impl WorkerHandle {
             return false;
         }
         let mut busy = self.busy_builders.lock();
-        if busy.contains(builder) || self.running.load(Ordering::SeqCst) >= self.max_builds {
+        if busy.contains(builder) || self.running.load(Ordering::SeqCst) >= self.max_builds.load(Ordering::SeqCst) {
             return false;
         }
         busy.insert(builder.to_string());
@@ -358,6 +372,8 @@ pub struct Registry {
     /// meanwhile is refused rather than racing the first.
     attaching: Mutex<HashSet<String>>,
     next_command: AtomicU64,
+    /// The configuration now served (bumped by each reload).
+    generation: AtomicU64,
     /// Notified when a worker attaches, detaches or frees a slot.
     pub changed: Notify,
 }
@@ -367,6 +383,16 @@ impl Registry {
     /// must never see an old id again.
     pub fn command_id(&self) -> String {
         self.next_command.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    /// The configuration generation now served.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// A new configuration is being made: its generation.
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<WorkerHandle>> {

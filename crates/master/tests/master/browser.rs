@@ -308,3 +308,43 @@ async fn the_reproduce_command_copies_to_the_clipboard() {
     h.stop().await;
     db.finish().await;
 }
+
+/// Two masters on one PostgreSQL: a browser on master a's console sees the
+/// build that master b runs start and pass, with no reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_on_one_master_sees_the_builds_of_another_live() {
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let go = dir.path().join("GO");
+    let step = format!(
+        r#"{{ name = "work", command = ["sh", "-c", "while [ ! -f {} ]; do sleep 0.1; done"] }},"#,
+        go.display()
+    );
+    let text = config(&repo, &step);
+    let clock = cascade_master::clock::Clock::System;
+    let a =
+        Harness::served(db.store().await, &text.replace("name = \"worker-test\"", "name = \"a\""), clock.clone()).await;
+    let b = Harness::served(db.store().await, &text.replace("name = \"worker-test\"", "name = \"b\""), clock).await;
+    let _worker =
+        BuildbotWorker::start_kind(Kind::Cascade, dir.path(), b.served.addresses.msgpack.port(), "w1", "pw-one").await;
+    wait_for("the worker on b", Duration::from_secs(30), || async { b.master.workers.get("w1") }).await;
+    let browser = Browser::start().await;
+    let live = Duration::from_secs(30);
+    browser.go(&format!("{}/console", a.url())).await;
+    browser.mark().await;
+    push(&a, &sha).await;
+    browser
+        .until("b's build running on a's page", live, "return document.querySelector('td.cell.running') !== null;")
+        .await;
+    std::fs::write(&go, "").expect("go");
+    browser.until("the cell to turn green", live, "return document.querySelector('td.cell.success') !== null;").await;
+    assert!(browser.unreloaded().await, "a's console updated in place");
+    let built = a.store.get_build(1).await.expect("get").expect("the build");
+    assert_eq!(built.masterid, b.master.master_id(), "b built it");
+    browser.screenshot("console-across-masters").await;
+    browser.close().await;
+    a.stop().await;
+    b.stop().await;
+    db.finish().await;
+}
