@@ -206,6 +206,9 @@ pub struct Metrics {
     pub janitor_removed: Counters,
     /// Reloads, by outcome (`applied`, `refused`).
     pub reloads: Counters,
+    /// How long the store took, by operation (`ingest`: a push's changes,
+    /// `claim`: a build's requests, `log_lines`: a batch of log lines).
+    pub store_duration: Histograms,
 }
 
 impl Default for Metrics {
@@ -249,6 +252,12 @@ impl Default for Metrics {
             log_bytes: Counters::new("cascade_log_bytes_total", "Log bytes stored.", &[]),
             janitor_removed: Counters::new("cascade_janitor_removed_total", "Rows the janitor removed.", &["what"]),
             reloads: Counters::new("cascade_reloads_total", "Configuration reloads.", &["outcome"]),
+            store_duration: Histograms::new(
+                "cascade_store_duration_seconds",
+                "How long the store took, by operation.",
+                &["operation"],
+                FAST,
+            ),
         }
     }
 }
@@ -273,6 +282,7 @@ impl Metrics {
         }
         self.build_duration.render(&mut out);
         self.webhook_duration.render(&mut out);
+        self.store_duration.render(&mut out);
         for g in gauges {
             g.render(&mut out);
         }

@@ -141,8 +141,10 @@ impl LogWriter {
             return Ok(());
         }
         let first_line = self.written;
+        let started = std::time::Instant::now();
         self.written = self.store.append_log_lines(self.log_id, first_line, &self.buffered).await?;
         if let Some(metrics) = &self.metrics {
+            metrics.store_duration.observe(&["log_lines"], started.elapsed().as_secs_f64());
             let bytes: usize = self.buffered.iter().map(|l| l.len() + 1).sum();
             metrics.log_bytes.add(&[], bytes as u64);
         }

@@ -129,7 +129,10 @@ impl Runner {
                     Some(worker.worker_id),
                     self.clock.now(),
                 );
-                match claimed.await {
+                let asked = std::time::Instant::now();
+                let claimed = claimed.await;
+                self.metrics.store_duration.observe(&["claim"], asked.elapsed().as_secs_f64());
+                match claimed {
                     Ok(Some(claimed)) => {
                         started += 1;
                         // Registered before the task runs: a stop sees every build.

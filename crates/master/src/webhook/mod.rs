@@ -273,7 +273,9 @@ async fn push(hook: &Hook, push: PushEvent, delivery: Option<&Delivery>) -> Resu
                 })
                 .collect();
             // Commits the poller already made up for are not stored twice.
+            let started = std::time::Instant::now();
             let stored = hook.store.ingest_changes_unless(delivery, &batch, Redundant::Polled, now).await;
+            hook.metrics.store_duration.observe(&["ingest"], started.elapsed().as_secs_f64());
             match stored.map_err(unstored)? {
                 IngestOutcome::Duplicate => Ok(duplicate()),
                 IngestOutcome::Stored { change_ids } => {

@@ -77,6 +77,13 @@ test_both!(a_build_a_delivery_and_a_worker_show_in_the_metrics, |db| {
     let delivery = sample(&m, "cascade_webhook_duration_seconds", &[("event", "ping")]).map(|s| &s.value);
     let Some(Value::Histogram(buckets)) = delivery else { panic!("a latency histogram: {delivery:?}") };
     assert_eq!(buckets.last().map(|b| b.count), Some(1.0), "one delivery in the +Inf bucket");
+    for operation in ["ingest", "claim", "log_lines"] {
+        let timed = sample(&m, "cascade_store_duration_seconds", &[("operation", operation)]).map(|s| &s.value);
+        assert!(
+            matches!(timed, Some(Value::Histogram(b)) if b.last().is_some_and(|b| b.count >= 1.0)),
+            "{operation}: {timed:?}"
+        );
+    }
     h.stop().await;
 });
 

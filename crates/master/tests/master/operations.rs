@@ -224,3 +224,27 @@ async fn sigterm_stops_gracefully_and_a_second_sigterm_at_once() {
     assert_eq!(build.results, Some(5), "RETRY: {}", build.state_string);
     store.close().await;
 }
+
+#[test]
+fn the_systemd_unit_reloads_with_sighup_and_outwaits_the_stop_grace() {
+    let unit = include_str!("../../../../deploy/cascade.service");
+    assert!(unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"), "systemctl reload sends SIGHUP");
+    assert!(unit.contains("\nStateDirectory=cascade\n") && unit.contains("\nReadWritePaths=/var/lib/cascade\n"));
+    let minutes: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec=")?.strip_suffix("min")?.parse().ok())
+        .expect("TimeoutStopSec=<n>min");
+    let minimal = "[github]\ninsecure_webhook = true\n[[branch]]\nname = \"main\"\n";
+    let defaults = cascade_config::parse(minimal, Path::new("t.toml")).expect("config");
+    assert!(minutes * 60 > defaults.master.stop_grace.as_secs(), "systemd waits longer than a graceful stop");
+    // systemd's own reading of the unit, where systemd is installed.
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if analyze.exists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cascade.service");
+        std::fs::write(&file, unit.replace("/usr/local/bin/cascade", "/bin/true")).expect("unit");
+        let checked = Command::new(analyze).arg("verify").arg(&file).output().expect("systemd-analyze");
+        let said = String::from_utf8_lossy(&checked.stderr);
+        assert!(checked.status.success() && !said.contains("Unknown"), "{said}");
+    }
+}
