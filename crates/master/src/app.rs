@@ -305,7 +305,7 @@ impl Master {
             relay,
         } = lasting;
         let (pulls, poller) = github_parts(&store, &catalog, &schedulers, &clock, &secrets, &wake_builds);
-        let parts = crate::runner::RunnerParts {
+        let runner = Arc::new(Runner {
             store: store.clone(),
             catalog: catalog.clone(),
             clock: clock.clone(),
@@ -313,8 +313,8 @@ impl Master {
             registry: workers.clone(),
             wake: wake_builds.clone(),
             metrics: metrics.clone(),
-        };
-        let runner = Arc::new(Runner::new(parts, running));
+            running,
+        });
         let hub = worker_hub(&store, &catalog, &clock, &workers, credentials, wake_builds, gate.clone());
         let access = access(&store, &catalog, &clock, &gate, secrets.github_client_secret);
         let hook = Arc::new(Hook {

@@ -43,39 +43,15 @@ pub struct Runner {
     /// Builds and log bytes counted.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Builds running on this master, with the switch that stops each;
-    /// shared with the runner of the configuration a reload replaces.
-    running: Running,
-}
-
-/// What a runner is made of, besides the builds running.
-pub struct RunnerParts {
-    /// Where requests are claimed and builds recorded.
-    pub store: Store,
-    /// Builders, factories, workers.
-    pub catalog: Arc<Catalog>,
-    /// What time it is.
-    pub clock: Clock,
-    /// Where log lines go as they are stored.
-    pub bus: Bus,
-    /// Who is connected.
-    pub registry: Arc<Registry>,
-    /// Nudged by new requests and free worker slots.
-    pub wake: Arc<Notify>,
-    /// Builds and log bytes counted.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// shared with the runner of the configuration a reload replaces
+    /// (empty at start).
+    pub(crate) running: Running,
 }
 
 /// The builds running on a master, by id, with the switch that stops each.
 pub type Running = Arc<Mutex<BTreeMap<i64, watch::Sender<bool>>>>;
 
 impl Runner {
-    /// A runner over `running` (empty at start; after a reload, the
-    /// builds the runner before it started, which finish as they began).
-    pub fn new(parts: RunnerParts, running: Running) -> Runner {
-        let RunnerParts { store, catalog, clock, bus, registry, wake, metrics } = parts;
-        Runner { store, catalog, clock, bus, registry, wake, metrics, running }
-    }
-
     /// The builds running here, for the runner that follows a reload.
     pub fn running(&self) -> Running {
         self.running.clone()

@@ -90,6 +90,19 @@ pub fn fixture_json(rel: &str) -> Value {
 }
 
 /// A delivery of a push of `sha` alone to `main`, shaped like the real one.
+/// An unsigned push of `sha` to `main` over HTTP to the master at `base`
+/// (for masters whose config has `insecure_webhook`); asserts it is taken.
+pub async fn push_over_http(http: &reqwest::Client, base: &str, sha: &str) {
+    let pushed = http
+        .post(format!("{base}/change_hook/github"))
+        .header("x-github-event", "push")
+        .json(&push_of(sha))
+        .send()
+        .await
+        .expect("push");
+    assert!(pushed.status().is_success(), "{}", pushed.status());
+}
+
 pub fn push_of(sha: &str) -> Value {
     let mut payload = synthetic_push("main", 1, 1, &["README"]);
     payload["commits"][0]["id"] = serde_json::json!(sha);

@@ -74,14 +74,7 @@ async fn a_master_killed_mid_build_is_declared_dead_and_another_builds_its_work(
     .await;
     let _w1 = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), ports.1, "w1", "pw-one").await;
 
-    let pushed = http
-        .post(format!("{base}/change_hook/github"))
-        .header("x-github-event", "push")
-        .json(&crate::harness::push_of(&sha))
-        .send()
-        .await
-        .expect("push");
-    assert!(pushed.status().is_success(), "{}", pushed.status());
+    crate::harness::push_over_http(&http, &base, &sha).await;
     let store = db.store().await;
     let first = wait_for("a's build to run", Duration::from_secs(60), || async {
         let builds = store.list_builds(&ListQuery::default()).await.ok()?.items;
@@ -139,14 +132,7 @@ async fn control_and_live_events_reach_the_master_a_build_and_a_worker_are_on() 
     let http = reqwest::Client::new();
     let mut live = http.get(format!("{}/events", a.url())).send().await.expect("a's /events");
 
-    let pushed = http
-        .post(format!("{}/change_hook/github", a.url()))
-        .header("x-github-event", "push")
-        .json(&crate::harness::push_of(&sha))
-        .send()
-        .await
-        .expect("push");
-    assert!(pushed.status().is_success());
+    crate::harness::push_over_http(&http, &a.url(), &sha).await;
     let build = wait_for("b's build to run", Duration::from_secs(60), || async {
         let builds = a.store.list_builds(&ListQuery::default()).await.ok()?.items;
         builds.into_iter().find(|x| !x.complete && x.masterid == b.master.master_id())
@@ -281,25 +267,12 @@ async fn three_masters_build_each_request_of_a_push_once() {
         masters.push(Harness::served(db.store().await, &shared_config(name, &repo), clock.clone()).await);
     }
     // cascade-worker on a and b, a stock buildbot-worker over PB on c.
-    let _w1 = BuildbotWorker::start_kind(
-        Kind::Cascade,
-        dir.path(),
-        masters[0].served.addresses.msgpack.port(),
-        "w1",
-        "pw-one",
-    )
-    .await;
-    let _w2 = BuildbotWorker::start_kind(
-        Kind::Cascade,
-        dir.path(),
-        masters[1].served.addresses.msgpack.port(),
-        "w2",
-        "pw-one",
-    )
-    .await;
-    let _w3 =
-        BuildbotWorker::start_kind(Kind::BuildbotPb, dir.path(), masters[2].served.addresses.pb.port(), "w3", "pw-one")
-            .await;
+    let mut workers = Vec::new();
+    for (m, (w, kind)) in masters.iter().zip([("w1", Kind::Cascade), ("w2", Kind::Cascade), ("w3", Kind::BuildbotPb)]) {
+        let a = m.served.addresses;
+        let port = if matches!(kind, Kind::BuildbotPb) { a.pb.port() } else { a.msgpack.port() };
+        workers.push(BuildbotWorker::start_kind(kind, dir.path(), port, w, "pw-one").await);
+    }
     for (m, w) in masters.iter().zip(["w1", "w2", "w3"]) {
         wait_for("the workers", Duration::from_secs(60), || async { m.master.workers.get(w) }).await;
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{MasterProcess, free_port, push_of};
+use crate::harness::{MasterProcess, free_port};
 use crate::workers::{BuildbotWorker, Kind, make_repo, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -95,15 +95,7 @@ impl Api {
     }
 
     async fn push(&self, sha: &str) {
-        let pushed = self
-            .http
-            .post(format!("{}/change_hook/github", self.base))
-            .header("x-github-event", "push")
-            .json(&push_of(sha))
-            .send()
-            .await
-            .expect("push");
-        assert!(pushed.status().is_success(), "{}", pushed.status());
+        crate::harness::push_over_http(&self.http, &self.base, sha).await;
     }
 
     async fn health(&self) -> Option<String> {

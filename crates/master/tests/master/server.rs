@@ -209,14 +209,7 @@ test_both!(a_graceful_stop_lets_the_running_build_finish_while_the_master_still_
     let http = reqwest::Client::new();
     let health = http.get(format!("{url}/healthz")).send().await.expect("healthz");
     assert_eq!(health.text().await.expect("body"), "ok, stopping");
-    let pushed = http
-        .post(format!("{url}/change_hook/github"))
-        .header("x-github-event", "push")
-        .json(&crate::harness::push_of(&sha))
-        .send()
-        .await
-        .expect("push");
-    assert!(pushed.status().is_success(), "{}", pushed.status());
+    crate::harness::push_over_http(&http, &url, &sha).await;
     let unclaimed = ListQuery::default().eq("claimed", "false");
     wait_for("the push's request (schedulers still run)", LIMIT, || async {
         (store.list_buildrequests(&unclaimed).await.ok()?.items.len() == 1).then_some(())
