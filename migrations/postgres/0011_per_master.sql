@@ -25,4 +25,12 @@ CREATE TABLE configured_workers (
 );
 CREATE INDEX configured_workers_master ON configured_workers (master_id);
 
-DROP TABLE builder_workers;
+-- What the masters running at the upgrade served, until each starts again
+-- and writes its own. builder_workers is no longer read; it stays for
+-- masters of the previous version still running during a rolling upgrade.
+INSERT INTO builder_masters (builder_id, master_id)
+    SELECT b.id, m.id FROM builders b, masters m WHERE b.configured = 1 AND m.active = 1;
+INSERT INTO worker_masters (worker_id, master_id)
+    SELECT w.id, m.id FROM workers w, masters m WHERE w.configured = 1 AND m.active = 1;
+INSERT INTO configured_workers (worker_id, builder_id, master_id)
+    SELECT bw.worker_id, bw.builder_id, m.id FROM builder_workers bw, masters m WHERE m.active = 1;

@@ -17,8 +17,9 @@ use crate::metrics::Metrics;
 
 /// Builds handled per transaction.
 const BATCH: i64 = 20;
-/// Builds handled per removal and sweep; the next sweep goes on.
-const PER_SWEEP: usize = 10_000;
+/// Builds handled per removal and sweep (a first sweep over years of
+/// history takes several); the next sweep goes on.
+const PER_SWEEP: usize = 100_000;
 
 /// What the janitor works with.
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct Janitor {
     pub metrics: Arc<Metrics>,
     /// What time it is.
     pub clock: Clock,
+    /// This master: its own builds' artifacts are on its disk.
+    pub master_id: i64,
 }
 
 impl Janitor {
@@ -87,19 +90,31 @@ impl Janitor {
     async fn remove(&self, what: Removal, before: i64, now: i64) -> Result<u64, StoreError> {
         let (mut removed, mut handled) = (0, 0);
         while handled < PER_SWEEP {
-            let batch = self.store.removable_builds(what, before, BATCH).await?;
+            let master = (what == Removal::Artifacts).then_some(self.master_id);
+            let batch = self.store.removable_builds(what, before, BATCH, master).await?;
             if batch.is_empty() {
                 break;
             }
+            handled += batch.len();
+            let mut ids: Vec<i64> = batch.iter().map(|b| b.build_id).collect();
             if what == Removal::Artifacts {
                 let root = self.config.master.artifacts.clone();
-                let folders: Vec<_> =
-                    batch.iter().map(|b| root.join(builder_folder(&b.builder)).join(b.number.to_string())).collect();
-                removed += tokio::task::spawn_blocking(move || remove_folders(&folders)).await.unwrap_or(0);
+                let folders: Vec<_> = batch
+                    .iter()
+                    .map(|b| (b.build_id, root.join(builder_folder(&b.builder)).join(b.number.to_string())))
+                    .collect();
+                let (gone, deleted) =
+                    tokio::task::spawn_blocking(move || remove_folders(&folders)).await.unwrap_or_default();
+                if gone.len() < ids.len() {
+                    // A folder that would not go is tried again next sweep; stop for now.
+                    self.store.remove_from_builds(what, &gone, now).await?;
+                    removed += deleted;
+                    break;
+                }
+                removed += deleted;
+                ids = gone;
             }
-            let ids: Vec<i64> = batch.iter().map(|b| b.build_id).collect();
             removed += self.store.remove_from_builds(what, &ids, now).await?;
-            handled += batch.len();
             // Writers go first between batches.
             tokio::task::yield_now().await;
         }
@@ -107,15 +122,19 @@ impl Janitor {
     }
 }
 
-/// Deletes the folders that exist; returns how many went.
-fn remove_folders(folders: &[std::path::PathBuf]) -> u64 {
-    let mut removed = 0;
-    for folder in folders {
+/// Deletes the builds' folders; returns the builds whose folder is gone
+/// now (deleted, or there was none) and how many were deleted.
+fn remove_folders(folders: &[(i64, std::path::PathBuf)]) -> (Vec<i64>, u64) {
+    let (mut gone, mut deleted) = (Vec::new(), 0);
+    for (build, folder) in folders {
         match std::fs::remove_dir_all(folder) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(()) => {
+                gone.push(*build);
+                deleted += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(*build),
             Err(e) => tracing::warn!(folder = %folder.display(), error = %e, "could not remove an artifact folder"),
         }
     }
-    removed
+    (gone, deleted)
 }

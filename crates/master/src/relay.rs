@@ -96,17 +96,12 @@ impl Relay {
         let id = uuid::Uuid::new_v4().to_string();
         let (reply, answer) = oneshot::channel();
         self.waiting.lock().insert(id.clone(), reply);
-        let message = Message::Ask { id: id.clone(), from: self.master_id, to, request };
-        let sent = self.send(&message).await;
-        let outcome = match sent {
-            Ok(()) => tokio::time::timeout(ANSWER_WITHIN, answer).await.ok().and_then(Result::ok),
-            Err(e) => {
-                self.waiting.lock().remove(&id);
-                return Err(e.into());
-            }
-        };
-        self.waiting.lock().remove(&id);
-        outcome.ok_or(RelayError::NoAnswer(to))
+        // Forgotten however this ends, a caller that gave up included.
+        let _forget = Forget { relay: self, id: id.clone() };
+        let message = Message::Ask { id, from: self.master_id, to, request };
+        self.send(&message).await?;
+        let answer = tokio::time::timeout(ANSWER_WITHIN, answer).await.ok().and_then(Result::ok);
+        answer.ok_or(RelayError::NoAnswer(to))
     }
 
     async fn send(&self, message: &Message) -> Result<(), StoreError> {
@@ -141,9 +136,13 @@ impl Relay {
                 Ok(Message::Ask { id, from, to, request }) if to == self.master_id => {
                     let answer = act(&runner, &registry, &request);
                     tracing::info!(from_master = from, request = ?request, ok = answer.ok, "asked by another master");
-                    if let Err(e) = self.send(&Message::Answer { id, to: from, answer }).await {
-                        tracing::warn!(error = %e, "could not answer another master");
-                    }
+                    // Sent aside, so answers for this master's callers are read meanwhile.
+                    let relay = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = relay.send(&Message::Answer { id, to: from, answer }).await {
+                            tracing::warn!(error = %e, "could not answer another master");
+                        }
+                    });
                 }
                 Ok(Message::Answer { id, to, answer }) if to == self.master_id => {
                     if let Some(waiting) = self.waiting.lock().remove(&id) {
@@ -154,6 +153,18 @@ impl Relay {
                 Err(e) => tracing::warn!(error = %e, "an unreadable control notice"),
             }
         }
+    }
+}
+
+/// Removes a waiter from the relay when its `ask` ends.
+struct Forget<'a> {
+    relay: &'a Relay,
+    id: String,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.relay.waiting.lock().remove(&self.id);
     }
 }
 

@@ -44,6 +44,11 @@ pub enum ServeError {
     /// Accepting or serving failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Another master process runs on this SQLite database.
+    #[error(
+        "{0}: another cascade process serves this SQLite database (SQLite serves one master; run several on PostgreSQL)"
+    )]
+    SqliteTaken(String),
     /// The artifacts folder cannot be written.
     #[error("cannot write artifacts to {path} ([master] artifacts): {source}")]
     Artifacts {
@@ -451,6 +456,7 @@ pub fn janitor(master: &Master) -> crate::janitor::Janitor {
         config: master.catalog.config.clone(),
         metrics: master.metrics.clone(),
         clock: master.clock.clone(),
+        master_id: master.master_id(),
     }
 }
 
@@ -544,6 +550,7 @@ pub async fn run(config: Config, database: Option<String>) -> Result<(), ServeEr
         tracing::warn!("github.insecure_webhook is on: unsigned webhooks are accepted");
     }
     let url = database.unwrap_or_else(|| config.master.database.clone());
+    let _lock = lock_sqlite(&url)?;
     let store = Store::connect_with(&url, config.limits.store_timeout).await?;
     tracing::info!(backend = ?store.backend(), "store ready");
     let listeners = Listeners::bind(&config.master).await?;
@@ -553,6 +560,23 @@ pub async fn run(config: Config, database: Option<String>) -> Result<(), ServeEr
     signals.abort();
     store.close().await;
     served
+}
+
+/// On SQLite, a lock on `<database>.lock` held for the life of the process,
+/// so a second master on the same file refuses to start, whatever its name.
+fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, ServeError> {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else { return Ok(None) };
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(None);
+    }
+    let lock = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::SqliteTaken(lock)),
+        Err(std::fs::TryLockError::Error(e)) => Err(ServeError::Io(e)),
+    }
 }
 
 /// Fails now, not at the first upload hours later, when `dir` cannot be

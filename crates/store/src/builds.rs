@@ -477,7 +477,7 @@ impl Store {
 
     /// The worker connections a master left behind are gone
     /// ([`Event::WorkerLost`] for each).
-    async fn forget_connections(&self, master_id: i64, now: i64) -> Result<()> {
+    pub(crate) async fn forget_connections(&self, master_id: i64, now: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT c.worker_id, w.name FROM worker_connections c JOIN workers w ON w.id = c.worker_id \

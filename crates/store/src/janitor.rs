@@ -45,15 +45,27 @@ pub struct Removable {
 
 impl Store {
     /// The oldest builds finished before `before` whose `what` is still
-    /// there, at most `limit`.
-    pub async fn removable_builds(&self, what: Removal, before: i64, limit: i64) -> Result<Vec<Removable>> {
+    /// there, at most `limit`; with `master`, only the builds it ran
+    /// (artifacts are on the disk of the master that ran the build).
+    pub async fn removable_builds(
+        &self,
+        what: Removal,
+        before: i64,
+        limit: i64,
+        master: Option<i64>,
+    ) -> Result<Vec<Removable>> {
         let column = what.column();
+        let only = if master.is_some() { "AND b.master_id = $3" } else { "" };
         let sql = format!(
             "SELECT b.id, b.number, r.name FROM builds b JOIN builders r ON r.id = b.builder_id \
-             WHERE b.{column} IS NULL AND b.complete_at IS NOT NULL AND b.complete_at < $1 \
+             WHERE b.{column} IS NULL AND b.complete_at IS NOT NULL AND b.complete_at < $1 {only} \
              ORDER BY b.complete_at LIMIT $2"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(before).bind(limit).fetch_all(&self.pool).await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(before).bind(limit);
+        if let Some(m) = master {
+            q = q.bind(m);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok(Removable { build_id: get(r, "id")?, builder: get(r, "name")?, number: get(r, "number")? }))
             .collect()

@@ -47,6 +47,10 @@ impl Store {
     /// retried) of each master declared dead or taken over.
     pub async fn expire_masters(&self, me: i64, before: i64, now: i64) -> Result<Vec<(i64, String, Vec<i64>)>> {
         let mut expired = self.declare_dead(me, before, now).await?;
+        // A dead master's workers are not connected to it, builds or not.
+        for (id, _, _) in &expired {
+            self.forget_connections(*id, now).await?;
+        }
         let orphans = sqlx::query(
             "SELECT DISTINCT b.master_id, m.name FROM builds b JOIN masters m ON m.id = b.master_id              WHERE b.complete_at IS NULL AND m.active = 0 AND b.master_id <> $1",
         )

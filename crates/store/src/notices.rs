@@ -132,30 +132,40 @@ async fn listen(
     signal: Arc<watch::Sender<u64>>,
     mut alive: watch::Receiver<()>,
 ) {
+    let mut pause = Duration::from_secs(1);
     loop {
         tokio::select! {
-            Err(e) = hear(&url, &heard, &signal) => {
-                tracing::warn!(error = %e, "listening for other masters' notices failed; again in a second");
+            Err((e, listened)) = hear(&url, &heard, &signal) => {
+                if listened {
+                    pause = Duration::from_secs(1);
+                }
+                // Once per outage, then quietly, backing off to half a minute.
+                if pause == Duration::from_secs(1) {
+                    tracing::warn!(error = %e, "listening for other masters' notices failed; trying again");
+                }
             }
             _ = alive.changed() => return,
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(pause) => {}
             _ = alive.changed() => return,
         }
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
-/// One listening connection, until it fails.
+/// One listening connection, until it fails; says whether it listened.
 async fn hear(
     url: &str,
     heard: &broadcast::Sender<Notice>,
     signal: &watch::Sender<u64>,
-) -> std::result::Result<std::convert::Infallible, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-    listener.listen_all([Channel::Events.name(), Channel::Control.name()]).await?;
+) -> std::result::Result<std::convert::Infallible, (sqlx::Error, bool)> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await.map_err(|e| (e, false))?;
+    listener.listen_all([Channel::Events.name(), Channel::Control.name()]).await.map_err(|e| (e, false))?;
+    // Events committed while nobody listened: readers look now.
+    signal.send_modify(|v| *v = v.wrapping_add(1));
     loop {
-        let n = listener.recv().await?;
+        let n = listener.recv().await.map_err(|e| (e, true))?;
         let Some(channel) = Channel::parse(n.channel()) else { continue };
         if channel == Channel::Events {
             signal.send_modify(|v| *v = v.wrapping_add(1));

@@ -144,6 +144,14 @@ impl Store {
         rows.iter().map(|r| get(r, "name")).collect()
     }
 
+    /// How many workers are connected to each master, however many there are.
+    pub async fn connections_by_master(&self) -> Result<BTreeMap<i64, i64>> {
+        let rows = sqlx::query("SELECT master_id, COUNT(*) AS n FROM worker_connections GROUP BY master_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((get(r, "master_id")?, get(r, "n")?))).collect()
+    }
+
     /// Every worker's name by id, however many there are.
     pub async fn worker_names(&self) -> Result<BTreeMap<i64, String>> {
         let rows = sqlx::query("SELECT id, name FROM workers").fetch_all(&self.pool).await?;

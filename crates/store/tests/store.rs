@@ -989,13 +989,13 @@ test_both!(the_janitor_removes_old_builds_logs_and_steps_in_batches_and_keeps_th
     let recent = finished_build(&store, fedora, master, "recent", 50_000).await;
 
     // Logs of builds finished before 10,000: two batches of at most 20.
-    let first = store.removable_builds(Removal::Logs, 10_000, 20).await.expect("removable");
+    let first = store.removable_builds(Removal::Logs, 10_000, 20, None).await.expect("removable");
     assert_eq!(first.len(), 20);
     assert_eq!(first[0].build_id, old[0].0, "oldest first");
     assert_eq!((first[0].builder.as_str(), first[0].number), ("Fedora 3.x", 1));
     let ids: Vec<i64> = first.iter().map(|b| b.build_id).collect();
     assert_eq!(store.remove_from_builds(Removal::Logs, &ids, 60_000).await.expect("removed"), 20, "one chunk each");
-    let rest = store.removable_builds(Removal::Logs, 10_000, 20).await.expect("removable");
+    let rest = store.removable_builds(Removal::Logs, 10_000, 20, None).await.expect("removable");
     assert_eq!(rest.len(), 5, "the batch removed is not found again");
     assert!(store.log_lines(old[0].2, 0, 2).await.expect("lines").is_empty(), "the contents went");
     assert_eq!(store.list_logs(old[0].1).await.expect("logs").len(), 1, "the log row stays");
@@ -1015,13 +1015,18 @@ test_both!(the_janitor_removes_old_builds_logs_and_steps_in_batches_and_keeps_th
         assert_eq!(sets.total, 0);
     }
     assert_eq!(store.list_steps(old[3].0).await.expect("steps").len(), 1, "the rest keep their steps");
-    let left = store.removable_builds(Removal::Steps, 10_000, 100).await.expect("removable");
+    let left = store.removable_builds(Removal::Steps, 10_000, 100, None).await.expect("removable");
     assert_eq!(left.len(), 22);
     // A running build is never removable.
     buildset_for(&store, &[], "running", &[fedora], 1).await;
     store.claim_build(fedora, master, None, 1).await.expect("claim").expect("running");
-    let all = store.removable_builds(Removal::Artifacts, i64::MAX, 100).await.expect("removable");
+    let all = store.removable_builds(Removal::Artifacts, i64::MAX, 100, None).await.expect("removable");
     assert_eq!(all.len(), 26, "the finished builds only");
+    let other = store.register_master("m2", 1).await.expect("another master");
+    let theirs = store.removable_builds(Removal::Artifacts, i64::MAX, 100, Some(other)).await.expect("removable");
+    assert!(theirs.is_empty(), "artifacts are on the disk of the master that ran the build");
+    let ours = store.removable_builds(Removal::Artifacts, i64::MAX, 100, Some(master)).await.expect("removable");
+    assert_eq!(ours.len(), 26);
     store.close().await;
 });
 

@@ -500,13 +500,20 @@ pub async fn worker(
             Request::KillWorker { worker: name }
         }
     };
-    let elsewhere: Vec<i64> =
-        record.connected_to.iter().map(|m| m.masterid).filter(|m| *m != c.catalog.master_id).collect();
+    let active: std::collections::BTreeSet<i64> =
+        c.store.list_masters().await?.into_iter().filter(|m| m.active).map(|m| m.masterid).collect();
+    let elsewhere: Vec<i64> = record
+        .connected_to
+        .iter()
+        .map(|m| m.masterid)
+        .filter(|m| *m != c.catalog.master_id && active.contains(m))
+        .collect();
     if here.is_none() && elsewhere.is_empty() && method == Method::Kill {
         return Err(HttpError::conflict("the worker is not connected"));
     }
-    for master_id in elsewhere {
-        let answer = c.relay.ask(master_id, request.clone()).await.map_err(unanswered)?;
+    let asked = elsewhere.iter().map(|m| c.relay.ask(*m, request.clone()));
+    for (master_id, answer) in elsewhere.iter().zip(futures_util::future::join_all(asked).await) {
+        let answer = answer.map_err(unanswered)?;
         if !answer.ok {
             return Err(HttpError::conflict(format!("master {master_id}: {}", answer.message)));
         }

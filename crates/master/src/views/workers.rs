@@ -36,7 +36,7 @@ pub struct MasterLine {
     /// Its last heartbeat, for people.
     pub heartbeat: String,
     /// How many workers are connected to it.
-    pub workers: usize,
+    pub workers: i64,
     /// This master (the one answering).
     pub this: bool,
 }
@@ -117,12 +117,12 @@ pub async fn list(State(m): State<Arc<Pages>>, headers: HeaderMap) -> Result<Res
 /// Every master sharing the store: alive or not, its heartbeat, its workers.
 async fn masters(m: &Pages) -> Result<Vec<MasterLine>, cascade_store::StoreError> {
     let all = m.store.list_masters().await?;
-    let connected = m.store.list_workers(&ListQuery::default().limit(1000)).await?.items;
+    let connected = m.store.connections_by_master().await?;
     let now = m.clock.now();
     Ok(all
         .into_iter()
         .map(|x| MasterLine {
-            workers: connected.iter().filter(|w| w.connected_to.iter().any(|c| c.masterid == x.masterid)).count(),
+            workers: connected.get(&x.masterid).copied().unwrap_or(0),
             heartbeat: super::ago(now, x.last_active),
             this: x.masterid == m.catalog.master_id,
             active: x.active,

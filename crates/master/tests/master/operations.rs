@@ -240,3 +240,20 @@ fn the_systemd_unit_reloads_with_sighup_and_outwaits_the_stop_grace() {
         assert!(checked.status.success() && !said.contains("Unknown"), "{said}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_sqlite_master_started_twice_refuses_the_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports { http: free_port(), pb: free_port(), msgpack: free_port() };
+    let file = dir.path().join("master.toml");
+    std::fs::write(&file, config(dir.path(), &ports, &["unix"], r#"{ name = "check", command = ["true"] }"#))
+        .expect("config");
+    let (mut master, api, _) = started(dir.path(), &file, &ports).await;
+    // systemd's and a hand-started one: the same file, the same name.
+    let second = cascade(&["serve", "--config", &file.display().to_string()]);
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another cascade process serves this SQLite database"), "{said}");
+    assert_eq!(api.health().await.as_deref(), Some("ok"), "the first one goes on");
+    master.kill().await;
+}
