@@ -931,6 +931,8 @@ fn read_builders(
         let branch_names = t.opt_str_list(ctx, "branches");
         let tags: Vec<String> = t.opt_str_list(ctx, "tags").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
         let description = t.opt_str(ctx, "description");
+        // CPython's scripts select "the stable builders of 3.14" by tags.
+        let branch_tag = t.bool_or(ctx, "branch_tag", true);
 
         let worker_names = worker_names.unwrap_or_default();
         if worker_names.is_empty() && t.map.get("workers").is_some() {
@@ -975,13 +977,17 @@ fn read_builders(
                     ctx.error(t.offset(), &t.key("name"), format!("duplicate builder name {expanded:?}"));
                     continue;
                 }
+                let mut tags = tags.clone();
+                if let Some(l) = label.as_ref().filter(|l| branch_tag && !tags.contains(l)) {
+                    tags.push(l.clone());
+                }
                 out.push(BuilderConfig {
                     name: expanded,
                     definition: name.clone(),
                     branch: label,
                     workers: worker_names.iter().map(|(w, _)| w.clone()).collect(),
                     factory: factory.clone(),
-                    tags: tags.clone(),
+                    tags,
                     description: description.clone(),
                 });
             }

@@ -34,7 +34,7 @@ fn example_config_loads_and_expands_builders_per_branch() {
     assert_eq!(names.len(), 4 + 3 + 2 + 1 + 3);
     let fedora = config.builders.iter().find(|b| b.name == "AMD64 Fedora Stable 3.14").expect("builder");
     assert_eq!(fedora.branch.as_deref(), Some("3.14"));
-    assert_eq!(fedora.tags, vec!["stable", "tier-1"]);
+    assert_eq!(fedora.tags, vec!["stable", "tier-1", "3.14"], "the branch label is a tag");
     assert_eq!(config.branch("3.x").expect("3.x").git, "main");
     assert_eq!(config.branch("3.14").expect("3.14").git, "3.14");
 
@@ -439,4 +439,19 @@ branch = "PR"
     ] {
         assert!(errors.contains(needle), "{needle:?} not in:\n{errors}");
     }
+}
+
+#[test]
+fn a_builders_branch_label_is_a_tag_unless_turned_off() {
+    let builder = |extra: &str| {
+        let text = format!(
+            "{MINIMAL}\n[[builder]]\nname = \"Linux\"\nworkers = [\"w1\"]\nfactory = \"f\"\nbranches = [\"3.x\"]\ntags = [\"stable\"]\n{extra}"
+        );
+        cascade_config::parse(&text, Path::new("t.toml")).expect("config").builders.remove(0).tags
+    };
+    assert_eq!(builder(""), ["stable", "3.x"]);
+    assert_eq!(builder("branch_tag = false\n"), ["stable"]);
+    let unbranched = format!("{MINIMAL}\n[[builder]]\nname = \"Docs\"\nworkers = [\"w1\"]\nfactory = \"f\"\n");
+    let config = cascade_config::parse(&unbranched, Path::new("t.toml")).expect("config");
+    assert!(config.builders[0].tags.is_empty(), "no branch, no branch tag");
 }

@@ -126,11 +126,10 @@ async fn builder_buildrequests(
 /// Builds, with the properties asked for by `property=` inlined as
 /// Buildbot does (`"properties": {name: [value, source]}`).
 async fn builds_envelope(m: &Reads, page: Page<cascade_store::records::BuildRecord>, p: &query::Parsed) -> ApiResult {
-    if p.properties.is_empty() {
-        return envelope("builds", page, &p.fields);
-    }
+    // Every build carries `properties` as Buildbot's do: `{}` unless asked for.
     let ids: Vec<i64> = page.items.iter().map(|b| b.buildid).collect();
-    let mut props = m.store.build_properties_many(&ids).await?;
+    let mut props =
+        if p.properties.is_empty() { Default::default() } else { m.store.build_properties_many(&ids).await? };
     let all = p.properties.iter().any(|n| n == "*");
     let mut items = Vec::with_capacity(page.items.len());
     for b in &page.items {
@@ -148,7 +147,7 @@ async fn builds_envelope(m: &Reads, page: Page<cascade_store::records::BuildReco
         items.push(v);
     }
     let mut fields = p.fields.clone();
-    if !fields.is_empty() {
+    if !fields.is_empty() && !p.properties.is_empty() {
         fields.push("properties".into());
     }
     Ok(Json(json!({ "builds": project(items, &fields), "meta": meta(page.total) })))

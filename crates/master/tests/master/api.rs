@@ -85,10 +85,12 @@ test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
     let (status, by_name) = h.get("/api/v2/builders/Linux%203.x").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(by_name["builders"][0]["builderid"], linux);
-    assert_eq!(by_name["builders"][0]["tags"], serde_json::json!(["stable"]));
+    assert_eq!(by_name["builders"][0]["tags"], serde_json::json!(["stable", "3.x"]), "the branch label is a tag");
     assert_eq!(by_name["builders"][0]["masterids"], serde_json::json!([h.master.master_id()]));
     let (_, stable) = h.get("/api/v2/builders?tags__contains=stable").await;
     assert_eq!(stable["meta"]["total"], 2);
+    let (_, of_branch) = h.get("/api/v2/builders?tags__contains=3.x").await;
+    assert_eq!(of_branch["meta"]["total"], 2, "Linux 3.x and Windows 3.x: {of_branch}");
 
     let (_, workers) = h.get("/api/v2/workers").await;
     assert_eq!(workers["workers"][0]["name"], "w1");

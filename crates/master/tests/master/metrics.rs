@@ -66,7 +66,7 @@ test_both!(a_build_a_delivery_and_a_worker_show_in_the_metrics, |db| {
         (number(&m, "cascade_builds_finished_total", &[("result", "success")]) == 1.0).then_some(())
     })
     .await;
-    assert_eq!(number(&m, "cascade_builds_started_total", &[("tag", "")]), 1.0);
+    assert_eq!(number(&m, "cascade_builds_started_total", &[("tag", "main")]), 1.0);
     assert_eq!(number(&m, "cascade_webhook_deliveries_total", &[("event", "ping"), ("outcome", "accepted")]), 1.0);
     assert_eq!(number(&m, "cascade_workers_connected", &[("protocol", "msgpack")]), 1.0);
     assert_eq!(number(&m, "cascade_workers_connected", &[("protocol", "pb")]), 0.0);

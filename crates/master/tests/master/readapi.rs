@@ -272,6 +272,7 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
     // ...and Buildbot's types.
     let (_, v) = h.get(&format!("/api/v2/builds/{}", build.buildid)).await;
     let b = &v["builds"][0];
+    assert_eq!(b["properties"], json!({}), "builds carry properties, empty unless asked for: {b}");
     assert!(b["started_at"].is_i64() && b["complete_at"].is_i64(), "Unix seconds: {b}");
     assert_eq!(b["complete"], true);
     assert_eq!(b["results"], 2);
