@@ -128,21 +128,29 @@ const CONCURRENCY: usize = 8;
 
 /// Each selected builder's latest finished build and its newest change.
 pub async fn status(client: &Client, branch: Option<&str>, tags: &[String]) -> anyhow::Result<Vec<StatusRow>> {
-    let mut query = vec![("order".to_string(), "name".to_string()), ("limit".into(), "1000".into())];
+    status_paged(client, branch, tags, BUILDERS_PAGE).await
+}
+
+/// Builders asked for at once (the API's page cap).
+const BUILDERS_PAGE: usize = 1000;
+/// Pages read at most: a master that keeps answering full pages is not believed.
+const PAGES_MAX: usize = 1000;
+
+/// [`status`], reading the builders `page` at a time.
+pub async fn status_paged(
+    client: &Client,
+    branch: Option<&str>,
+    tags: &[String],
+    page: usize,
+) -> anyhow::Result<Vec<StatusRow>> {
+    let mut query = vec![("order".to_string(), "name".to_string())];
     if let Some(b) = branch {
         query.push(("branch".into(), b.into()));
     }
     for t in tags {
         query.push(("tags__contains".into(), t.clone()));
     }
-    let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
-    let builders = client.get(&format!("/builders?{qs}")).await?;
-    let builders: Vec<(i64, String)> = builders["builders"]
-        .as_array()
-        .map(|list| {
-            list.iter().filter_map(|b| Some((b["builderid"].as_i64()?, b["name"].as_str()?.to_string()))).collect()
-        })
-        .unwrap_or_default();
+    let builders = every_builder(client, &query, page).await?;
     let rows = futures_util::stream::iter(builders)
         .map(|(id, name)| async move {
             let latest = client.get(&format!("/builders/{id}/builds?complete=true&order=-number&limit=1")).await?;
@@ -222,6 +230,26 @@ pub fn reloaded_text(changed: &Value) -> String {
         }
     }
     out
+}
+
+/// Every builder `query` selects, page after page: a CPython-sized master
+/// has more than one page of them.
+async fn every_builder(client: &Client, query: &[(String, String)], page: usize) -> anyhow::Result<Vec<(i64, String)>> {
+    let mut out = Vec::new();
+    for _ in 0..PAGES_MAX {
+        let mut q = query.to_vec();
+        q.push(("limit".into(), page.to_string()));
+        q.push(("offset".into(), out.len().to_string()));
+        let qs = serde_urlencoded::to_string(&q).unwrap_or_default();
+        let answer = client.get(&format!("/builders?{qs}")).await?;
+        let list = answer["builders"].as_array().cloned().unwrap_or_default();
+        let n = list.len();
+        out.extend(list.iter().filter_map(|b| Some((b["builderid"].as_i64()?, b["name"].as_str()?.to_string()))));
+        if n < page {
+            return Ok(out);
+        }
+    }
+    bail!("the master kept answering full pages of builders; stopped after {PAGES_MAX}")
 }
 
 /// Timeout for one command-line call.

@@ -3,7 +3,7 @@ use axum::http::{Request, StatusCode};
 use cascade_testkit::test_both;
 use serde_json::Value;
 
-use crate::harness::{Harness, synthetic_push};
+use crate::harness::{CONFIG, Harness, synthetic_push};
 
 test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
     let h = Harness::frozen(db, crate::harness::CONFIG).await;
@@ -259,4 +259,17 @@ test_both!(control_calls_need_a_token_and_the_right_role, |db| {
     h.store.finish_build(id, cascade_model::Results::Success, "done", t0 + 1).await.expect("finish");
     let (status, _) = h.send_json(call(Some(tokens["root"].0.as_str()), id, stop)).await;
     assert_eq!(status, StatusCode::CONFLICT);
+});
+
+test_both!(cascade_status_reads_every_builder_page_after_page, |db| {
+    let h = Harness::with_config(db, CONFIG).await;
+    cascade_master::outbound::install_crypto_provider();
+    let client = cascade_master::client::Client::new(&h.url(), None);
+    // Two builders a page: three builders take two pages (the real page is 1,000).
+    let rows = cascade_master::client::status_paged(&client, None, &[], 2).await.expect("status");
+    let names: Vec<&str> = rows.iter().map(|r| r.builder.as_str()).collect();
+    assert_eq!(names, ["Linux 3.x", "Linux feature", "Windows 3.x"]);
+    let exact = cascade_master::client::status_paged(&client, None, &[], 3).await.expect("status");
+    assert_eq!(exact.len(), 3, "a last page that is full is followed by an empty one");
+    h.stop().await;
 });
