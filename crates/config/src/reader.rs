@@ -977,10 +977,7 @@ fn read_builders(
                     ctx.error(t.offset(), &t.key("name"), format!("duplicate builder name {expanded:?}"));
                     continue;
                 }
-                let mut tags = tags.clone();
-                if let Some(l) = label.as_ref().filter(|l| branch_tag && !tags.contains(l)) {
-                    tags.push(l.clone());
-                }
+                let tags = with_branch_tag(&tags, label.as_deref().filter(|_| branch_tag));
                 out.push(BuilderConfig {
                     name: expanded,
                     definition: name.clone(),
@@ -995,6 +992,15 @@ fn read_builders(
         t.finish(ctx);
     }
     out
+}
+
+/// A builder's tags with its branch label among them (once).
+fn with_branch_tag(tags: &[String], label: Option<&str>) -> Vec<String> {
+    let mut tags = tags.to_vec();
+    if let Some(l) = label.filter(|l| !tags.iter().any(|t| t == l)) {
+        tags.push(l.to_string());
+    }
+    tags
 }
 
 /// A scheduler's `branch`, which must be configured.

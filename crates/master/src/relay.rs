@@ -168,8 +168,8 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// Does what was asked, here.
-fn act(runner: &Runner, registry: &Arc<Registry>, request: &Request) -> Answer {
+/// Does what was asked, on this master (for a caller here, or another master).
+pub fn act(runner: &Runner, registry: &Arc<Registry>, request: &Request) -> Answer {
     let done = |message: &str| Answer { ok: true, message: message.into() };
     let refused = |message: String| Answer { ok: false, message };
     let worker = |name: &str| registry.get(name).ok_or_else(|| refused(format!("worker {name} is not connected here")));

@@ -565,12 +565,8 @@ pub async fn run(config: Config, database: Option<String>) -> Result<(), ServeEr
 /// On SQLite, a lock on `<database>.lock` held for the life of the process,
 /// so a second master on the same file refuses to start, whatever its name.
 fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, ServeError> {
-    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else { return Ok(None) };
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.contains(":memory:") {
-        return Ok(None);
-    }
-    let lock = format!("{path}.lock");
+    let Some(path) = cascade_store::sqlite_file(url) else { return Ok(None) };
+    let lock = format!("{}.lock", path.display());
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),

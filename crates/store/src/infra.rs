@@ -75,6 +75,14 @@ fn normalize_url(url: &str) -> Result<(String, Backend)> {
     Err(StoreError::UnsupportedUrl(url.to_string()))
 }
 
+/// The database file a `sqlite:` URL names (none for other stores and
+/// in-memory databases).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| std::path::PathBuf::from(path))
+}
+
 impl Store {
     /// Connects and brings the schema up to date; a query waits at most
     /// 5 s for a connection.

@@ -34,7 +34,7 @@ pub use buildsets::{NewBuildset, NewSourceStamp};
 pub use changes::{Delivery, IngestOutcome, POLLER_SOURCE, Redundant, SOURCE_PROPERTY, SchedulerTouch};
 pub use error::StoreError;
 pub use events::EventRows;
-pub use infra::{Backend, PoolUse, Store};
+pub use infra::{Backend, PoolUse, Store, sqlite_file};
 pub use janitor::{Removable, Removal};
 pub use masters::TokenRecord;
 pub use notices::{Channel, Notice, PAYLOAD_MAX};

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Path, State};
@@ -474,32 +473,23 @@ pub async fn worker(
     let here = c.registry.get(&record.name).filter(|h| h.worker_id == worker_id);
     let reason = call.text_param("reason");
     let name = record.name.clone();
+    // What outlives the connection is stored; the connection itself obeys
+    // wherever it is, here as on another master.
     let request = match method {
         Method::Pause | Method::Unpause => {
             let paused = method == Method::Pause;
             c.store.set_worker_paused(worker_id, paused, reason.as_deref()).await?;
-            if let Some(h) = &here {
-                h.paused.store(paused, Ordering::SeqCst);
-            }
-            if !paused {
-                c.runner.nudge();
-            }
             Request::PauseWorker { worker: name, paused }
         }
         Method::Stop => {
             c.store.set_worker_graceful(worker_id, true).await?;
-            if let Some(h) = here.clone() {
-                c.registry.drain_then_shut_down(h);
-            }
             Request::StopWorker { worker: name }
         }
-        _ => {
-            if let Some(h) = &here {
-                h.conn.close();
-            }
-            Request::KillWorker { worker: name }
-        }
+        _ => Request::KillWorker { worker: name },
     };
+    if here.is_some() {
+        crate::relay::act(&c.runner, &c.registry, &request);
+    }
     let active: std::collections::BTreeSet<i64> =
         c.store.list_masters().await?.into_iter().filter(|m| m.active).map(|m| m.masterid).collect();
     let elsewhere: Vec<i64> = record

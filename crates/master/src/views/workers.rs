@@ -51,7 +51,11 @@ pub struct WorkersPage {
     pub masters: Vec<MasterLine>,
 }
 
-async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_store::StoreError> {
+async fn lines(
+    m: &Pages,
+    only: Option<i64>,
+    masters: &[cascade_store::records::MasterRecord],
+) -> Result<Vec<WorkerLine>, cascade_store::StoreError> {
     let mut q = ListQuery::default().limit(1000);
     if let Some(id) = only {
         q = q.eq("workerid", id);
@@ -62,8 +66,8 @@ async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_
     let now = m.clock.now();
     let names: std::collections::HashMap<i64, String> =
         m.catalog.builders().map(|(b, id)| (id, b.name.clone())).collect();
-    let master_names: std::collections::HashMap<i64, String> =
-        m.store.list_masters().await?.into_iter().map(|x| (x.masterid, x.name)).collect();
+    let master_names: std::collections::HashMap<i64, &str> =
+        masters.iter().map(|x| (x.masterid, x.name.as_str())).collect();
     Ok(workers
         .into_iter()
         .map(|w| {
@@ -99,7 +103,11 @@ async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_
                 host: text("host"),
                 version: text("version"),
                 info,
-                masters: w.connected_to.iter().filter_map(|c| master_names.get(&c.masterid).cloned()).collect(),
+                masters: w
+                    .connected_to
+                    .iter()
+                    .filter_map(|c| master_names.get(&c.masterid).map(|n| (*n).to_owned()))
+                    .collect(),
                 name: w.name,
             }
         })
@@ -108,15 +116,18 @@ async fn lines(m: &Pages, only: Option<i64>) -> Result<Vec<WorkerLine>, cascade_
 
 /// `GET /workers`.
 pub async fn list(State(m): State<Arc<Pages>>, headers: HeaderMap) -> Result<Response, HttpError> {
-    let workers = lines(&m, None).await?;
-    let masters = masters(&m).await?;
+    let all = m.store.list_masters().await?;
+    let workers = lines(&m, None, &all).await?;
+    let masters = masters(&m, all).await?;
     let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
     render(&headers, &WorkersPage { chrome, workers, one: false, masters }, None)
 }
 
 /// Every master sharing the store: alive or not, its heartbeat, its workers.
-async fn masters(m: &Pages) -> Result<Vec<MasterLine>, cascade_store::StoreError> {
-    let all = m.store.list_masters().await?;
+async fn masters(
+    m: &Pages,
+    all: Vec<cascade_store::records::MasterRecord>,
+) -> Result<Vec<MasterLine>, cascade_store::StoreError> {
     let connected = m.store.connections_by_master().await?;
     let now = m.clock.now();
     Ok(all
@@ -138,7 +149,7 @@ pub async fn one(
     Path(raw): Path<String>,
 ) -> Result<Response, HttpError> {
     let id = raw.parse::<i64>().map_err(|_| not_found("worker"))?;
-    let workers = lines(&m, Some(id)).await?;
+    let workers = lines(&m, Some(id), &m.store.list_masters().await?).await?;
     if workers.is_empty() {
         return Err(not_found("worker"));
     }
