@@ -1,3 +1,24 @@
+// Links from Buildbot's UI (`/#/builders/5/builds/3`, `/all/#/grid?branch=3.x`):
+// the part after `#` never reaches the server, so the page it lands on sends
+// the browser on to Cascade's page of the same thing. Only this site's own
+// pages are targets (the path must start with one of their names).
+(function () {
+  "use strict";
+  var pages = /^\/(builders|builds|workers|changes|console|waterfall|grid|release|pending)([\/?][^#]*)?$/;
+  function follow() {
+    var hash = window.location.hash;
+    if (hash.indexOf("#/") !== 0) return;
+    var path = hash.slice(1).replace(/([?&])tags=/g, "$1tag=");
+    if (path === "/") {
+      window.history.replaceState(null, "", "/");
+    } else if (pages.test(path)) {
+      window.location.replace(path);
+    }
+  }
+  follow();
+  window.addEventListener("hashchange", follow);
+})();
+
 // Copy buttons (a failing build's reproduce command): the text of the
 // element named by data-copy goes to the clipboard. Delegated, so buttons in
 // a re-rendered <main> work too.

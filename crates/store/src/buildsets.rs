@@ -49,6 +49,8 @@ pub struct NewBuildset {
     /// Build exactly `sourcestamp.revision` even with changes behind it (a
     /// rebuild): the request then merges only with its like.
     pub pin_revision: bool,
+    /// The build this buildset repeats (a rebuild), as Buildbot's `rebuilt_buildid`.
+    pub rebuilt_build_id: Option<i64>,
 }
 
 const BUILDSET_FIELDS: &[crate::query::Field] = &[
@@ -60,6 +62,7 @@ const BUILDSET_FIELDS: &[crate::query::Field] = &[
     field("reason", "b.reason", FieldType::Text),
     field("external_idstring", "b.external_idstring", FieldType::Text),
     field("parent_buildid", "b.parent_build_id", FieldType::Int),
+    field("rebuilt_buildid", "b.rebuilt_build_id", FieldType::Int),
 ];
 
 /// One request per builder of the buildset; returns their ids.
@@ -116,13 +119,14 @@ pub(crate) async fn insert_buildset(
     )
     .await?;
     let row = sqlx::query(
-        "INSERT INTO buildsets (external_idstring, reason, scheduler_id, submitted_at, complete) \
-         VALUES ($1, $2, $3, $4, 0) RETURNING id",
+        "INSERT INTO buildsets (external_idstring, reason, scheduler_id, submitted_at, complete, rebuilt_build_id) \
+         VALUES ($1, $2, $3, $4, 0, $5) RETURNING id",
     )
     .bind(bs.external_idstring.clone())
     .bind(bs.reason.clone())
     .bind(bs.scheduler_id)
     .bind(now)
+    .bind(bs.rebuilt_build_id)
     .fetch_one(&mut **tx)
     .await?;
     let bsid: i64 = get(&row, "id")?;
@@ -183,7 +187,7 @@ impl Store {
         let (rows, total) = fetch_page(
             &self.pool,
             "b.id, b.external_idstring, b.reason, b.submitted_at, b.complete, b.complete_at, b.results, \
-             b.parent_build_id, b.parent_relationship",
+             b.parent_build_id, b.parent_relationship, b.rebuilt_build_id",
             "buildsets b",
             &compiled,
         )
@@ -214,7 +218,7 @@ impl Store {
                     complete_at: get(r, "complete_at")?,
                     results: get(r, "results")?,
                     sourcestamps: stamps.remove(&bsid).unwrap_or_default(),
-                    rebuilt_buildid: None,
+                    rebuilt_buildid: get(r, "rebuilt_build_id")?,
                     parent_buildid: get(r, "parent_build_id")?,
                     parent_relationship: get(r, "parent_relationship")?,
                 })

@@ -40,7 +40,7 @@ pub use masters::TokenRecord;
 pub use notices::{Channel, Notice, PAYLOAD_MAX};
 pub use notifications::{NewNotification, NotificationRecord, NotificationState};
 pub use pulls::PullBuild;
-pub use query::{COUNT_CAP, Filter, ListQuery, MAX_LIMIT, Op, Order, Page};
+pub use query::{COUNT_CAP, Filter, ListQuery, MAX_LIMIT, Op, Order, Page, keyset_order};
 pub use schedulers::{BranchDeletion, SchedulerRow, WaitingChange, WaitingSummary};
 pub use sessions::{NewSession, SessionRecord};
 pub use test_results::{

@@ -80,6 +80,11 @@ pub struct ListQuery {
     pub limit: Option<i64>,
     /// Rows to skip first.
     pub offset: Option<i64>,
+    /// Keyset paging: only rows whose id comes after this one, in the
+    /// order's direction; the order must be by the id alone (or none).
+    pub after_id: Option<i64>,
+    /// Leave the rows uncounted: [`Page::total`] is then the page's length.
+    pub skip_count: bool,
 }
 
 impl ListQuery {
@@ -155,6 +160,7 @@ pub(crate) struct Compiled {
     pub limit: i64,
     pub offset: i64,
     pub binds: Vec<Bind>,
+    pub skip_count: bool,
 }
 
 fn parse_bool(field: &str, v: &str) -> Result<bool> {
@@ -254,7 +260,10 @@ fn find_field<'f>(fields: &'f [Field], name: &str) -> Result<&'f Field> {
 
 pub(crate) fn compile(fields: &[Field], q: &ListQuery, id_column: &str) -> Result<Compiled> {
     let mut binds: Vec<Bind> = Vec::new();
-    let where_sql = where_clause(fields, q, &mut binds)?;
+    let mut where_sql = where_clause(fields, q, &mut binds)?;
+    if let Some(after) = q.after_id {
+        where_sql = keyset_condition(fields, q, id_column, where_sql, after, &mut binds)?;
+    }
     let mut order_parts = Vec::new();
     for o in &q.order {
         let f = find_field(fields, &o.field)?;
@@ -273,7 +282,37 @@ pub(crate) fn compile(fields: &[Field], q: &ListQuery, id_column: &str) -> Resul
         Some(n) if n < 0 => return Err(bad("offset cannot be negative".into())),
         Some(n) => n,
     };
-    Ok(Compiled { where_sql, order_sql: format!("ORDER BY {}", order_parts.join(", ")), limit, offset, binds })
+    let order_sql = format!("ORDER BY {}", order_parts.join(", "));
+    Ok(Compiled { where_sql, order_sql, limit, offset, binds, skip_count: q.skip_count })
+}
+
+/// `where_sql` narrowed to the rows after `after` in the id's order.
+fn keyset_condition(
+    fields: &[Field],
+    q: &ListQuery,
+    id_column: &str,
+    where_sql: String,
+    after: i64,
+    binds: &mut Vec<Bind>,
+) -> Result<String> {
+    let by_id = match q.order.as_slice() {
+        [] => Some(false),
+        [o] if find_field(fields, &o.field)?.column == id_column => Some(o.descending),
+        _ => None,
+    };
+    let descending = by_id.ok_or_else(|| bad("keyset paging needs an order by the id alone".into()))?;
+    binds.push(Bind::Int(after));
+    let condition = format!("{id_column} {} ${}", if descending { "<" } else { ">" }, binds.len());
+    Ok(if where_sql.is_empty() { format!("WHERE {condition}") } else { format!("{where_sql} AND {condition}") })
+}
+
+/// Whether `order` can be paged by keyset: by the id alone, or no order.
+pub fn keyset_order(order: &[Order], id_field: &str) -> bool {
+    match order {
+        [] => true,
+        [o] => o.field == id_field,
+        _ => false,
+    }
 }
 
 /// Rows counted at most for `meta.total`: counting is the one part of a list
@@ -288,6 +327,16 @@ pub(crate) async fn fetch_page(
     from: &str,
     compiled: &Compiled,
 ) -> Result<(Vec<sqlx::any::AnyRow>, i64)> {
+    let page_sql = format!(
+        "SELECT {select} FROM {from} {} {} LIMIT {} OFFSET {}",
+        compiled.where_sql, compiled.order_sql, compiled.limit, compiled.offset
+    );
+    let page = bind_all(sqlx::query(AssertSqlSafe(page_sql)), &compiled.binds);
+    if compiled.skip_count {
+        let rows = page.fetch_all(pool).await?;
+        let total = rows.len() as i64;
+        return Ok((rows, total));
+    }
     let count_sql = format!(
         "SELECT COUNT(*) FROM (SELECT 1 AS one FROM {from} {} LIMIT {}) capped",
         compiled.where_sql,
@@ -297,11 +346,7 @@ pub(crate) async fn fetch_page(
         .fetch_one(pool)
         .await
         .and_then(|row| sqlx::Row::try_get(&row, 0))?;
-    let page_sql = format!(
-        "SELECT {select} FROM {from} {} {} LIMIT {} OFFSET {}",
-        compiled.where_sql, compiled.order_sql, compiled.limit, compiled.offset
-    );
-    let rows = bind_all(sqlx::query(AssertSqlSafe(page_sql)), &compiled.binds).fetch_all(pool).await?;
+    let rows = page.fetch_all(pool).await?;
     Ok((rows, total))
 }
 
@@ -321,6 +366,18 @@ mod tests {
     }
 
     #[test]
+    fn keyset_paging_follows_the_id_order() {
+        let after = |q: ListQuery| compile(FIELDS, &ListQuery { after_id: Some(7), ..q }, "t.id");
+        let plain = after(ListQuery::default()).expect("compiles");
+        assert_eq!((plain.where_sql.as_str(), plain.binds.len()), ("WHERE t.id > $1", 1));
+        let down = after(ListQuery::default().eq("name", "a").order_by("id", true)).expect("compiles");
+        assert_eq!(down.where_sql, "WHERE t.name = $1 AND t.id < $2");
+        assert!(matches!(after(ListQuery::default().order_by("name", false)), Err(StoreError::BadQuery(_))));
+        assert!(keyset_order(&[], "id") && keyset_order(&[Order { field: "id".into(), descending: true }], "id"));
+        assert!(!keyset_order(&[Order { field: "name".into(), descending: false }], "id"));
+    }
+
+    #[test]
     fn compiles_filters_orders_and_limits() {
         let q = ListQuery {
             filters: vec![
@@ -333,6 +390,7 @@ mod tests {
             order: vec![Order { field: "name".into(), descending: true }],
             limit: Some(5000),
             offset: Some(10),
+            ..Default::default()
         };
         let c = compile(FIELDS, &q, "t.id").expect("compiles");
         assert_eq!(

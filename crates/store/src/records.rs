@@ -87,7 +87,7 @@ pub struct BuildsetRecord {
     pub results: Option<i64>,
     /// What it builds (one stamp here).
     pub sourcestamps: Vec<SourceStampRecord>,
-    /// Buildbot's build this one rebuilds; always `None` here.
+    /// The build this buildset repeats, for a rebuild.
     pub rebuilt_buildid: Option<i64>,
     /// Buildbot's triggering build, if any.
     pub parent_buildid: Option<i64>,

@@ -293,6 +293,18 @@ impl Store {
         Ok(Page { items, total })
     }
 
+    /// The workers some running master configures for `builder_id`, by id.
+    pub async fn builder_worker_ids(&self, builder_id: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT c.worker_id FROM configured_workers c JOIN masters m ON m.id = c.master_id \
+             WHERE m.active = 1 AND c.builder_id = $1 ORDER BY c.worker_id",
+        )
+        .bind(builder_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| get(r, "worker_id")).collect()
+    }
+
     /// Pauses a worker (no new builds) or lets it work again.
     pub async fn set_worker_paused(&self, id: i64, paused: bool, reason: Option<&str>) -> Result<bool> {
         let done = sqlx::query("UPDATE workers SET paused = $1, pause_reason = $2 WHERE id = $3")

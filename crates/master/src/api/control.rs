@@ -371,6 +371,7 @@ async fn rebuild(
         builder_ids: vec![build.builderid],
         priority: request.priority,
         pin_revision: revision.is_some(),
+        rebuilt_build_id: Some(build.buildid),
     };
     let (bsid, request_ids) = c.store.create_buildset(&bs, c.clock.now()).await?;
     c.runner.nudge();

@@ -3,8 +3,11 @@
 //! object answers the same envelope with one element; errors are JSON.
 
 pub mod control;
+mod listing;
+mod nested;
 pub mod openapi;
 pub mod query;
+mod workers;
 
 use std::sync::Arc;
 
@@ -28,6 +31,28 @@ pub struct Reads {
 }
 
 type ApiResult = Result<Json<Value>, HttpError>;
+type ListResult = Result<Response, HttpError>;
+
+/// A page of records as JSON objects.
+fn values<T: Serialize>(page: Page<T>) -> Page<Value> {
+    let items = page.items.iter().map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).collect();
+    Page { items, total: page.total }
+}
+
+/// A [`listing::Fetch`] over one of the store's list methods.
+macro_rules! lister {
+    ($store:expr, $method:ident) => {{
+        let store = $store.clone();
+        move |q: ListQuery| {
+            let store = store.clone();
+            async move { Ok(values(store.$method(&q).await?)) }
+        }
+    }};
+}
+
+const fn named(name: &'static str, id_field: &'static str) -> listing::Named {
+    listing::Named { name, id_field }
+}
 
 /// Keeps only the requested fields of each object (Buildbot's `field=`).
 fn project(items: Vec<Value>, fields: &[String]) -> Vec<Value> {
@@ -70,67 +95,87 @@ pub(crate) fn id(raw: &str, what: &str) -> Result<i64, HttpError> {
     raw.parse::<i64>().map_err(|_| HttpError::not_found(format!("no such {what}: {raw:?}")))
 }
 
-async fn changes(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn changes(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    envelope("changes", m.store.list_changes(&p.query).await?, &p.fields)
+    listing::answer(named("changes", "changeid"), p.query, p.fields, lister!(m.store, list_changes)).await
 }
 
 async fn change(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("changes", m.store.get_change(id(&raw, "change")?).await?, "change")
 }
 
-async fn buildsets(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn buildsets(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    envelope("buildsets", m.store.list_buildsets(&p.query).await?, &p.fields)
+    listing::answer(named("buildsets", "bsid"), p.query, p.fields, lister!(m.store, list_buildsets)).await
 }
 
 async fn buildset(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("buildsets", m.store.get_buildset(id(&raw, "buildset")?).await?, "buildset")
 }
 
-async fn buildrequests(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
+const BUILDREQUESTS: listing::Named = named("buildrequests", "buildrequestid");
+
+async fn buildrequests(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    envelope("buildrequests", m.store.list_buildrequests(&p.query).await?, &p.fields)
+    listing::answer(BUILDREQUESTS, p.query, p.fields, lister!(m.store, list_buildrequests)).await
 }
 
 async fn buildrequest(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     one("buildrequests", m.store.get_buildrequest(id(&raw, "build request")?).await?, "build request")
 }
 
-async fn builders(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builders(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    envelope("builders", m.store.list_builders(&p.query).await?, &p.fields)
+    listing::answer(named("builders", "builderid"), p.query, p.fields, lister!(m.store, list_builders)).await
 }
 
-/// `/builders/{id_or_name}`, as Buildbot accepts both.
-async fn builder(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
-    let found = match raw.parse::<i64>() {
+/// The builder a path names by id or by name, as Buildbot accepts both.
+async fn find_builder(m: &Reads, raw: &str) -> Result<Option<cascade_store::records::BuilderRecord>, HttpError> {
+    Ok(match raw.parse::<i64>() {
         Ok(i) => m.store.get_builder(i).await?,
         // A name no builder can have (a NUL, say) is no builder, on both stores.
         Err(_) if raw.chars().any(char::is_control) => None,
-        Err(_) => m.store.get_builder_by_name(&raw).await?,
-    };
-    one("builders", found, "builder")
+        Err(_) => m.store.get_builder_by_name(raw).await?,
+    })
+}
+
+/// The id of the builder a path names; a name that is no builder's is a 404.
+async fn builder_id(m: &Reads, raw: &str) -> Result<i64, HttpError> {
+    match raw.parse::<i64>() {
+        Ok(i) => Ok(i),
+        Err(_) => find_builder(m, raw)
+            .await?
+            .map(|b| b.builderid)
+            .ok_or_else(|| HttpError::not_found(format!("no such builder: {raw:?}"))),
+    }
+}
+
+/// `/builders/{id_or_name}`.
+async fn builder(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
+    one("builders", find_builder(&m, &raw).await?, "builder")
 }
 
 async fn builder_buildrequests(
     State(m): State<Arc<Reads>>,
     Path(raw): Path<String>,
     RawQuery(q): RawQuery,
-) -> ApiResult {
+) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    let query: ListQuery = p.query.eq("builderid", id(&raw, "builder")?);
-    envelope("buildrequests", m.store.list_buildrequests(&query).await?, &p.fields)
+    let query: ListQuery = p.query.eq("builderid", builder_id(&m, &raw).await?);
+    listing::answer(BUILDREQUESTS, query, p.fields, lister!(m.store, list_buildrequests)).await
 }
 
 /// Builds, with the properties asked for by `property=` inlined as
-/// Buildbot does (`"properties": {name: [value, source]}`).
-async fn builds_envelope(m: &Reads, page: Page<cascade_store::records::BuildRecord>, p: &query::Parsed) -> ApiResult {
-    // Every build carries `properties` as Buildbot's do: `{}` unless asked for.
+/// Buildbot does (`"properties": {name: [value, source]}`); every build
+/// carries `properties`, `{}` unless asked for.
+async fn build_values(
+    store: &Store,
+    page: Page<cascade_store::records::BuildRecord>,
+    wanted: &[String],
+) -> Result<Page<Value>, HttpError> {
     let ids: Vec<i64> = page.items.iter().map(|b| b.buildid).collect();
-    let mut props =
-        if p.properties.is_empty() { Default::default() } else { m.store.build_properties_many(&ids).await? };
-    let all = p.properties.iter().any(|n| n == "*");
+    let mut props = if wanted.is_empty() { Default::default() } else { store.build_properties_many(&ids).await? };
+    let all = wanted.iter().any(|n| n == "*");
     let mut items = Vec::with_capacity(page.items.len());
     for b in &page.items {
         let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
@@ -138,7 +183,7 @@ async fn builds_envelope(m: &Reads, page: Page<cascade_store::records::BuildReco
             .remove(&b.buildid)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(n, _, _)| all || p.properties.contains(n))
+            .filter(|(n, _, _)| all || wanted.contains(n))
             .map(|(n, value, source)| (n, json!([value, source])))
             .collect();
         if let Value::Object(o) = &mut v {
@@ -146,17 +191,36 @@ async fn builds_envelope(m: &Reads, page: Page<cascade_store::records::BuildReco
         }
         items.push(v);
     }
+    Ok(Page { items, total: page.total })
+}
+
+/// The fields kept of each build: `properties` too when `property=` asks.
+fn build_fields(p: &query::Parsed) -> Vec<String> {
     let mut fields = p.fields.clone();
     if !fields.is_empty() && !p.properties.is_empty() {
         fields.push("properties".into());
     }
-    Ok(Json(json!({ "builds": project(items, &fields), "meta": meta(page.total) })))
+    fields
 }
 
-async fn builds(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builds_envelope(m: &Reads, page: Page<cascade_store::records::BuildRecord>, p: &query::Parsed) -> ApiResult {
+    let page = build_values(&m.store, page, &p.properties).await?;
+    Ok(Json(json!({ "builds": project(page.items, &build_fields(p)), "meta": meta(page.total) })))
+}
+
+/// Every build `query` selects, a page at a time.
+async fn builds_answer(m: &Reads, query: ListQuery, p: query::Parsed) -> ListResult {
+    let (store, wanted) = (m.store.clone(), Arc::new(p.properties.clone()));
+    let fetch = move |q: ListQuery| {
+        let (store, wanted) = (store.clone(), wanted.clone());
+        async move { build_values(&store, store.list_builds(&q).await?, &wanted).await }
+    };
+    listing::answer(named("builds", "buildid"), query, build_fields(&p), fetch).await
+}
+
+async fn builds(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    let page = m.store.list_builds(&p.query).await?;
-    builds_envelope(&m, page, &p).await
+    builds_answer(&m, p.query.clone(), p).await
 }
 
 async fn build(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
@@ -165,11 +229,20 @@ async fn build(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q)
     builds_envelope(&m, Page { items: vec![b], total: 1 }, &p).await
 }
 
-async fn builder_builds(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builder_builds(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    let query: ListQuery = p.query.clone().eq("builderid", id(&raw, "builder")?);
-    let page = m.store.list_builds(&query).await?;
-    builds_envelope(&m, page, &p).await
+    let query: ListQuery = p.query.clone().eq("builderid", builder_id(&m, &raw).await?);
+    builds_answer(&m, query, p).await
+}
+
+/// The build a path names by builder (id or name) and number.
+async fn find_builder_build(
+    m: &Reads,
+    builder: &str,
+    number: &str,
+) -> Result<cascade_store::records::BuildRecord, HttpError> {
+    let query = ListQuery::default().eq("builderid", builder_id(m, builder).await?).eq("number", id(number, "build")?);
+    m.store.list_builds(&query).await?.items.into_iter().next().ok_or_else(|| HttpError::not_found("no such build"))
 }
 
 async fn builder_build(
@@ -178,15 +251,7 @@ async fn builder_build(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let p = query::parse(q.as_deref())?;
-    let query = ListQuery::default().eq("builderid", id(&builder, "builder")?).eq("number", id(&number, "build")?);
-    let b = m
-        .store
-        .list_builds(&query)
-        .await?
-        .items
-        .into_iter()
-        .next()
-        .ok_or_else(|| HttpError::not_found("no such build"))?;
+    let b = find_builder_build(&m, &builder, &number).await?;
     builds_envelope(&m, Page { items: vec![b], total: 1 }, &p).await
 }
 
@@ -199,33 +264,34 @@ async fn build_properties(State(m): State<Arc<Reads>>, Path(raw): Path<String>) 
     Ok(Json(json!({ "properties": [props], "meta": { "total": 1 } })))
 }
 
-/// `/schedulers`: every configured scheduler and whether it is enabled.
-async fn schedulers(State(m): State<Arc<Reads>>) -> ApiResult {
-    let items: Vec<Value> = m
-        .store
-        .list_schedulers()
-        .await?
+/// Every configured scheduler, with the master running it as Buildbot's
+/// `master` (this one: each master runs the schedulers it configures; a
+/// disabled scheduler runs nowhere, `null`).
+async fn scheduler_values(m: &Reads) -> Result<Vec<Value>, HttpError> {
+    let this = m.store.list_masters().await?.into_iter().find(|x| x.masterid == m.catalog.master_id);
+    let rows = m.store.list_schedulers().await?;
+    Ok(rows
         .into_iter()
         .filter(|s| m.catalog.has_scheduler(&s.name))
-        .map(|s| json!({ "schedulerid": s.id, "name": s.name, "enabled": s.enabled, "master": null }))
-        .collect();
+        .map(|s| {
+            let master = if s.enabled { this.as_ref().map(|x| json!(x)) } else { None };
+            json!({ "schedulerid": s.id, "name": s.name, "enabled": s.enabled, "master": master })
+        })
+        .collect())
+}
+
+/// `/schedulers`.
+async fn schedulers(State(m): State<Arc<Reads>>) -> ApiResult {
+    let items = scheduler_values(&m).await?;
     let total = items.len();
     Ok(Json(json!({ "schedulers": items, "meta": { "total": total } })))
 }
 
 async fn scheduler(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
     let wanted = id(&raw, "scheduler")?;
-    let s = m
-        .store
-        .list_schedulers()
-        .await?
-        .into_iter()
-        .find(|s| s.id == wanted)
-        .ok_or_else(|| HttpError::not_found("no such scheduler"))?;
-    Ok(Json(json!({
-        "schedulers": [{ "schedulerid": s.id, "name": s.name, "enabled": s.enabled, "master": null }],
-        "meta": { "total": 1 }
-    })))
+    let found = scheduler_values(&m).await?.into_iter().find(|s| s["schedulerid"] == wanted);
+    let s = found.ok_or_else(|| HttpError::not_found("no such scheduler"))?;
+    Ok(Json(json!({ "schedulers": [s], "meta": { "total": 1 } })))
 }
 
 fn force_scheduler_json(m: &Reads, s: &cascade_config::SchedulerConfig) -> Value {
@@ -255,6 +321,25 @@ async fn forceschedulers(State(m): State<Arc<Reads>>) -> ApiResult {
     Ok(Json(json!({ "forceschedulers": items, "meta": { "total": total } })))
 }
 
+/// `/builders/{id_or_name}/forceschedulers`: those that may force it.
+async fn builder_forceschedulers(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
+    let builder = find_builder(&m, &raw).await?.ok_or_else(|| HttpError::not_found("no such builder"))?;
+    let items: Vec<Value> = m
+        .catalog
+        .force_schedulers()
+        .filter(|s| m.catalog.forceable(s).any(|b| b.name == builder.name))
+        .map(|s| force_scheduler_json(&m, s))
+        .collect();
+    let total = items.len();
+    Ok(Json(json!({ "forceschedulers": items, "meta": { "total": total } })))
+}
+
+/// `/projects`: Buildbot 4's projects group builders; Cascade has none, so
+/// the list is empty and every project is a 404.
+async fn projects() -> Json<Value> {
+    Json(json!({ "projects": [], "meta": { "total": 0 } }))
+}
+
 async fn forcescheduler(State(m): State<Arc<Reads>>, Path(name): Path<String>) -> ApiResult {
     let s = m
         .catalog
@@ -281,28 +366,29 @@ async fn build_changes(State(m): State<Arc<Reads>>, Path(raw): Path<String>, Raw
 
 /// Test result sets (Buildbot's `/test_result_sets`), restricted to one
 /// build, builder or step when the path names one.
-async fn sets_where(m: &Reads, q: Option<&str>, by: Option<(&str, i64)>) -> ApiResult {
+async fn sets_where(m: &Reads, q: Option<&str>, by: Option<(&str, i64)>) -> ListResult {
     let p = query::parse(q)?;
     let query = match by {
         Some((field, value)) => p.query.clone().eq(field, value),
         None => p.query.clone(),
     };
-    envelope("test_result_sets", m.store.list_test_sets(&query).await?, &p.fields)
+    let what = named("test_result_sets", "test_result_setid");
+    listing::answer(what, query, p.fields, lister!(m.store, list_test_sets)).await
 }
 
-async fn test_sets(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
+async fn test_sets(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
     sets_where(&m, q.as_deref(), None).await
 }
 
-async fn build_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn build_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ListResult {
     sets_where(&m, q.as_deref(), Some(("buildid", id(&raw, "build")?))).await
 }
 
-async fn builder_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn builder_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ListResult {
     sets_where(&m, q.as_deref(), Some(("builderid", id(&raw, "builder")?))).await
 }
 
-async fn step_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn step_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ListResult {
     sets_where(&m, q.as_deref(), Some(("stepid", id(&raw, "step")?))).await
 }
 
@@ -312,10 +398,11 @@ async fn test_set(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiRe
 }
 
 /// `/test_result_sets/{id}/results` (Buildbot's `test_results`).
-async fn test_results(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn test_results(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
     let query = p.query.clone().eq("test_result_setid", id(&raw, "test result set")?);
-    envelope("test_results", m.store.list_test_results(&query).await?, &p.fields)
+    let what = named("test_results", "test_resultid");
+    listing::answer(what, query, p.fields, lister!(m.store, list_test_results)).await
 }
 
 /// One test run and Cascade's additions: the tests that did not simply pass
@@ -377,8 +464,13 @@ const MAX_LOG_LINES: i64 = 10_000;
 /// `/logs/{id}/contents?offset=N&limit=M`: lines as Buildbot's log chunks.
 /// For a stdio log each line starts with its stream: `o`, `e` or `h`.
 async fn log_contents(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = query::parse(q.as_deref())?;
     let log = m.store.get_log(id(&raw, "log")?).await?.ok_or_else(|| HttpError::not_found("no such log"))?;
+    contents(&m, &log, q.as_deref()).await
+}
+
+/// A log's lines as `logchunks`, the page `q` asks for.
+async fn contents(m: &Reads, log: &cascade_store::LogRecord, q: Option<&str>) -> ApiResult {
+    let p = query::parse(q)?;
     let first = p.query.offset.unwrap_or(0).max(0);
     let count = p.query.limit.unwrap_or(MAX_LOG_LINES).clamp(0, MAX_LOG_LINES);
     let last = first.saturating_add(count - 1);
@@ -400,15 +492,6 @@ async fn log_raw(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> Result
     Ok(crate::rawlog::response(&m.store, &log))
 }
 
-async fn workers(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = query::parse(q.as_deref())?;
-    envelope("workers", m.store.list_workers(&p.query).await?, &p.fields)
-}
-
-async fn worker(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
-    one("workers", m.store.get_worker(id(&raw, "worker")?).await?, "worker")
-}
-
 async fn masters(State(m): State<Arc<Reads>>) -> ApiResult {
     let items = m.store.list_masters().await?;
     let total = items.len() as i64;
@@ -417,6 +500,28 @@ async fn masters(State(m): State<Arc<Reads>>) -> ApiResult {
 
 async fn not_found() -> HttpError {
     HttpError::not_found("no such resource")
+}
+
+/// Steps and logs below a build named by id or by builder and number, and
+/// logs below a step by slug.
+fn nested_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Reads>: FromRef<S>,
+{
+    let mut r = Router::new();
+    for build in ["/builds/{buildid}", "/builders/{builder}/builds/{number}"] {
+        r = r
+            .route(&format!("{build}/steps/{{step}}"), get(nested::one_step))
+            .route(&format!("{build}/steps/{{step}}/logs"), get(nested::logs))
+            .route(&format!("{build}/steps/{{step}}/logs/{{slug}}"), get(nested::one_log))
+            .route(&format!("{build}/steps/{{step}}/logs/{{slug}}/contents"), get(nested::contents))
+            .route(&format!("{build}/steps/{{step}}/logs/{{slug}}/raw"), get(nested::raw));
+    }
+    r.route("/builders/{builder}/builds/{number}/steps", get(nested::steps))
+        .route("/steps/{stepid}/logs/{slug}", get(nested::one_log))
+        .route("/steps/{stepid}/logs/{slug}/contents", get(nested::contents))
+        .route("/steps/{stepid}/logs/{slug}/raw", get(nested::raw))
 }
 
 /// Every `/api/v2` route (nested there by the app).
@@ -438,6 +543,12 @@ where
         .route("/builders/{id}/buildrequests", get(builder_buildrequests))
         .route("/builders/{id}/builds", get(builder_builds))
         .route("/builders/{id}/builds/{number}", get(builder_build))
+        .route("/builders/{id}/forceschedulers", get(builder_forceschedulers))
+        .route("/builders/{id}/workers", get(workers::of_builder))
+        .route("/workers/{id}/builders", get(workers::builders_of))
+        .route("/projects", get(projects))
+        .route("/projects/{id}", get(not_found))
+        .merge(nested_routes())
         .route("/builds", get(builds))
         .route("/builds/{id}", get(build).post(control::build))
         .route("/builds/{id}/properties", get(build_properties))
@@ -455,8 +566,8 @@ where
         .route("/logs/{id}", get(log))
         .route("/logs/{id}/contents", get(log_contents))
         .route("/logs/{id}/raw", get(log_raw))
-        .route("/workers", get(workers))
-        .route("/workers/{id}", get(worker).post(control::worker))
+        .route("/workers", get(workers::list))
+        .route("/workers/{id}", get(workers::one).post(control::worker))
         .route("/masters", get(masters))
         .route("/masters/{id}", axum::routing::post(control::master))
         .route("/schedulers", get(schedulers))

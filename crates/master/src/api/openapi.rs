@@ -21,6 +21,10 @@ const fn get(path: &'static str, key: &'static str, list: bool, summary: &'stati
     Route { method: "get", path, summary, key: Some(key), list }
 }
 
+const fn raw(path: &'static str) -> Route {
+    Route { method: "get", path, summary: "A whole log as text, streamed", key: None, list: false }
+}
+
 const fn post(path: &'static str, summary: &'static str) -> Route {
     Route { method: "post", path, summary, key: None, list: false }
 }
@@ -38,6 +42,19 @@ pub const ROUTES: &[Route] = &[
     get("/builders/{id}/buildrequests", "buildrequests", true, "A builder's build requests"),
     get("/builders/{id}/builds", "builds", true, "A builder's builds"),
     get("/builders/{id}/builds/{number}", "builds", false, "A builder's build by number"),
+    get(
+        "/builders/{builder}/builds/{number}/steps",
+        "steps",
+        false,
+        "A build's steps, by builder (id or name) and number",
+    ),
+    get("/builders/{builder}/builds/{number}/steps/{step}", "steps", false, "One step, by number or name"),
+    get("/builders/{builder}/builds/{number}/steps/{step}/logs", "logs", false, "A step's logs"),
+    get("/builders/{builder}/builds/{number}/steps/{step}/logs/{slug}", "logs", false, "One log, by slug"),
+    get("/builders/{builder}/builds/{number}/steps/{step}/logs/{slug}/contents", "logchunks", false, "Lines of a log"),
+    raw("/builders/{builder}/builds/{number}/steps/{step}/logs/{slug}/raw"),
+    get("/builders/{id}/forceschedulers", "forceschedulers", false, "The force schedulers that may build it"),
+    get("/builders/{id}/workers", "workers", true, "The workers configured for it"),
     get("/builds", "builds", true, "Builds; `property=` inlines properties"),
     get("/builds/{id}", "builds", false, "One build"),
     post(
@@ -47,6 +64,11 @@ pub const ROUTES: &[Route] = &[
     ),
     get("/builds/{id}/properties", "properties", false, "A build's properties: {name: [value, source]}"),
     get("/builds/{id}/steps", "steps", false, "A build's steps"),
+    get("/builds/{buildid}/steps/{step}", "steps", false, "One step, by number or name"),
+    get("/builds/{buildid}/steps/{step}/logs", "logs", false, "A step's logs"),
+    get("/builds/{buildid}/steps/{step}/logs/{slug}", "logs", false, "One log, by slug"),
+    get("/builds/{buildid}/steps/{step}/logs/{slug}/contents", "logchunks", false, "Lines of a log"),
+    raw("/builds/{buildid}/steps/{step}/logs/{slug}/raw"),
     get("/builds/{id}/changes", "changes", false, "A build's blamelist"),
     get("/builds/{id}/test_result_sets", "test_result_sets", true, "A build's test result sets (Buildbot's)"),
     get(
@@ -62,14 +84,19 @@ pub const ROUTES: &[Route] = &[
     get("/test_result_sets/{id}/results", "test_results", true, "A set's results: value 1 passed, 0 failed"),
     get("/steps/{id}", "steps", false, "One step"),
     get("/steps/{id}/logs", "logs", false, "A step's logs"),
+    get("/steps/{stepid}/logs/{slug}", "logs", false, "One log, by slug"),
+    get("/steps/{stepid}/logs/{slug}/contents", "logchunks", false, "Lines of a log"),
+    raw("/steps/{stepid}/logs/{slug}/raw"),
     get("/logs/{id}", "logs", false, "One log"),
     get("/logs/{id}/contents", "logchunks", false, "Lines of a log: `offset` (first line), `limit` (count)"),
-    Route { method: "get", path: "/logs/{id}/raw", summary: "A whole log as text, streamed", key: None, list: false },
-    get("/workers", "workers", true, "Workers"),
-    get("/workers/{id}", "workers", false, "One worker"),
+    raw("/logs/{id}/raw"),
+    get("/workers", "workers", true, "Workers; `workerinfo` as Buildbot's, Cascade's additions in `cascade_info`"),
+    get("/workers/{id}", "workers", false, "One worker, by id or name"),
+    get("/workers/{id}/builders", "builders", true, "The builders it is configured for"),
+    get("/projects", "projects", false, "Buildbot 4's projects: always empty (Cascade has none)"),
     post("/workers/{id}", "JSON-RPC `pause`, `unpause`, `stop` (once idle) or `kill` (action `pause`)"),
     get("/masters", "masters", false, "Masters"),
-    get("/schedulers", "schedulers", false, "Schedulers and whether they are enabled"),
+    get("/schedulers", "schedulers", false, "Schedulers, whether they are enabled, and the master running each"),
     get("/schedulers/{id}", "schedulers", false, "One scheduler"),
     post("/schedulers/{id}", "JSON-RPC `enable` with {\"enabled\": bool} (action `scheduler`)"),
     get("/forceschedulers", "forceschedulers", false, "Force schedulers and their builders"),
@@ -89,7 +116,7 @@ fn parameters(route: &Route) -> Vec<Value> {
         .collect();
     if route.list {
         for (name, what) in [
-            ("limit", "most items returned (at most 1000)"),
+            ("limit", "most items returned (at most 1000); without it, every item, streamed"),
             ("offset", "items skipped"),
             ("order", "field to sort by; `-field` descends"),
             ("field", "fields to keep in each item"),

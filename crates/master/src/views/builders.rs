@@ -36,7 +36,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    let filter = Filter::parse(q.as_deref());
+    let filter = Filter::from_query(q.as_deref(), &m.catalog)?;
     let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
     let (latest, presence) = super::standing(&m.store, &ids, false).await?;
@@ -168,7 +168,7 @@ pub async fn pending(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    let filter = Filter::parse(q.as_deref());
+    let filter = Filter::from_query(q.as_deref(), &m.catalog)?;
     let query =
         ListQuery::default().eq("complete", "false").eq("claimed", "false").order_by("submitted_at", false).limit(500);
     let page = m.store.list_buildrequests(&query).await?;

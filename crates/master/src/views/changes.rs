@@ -64,7 +64,7 @@ pub async fn list(
     RawQuery(q): RawQuery,
     Query(p): Query<Paging>,
 ) -> Result<Response, HttpError> {
-    let filter = Filter::parse(q.as_deref());
+    let filter = Filter::from_query(q.as_deref(), &m.catalog)?;
     let mut query = ListQuery::default().order_by("changeid", true).limit(50);
     for b in m.catalog.config.branches.iter().filter(|b| filter.branches.contains(&b.name)) {
         query = query.eq("branch", &b.git);

@@ -207,7 +207,7 @@ fn row(
 }
 
 async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) -> Result<Response, HttpError> {
-    let asked = Filter::parse(q.as_deref());
+    let asked = Filter::from_query(q.as_deref(), &m.catalog)?;
     let (filter, rows, pull) = scope(&m.catalog, &asked);
     let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();

@@ -377,7 +377,7 @@ pub async fn page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    let filter = Filter::parse(q.as_deref()).or_first_branch(&m.catalog);
+    let filter = Filter::from_query(q.as_deref(), &m.catalog)?.or_first_branch(&m.catalog);
     let search = search_term(q.as_deref());
     let builders = super::builders(&m.catalog, &filter);
     let names: HashMap<i64, String> = builders.iter().map(|(b, id)| (*id, b.name.clone())).collect();

@@ -12,6 +12,7 @@ pub mod changes;
 pub mod console;
 pub mod diagnosis;
 pub mod home;
+pub mod legacy;
 pub mod live;
 pub mod release;
 pub mod waterfall;
@@ -81,6 +82,12 @@ where
         .route("/changes/{id}", get(changes::one))
         .route("/pending", get(builders::pending))
         .route("/events", get(live::stream))
+        .route("/all", get(legacy::all))
+        .route("/all/", get(legacy::all))
+        .route("/all/{*rest}", get(legacy::all).post(legacy::all))
+        .route("/builds/{id}", get(legacy::build))
+        .route("/{shortcut}", get(legacy::shortcut))
+        .route("/{shortcut}/", get(legacy::shortcut))
         .layer(axum::middleware::map_response(crate::error::as_page))
 }
 
@@ -122,6 +129,29 @@ impl Filter {
         serde_urlencoded::to_string(pairs).unwrap_or_default()
     }
 
+    /// The filter of a page's query, with each branch named by its label
+    /// (`3.x`) or its git name (`main`); a pull request's ref stays as it is.
+    /// A branch that is neither is a 404 naming the branches there are,
+    /// never an empty page that reads as green.
+    pub fn from_query(query: Option<&str>, catalog: &Catalog) -> Result<Filter, HttpError> {
+        let mut f = Filter::parse(query);
+        let branches = &catalog.config.branches;
+        let mut labels: Vec<String> = Vec::new();
+        for asked in std::mem::take(&mut f.branches) {
+            let by_git: Vec<&str> = branches.iter().filter(|b| b.git == asked).map(|b| b.name.as_str()).collect();
+            if branches.iter().any(|b| b.name == asked) || cascade_model::pull::number_of(&asked).is_some() {
+                labels.push(asked);
+            } else if !by_git.is_empty() {
+                labels.extend(by_git.into_iter().map(str::to_string));
+            } else {
+                return Err(HttpError::not_found(unknown_branch(&asked, catalog)));
+            }
+        }
+        labels.dedup();
+        f.branches = labels;
+        Ok(f)
+    }
+
     /// This filter, narrowed to one branch when it names none (pages whose
     /// columns are builders default to the first branch, not to a thousand columns).
     pub fn or_first_branch(mut self, catalog: &Catalog) -> Filter {
@@ -132,6 +162,17 @@ impl Filter {
         }
         self
     }
+}
+
+/// What a page says of a branch no configuration names.
+pub fn unknown_branch(asked: &str, catalog: &Catalog) -> String {
+    let known: Vec<String> = catalog
+        .config
+        .branches
+        .iter()
+        .map(|b| if b.git == b.name { b.name.clone() } else { format!("{} ({})", b.name, b.git) })
+        .collect();
+    format!("no branch {asked:?} here; the branches are {}", known.join(", "))
 }
 
 /// How a build (or request) looks: CSS class, a symbol, and a word, so

@@ -228,7 +228,7 @@ pub async fn page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    let mut filter = Filter::parse(q.as_deref());
+    let mut filter = Filter::from_query(q.as_deref(), &m.catalog)?;
     if !filter.tags.iter().any(|t| t == "stable") {
         filter.tags.push("stable".into());
     }

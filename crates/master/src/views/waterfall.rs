@@ -49,7 +49,7 @@ pub async fn page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    let filter = Filter::parse(q.as_deref()).or_first_branch(&m.catalog);
+    let filter = Filter::from_query(q.as_deref(), &m.catalog)?.or_first_branch(&m.catalog);
     let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
     let builds = m.store.recent_builds_of(&ids, PER_BUILDER).await?;

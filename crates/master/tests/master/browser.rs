@@ -348,3 +348,40 @@ async fn a_browser_on_one_master_sees_the_builds_of_another_live() {
     b.stop().await;
     db.finish().await;
 }
+
+/// Buildbot's addresses, `#` part and all, in a browser: each lands on
+/// Cascade's page of the same thing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildbots_hash_links_land_on_cascades_pages() {
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
+    let h = Harness::with_config(&db, crate::links::CONFIG).await;
+    let fedora = h.builder("Fedora 3.x");
+    let build =
+        crate::harness::end_a_new_build(&h.store, fedora, h.master.master_id(), cascade_model::Results::Success).await;
+    let number = h.store.get_build(build).await.expect("get").expect("build").number;
+    let browser = Browser::start().await;
+    for (link, lands) in [
+        (format!("/all/#/builders/{fedora}/builds/{number}"), format!("/builders/{fedora}/builds/{number}")),
+        (format!("/#/builders/{fedora}"), format!("/builders/{fedora}")),
+        ("/#/grid?branch=main&tags=stable".to_string(), "/grid?branch=main&tag=stable".to_string()),
+        ("/all/#/console".to_string(), "/console".to_string()),
+        ("/#/workers".to_string(), "/workers".to_string()),
+        ("/#//example.org/x".to_string(), "/".to_string()),
+    ] {
+        browser.go(&format!("{}{link}", h.url())).await;
+        let script =
+            format!("return location.pathname + location.search === {lands:?} && document.readyState === 'complete';");
+        browser.until(&format!("{link} to land on {lands}"), Duration::from_secs(10), &script).await;
+    }
+    browser.go(&format!("{}/#/grid?branch=main&tags=stable", h.url())).await;
+    browser
+        .until(
+            "the grid of 3.x's stable builders",
+            Duration::from_secs(10),
+            "return location.pathname === '/grid' && document.body.textContent.includes('Fedora 3.x');",
+        )
+        .await;
+    browser.close().await;
+    h.stop().await;
+    db.finish().await;
+}

@@ -146,6 +146,10 @@ test_both!(every_action_is_allowed_or_refused_by_role, |db| {
     let props = h.store.buildset_properties(new_bs).await.expect("props");
     assert_eq!(props["owner"][0], "olivia");
     assert_eq!(props["rebuilt_from"][0], olivias);
+    // As Buildbot's, the rebuild's buildset names the build it repeats.
+    let (_, sets) = h.get(&format!("/api/v2/buildsets?rebuilt_buildid={olivias}")).await;
+    assert_eq!(sets["buildsets"][0]["bsid"], new_bs, "{sets}");
+    assert_eq!(sets["buildsets"][0]["rebuilt_buildid"], olivias);
     let reqs = h.store.list_buildrequests(&ListQuery::default().eq("buildsetid", new_bs)).await.expect("requests");
     assert_eq!(reqs.items[0].builderid, h.builder("Linux 3.x"));
     assert_eq!(rpc(h, &path(anns), Some(&rm), "rebuild", json!({})).await.0, StatusCode::FORBIDDEN);

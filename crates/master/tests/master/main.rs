@@ -4,12 +4,14 @@
 mod api;
 mod architecture;
 mod browser;
+mod buildbot_api;
 mod control;
 mod diagnosis;
 mod github;
 mod harness;
 mod irc;
 mod irc_tls;
+mod links;
 mod mail;
 mod masters;
 mod metrics;
