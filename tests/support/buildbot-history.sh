@@ -327,6 +327,11 @@ if what == "force":
 sys.exit("unknown command " + what)
 EOF
 
+api() { # api.py in the background, so that a signal is not held up until it ends
+  "$py" "$dir/api.py" "$www_port" "$@" &
+  wait $!
+}
+
 wait_log() { # PATTERN COUNT: until the master's log has COUNT lines matching PATTERN
   for _ in $(seq 1 600); do
     if [ "$(grep -c -- "$1" "$dir/master/twistd.log" 2>/dev/null || true)" -ge "$2" ]; then return 0; fi
@@ -365,14 +370,14 @@ log "master running (pb $pb_port, www $www_port)"
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$dir/worker" \
   LANG=C.UTF-8 TZ=UTC "$worker_bin" start --nodaemon "$dir/worker" >"$dir/worker.out" 2>&1 &
 worker_pid=$!
-"$py" "$dir/api.py" "$www_port" wait-worker
+api wait-worker
 log "worker connected"
 
 now="$(date +%s)"
 sendchange $((now - 300)) 1f0e5a3c9b7d4e2f8a6b0c1d2e3f405162738495 main \
   "Alice Example <alice@example.org>" gh-101 $'gh-101: fix the parser\n\nA longer body, with "quotes".' \
   Parser/parser.c Lib/test/test_parser.py "Doc/what's new.rst"
-"$py" "$dir/api.py" "$www_port" wait-builds 2
+api wait-builds 2
 log "phase gz done"
 
 phase bz2
@@ -380,23 +385,23 @@ sendchange $((now - 200)) 2a1b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d main \
   "Bob Example <bob@example.org>" gh-102 "gh-102: speed up dict lookups" Objects/dictobject.c
 sendchange $((now - 150)) 9999999999999999999999999999999999999999 feature \
   "Carol Example <carol@example.org>" gh-0 "WIP: not built by any scheduler" Misc/NEWS.d/wip.rst
-"$py" "$dir/api.py" "$www_port" wait-builds 4
+api wait-builds 4
 log "phase bz2 done"
 
 phase zstd
 sendchange $((now - 100)) 3b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e main \
   "Alice Example <alice@example.org>" gh-103 "gh-103: docs typo (ünïcödé ✓)" Doc/library/os.rst
-"$py" "$dir/api.py" "$www_port" wait-builds 6
+api wait-builds 6
 log "phase zstd done"
 
 phase lz4
-"$py" "$dir/api.py" "$www_port" force linux-stable "forced with lz4"
-"$py" "$dir/api.py" "$www_port" wait-builds 7
+api force linux-stable "forced with lz4"
+api wait-builds 7
 log "phase lz4 done"
 
 phase br
-"$py" "$dir/api.py" "$www_port" force docs "forced with brotli"
-"$py" "$dir/api.py" "$www_port" wait-builds 8
+api force docs "forced with brotli"
+api wait-builds 8
 log "phase br done"
 
 # --- stop cleanly -----------------------------------------------------------

@@ -25,6 +25,10 @@ pub struct Config {
     pub janitor: JanitorConfig,
     pub limits: LimitsConfig,
     pub reporters: Vec<ReporterConfig>,
+    /// Who may log in on the PB port with `buildbot sendchange`.
+    pub sendchange: SendchangeConfig,
+    /// Buildbot's web UI beside Cascade's pages.
+    pub www: WwwConfig,
 }
 
 /// What the rules of `[auth]` may allow.
@@ -81,6 +85,16 @@ impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// `[www]`: Buildbot's own web UI served beside Cascade's pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WwwConfig {
+    /// Serve Buildbot's UI (an installed `buildbot-www`) under `/buildbot/`.
+    pub buildbot_ui: bool,
+    /// The installed bundle's folder (`.../site-packages/buildbot_www/static`,
+    /// the one holding `index.html`); its plugins are found beside it.
+    pub buildbot_www: Option<PathBuf>,
 }
 
 /// Bounds on what clients and workers can hold of the master.
@@ -381,6 +395,21 @@ pub struct WorkerConfig {
     pub notify: Option<String>,
 }
 
+/// A login on the PB port for one of Buildbot's command-line tools
+/// (`buildbot sendchange`, `buildbot try`). PB's MD5 challenge needs the
+/// password itself, so there is no hashed form.
+#[derive(Debug, Clone)]
+pub struct ToolUser {
+    pub name: String,
+    pub password: Secret,
+}
+
+/// `[sendchange]`: Buildbot's `PBChangeSource` on the PB port.
+#[derive(Debug, Clone, Default)]
+pub struct SendchangeConfig {
+    pub users: Vec<ToolUser>,
+}
+
 #[derive(Debug, Clone)]
 pub enum WorkerPassword {
     Plain(Secret),
@@ -522,6 +551,11 @@ pub enum SchedulerKind {
     /// Pull requests, built on the builders of `branch` when a trigger label
     /// is added or a writer comments.
     PullRequest(PullRequestTriggers),
+    /// `buildbot try` jobs (a diff on top of a revision) from these users,
+    /// as Buildbot's `Try_Userpass`.
+    Try {
+        users: Vec<ToolUser>,
+    },
 }
 
 /// What makes a pull request build, and where.
@@ -549,6 +583,7 @@ impl SchedulerKind {
             SchedulerKind::Periodic { .. } => "periodic",
             SchedulerKind::Force => "force",
             SchedulerKind::PullRequest(_) => "pull_request",
+            SchedulerKind::Try { .. } => "try",
         }
     }
 
@@ -556,7 +591,7 @@ impl SchedulerKind {
         match self {
             SchedulerKind::Branch { branch, .. } | SchedulerKind::Periodic { branch, .. } => Some(branch),
             SchedulerKind::PullRequest(t) => Some(&t.branch),
-            SchedulerKind::Force => None,
+            SchedulerKind::Force | SchedulerKind::Try { .. } => None,
         }
     }
 }
@@ -575,6 +610,8 @@ pub struct ResolvedSecrets {
     pub reporter_urls: BTreeMap<String, SecretString>,
     /// IRC reporters' SASL passwords by reporter name.
     pub reporter_passwords: BTreeMap<String, SecretString>,
+    /// `sendchange` and `try` users' passwords by user name.
+    pub tool_passwords: BTreeMap<String, SecretString>,
 }
 
 impl Config {
@@ -668,6 +705,49 @@ impl Config {
                 }
             }
         }
+        for u in self.tool_users() {
+            match u.password.resolve() {
+                Ok(v) => {
+                    out.tool_passwords.insert(u.name.clone(), v);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
         if errors.is_empty() { Ok(out) } else { Err(ConfigErrors(errors)) }
     }
+
+    /// Every login of Buildbot's command-line tools: `[sendchange]`'s and
+    /// each `try` scheduler's.
+    pub fn tool_users(&self) -> impl Iterator<Item = &ToolUser> {
+        let tries = self.schedulers.iter().filter_map(|s| match &s.kind {
+            SchedulerKind::Try { users } => Some(users.iter()),
+            _ => None,
+        });
+        self.sendchange.users.iter().chain(tries.flatten())
+    }
+
+    /// What a PB login name is for: a worker, `sendchange`, or a `try`
+    /// scheduler (by name). Names are unique across all three.
+    pub fn pb_role(&self, name: &str) -> Option<PbRole<'_>> {
+        if self.workers.iter().any(|w| w.name == name) {
+            return Some(PbRole::Worker);
+        }
+        if self.sendchange.users.iter().any(|u| u.name == name) {
+            return Some(PbRole::Sendchange);
+        }
+        self.schedulers.iter().find_map(|s| match &s.kind {
+            SchedulerKind::Try { users } if users.iter().any(|u| u.name == name) => Some(PbRole::Try(&s.name)),
+            _ => None,
+        })
+    }
+}
+
+/// What a login on the PB port is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PbRole<'a> {
+    Worker,
+    /// `buildbot sendchange`.
+    Sendchange,
+    /// `buildbot try`, through the named scheduler.
+    Try(&'a str),
 }

@@ -19,6 +19,9 @@ pub(crate) struct Ctx<'s> {
     file: &'s Path,
     pub(crate) base_dir: &'s Path,
     errors: Vec<(usize, ConfigError)>,
+    /// PB has one name space per port: each login name read so far (a
+    /// worker, a sendchange user, a try user) and what it is.
+    pb_names: BTreeMap<String, String>,
 }
 
 impl<'s> Ctx<'s> {
@@ -270,7 +273,7 @@ pub(crate) fn array_of_tables<'t, 'i>(ctx: &mut Ctx, root: &mut Table<'t, 'i>, n
 }
 
 pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let mut ctx = Ctx { text, file, base_dir, errors: Vec::new() };
+    let mut ctx = Ctx { text, file, base_dir, errors: Vec::new(), pb_names: BTreeMap::new() };
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in syntax {
@@ -293,6 +296,8 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
     let janitor = read_janitor(&mut ctx, &mut root);
     let limits = read_limits(&mut ctx, &mut root);
     let reporters = crate::reporters::read_reporters(&mut ctx, &mut root, &github);
+    let sendchange = read_sendchange(&mut ctx, &mut root);
+    let www = read_www(&mut ctx, &mut root);
     root.finish(&mut ctx);
 
     if !ctx.errors.is_empty() {
@@ -312,6 +317,8 @@ pub(crate) fn read_config(text: &str, file: &Path, base_dir: &Path) -> Result<Co
         janitor,
         limits,
         reporters,
+        sendchange,
+        www,
     })
 }
 
@@ -530,6 +537,31 @@ fn read_limits(ctx: &mut Ctx, root: &mut Table) -> LimitsConfig {
     limits
 }
 
+/// `[www]`: with `buildbot_ui = true`, `buildbot_www` must name a folder
+/// holding Buildbot's `index.html` (relative to the config's folder).
+fn read_www(ctx: &mut Ctx, root: &mut Table) -> WwwConfig {
+    let mut www = WwwConfig::default();
+    let Some(mut t) = root.opt_table(ctx, "www") else { return www };
+    let offset = t.offset;
+    www.buildbot_ui = t.bool_or(ctx, "buildbot_ui", false);
+    www.buildbot_www = t.opt_str(ctx, "buildbot_www").map(|p| ctx.base_dir.join(p));
+    match (&www.buildbot_www, www.buildbot_ui) {
+        (None, true) => ctx.error(
+            offset,
+            "www.buildbot_www",
+            "buildbot_ui = true needs the folder of an installed buildbot-www's static files",
+        ),
+        (Some(dir), true) if !dir.join("index.html").is_file() => ctx.error(
+            offset,
+            "www.buildbot_www",
+            format!("no index.html in {}: is buildbot-www installed there?", dir.display()),
+        ),
+        _ => {}
+    }
+    t.finish(ctx);
+    www
+}
+
 fn read_janitor(ctx: &mut Ctx, root: &mut Table) -> JanitorConfig {
     let mut janitor = JanitorConfig::default();
     let Some(mut t) = root.opt_table(ctx, "janitor") else { return janitor };
@@ -677,6 +709,7 @@ fn read_workers(ctx: &mut Ctx, root: &mut Table) -> Vec<WorkerConfig> {
             if out.iter().any(|w| w.name == name) {
                 ctx.error(t.offset(), &t.key("name"), format!("duplicate worker name {name:?}"));
             }
+            ctx.pb_names.insert(name.clone(), "a worker".into());
             out.push(WorkerConfig { name, password, max_builds, properties, notify });
         }
         t.finish(ctx);
@@ -1090,15 +1123,68 @@ fn read_scheduler_kind(ctx: &mut Ctx, t: &mut Table, branches: &[BranchConfig]) 
         Some("periodic") => read_periodic_scheduler(ctx, t, branches),
         Some("force") => Some(SchedulerKind::Force),
         Some("pull_request") => read_pull_request_scheduler(ctx, t, branches),
+        Some("try") => {
+            let place =
+                format!("try scheduler {:?}", t.map.get("name").and_then(|v| v.get_ref().as_str()).unwrap_or("?"));
+            let users = read_tool_users(ctx, t, &place);
+            if users.is_empty() {
+                ctx.error(t.offset(), &t.key("users"), "a try scheduler needs at least one user");
+            }
+            Some(SchedulerKind::Try { users })
+        }
         Some(other) => {
             let message = format!(
-                "unknown scheduler kind {other:?}; expected \"branch\", \"periodic\", \"force\" or \"pull_request\""
+                "unknown scheduler kind {other:?}; expected \"branch\", \"periodic\", \"force\", \"pull_request\" or \"try\""
             );
             ctx.error(kind_offset, &t.key("kind"), message);
             None
         }
         None => None,
     }
+}
+
+/// `users = [{ name, password }]`: logins for Buildbot's command-line tools
+/// (`place` says whose, in the error when a name is taken).
+fn read_tool_users(ctx: &mut Ctx, t: &mut Table, place: &str) -> Vec<ToolUser> {
+    let Some(v) = t.take("users") else { return Vec::new() };
+    let key = t.key("users");
+    let DeValue::Array(items) = v.get_ref() else {
+        ctx.error(v.span().start, &key, format!("expected an array of {{ name, password }} tables, found {}", kind(v)));
+        return Vec::new();
+    };
+    let mut out: Vec<ToolUser> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(mut u) = as_table(ctx, item, format!("{key}[{i}]")) else { continue };
+        let name = u.req_str(ctx, "name");
+        let password = u.opt_secret(ctx, "password");
+        if password.is_none() && u.map.get("password").is_none() {
+            ctx.error(u.offset(), &u.key("password"), "missing required key");
+        }
+        if let Some(name) = &name {
+            match ctx.pb_names.get(name) {
+                Some(first) => {
+                    let message = format!("PB login {name:?} is already {first}; PB login names must be unique");
+                    ctx.error(u.offset(), &u.key("name"), message);
+                }
+                None => {
+                    ctx.pb_names.insert(name.clone(), format!("a user of {place}"));
+                }
+            }
+        }
+        if let (Some(name), Some(password)) = (name, password) {
+            out.push(ToolUser { name, password });
+        }
+        u.finish(ctx);
+    }
+    out
+}
+
+/// `[sendchange]`: the logins `buildbot sendchange` may use.
+fn read_sendchange(ctx: &mut Ctx, root: &mut Table) -> SendchangeConfig {
+    let Some(mut t) = root.opt_table(ctx, "sendchange") else { return SendchangeConfig::default() };
+    let users = read_tool_users(ctx, &mut t, "[sendchange]");
+    t.finish(ctx);
+    SendchangeConfig { users }
 }
 
 fn read_schedulers(

@@ -210,6 +210,30 @@ fn scheduler_checks() {
 }
 
 #[test]
+fn sendchange_and_try_logins_share_the_pb_name_space() {
+    let tools = "\n[sendchange]\nusers = [{ name = \"change\", password = \"changepw\" }]\n\
+         [[builder]]\nname = \"B\"\nworkers = [\"w1\"]\nfactory = \"f\"\nbranches = [\"3.x\"]\n\
+         [[scheduler]]\nname = \"try\"\nkind = \"try\"\nusers = [{ name = \"alice\", password = { env = \"CASCADE_TEST_TRY_PW_UNSET\" } }]\n";
+    let config = parse(&format!("{MINIMAL}{tools}"), Path::new("c.toml")).expect("parses");
+    assert_eq!(config.pb_role("w1"), Some(cascade_config::PbRole::Worker));
+    assert_eq!(config.pb_role("change"), Some(cascade_config::PbRole::Sendchange));
+    assert_eq!(config.pb_role("alice"), Some(cascade_config::PbRole::Try("try")));
+    assert_eq!(config.pb_role("nobody"), None);
+    let err = config.resolve_secrets().expect_err("the try password's variable is unset").0;
+    assert_eq!(err[0].key, "scheduler[0].users[0].password");
+
+    let clash = tools.replace("\"alice\"", "\"w1\"").replace("\"change\"", "\"w1\"");
+    let errors = parse(&format!("{MINIMAL}{clash}"), Path::new("c.toml")).expect_err("rejected").0;
+    let all = errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("sendchange.users[0].name: PB login \"w1\" is already a worker"), "{all}");
+    assert!(all.contains("scheduler[0].users[0].name: PB login \"w1\" is already a worker"), "{all}");
+    let no_users =
+        tools.replace("users = [{ name = \"alice\", password = { env = \"CASCADE_TEST_TRY_PW_UNSET\" } }]", "");
+    let errors = parse(&format!("{MINIMAL}{no_users}"), Path::new("c.toml")).expect_err("rejected").0;
+    assert!(errors.iter().any(|e| e.key == "scheduler[0].users"), "{errors:?}");
+}
+
+#[test]
 fn builders_without_branches_keep_their_name() {
     let text = format!("{MINIMAL}\n[[builder]]\nname = \"docs\"\nworkers = [\"w1\"]\nfactory = \"f\"\n");
     let config = parse(&text, Path::new("c.toml")).expect("parses");

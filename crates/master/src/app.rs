@@ -76,6 +76,7 @@ pub struct Master {
     reads: Arc<Reads>,
     control: Arc<Control>,
     pages: Arc<Pages>,
+    www: Arc<crate::www::Www>,
 }
 
 /// Why a master could not start.
@@ -236,6 +237,8 @@ struct Lasting {
     /// When this master started, Unix seconds.
     up_since: i64,
     relay: Arc<Relay>,
+    /// Open `/ws` connections, counted across reloads.
+    sockets: Arc<tokio::sync::Semaphore>,
 }
 
 impl Lasting {
@@ -253,6 +256,7 @@ impl Lasting {
             metrics: Arc::default(),
             up_since,
             relay: Arc::new(relay),
+            sockets: Arc::new(tokio::sync::Semaphore::new(crate::www::MAX_SOCKETS)),
         }
     }
 }
@@ -278,7 +282,7 @@ impl Master {
         if !retried.is_empty() {
             tracing::warn!(builds = ?retried, "builds interrupted by the last shutdown will be retried");
         }
-        let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
+        let credentials = crate::workers::auth::Credentials::new(&config, &secrets);
         let catalog = Arc::new(Catalog::new(config, master_id, builder_ids, worker_ids));
         let events_from = store.last_event_id().await? + 1;
         let relay = Relay::new(store.clone(), master_id);
@@ -303,6 +307,7 @@ impl Master {
             metrics,
             up_since,
             relay,
+            sockets,
         } = lasting;
         let (pulls, poller) = github_parts(&store, &catalog, &schedulers, &clock, &secrets, &wake_builds);
         let runner = Arc::new(Runner {
@@ -315,7 +320,9 @@ impl Master {
             metrics: metrics.clone(),
             running,
         });
-        let hub = worker_hub(&store, &catalog, &clock, &workers, credentials, wake_builds, gate.clone());
+        let wiring =
+            HubWiring { nudge: wake_builds, gate: gate.clone(), schedulers: schedulers.clone(), bus: bus.clone() };
+        let hub = worker_hub(&store, &catalog, &clock, &workers, credentials, wiring);
         let access = access(&store, &catalog, &clock, &gate, secrets.github_client_secret);
         let hook = Arc::new(Hook {
             store: store.clone(),
@@ -346,6 +353,7 @@ impl Master {
             access: access.clone(),
             bus: bus.clone(),
         });
+        let www = Arc::new(crate::www::Www::new(store.clone(), catalog.clone(), bus.clone(), sockets));
         Master {
             store,
             clock,
@@ -369,6 +377,7 @@ impl Master {
             reads,
             control,
             pages,
+            www,
         }
     }
 
@@ -391,6 +400,7 @@ impl Master {
             metrics: self.metrics.clone(),
             up_since: self.up_since,
             relay: self.relay.clone(),
+            sockets: self.www.sockets.clone(),
         }
     }
 
@@ -407,7 +417,7 @@ impl Master {
         let rows = self.store.sync_schedulers(&Schedulers::config_rows(&config), now).await.map_err(store_error)?;
         let schedulers = Arc::new(Schedulers::new(&config, &rows, &builder_ids).map_err(|e| vec![e.to_string()])?);
         let reloaded = crate::operator::compare(&self.catalog.config, &config);
-        let credentials = crate::workers::auth::Credentials::new(&config, &secrets.worker_passwords);
+        let credentials = crate::workers::auth::Credentials::new(&config, &secrets);
         let catalog = Arc::new(Catalog::new(config, self.master_id(), builder_ids, worker_ids));
         let parts = Parts { catalog, schedulers, credentials, secrets };
         Ok((Master::assemble(self.store.clone(), self.clock.clone(), parts, self.lasting()), reloaded))
@@ -458,6 +468,12 @@ impl FromRef<Master> for Arc<Reads> {
 impl FromRef<Master> for Arc<Control> {
     fn from_ref(m: &Master) -> Arc<Control> {
         m.control.clone()
+    }
+}
+
+impl FromRef<Master> for Arc<crate::www::Www> {
+    fn from_ref(m: &Master) -> Arc<crate::www::Www> {
+        m.www.clone()
     }
 }
 
@@ -529,16 +545,24 @@ fn access(
     })
 }
 
-/// Where workers log in and attach.
+/// What the worker hub is wired to besides the store and the catalog.
+struct HubWiring {
+    nudge: Arc<Notify>,
+    gate: Arc<Gate>,
+    schedulers: Arc<Schedulers>,
+    bus: Bus,
+}
+
+/// Where workers (and Buildbot's tools, on the PB port) log in.
 fn worker_hub(
     store: &Store,
     catalog: &Arc<Catalog>,
     clock: &Clock,
     registry: &Arc<Registry>,
     credentials: crate::workers::auth::Credentials,
-    nudge: Arc<Notify>,
-    gate: Arc<Gate>,
+    wiring: HubWiring,
 ) -> Arc<Hub> {
+    let HubWiring { nudge, gate, schedulers, bus } = wiring;
     let config = &catalog.config;
     Arc::new(Hub {
         store: store.clone(),
@@ -550,6 +574,8 @@ fn worker_hub(
         nudge,
         gate,
         logins: LoginLimits::new(&config.limits),
+        schedulers,
+        bus,
         generation: registry.next_generation(),
     })
 }
@@ -602,6 +628,7 @@ pub fn router(master: Master) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api/v2", crate::api::router())
+        .merge(crate::www::router(master.www.bundle.is_some()))
         .layer(axum::middleware::from_fn_with_state(master.access.clone(), crate::auth::private_gate))
         // A body that stalls is cut by the same deadline as its answer: 408.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))

@@ -95,6 +95,30 @@ impl Catalog {
     }
 
     /// Whether a scheduler of this name is configured.
+    /// The branch labels `asked` names: itself if it is a label (or a
+    /// pull request's ref), else the labels that build it as a git branch
+    /// (`main` is `3.x`). A branch that is neither is an error naming the
+    /// branches there are, so no one reads an empty answer as green.
+    pub fn branch_labels(&self, asked: &str) -> Result<Vec<String>, String> {
+        let branches = &self.config.branches;
+        if branches.iter().any(|b| b.name == asked) || cascade_model::pull::number_of(asked).is_some() {
+            return Ok(vec![asked.to_string()]);
+        }
+        let by_git: Vec<String> = branches.iter().filter(|b| b.git == asked).map(|b| b.name.clone()).collect();
+        if by_git.is_empty() { Err(self.unknown_branch(asked)) } else { Ok(by_git) }
+    }
+
+    /// What is said of a branch no configuration names.
+    pub fn unknown_branch(&self, asked: &str) -> String {
+        let known: Vec<String> = self
+            .config
+            .branches
+            .iter()
+            .map(|b| if b.git == b.name { b.name.clone() } else { format!("{} ({})", b.name, b.git) })
+            .collect();
+        format!("no branch {asked:?} here; the branches are {}", known.join(", "))
+    }
+
     pub fn has_scheduler(&self, name: &str) -> bool {
         self.config.schedulers.iter().any(|s| s.name == name)
     }

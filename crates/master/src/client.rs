@@ -37,24 +37,61 @@ impl Client {
         let status = resp.status();
         let body: Value = resp.json().await.with_context(|| format!("{what}: the answer is not JSON"))?;
         if !status.is_success() {
-            let why = body.get("error").and_then(Value::as_str).unwrap_or("no reason given");
-            bail!("{what}: {status}: {why}");
+            let why = body.get("error").and_then(Value::as_str).unwrap_or("no reason given").to_string();
+            return Err(ClientError::Refused { what: what.to_string(), status: status.as_u16(), why }.into());
         }
         Ok(body)
     }
 
+    fn unreachable(what: String, e: &reqwest::Error) -> anyhow::Error {
+        ClientError::Unreachable { what, why: e.to_string() }.into()
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self.with_auth(self.http.get(&url)).send().await.with_context(|| format!("GET {url}"))?;
+        let resp = self
+            .with_auth(self.http.get(&url))
+            .send()
+            .await
+            .map_err(|e| Client::unreachable(format!("GET {url}"), &e))?;
         Client::answer(resp, &format!("GET {path}")).await
     }
 
     pub async fn call(&self, path: &str, method: &str, params: Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
-        let resp =
-            self.with_auth(self.http.post(&url).json(&body)).send().await.with_context(|| format!("POST {url}"))?;
+        let resp = self
+            .with_auth(self.http.post(&url).json(&body))
+            .send()
+            .await
+            .map_err(|e| Client::unreachable(format!("POST {url}"), &e))?;
         Client::answer(resp, &format!("{method} on {path}")).await
+    }
+
+    /// The address of one of the master's pages.
+    pub fn page(&self, path: &str) -> String {
+        format!("{}{path}", self.base.trim_end_matches("/api/v2"))
+    }
+}
+
+/// Why a call to the master failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer at all: down, the wrong address, a network in the way.
+    #[error("{what}: the master did not answer: {why}")]
+    Unreachable { what: String, why: String },
+    /// The master answered an error.
+    #[error("{what}: {status}: {why}")]
+    Refused { what: String, status: u16, why: String },
+}
+
+/// `cascade status`'s exit status for an error: 2 when what was asked
+/// makes no sense (an unknown branch, a 400), 3 when the master could not
+/// be reached or answered another error.
+pub fn exit_status_of(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Refused { status: 400, .. }) => 2,
+        _ => 3,
     }
 }
 
@@ -72,6 +109,18 @@ pub struct StatusRow {
     /// The newest change the build covered: revision and author.
     pub revision: Option<String>,
     pub author: Option<String>,
+    /// The latest build's page.
+    pub url: Option<String>,
+    /// None of its workers is connected: which they are, and since when.
+    pub offline: Option<Offline>,
+}
+
+/// A builder none of whose workers is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Offline {
+    pub workers: Vec<String>,
+    /// When the last of them went away, Unix seconds, if known.
+    pub since: Option<i64>,
 }
 
 impl StatusRow {
@@ -96,10 +145,12 @@ fn paint(text: &str, result: &str, color: bool) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
-/// The table, one builder per line, aligned.
+/// The table, one builder per line under a header, aligned; a failing
+/// build's line ends with its page, an offline builder's says whose workers
+/// are gone and since when.
 pub fn render(rows: &[StatusRow], now: i64, color: bool) -> String {
     let width = rows.iter().map(|r| r.builder.chars().count()).max().unwrap_or(7).max(7);
-    let mut out = String::new();
+    let mut out = format!("{:<width$}  {:<9}  {:>7}  {:>4}  CHANGE\n", "BUILDER", "RESULT", "BUILD", "AGE");
     for r in rows {
         let result = format!("{:<9}", r.result);
         let number = r.number.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into());
@@ -109,18 +160,65 @@ pub fn render(rows: &[StatusRow], now: i64, color: bool) -> String {
             (Some(rev), None) => rev.chars().take(10).collect(),
             _ => String::new(),
         };
-        let line = format!(
+        let mut line = format!(
             "{:<width$}  {}  {:>7}  {:>4}  {}",
             r.builder,
             paint(&result, &r.result, color),
             number,
             when,
             head
-        );
+        )
+        .trim_end()
+        .to_string();
+        if r.failing()
+            && let Some(url) = &r.url
+        {
+            line.push_str(&format!("  {url}"));
+        }
+        if let Some(off) = &r.offline {
+            let since = off.since.map(|t| format!(" for {}", age(now - t))).unwrap_or_default();
+            line.push_str(&format!("  [offline{since}: {}]", off.workers.join(", ")));
+        }
         out.push_str(line.trim_end());
         out.push('\n');
     }
     out
+}
+
+/// What `--failing` prints when nothing fails.
+pub fn all_passing(selected: usize) -> String {
+    format!("all {selected} builders passing\n")
+}
+
+/// Each builder's workers from `/workers` (one list): builder id → (name,
+/// connected, when its last connection ended).
+async fn workers_by_builder(
+    client: &Client,
+) -> anyhow::Result<std::collections::HashMap<i64, Vec<(String, bool, Option<i64>)>>> {
+    let answer = client.get("/workers").await?;
+    let mut out: std::collections::HashMap<i64, Vec<(String, bool, Option<i64>)>> = std::collections::HashMap::new();
+    for w in answer["workers"].as_array().into_iter().flatten() {
+        let name = w["name"].as_str().unwrap_or_default().to_string();
+        let connected = w["connected_to"].as_array().is_some_and(|c| !c.is_empty());
+        let gone = w["cascade_info"]["disconnected_at"].as_i64();
+        let mut builders: Vec<i64> =
+            w["configured_on"].as_array().into_iter().flatten().filter_map(|c| c["builderid"].as_i64()).collect();
+        builders.dedup();
+        for b in builders {
+            out.entry(b).or_default().push((name.clone(), connected, gone));
+        }
+    }
+    Ok(out)
+}
+
+/// A builder is offline when it has workers and none is connected.
+pub fn offline(workers: &[(String, bool, Option<i64>)]) -> Option<Offline> {
+    if workers.is_empty() || workers.iter().any(|(_, connected, _)| *connected) {
+        return None;
+    }
+    let since =
+        workers.iter().map(|(_, _, gone)| *gone).collect::<Option<Vec<i64>>>().and_then(|t| t.into_iter().max());
+    Some(Offline { workers: workers.iter().map(|(n, _, _)| n.clone()).collect(), since })
 }
 
 /// How many builders' latest builds are fetched at once.
@@ -151,6 +249,8 @@ pub async fn status_paged(
         query.push(("tags__contains".into(), t.clone()));
     }
     let builders = every_builder(client, &query, page).await?;
+    let workers = workers_by_builder(client).await?;
+    let workers = &workers;
     let rows = futures_util::stream::iter(builders)
         .map(|(id, name)| async move {
             let latest = client.get(&format!("/builders/{id}/builds?complete=true&order=-number&limit=1")).await?;
@@ -165,6 +265,8 @@ pub async fn status_paged(
                 finished_at: None,
                 revision: None,
                 author: None,
+                url: None,
+                offline: workers.get(&id).and_then(|w| offline(w)),
             };
             if let Some(b) = build {
                 row.number = b["number"].as_i64();
@@ -172,6 +274,7 @@ pub async fn status_paged(
                 row.results = b["results"].as_i64();
                 row.result = row.results.and_then(Results::from_code).map(|r| r.name().to_string()).unwrap_or_default();
                 row.finished_at = b["complete_at"].as_i64();
+                row.url = row.number.map(|n| client.page(&format!("/builders/{id}/builds/{n}")));
                 if let Some(bid) = row.buildid {
                     let changes = client.get(&format!("/builds/{bid}/changes")).await?;
                     if let Some(newest) = changes["changes"].as_array().and_then(|c| c.last()) {
@@ -270,6 +373,8 @@ mod tests {
             finished_at: number.map(|_| 1000),
             revision: number.map(|_| "0123456789abcdef".into()),
             author: number.map(|_| "Ann <ann@example.org>".into()),
+            url: number.map(|n| format!("http://ci/builders/1/builds/{n}")),
+            offline: None,
         }
     }
 
@@ -281,6 +386,17 @@ mod tests {
             text,
             "configuration reloaded\nbuilders added: a, b\nchanged, but applied only at the next start: master.http\n"
         );
+    }
+
+    #[test]
+    fn a_builder_is_offline_when_none_of_its_workers_is_connected() {
+        let w = |n: &str, c: bool, t: Option<i64>| (n.to_string(), c, t);
+        assert_eq!(offline(&[]), None, "no workers: nothing to be offline");
+        assert_eq!(offline(&[w("a", true, None), w("b", false, Some(5))]), None);
+        let both = offline(&[w("a", false, Some(5)), w("b", false, Some(9))]).expect("offline");
+        assert_eq!((both.workers, both.since), (vec!["a".to_string(), "b".to_string()], Some(9)));
+        assert_eq!(offline(&[w("a", false, None)]).and_then(|o| o.since), None, "never seen: since unknown");
+        assert_eq!(all_passing(162), "all 162 builders passing\n");
     }
 
     #[test]
@@ -299,11 +415,18 @@ mod tests {
             row("ARM64 macOS 3.x", Some(2), Some(7)),
             row("x", None, None),
         ];
+        let mut rows = rows;
+        rows[2].offline = Some(Offline { workers: vec!["box-1".into()], since: Some(1000) });
         let plain = render(&rows, 1000 + 3600, false);
         let lines: Vec<&str> = plain.lines().collect();
-        assert_eq!(lines[0], "AMD64 Fedora 3.x  success        #12    1h  0123456789 Ann <ann@example.org>");
-        assert_eq!(lines[1], "ARM64 macOS 3.x   failure         #7    1h  0123456789 Ann <ann@example.org>");
-        assert_eq!(lines[2], "x                 no builds        -     -");
+        assert_eq!(lines[0], "BUILDER           RESULT       BUILD   AGE  CHANGE");
+        assert_eq!(lines[1], "AMD64 Fedora 3.x  success        #12    1h  0123456789 Ann <ann@example.org>");
+        assert_eq!(
+            lines[2],
+            "ARM64 macOS 3.x   failure         #7    1h  0123456789 Ann <ann@example.org>  http://ci/builders/1/builds/7",
+            "a failing build's line ends with its page"
+        );
+        assert_eq!(lines[3], "x                 no builds        -     -  [offline for 1h: box-1]");
         assert!(!plain.contains('\x1b'));
         let coloured = render(&rows, 4600, true);
         assert!(coloured.contains("\x1b[31mfailure  \x1b[0m"));

@@ -34,6 +34,14 @@ impl Clock {
         }
     }
 
+    /// Unix milliseconds now (a hand-set clock is at whole seconds).
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => chrono::Utc::now().timestamp_millis(),
+            Clock::Manual(t) => t.load(Ordering::SeqCst).saturating_mul(1000),
+        }
+    }
+
     /// Moves a hand-set clock to `t`; the system's clock is not ours to set.
     pub fn set(&self, t: i64) {
         if let Clock::Manual(now) = self {
@@ -53,6 +61,7 @@ mod tests {
         assert_eq!(c.now(), 100);
         other.set(250);
         assert_eq!(c.now(), 250);
+        assert_eq!(c.now_ms(), 250_000);
         let system = Clock::System;
         system.set(0);
         assert!(system.now() > 1_700_000_000);

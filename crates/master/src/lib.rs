@@ -38,6 +38,7 @@ pub mod server;
 pub mod views;
 pub mod webhook;
 pub mod workers;
+pub mod www;
 
 pub use app::{Master, router};
 pub use server::{Listeners, Served, serve};

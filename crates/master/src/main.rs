@@ -41,6 +41,25 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Copy a Buildbot 4 database's history into the store (run it with the master stopped; run it
+    /// again to go on after an interruption). Exit status 1 when the final counts differ.
+    ImportBuildbot(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The Buildbot database: its `db_url` (`sqlite:///state.sqlite`, `postgresql://...`) or a SQLite file.
+    #[arg(long = "from", value_name = "URL")]
+    from: String,
+    /// The config whose `master.database` receives the history.
+    #[arg(long, short, required_unless_present = "database")]
+    config: Option<PathBuf>,
+    /// The store to write to, instead of the config's.
+    #[arg(long, env = "CASCADE_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Stop after this many batches, as an interruption would (for tests).
+    #[arg(long, hide = true)]
+    stop_after_batches: Option<u64>,
 }
 
 /// The config, and the database if not the configured one.
@@ -131,7 +150,7 @@ impl Remote {
 struct StatusArgs {
     #[command(flatten)]
     remote: Remote,
-    /// Only builders of this branch label (e.g. `3.x`).
+    /// Only builders of this branch: its label (`3.x`) or git name (`main`).
     #[arg(long, short)]
     branch: Option<String>,
     /// Only builders with this tag (repeatable: all of them).
@@ -226,6 +245,7 @@ async fn main() -> ExitCode {
         Command::Stop(args) => stop(args).await,
         Command::Reconfig(args) => reconfig(args).await,
         Command::Token { action } => token(action).await,
+        Command::ImportBuildbot(args) => import_buildbot(args).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("cascade: {e:#}");
@@ -317,17 +337,31 @@ fn hash_password() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Exit status 0: all selected builders pass; 1: one fails; 2: bad usage
+/// or an unknown branch; 3: the master unreachable or answering an error.
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let api = args.remote.client();
-    let mut rows = tokio::time::timeout(client::TIMEOUT, client::status(&api, args.branch.as_deref(), &args.tags))
-        .await
-        .context("the master did not answer in time")??;
+    let asked = tokio::time::timeout(client::TIMEOUT, client::status(&api, args.branch.as_deref(), &args.tags)).await;
+    let mut rows = match asked {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            eprintln!("cascade: {e:#}");
+            return Ok(ExitCode::from(client::exit_status_of(&e)));
+        }
+        Err(_) => {
+            eprintln!("cascade: the master did not answer in time");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let selected = rows.len();
     let any_failing = rows.iter().any(client::StatusRow::failing);
     if args.failing {
         rows.retain(client::StatusRow::failing);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if args.failing && rows.is_empty() {
+        print!("{}", client::all_passing(selected));
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         print!("{}", client::render(&rows, clock::now(), color));
@@ -383,4 +417,21 @@ async fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn import_buildbot(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use cascade_store::import;
+    let url = match (args.database, &args.config) {
+        (Some(url), _) => url,
+        (None, Some(config)) => load_config(config)?.master.database,
+        (None, None) => anyhow::bail!("give --config or --database"),
+    };
+    let store = cascade_store::Store::connect(&url).await.with_context(|| "opening the store")?;
+    let options = import::ImportOptions { stop_after_batches: args.stop_after_batches };
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = import::Printer::new(std::io::stderr(), terminal);
+    let summary = import::import_buildbot(&store, &args.from, &options, &mut progress).await?;
+    store.close().await;
+    print!("{}", summary.render());
+    Ok(if summary.matches() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -286,7 +286,7 @@ impl Poller {
                 (c, touches)
             })
             .collect();
-        let outcome = self.store.ingest_changes_unless(None, &batch, Redundant::Known, now).await?;
+        let outcome = self.store.ingest_changes_at(None, &batch, Redundant::Known, self.clock.now_ms()).await?;
         let IngestOutcome::Stored { change_ids } = outcome else { return Ok(0) };
         if !change_ids.is_empty() {
             self.schedulers.nudge();

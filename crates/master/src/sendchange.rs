@@ -62,6 +62,30 @@ impl SendChange {
 pub async fn send(store: &Store, config: &Config, change: SendChange, now: i64) -> anyhow::Result<i64> {
     let rows = store.sync_schedulers(&Schedulers::config_rows(config), now).await?;
     let schedulers = Schedulers::new(config, &rows, &BTreeMap::new())?;
+    store_change(store, config, &schedulers, change, now).await
+}
+
+/// Stores a change a running master received (`buildbot sendchange` over
+/// PB) with its schedulers' interest, and wakes them.
+pub async fn store(
+    store: &Store,
+    config: &Config,
+    schedulers: &Schedulers,
+    change: SendChange,
+    now: i64,
+) -> anyhow::Result<i64> {
+    let id = store_change(store, config, schedulers, change, now).await?;
+    schedulers.nudge();
+    Ok(id)
+}
+
+async fn store_change(
+    store: &Store,
+    config: &Config,
+    schedulers: &Schedulers,
+    change: SendChange,
+    now: i64,
+) -> anyhow::Result<i64> {
     let change = change.into_change(config, now);
     let touches = schedulers.classify(&change);
     match store.ingest_changes(None, &[(change, touches)], now).await? {

@@ -19,11 +19,15 @@ pub struct PendingRequest {
     pub pinned_revision: Option<String>,
     /// Higher runs first.
     pub priority: i64,
+    /// A `try` job's request: it builds its own diff, so it merges with nothing.
+    pub patched: bool,
 }
 
 impl PendingRequest {
     fn compatible(&self, other: &PendingRequest) -> bool {
-        self.builder_id == other.builder_id
+        !self.patched
+            && !other.patched
+            && self.builder_id == other.builder_id
             && self.repository == other.repository
             && self.branch == other.branch
             && self.pinned_revision == other.pinned_revision
@@ -75,6 +79,7 @@ mod tests {
             branch: Some(branch.into()),
             pinned_revision: None,
             priority: 0,
+            patched: false,
         }
     }
 
@@ -112,6 +117,16 @@ mod tests {
         let rest: Vec<_> = pending.into_iter().filter(|r| !first.all().contains(&r.id)).collect();
         let second = plan_claim(&rest, 10).expect("a claim");
         assert_eq!(second.all(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_try_request_builds_alone() {
+        let patched = |id| PendingRequest { patched: true, ..req(id, 10, "main") };
+        let pending = vec![patched(1), req(2, 10, "main"), patched(3), req(4, 10, "main")];
+        let first = plan_claim(&pending, 10).expect("a claim");
+        assert_eq!(first.all(), vec![1], "the oldest, a try job, builds its diff alone");
+        let rest: Vec<_> = pending.into_iter().filter(|r| r.id != 1).collect();
+        assert_eq!(plan_claim(&rest, 10).expect("a claim").all(), vec![2, 4], "plain pushes merge past a try job");
     }
 
     /// A tiny deterministic generator so property runs are reproducible by seed.

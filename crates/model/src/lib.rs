@@ -21,6 +21,7 @@ pub mod results;
 pub mod scheduling;
 pub mod text;
 pub mod transition;
+pub mod wording;
 
 pub use change::NewChange;
 pub use coalesce::{Claim, PendingRequest, plan_claim};

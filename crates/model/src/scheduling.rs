@@ -13,12 +13,12 @@ pub fn is_important<S: AsRef<str>>(files: &[S], ignore: &[Glob]) -> bool {
     files.iter().any(|f| !ignore.iter().any(|g| g.matches(f.as_ref())))
 }
 
-/// When the tree-stable timer fires: `tree_stable` seconds after the last
+/// When the tree-stable timer fires: `tree_stable` after the last
 /// important change *arrived* (not its commit time: the tree is stable when
-/// nothing new has come for a while). `None` while only unimportant changes
-/// wait; they ride along with the next important one.
-pub fn tree_stable_fire_at(last_important_arrival: Option<i64>, tree_stable_secs: i64) -> Option<i64> {
-    last_important_arrival.map(|last| last.saturating_add(tree_stable_secs))
+/// nothing new has come for a while), both in milliseconds. `None` while
+/// only unimportant changes wait; they ride along with the next important one.
+pub fn tree_stable_fire_at(last_important_arrival_ms: Option<i64>, tree_stable_ms: i64) -> Option<i64> {
+    last_important_arrival_ms.map(|last| last.saturating_add(tree_stable_ms))
 }
 
 #[cfg(test)]

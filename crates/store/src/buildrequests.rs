@@ -62,7 +62,7 @@ pub struct ClaimedBuild {
 /// The builder's unclaimed, incomplete requests.
 async fn pending_requests(conn: &mut AnyConnection, builder_id: i64) -> Result<Vec<PendingRequest>> {
     let rows = sqlx::query(
-        "SELECT id, builder_id, repository, branch, pinned_revision, priority FROM buildrequests \
+        "SELECT id, builder_id, repository, branch, pinned_revision, priority, patched FROM buildrequests \
          WHERE builder_id = $1 AND complete = 0 AND claimed_by_master_id IS NULL",
     )
     .bind(builder_id)
@@ -77,6 +77,7 @@ async fn pending_requests(conn: &mut AnyConnection, builder_id: i64) -> Result<V
                 branch: get(r, "branch")?,
                 pinned_revision: get(r, "pinned_revision")?,
                 priority: get(r, "priority")?,
+                patched: get::<i64>(r, "patched")? != 0,
             })
         })
         .collect()

@@ -71,6 +71,18 @@ fn deflate(text: &[u8]) -> Result<Vec<u8>> {
     enc.finish().map_err(|e| StoreError::Corrupt(format!("compressing a log chunk: {e}")))
 }
 
+/// A chunk's text as `log_chunks` keeps it: (compressed, content).
+pub(crate) fn encode_chunk(text: String) -> Result<(i64, Vec<u8>)> {
+    if text.len() >= COMPRESS_FROM { Ok((1, deflate(text.as_bytes())?)) } else { Ok((0, text.into_bytes())) }
+}
+
+/// The text of a stored chunk.
+#[cfg(test)]
+pub(crate) fn decode_stored_chunk(compressed: i64, content: &[u8]) -> Result<String> {
+    let bytes = if compressed != 0 { inflate(content)? } else { content.to_vec() };
+    String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("a log chunk is not UTF-8".into()))
+}
+
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     flate2::read::DeflateDecoder::new(bytes)
@@ -120,7 +132,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if gone.rows_affected() > 0 {
-            let row = sqlx::query("SELECT name FROM workers WHERE id = $1").bind(worker_id).fetch_one(&mut *tx).await?;
+            let row = sqlx::query("UPDATE workers SET disconnected_at = $1 WHERE id = $2 RETURNING name")
+                .bind(now)
+                .bind(worker_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let worker: String = get(&row, "name")?;
             record(&mut tx, &Event::WorkerLost { worker_id, worker, master_id }, now).await?;
         }
@@ -370,9 +386,7 @@ impl Store {
                 size += lines[end].len() + 1;
                 end += 1;
             }
-            let text = lines[start..end].join("\n");
-            let (compressed, content) =
-                if text.len() >= COMPRESS_FROM { (1i64, deflate(text.as_bytes())?) } else { (0, text.into_bytes()) };
+            let (compressed, content) = encode_chunk(lines[start..end].join("\n"))?;
             sqlx::query(
                 "INSERT INTO log_chunks (log_id, first_line, last_line, compressed, content) VALUES ($1, $2, $3, $4, $5)",
             )

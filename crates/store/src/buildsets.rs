@@ -6,7 +6,7 @@ use cascade_model::Event;
 use serde_json::Value;
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
-use crate::changes::{placeholders, sourcestamp_id};
+use crate::changes::{StampKey, placeholders, sourcestamp_id};
 use crate::events::record;
 use crate::query::{Bind, FieldType, ListQuery, Page, bind_all, compile, fetch_page, field};
 use crate::records::{BuildsetRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, get, sourcestamp_from};
@@ -51,6 +51,32 @@ pub struct NewBuildset {
     pub pin_revision: bool,
     /// The build this buildset repeats (a rebuild), as Buildbot's `rebuilt_buildid`.
     pub rebuilt_build_id: Option<i64>,
+    /// A `try` job's diff, applied after the checkout; its requests never merge.
+    pub patch: Option<Patch>,
+}
+
+/// A diff a `try` job builds on top of its revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Patch {
+    /// `-p` for `git apply`.
+    pub level: i64,
+    /// The diff.
+    pub body: String,
+    /// Who sent it.
+    pub author: String,
+    /// What they said of it.
+    pub comment: String,
+}
+
+impl Patch {
+    /// Names the diff in its source stamp's key.
+    fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.level.to_le_bytes());
+        h.update(self.body.as_bytes());
+        hex::encode(h.finalize())
+    }
 }
 
 const BUILDSET_FIELDS: &[crate::query::Field] = &[
@@ -77,10 +103,10 @@ async fn insert_requests(
     let mut request_ids = Vec::with_capacity(bs.builder_ids.len());
     for chunk in bs.builder_ids.chunks(200) {
         let values: Vec<String> =
-            (0..chunk.len()).map(|i| format!("($1, $2, $3, $4, $5, $6, ${}, 0, -1, 0)", i + 7)).collect();
+            (0..chunk.len()).map(|i| format!("($1, $2, $3, $4, $5, $6, $7, ${}, 0, -1, 0)", i + 8)).collect();
         let sql = format!(
             "INSERT INTO buildrequests (buildset_id, priority, repository, branch, pinned_revision, submitted_at, \
-             builder_id, complete, results, waited_for) VALUES {} RETURNING id",
+             patched, builder_id, complete, results, waited_for) VALUES {} RETURNING id",
             values.join(", ")
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
@@ -89,7 +115,8 @@ async fn insert_requests(
             .bind(ss.repository.clone())
             .bind(ss.branch.clone())
             .bind(pinned.clone())
-            .bind(now);
+            .bind(now)
+            .bind(i64::from(bs.patch.is_some()));
         for id in chunk {
             q = q.bind(*id);
         }
@@ -108,16 +135,19 @@ pub(crate) async fn insert_buildset(
     now: i64,
 ) -> Result<(i64, Vec<i64>)> {
     let ss = &bs.sourcestamp;
-    let ssid = sourcestamp_id(
-        tx,
-        &ss.codebase,
-        &ss.repository,
-        ss.branch.as_deref(),
-        ss.revision.as_deref(),
-        &ss.project,
-        now,
-    )
-    .await?;
+    let digest = bs.patch.as_ref().map(Patch::digest);
+    let key = StampKey {
+        codebase: &ss.codebase,
+        repository: &ss.repository,
+        branch: ss.branch.as_deref(),
+        revision: ss.revision.as_deref(),
+        project: &ss.project,
+        patch: digest.as_deref(),
+    };
+    let ssid = sourcestamp_id(tx, &key, now).await?;
+    if let Some(patch) = &bs.patch {
+        set_patch(tx, ssid, patch).await?;
+    }
     let row = sqlx::query(
         "INSERT INTO buildsets (external_idstring, reason, scheduler_id, submitted_at, complete, rebuilt_build_id) \
          VALUES ($1, $2, $3, $4, 0, $5) RETURNING id",
@@ -164,6 +194,22 @@ pub(crate) async fn insert_buildset(
     };
     record(tx, &event, now).await?;
     Ok((bsid, request_ids))
+}
+
+/// Puts a try job's diff on its source stamp (a stamp of its own: the
+/// stamp's key names the diff).
+async fn set_patch(tx: &mut Transaction<'static, Any>, ssid: i64, patch: &Patch) -> Result<()> {
+    sqlx::query(
+        "UPDATE sourcestamps SET patch_level = $1, patch_body = $2, patch_author = $3, patch_comment = $4 WHERE id = $5",
+    )
+    .bind(patch.level)
+    .bind(patch.body.clone())
+    .bind(patch.author.clone())
+    .bind(patch.comment.clone())
+    .bind(ssid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl Store {

@@ -73,6 +73,8 @@ const CHANGE_FIELDS: &[crate::query::Field] = &[
     field("repository", "c.repository", FieldType::Text),
     field("codebase", "c.codebase", FieldType::Text),
     field("project", "c.project", FieldType::Text),
+    // Buildbot's `/sourcestamps/{ssid}/changes`.
+    field("sourcestampid", "c.sourcestamp_id", FieldType::Int),
 ];
 
 const CHANGE_SELECT: &str = "c.id, c.author, c.committer, c.comments, c.branch, c.revision, c.revlink, \
@@ -140,6 +142,20 @@ impl Store {
         redundant: Redundant,
         now: i64,
     ) -> Result<IngestOutcome> {
+        self.ingest_changes_at(delivery, changes, redundant, now.saturating_mul(1000)).await
+    }
+
+    /// [`Store::ingest_changes_unless`] at `now_ms` (Unix milliseconds): the
+    /// schedulers' tree-stable timers count from the millisecond a change
+    /// arrived, so a 1 s timer never fires early.
+    pub async fn ingest_changes_at(
+        &self,
+        delivery: Option<&Delivery>,
+        changes: &[(NewChange, Vec<SchedulerTouch>)],
+        redundant: Redundant,
+        now_ms: i64,
+    ) -> Result<IngestOutcome> {
+        let now = now_ms.div_euclid(1000);
         let Some(mut tx) = self.begin_delivery(delivery, now).await? else { return Ok(IngestOutcome::Duplicate) };
         lock_branches(&mut tx, self.backend(), changes, redundant).await?;
         let mut change_ids = Vec::with_capacity(changes.len());
@@ -154,12 +170,13 @@ impl Store {
             let Some(id) = insert_change(&mut tx, change, parent, redundant, now).await? else { continue };
             if !touches.is_empty() {
                 let values: Vec<String> =
-                    (0..touches.len()).map(|i| format!("(${}, $1, ${}, $2)", 3 + 2 * i, 4 + 2 * i)).collect();
+                    (0..touches.len()).map(|i| format!("(${}, $1, ${}, $2, $3)", 4 + 2 * i, 5 + 2 * i)).collect();
                 let sql = format!(
-                    "INSERT INTO scheduler_changes (scheduler_id, change_id, important, received_at) VALUES {}",
+                    "INSERT INTO scheduler_changes (scheduler_id, change_id, important, received_at, received_ms) \
+                     VALUES {}",
                     values.join(", ")
                 );
-                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(now);
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(now).bind(now_ms);
                 for t in touches {
                     q = q.bind(t.scheduler_id).bind(crate::infra::flag(t.important));
                 }
@@ -365,19 +382,28 @@ pub(crate) async fn record_delivery(tx: &mut Transaction<'static, Any>, d: &Deli
     Ok(inserted.is_some())
 }
 
-/// Finds or creates the source stamp for (codebase, repository, branch,
-/// revision, project); source stamps are shared, as in Buildbot.
-pub(crate) async fn sourcestamp_id(
-    tx: &mut Transaction<'static, Any>,
-    codebase: &str,
-    repository: &str,
-    branch: Option<&str>,
-    revision: Option<&str>,
-    project: &str,
-    now: i64,
-) -> Result<i64> {
+/// What names a source stamp: (codebase, repository, branch, revision,
+/// project, patch digest).
+#[derive(Clone, Copy)]
+pub(crate) struct StampKey<'a> {
+    pub codebase: &'a str,
+    pub repository: &'a str,
+    pub branch: Option<&'a str>,
+    pub revision: Option<&'a str>,
+    pub project: &'a str,
+    /// A try job's diff, by digest: a patched stamp is another stamp.
+    pub patch: Option<&'a str>,
+}
+
+/// Finds or creates the source stamp `k` names; source stamps are shared, as in Buildbot.
+pub(crate) async fn sourcestamp_id(tx: &mut Transaction<'static, Any>, k: &StampKey<'_>, now: i64) -> Result<i64> {
+    let StampKey { codebase, repository, branch, revision, project, patch } = *k;
     // Separators keep distinct tuples distinct; \u{1e} marks "none" (PostgreSQL refuses NUL in text).
-    let key = [codebase, repository, branch.unwrap_or("\u{1e}"), revision.unwrap_or("\u{1e}"), project].join("\u{1f}");
+    let mut key =
+        [codebase, repository, branch.unwrap_or("\u{1e}"), revision.unwrap_or("\u{1e}"), project].join("\u{1f}");
+    if let Some(digest) = patch {
+        key = format!("{key}\u{1f}patch:{digest}");
+    }
     // PostgreSQL indexes at most ~2.7 kB per entry: a long key is indexed
     // by its hash (short keys stay as they were, so stored rows still match).
     let key = if key.len() > 512 { format!("sha256:{}", hex::encode(sha2::Sha256::digest(&key))) } else { key };
@@ -408,9 +434,15 @@ pub(crate) async fn insert_change(
     redundant: Redundant,
     now: i64,
 ) -> Result<Option<i64>> {
-    let ssid =
-        sourcestamp_id(tx, &c.codebase, &c.repository, c.branch.as_deref(), c.revision.as_deref(), &c.project, now)
-            .await?;
+    let key = StampKey {
+        codebase: &c.codebase,
+        repository: &c.repository,
+        branch: c.branch.as_deref(),
+        revision: c.revision.as_deref(),
+        project: &c.project,
+        patch: None,
+    };
+    let ssid = sourcestamp_id(tx, &key, now).await?;
     let sql = format!(
         "INSERT INTO changes (author, committer, comments, branch, revision, revlink, when_timestamp, category, \
          repository, codebase, project, sourcestamp_id, parent_change_id, received_at, source) \

@@ -27,8 +27,26 @@ pub struct SourceStampRecord {
     pub codebase: String,
     /// When the stamp was first stored, Unix seconds.
     pub created_at: i64,
-    /// Buildbot's patch to apply; always `None` here.
-    pub patch: Option<Value>,
+    /// The diff a `try` job applies on top of the revision (Buildbot's patch).
+    pub patch: Option<PatchRecord>,
+}
+
+/// A diff to apply after the checkout, as `buildbot try` sent it; shaped as
+/// Buildbot's `sourcestamp.patch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatchRecord {
+    /// Buildbot's patch id: here the source stamp's.
+    pub patchid: i64,
+    /// `-p` for `git apply`.
+    pub level: i64,
+    /// The diff.
+    pub body: String,
+    /// Always `None`: `buildbot try` cannot ask for a subfolder.
+    pub subdir: Option<String>,
+    /// Who sent it.
+    pub author: String,
+    /// What they said of it.
+    pub comment: String,
 }
 
 /// A change (Buildbot's `/changes`): one commit as a change source reported it.
@@ -182,6 +200,9 @@ pub struct WorkerRecord {
     pub configured_on: Vec<BuilderMaster>,
     /// The masters it is connected to now.
     pub connected_to: Vec<ConnectedMaster>,
+    /// When its last connection ended, Unix seconds (Cascade's; the API
+    /// answers it under `cascade_info`).
+    pub disconnected_at: Option<i64>,
 }
 
 /// A master (Buildbot's `/masters`).
@@ -246,14 +267,27 @@ pub(crate) fn sourcestamp_from(row: &AnyRow) -> Result<SourceStampRecord> {
         repository: get(row, "ss_repository")?,
         codebase: get(row, "ss_codebase")?,
         created_at: get(row, "ss_created_at")?,
-        patch: None,
+        patch: patch_from(row)?,
     })
+}
+
+fn patch_from(row: &AnyRow) -> Result<Option<PatchRecord>> {
+    let Some(level) = get::<Option<i64>>(row, "ss_patch_level")? else { return Ok(None) };
+    Ok(Some(PatchRecord {
+        patchid: get(row, "ss_id")?,
+        level,
+        body: get::<Option<String>>(row, "ss_patch_body")?.unwrap_or_default(),
+        subdir: None,
+        author: get::<Option<String>>(row, "ss_patch_author")?.unwrap_or_default(),
+        comment: get::<Option<String>>(row, "ss_patch_comment")?.unwrap_or_default(),
+    }))
 }
 
 /// Columns that [`sourcestamp_from`] reads, for a table aliased `ss`.
 pub(crate) const SOURCESTAMP_COLUMNS: &str = "ss.id AS ss_id, ss.branch AS ss_branch, ss.revision AS ss_revision, \
      ss.project AS ss_project, ss.repository AS ss_repository, ss.codebase AS ss_codebase, \
-     ss.created_at AS ss_created_at";
+     ss.created_at AS ss_created_at, ss.patch_level AS ss_patch_level, ss.patch_body AS ss_patch_body, \
+     ss.patch_author AS ss_patch_author, ss.patch_comment AS ss_patch_comment";
 
 /// Columns that [`build_from`] reads, for a table aliased `b`.
 pub(crate) const BUILD_COLUMNS: &str = "b.id, b.number, b.builder_id, b.build_request_id, b.worker_id, b.master_id, \

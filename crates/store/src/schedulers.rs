@@ -37,8 +37,8 @@ pub struct WaitingSummary {
     pub scheduler_id: i64,
     /// The newest waiting change: a firing consumes up to it.
     pub up_to_change_id: i64,
-    /// When the last important one arrived, if any is waiting.
-    pub last_important_at: Option<i64>,
+    /// When the last important one arrived, Unix milliseconds, if any is waiting.
+    pub last_important_ms: Option<i64>,
     /// How many changes are waiting.
     pub count: i64,
 }
@@ -114,7 +114,8 @@ impl Store {
     pub async fn waiting_summaries(&self) -> Result<Vec<WaitingSummary>> {
         let rows = sqlx::query(
             "SELECT scheduler_id, MAX(change_id) AS up_to, \
-             MAX(CASE WHEN important = 1 THEN received_at END) AS last_important, COUNT(*) AS n \
+             MAX(CASE WHEN important = 1 THEN COALESCE(received_ms, received_at * 1000) END) AS last_important, \
+             COUNT(*) AS n \
              FROM scheduler_changes GROUP BY scheduler_id ORDER BY scheduler_id",
         )
         .fetch_all(&self.pool)
@@ -124,7 +125,7 @@ impl Store {
                 Ok(WaitingSummary {
                     scheduler_id: get(r, "scheduler_id")?,
                     up_to_change_id: get(r, "up_to")?,
-                    last_important_at: get(r, "last_important")?,
+                    last_important_ms: get(r, "last_important")?,
                     count: get(r, "n")?,
                 })
             })

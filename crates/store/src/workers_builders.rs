@@ -242,7 +242,7 @@ impl Store {
         let compiled = compile(WORKER_FIELDS, q, "w.id")?;
         let (rows, total) = fetch_page(
             &self.pool,
-            "w.id, w.name, w.info, w.paused, w.pause_reason, w.graceful, w.configured",
+            "w.id, w.name, w.info, w.paused, w.pause_reason, w.graceful, w.configured, w.disconnected_at",
             "workers w",
             &compiled,
         )
@@ -287,6 +287,7 @@ impl Store {
                     graceful: get::<i64>(r, "graceful")? != 0,
                     configured_on: configured_on.remove(&id).unwrap_or_default(),
                     connected_to: connected_to.remove(&id).unwrap_or_default(),
+                    disconnected_at: get(r, "disconnected_at")?,
                 })
             })
             .collect::<Result<_>>()?;

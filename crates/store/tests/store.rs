@@ -186,7 +186,7 @@ test_both!(a_branch_scheduler_fires_once_for_all_waiting_changes, |db| {
     assert_eq!(summaries[0].count, 3);
     assert_eq!(summaries[0].up_to_change_id, *all.iter().max().expect("ids"));
     // r3 (received at 102) is important; r2 (101) is not, r1 (100) is.
-    assert_eq!(summaries[0].last_important_at, Some(102));
+    assert_eq!(summaries[0].last_important_ms, Some(102_000));
 
     let template = NewBuildset {
         reason: "The branch scheduler named '3.x' triggered this build".into(),

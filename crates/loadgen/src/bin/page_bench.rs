@@ -45,6 +45,16 @@ const DEFAULT_PATHS: &[&str] = &[
     "/api/v2/builds/500000/changes",
     "/api/v2/changes?branch=main&order=-changeid&limit=50",
     "/api/v2/buildrequests?complete=false",
+    // The orderings Buildbot's UI and release tooling use, each from an index.
+    "/api/v2/builds?order=-started_at&limit=40",
+    "/api/v2/builds?complete=true&order=-complete_at&limit=40",
+    "/api/v2/builds?builderid=5&order=-complete_at&limit=1",
+    "/api/v2/buildrequests?order=-buildrequestid&limit=1000",
+    "/api/v2/buildrequests?order=-submitted_at&limit=200",
+    "/api/v2/buildsets?order=-bsid&limit=50",
+    "/api/v2/builders/5/builds/900/steps/2/logs",
+    "/api/v2/builders/5/workers",
+    "/api/v2/workers",
 ];
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -372,6 +372,13 @@ async fn rebuild(
         priority: request.priority,
         pin_revision: revision.is_some(),
         rebuilt_build_id: Some(build.buildid),
+        // A try build's rebuild applies the same diff.
+        patch: ss.patch.as_ref().map(|p| cascade_store::Patch {
+            level: p.level,
+            body: p.body.clone(),
+            author: p.author.clone(),
+            comment: p.comment.clone(),
+        }),
     };
     let (bsid, request_ids) = c.store.create_buildset(&bs, c.clock.now()).await?;
     c.runner.nudge();

@@ -5,8 +5,41 @@
 pub mod control;
 mod listing;
 mod nested;
+pub mod objects;
 pub mod openapi;
 pub mod query;
+
+/// Buildbot 4.3's read paths that answer 404 here, and why (in
+/// `docs/coming-from-buildbot.md` too).
+pub const NOT_SERVED: &[(&str, &str)] = &[
+    ("/application.spec", "Buildbot's description of its own endpoints; Cascade's is `/api/v2/openapi.json`"),
+    ("/logchunks", "a log's chunks are read below the log: `/logs/{id}/contents`"),
+    ("/branches/n:branchid", CODEBASES),
+    ("/commits/n:commitid", CODEBASES),
+    ("/codebases/n:codebaseid", CODEBASES),
+    ("/codebases/n:codebaseid/branches", CODEBASES),
+    ("/codebases/n:codebaseid/commits", CODEBASES),
+    ("/codebases/n:codebaseid/commits_by_revision/s:revision", CODEBASES),
+    ("/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/commits_common_parent", CODEBASES),
+    ("/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/test_result_sets", CODEBASES),
+    ("/projects/n:projectid", PROJECTS),
+    ("/projects/i:projectname", PROJECTS),
+    ("/projects/n:projectid/builders", PROJECTS),
+    ("/projects/n:projectid/codebases/i:codebasename", PROJECTS),
+    ("/changesources/n:changesourceid", CHANGE_SOURCES),
+    ("/masters/n:masterid/changesources/n:changesourceid", CHANGE_SOURCES),
+    ("/builds/n:buildid/data/i:name", BUILD_DATA),
+    ("/builds/n:buildid/data/i:name/value", BUILD_DATA),
+    ("/builders/n:builderid/builds/n:build_number/data/i:name", BUILD_DATA),
+    ("/builders/n:builderid/builds/n:build_number/data/i:name/value", BUILD_DATA),
+    ("/builders/s:buildername/builds/n:build_number/data/i:name", BUILD_DATA),
+    ("/builders/s:buildername/builds/n:build_number/data/i:name/value", BUILD_DATA),
+];
+const CODEBASES: &str = "Buildbot 4.3's codebase graph is not kept: one repository, its commits are changes";
+const PROJECTS: &str = "no projects are configured (`/projects` is empty)";
+const CHANGE_SOURCES: &str = "the webhook and the poller are not change-source objects (`/changesources` is empty)";
+const BUILD_DATA: &str = "Cascade's steps attach no build data (`.../data` is empty)";
+mod paths;
 mod workers;
 
 use std::sync::Arc;
@@ -125,8 +158,27 @@ async fn buildrequest(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> A
 }
 
 async fn builders(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
-    let p = query::parse(q.as_deref())?;
+    let mut p = query::parse(q.as_deref())?;
+    branch_labels(&mut p.query, &m.catalog)?;
     listing::answer(named("builders", "builderid"), p.query, p.fields, lister!(m.store, list_builders)).await
+}
+
+/// `branch=` (Cascade's) takes a branch label or its git name (`main` is
+/// `3.x`); a branch that is neither is a 400 naming those there are.
+fn branch_labels(q: &mut ListQuery, catalog: &Catalog) -> Result<(), HttpError> {
+    for f in q
+        .filters
+        .iter_mut()
+        .filter(|f| f.field == "branch" && matches!(f.op, cascade_store::Op::Eq | cascade_store::Op::In))
+    {
+        let mut labels = Vec::new();
+        for asked in &f.values {
+            labels
+                .extend(catalog.branch_labels(asked).map_err(|why| HttpError::bad_request(format!("branch: {why}")))?);
+        }
+        f.values = labels;
+    }
+    Ok(())
 }
 
 /// The builder a path names by id or by name, as Buildbot accepts both.
@@ -385,7 +437,7 @@ async fn build_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, R
 }
 
 async fn builder_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ListResult {
-    sets_where(&m, q.as_deref(), Some(("builderid", id(&raw, "builder")?))).await
+    sets_where(&m, q.as_deref(), Some(("builderid", builder_id(&m, &raw).await?))).await
 }
 
 async fn step_test_sets(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ListResult {
@@ -569,7 +621,8 @@ where
         .route("/workers", get(workers::list))
         .route("/workers/{id}", get(workers::one).post(control::worker))
         .route("/masters", get(masters))
-        .route("/masters/{id}", axum::routing::post(control::master))
+        .route("/masters/{masterid}", get(paths::master).post(control::master))
+        .merge(paths::routes())
         .route("/schedulers", get(schedulers))
         .route("/schedulers/{id}", get(scheduler).post(control::scheduler))
         .route("/forceschedulers", get(forceschedulers))

@@ -40,6 +40,10 @@ async fn step(m: &Reads, p: &HashMap<String, String>) -> Result<StepRecord, Http
 }
 
 /// The log a path names: a step and the log's `{slug}`.
+pub(super) async fn log_named(m: &Reads, p: &HashMap<String, String>) -> Result<LogRecord, HttpError> {
+    log(m, p).await
+}
+
 async fn log(m: &Reads, p: &HashMap<String, String>) -> Result<LogRecord, HttpError> {
     let step = step(m, p).await?;
     let slug = param(p, "slug")?;

@@ -25,6 +25,10 @@ const fn raw(path: &'static str) -> Route {
     Route { method: "get", path, summary: "A whole log as text, streamed", key: None, list: false }
 }
 
+const fn raw_inline(path: &'static str) -> Route {
+    Route { method: "get", path, summary: "A whole log as text, to view in the browser", key: None, list: false }
+}
+
 const fn post(path: &'static str, summary: &'static str) -> Route {
     Route { method: "post", path, summary, key: None, list: false }
 }
@@ -105,6 +109,40 @@ pub const ROUTES: &[Route] = &[
         "/forceschedulers/{name}",
         "JSON-RPC `force` with builderNames, branch, revision, reason, properties (action `force`)",
     ),
+    get("/builders/{builder}/builds/{number}/changes", "changes", false, "A build's blamelist, by builder and number"),
+    get("/builders/{builder}/builds/{number}/properties", "properties", false, "A build's properties, by number"),
+    raw_inline("/builders/{builder}/builds/{number}/steps/{step}/logs/{slug}/raw_inline"),
+    get("/builds/{buildid}/property_list", "_properties", false, "A build's properties as {name, value, source}"),
+    get("/builds/{buildid}/triggered_builds", "builds", false, "Builds it triggered: always empty here"),
+    get("/builds/{buildid}/data", "build_data", false, "Buildbot's build data: always empty here"),
+    raw_inline("/builds/{buildid}/steps/{step}/logs/{slug}/raw_inline"),
+    raw_inline("/steps/{stepid}/logs/{slug}/raw_inline"),
+    raw_inline("/logs/{logid}/raw_inline"),
+    get("/builders/{builder}/masters", "masters", false, "The masters serving a builder"),
+    get("/builders/{builder}/masters/{masterid}", "masters", false, "One master serving a builder"),
+    get("/builders/{builder}/workers/{worker}", "workers", true, "One of a builder's workers, by id or name"),
+    get("/buildrequests/{id}/builds", "builds", true, "A request's builds"),
+    get("/buildsets/{id}/sourcestamps", "sourcestamps", false, "A buildset's source stamps"),
+    get("/buildsets/{id}/properties", "properties", false, "A buildset's properties: {name: [value, source]}"),
+    get("/buildsets/{id}/properties_list", "_properties", false, "A buildset's properties as {name, value, source}"),
+    get("/changes/{id}/builds", "builds", false, "The builds whose blamelist holds the change"),
+    get("/changes/{id}/properties_list", "_properties", false, "A change's properties as {name, value, source}"),
+    get("/changesources", "changesources", false, "Buildbot's change sources: always empty here"),
+    get("/codebases", "codebases", false, "Buildbot 4.3's codebases: always empty here"),
+    get("/masters/{masterid}", "masters", false, "One master"),
+    get("/masters/{masterid}/builders", "builders", false, "The builders a master serves"),
+    get("/masters/{masterid}/builders/{builder}", "builders", false, "One builder a master serves"),
+    get("/masters/{masterid}/builders/{builder}/workers", "workers", true, "Workers of a builder on a master"),
+    get("/masters/{masterid}/builders/{builder}/workers/{worker}", "workers", true, "One of them, by id or name"),
+    get("/masters/{masterid}/workers", "workers", true, "The workers configured on a master"),
+    get("/masters/{masterid}/workers/{worker}", "workers", true, "One of them, by id or name"),
+    get("/masters/{masterid}/schedulers", "schedulers", false, "The schedulers a master runs"),
+    get("/masters/{masterid}/schedulers/{schedulerid}", "schedulers", false, "One of them"),
+    get("/masters/{masterid}/changesources", "changesources", false, "A master's change sources: always empty"),
+    get("/sourcestamps", "sourcestamps", true, "Source stamps"),
+    get("/sourcestamps/{id}", "sourcestamps", false, "One source stamp"),
+    get("/sourcestamps/{id}/changes", "changes", true, "The changes of a source stamp"),
+    get("/workers/{id}/builds", "builds", true, "A worker's builds"),
 ];
 
 fn parameters(route: &Route) -> Vec<Value> {

@@ -37,6 +37,11 @@ pub(super) fn shaped(mut worker: Value) -> Value {
         .into_iter()
         .filter(|(k, _)| !BUILDBOT_KEYS.contains(&k.as_str()) && !PRIVATE_KEYS.contains(&k.as_str()))
         .collect();
+    let mut extra = extra;
+    // When its last connection ended (if one did): Cascade's, so under its own key.
+    if let Some(t) = obj.remove("disconnected_at").filter(|t| !t.is_null()) {
+        extra.insert("disconnected_at".into(), t);
+    }
     obj.insert("workerinfo".into(), Value::Object(info));
     obj.insert("cascade_info".into(), Value::Object(extra));
     worker
@@ -49,7 +54,7 @@ fn shaped_page(page: cascade_store::Page<WorkerRecord>) -> cascade_store::Page<V
 
 const WORKERS: listing::Named = named("workers", "workerid");
 
-async fn answer(m: &Reads, query: ListQuery, fields: Vec<String>) -> ListResult {
+pub(super) async fn answer(m: &Reads, query: ListQuery, fields: Vec<String>) -> ListResult {
     let store = m.store.clone();
     let fetch = move |q: ListQuery| {
         let store = store.clone();
@@ -106,7 +111,7 @@ pub(super) async fn builders_of(
 }
 
 /// `q` narrowed to rows whose `field` is one of `ids` (none: no rows).
-fn among(q: ListQuery, field: &str, ids: &[i64]) -> ListQuery {
+pub(super) fn among(q: ListQuery, field: &str, ids: &[i64]) -> ListQuery {
     let values: Vec<String> = if ids.is_empty() { vec!["-1".into()] } else { ids.iter().map(i64::to_string).collect() };
     let mut q = q;
     q.filters.push(cascade_store::Filter { field: field.into(), op: cascade_store::Op::In, values });

@@ -8,6 +8,7 @@ use cascade_config::{BuilderConfig, Command, DownloadStep, ShellStep, StepConfig
 use cascade_model::Results;
 use cascade_model::naming::builder_folder;
 use cascade_model::outcome::{BuildTally, StepFlags, interpolate, step_result};
+use cascade_model::wording::{self, Cut};
 use cascade_store::{ClaimedBuild, StoreError};
 use regex::Regex;
 use serde_json::{Value, json};
@@ -40,6 +41,8 @@ pub struct Ctx {
     pub(super) repository: String,
     pub(super) branch: Option<String>,
     pub(super) revision: Option<String>,
+    /// A `try` job's diff, applied after the checkout.
+    pub(super) patch: Option<cascade_store::records::PatchRecord>,
     pub(super) stop: watch::Receiver<bool>,
 }
 
@@ -169,6 +172,7 @@ async fn run_steps(
         repository: claimed.source.repository.clone(),
         branch: claimed.source.branch.clone().filter(|b| !b.is_empty()),
         revision: claimed.source.revision.clone().filter(|r| !r.is_empty()),
+        patch: claimed.source.patch.clone(),
         stop,
     };
     ctx.props = build_properties(&ctx, builder, claimed);
@@ -192,7 +196,8 @@ async fn run_steps(
         return Ok(());
     };
     let mut tally = BuildTally::default();
-    let mut failed: Vec<String> = Vec::new();
+    // The summaries of the steps that made the result, as Buildbot's build text.
+    let mut named: Vec<String> = Vec::new();
     for (number, step) in factory.steps.iter().enumerate() {
         if tally.halted && !step.always_run {
             continue;
@@ -203,8 +208,9 @@ async fn run_steps(
             tracing::warn!("worker lost: build will be retried");
             return Ok(());
         }
-        if !matches!(end.results, Results::Success | Results::Skipped) {
-            failed.push(step.name.clone());
+        let failure_counts = step.flunk_on_failure || step.halt_on_failure || step.warn_on_failure;
+        if wording::names_in_build(end.results, failure_counts) {
+            named.push(end.state.clone());
         }
         let flags = StepFlags {
             halt_on_failure: step.halt_on_failure,
@@ -217,10 +223,7 @@ async fn run_steps(
             tally.add(Results::Cancelled, flags);
         }
     }
-    let state = match tally.results {
-        Results::Success => "build successful".to_string(),
-        r => format!("{}: {}", r.name(), failed.join(", ")),
-    };
+    let state = wording::build_summary(tally.results, &named);
     store.finish_build(build_id, tally.results, &state, runner.clock.now()).await?;
     tracing::info!(results = tally.results.name(), "build finished");
     Ok(())
@@ -303,6 +306,21 @@ impl Ctx {
         self.command(name, args, log, Extras::default()).await
     }
 
+    /// One command of a multi-command step (git), argv form, in `workdir`,
+    /// with `stdin` as its standard input if given.
+    pub(super) async fn git_with_input(
+        &mut self,
+        step: &StepConfig,
+        workdir: &str,
+        argv: &[String],
+        log: &mut LogWriter,
+        stdin: &str,
+    ) -> Result<CommandResult, StoreError> {
+        let mut args = shell_args(step, workdir, json!(argv), json!({}));
+        args["initial_stdin"] = json!(stdin);
+        self.command("shell", args, log, Extras::default()).await
+    }
+
     /// One command of a multi-command step (git), argv form, in `workdir`.
     pub(super) async fn git(
         &mut self,
@@ -323,9 +341,16 @@ impl Ctx {
         log: &mut LogWriter,
     ) -> Result<StepEnd, StoreError> {
         let workdir = self.worker.join(&[&self.builddir, shell.workdir.as_deref().unwrap_or("build")]);
-        let command = match &shell.command {
-            Command::Shell(s) => json!(interpolate(s, &self.props)),
-            Command::Argv(argv) => json!(argv.iter().map(|a| interpolate(a, &self.props)).collect::<Vec<_>>()),
+        let (command, words) = match &shell.command {
+            Command::Shell(s) => {
+                let line = interpolate(s, &self.props);
+                let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+                (json!(line), words)
+            }
+            Command::Argv(argv) => {
+                let words: Vec<String> = argv.iter().map(|a| interpolate(a, &self.props)).collect();
+                (json!(words), words)
+            }
         };
         let env: serde_json::Map<String, Value> =
             shell.env.iter().map(|(k, v)| (k.clone(), json!(interpolate(v, &self.props)))).collect();
@@ -341,7 +366,8 @@ impl Ctx {
         let result =
             self.command("shell", args, log, Extras { warning_pattern: pattern.as_ref(), ..Extras::default() }).await?;
         let results = step_result(&result.end, &shell.decode_rc);
-        Ok(StepEnd { results, lost: result.lost, state: describe(step, results, &result) })
+        let done = wording::command_summary(&words).unwrap_or_else(|| step.name.clone());
+        Ok(StepEnd { results, lost: result.lost, state: describe(&done, results, &result) })
     }
 
     /// Where an upload lands: `<artifacts>/<builder>/<build number>/<dest>`.
@@ -428,7 +454,7 @@ impl Ctx {
             // The worker closes even a file it could not read: keep no empty stand-in.
             let _ = std::fs::remove_file(sink.dest());
         }
-        Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
+        Ok(StepEnd { results, lost: result.lost, state: wording::step_summary(&step.name, results, Cut::No) })
     }
 
     /// A folder upload: a tar stream unpacked safely at the destination.
@@ -455,7 +481,7 @@ impl Ctx {
         if results == Results::Success && !sink.unpacked {
             results = Results::Failure;
         }
-        Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
+        Ok(StepEnd { results, lost: result.lost, state: wording::step_summary(&step.name, results, Cut::No) })
     }
 
     /// A file from the master to the worker's build folder.
@@ -485,7 +511,7 @@ impl Ctx {
         if results == Results::Success {
             log.header(&format!("sent {} bytes", source.sent)).await?;
         }
-        Ok(StepEnd { results, lost: result.lost, state: format!("{} {}", step.name, results.name()) })
+        Ok(StepEnd { results, lost: result.lost, state: wording::step_summary(&step.name, results, Cut::No) })
     }
 }
 
@@ -528,14 +554,14 @@ fn shell_args(step: &StepConfig, workdir: &str, command: Value, env: Value) -> V
     })
 }
 
-fn describe(step: &StepConfig, results: Results, result: &CommandResult) -> String {
-    let mut s = format!("{} {}", step.name, results.name());
-    match result.failure_reason.as_deref() {
-        Some("timeout" | "timeout_without_output") => s.push_str(" (timed out)"),
-        Some("max_lines_failure") => s.push_str(" (max lines)"),
-        _ => {}
-    }
-    s
+/// A command step's `state_string`, as Buildbot's `ShellCommand` words it.
+fn describe(done: &str, results: Results, result: &CommandResult) -> String {
+    let cut = match result.failure_reason.as_deref() {
+        Some("timeout" | "timeout_without_output") => Cut::TimedOut,
+        Some("max_lines_failure") => Cut::MaxLines,
+        _ => Cut::No,
+    };
+    wording::step_summary(done, results, cut)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use cascade_config::{GitMethod, GitMode, GitStep, StepConfig};
 use cascade_model::Results;
 use cascade_model::outcome::{interpolate, step_result};
 use cascade_store::StoreError;
+use cascade_store::records::PatchRecord;
 use serde_json::json;
 
 use super::build::{Ctx, StepEnd};
@@ -219,7 +220,30 @@ async fn execute(ctx: &mut Ctx, step: &StepConfig, plan: &GitPlan, log: &mut Log
         let args = json!({"from_path": dir, "to_path": to, "timeout": 1200, "logEnviron": false});
         check(step, "copy", ctx.fs_command("cpdir", args, log).await?)?;
     }
+    if let Some(patch) = ctx.patch.clone() {
+        apply_patch(ctx, step, plan.copy_to.as_deref().unwrap_or(dir), &patch, log).await?;
+    }
     Ok(got)
+}
+
+/// A try job's diff, applied to the checkout as Buildbot's git step does
+/// (`git apply --index`, so the next checkout's `checkout -f` undoes it).
+async fn apply_patch(
+    ctx: &mut Ctx,
+    step: &StepConfig,
+    dir: &str,
+    patch: &PatchRecord,
+    log: &mut LogWriter,
+) -> Result<(), Halt> {
+    log.header(&format!("applying the try job's diff ({} bytes, -p{})", patch.body.len(), patch.level)).await?;
+    let args = apply_argv(patch.level);
+    check(step, "patch", ctx.git_with_input(step, dir, &args, log, &patch.body).await?)?;
+    Ok(())
+}
+
+/// `git apply` for a diff at `-p<level>`, read from standard input.
+pub fn apply_argv(level: i64) -> Argv {
+    vec!["git".into(), "apply".into(), "--index".into(), "-p".into(), level.max(0).to_string(), "-".into()]
 }
 
 async fn rmdir(ctx: &mut Ctx, path: &str, log: &mut LogWriter) -> Result<CommandResult, StoreError> {

@@ -6,6 +6,7 @@
 //! stores it, and a firing consumes the waiting changes atomically.
 
 pub mod periodic;
+pub mod trying;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -39,10 +40,19 @@ pub enum SchedulerError {
 
 #[derive(Debug)]
 enum Kind {
-    Branch { git_branch: String, tree_stable: i64, ignore: Vec<Glob> },
-    Periodic { git_branch: String, cron: Box<croner::Cron> },
+    /// `tree_stable` in milliseconds.
+    Branch {
+        git_branch: String,
+        tree_stable: i64,
+        ignore: Vec<Glob>,
+    },
+    Periodic {
+        git_branch: String,
+        cron: Box<croner::Cron>,
+    },
     Force,
     PullRequest(PullKind),
+    Try,
 }
 
 /// A pull-request scheduler's triggers, compiled.
@@ -142,7 +152,7 @@ pub struct ForceRequest {
 pub struct TickReport {
     /// (scheduler name, buildset id, build request ids)
     pub fired: Vec<(String, i64, Vec<i64>)>,
-    /// When something is next due, if anything is waiting.
+    /// When something is next due (Unix milliseconds), if anything is waiting.
     pub next_due: Option<i64>,
 }
 
@@ -181,7 +191,7 @@ impl Schedulers {
                 SchedulerKind::Branch { branch, tree_stable, ignore_files } => Kind::Branch {
                     git_branch: git_of(branch)
                         .ok_or_else(|| SchedulerError::Invalid(format!("unknown branch {branch:?}")))?,
-                    tree_stable: tree_stable.as_secs() as i64,
+                    tree_stable: i64::try_from(tree_stable.as_millis()).unwrap_or(i64::MAX),
                     ignore: ignore_files.clone(),
                 },
                 SchedulerKind::Periodic { branch, cron } => Kind::Periodic {
@@ -190,6 +200,7 @@ impl Schedulers {
                     cron: Box::new(periodic::parse(cron).map_err(SchedulerError::Invalid)?),
                 },
                 SchedulerKind::Force => Kind::Force,
+                SchedulerKind::Try { .. } => Kind::Try,
                 SchedulerKind::PullRequest(t) => Kind::PullRequest(pull_kind(config, s, t, builder_ids)?),
             };
             entries.push(Entry { id: row.id, name: s.name.clone(), kind, builders });
@@ -251,8 +262,15 @@ impl Schedulers {
         }
     }
 
-    /// Fires every scheduler that is due at `now`.
+    /// Fires every scheduler that is due at `now` (Unix seconds).
     pub async fn tick(&self, store: &Store, now: i64) -> Result<TickReport, SchedulerError> {
+        self.tick_ms(store, now.saturating_mul(1000)).await
+    }
+
+    /// Fires every scheduler that is due at `now_ms` (Unix milliseconds);
+    /// the report's `next_due` is in milliseconds too.
+    pub async fn tick_ms(&self, store: &Store, now_ms: i64) -> Result<TickReport, SchedulerError> {
+        let now = now_ms.div_euclid(1000);
         let rows = store.list_schedulers().await?;
         *self.disabled.write() = rows.iter().filter(|r| !r.enabled).map(|r| r.id).collect();
         let rows: BTreeMap<i64, SchedulerRow> = rows.into_iter().map(|r| (r.id, r)).collect();
@@ -268,8 +286,8 @@ impl Schedulers {
             match &e.kind {
                 Kind::Branch { tree_stable, .. } => {
                     let Some(summary) = waiting.get(&e.id) else { continue };
-                    let Some(fire_at) = tree_stable_fire_at(summary.last_important_at, *tree_stable) else { continue };
-                    if fire_at > now {
+                    let Some(fire_at) = tree_stable_fire_at(summary.last_important_ms, *tree_stable) else { continue };
+                    if fire_at > now_ms {
                         due(fire_at);
                         continue;
                     }
@@ -300,10 +318,10 @@ impl Schedulers {
                         }
                     }
                     if let Some(next) = periodic::next_occurrence(cron, now) {
-                        due(next);
+                        due(next.saturating_mul(1000));
                     }
                 }
-                Kind::Force | Kind::PullRequest(_) => {}
+                Kind::Force | Kind::PullRequest(_) | Kind::Try => {}
             }
         }
         report.fired = fired;
@@ -477,8 +495,8 @@ impl Schedulers {
             if *stopped.borrow() {
                 return;
             }
-            let now = clock.now();
-            let sleep_for = match self.tick(&store, now).await {
+            let now_ms = clock.now_ms();
+            let sleep_for = match self.tick_ms(&store, now_ms).await {
                 Ok(report) => {
                     metrics.scheduler_passes.inc(&[]);
                     metrics.buildsets_fired.add(&[], report.fired.len() as u64);
@@ -487,7 +505,7 @@ impl Schedulers {
                     }
                     report
                         .next_due
-                        .map(|t| Duration::from_secs((t - now).max(0) as u64))
+                        .map(|t| Duration::from_millis((t - now_ms).max(0) as u64))
                         .unwrap_or(POLL_INTERVAL)
                         .min(POLL_INTERVAL)
                 }

@@ -135,17 +135,9 @@ impl Filter {
     /// never an empty page that reads as green.
     pub fn from_query(query: Option<&str>, catalog: &Catalog) -> Result<Filter, HttpError> {
         let mut f = Filter::parse(query);
-        let branches = &catalog.config.branches;
         let mut labels: Vec<String> = Vec::new();
         for asked in std::mem::take(&mut f.branches) {
-            let by_git: Vec<&str> = branches.iter().filter(|b| b.git == asked).map(|b| b.name.as_str()).collect();
-            if branches.iter().any(|b| b.name == asked) || cascade_model::pull::number_of(&asked).is_some() {
-                labels.push(asked);
-            } else if !by_git.is_empty() {
-                labels.extend(by_git.into_iter().map(str::to_string));
-            } else {
-                return Err(HttpError::not_found(unknown_branch(&asked, catalog)));
-            }
+            labels.extend(catalog.branch_labels(&asked).map_err(HttpError::not_found)?);
         }
         labels.dedup();
         f.branches = labels;
@@ -166,13 +158,7 @@ impl Filter {
 
 /// What a page says of a branch no configuration names.
 pub fn unknown_branch(asked: &str, catalog: &Catalog) -> String {
-    let known: Vec<String> = catalog
-        .config
-        .branches
-        .iter()
-        .map(|b| if b.git == b.name { b.name.clone() } else { format!("{} ({})", b.name, b.git) })
-        .collect();
-    format!("no branch {asked:?} here; the branches are {}", known.join(", "))
+    catalog.unknown_branch(asked)
 }
 
 /// How a build (or request) looks: CSS class, a symbol, and a word, so

@@ -274,7 +274,9 @@ async fn push(hook: &Hook, push: PushEvent, delivery: Option<&Delivery>) -> Resu
                 .collect();
             // Commits the poller already made up for are not stored twice.
             let started = std::time::Instant::now();
-            let stored = hook.store.ingest_changes_unless(delivery, &batch, Redundant::Polled, now).await;
+            // Timers count from the millisecond the push arrived.
+            let at = hook.clock.now_ms();
+            let stored = hook.store.ingest_changes_at(delivery, &batch, Redundant::Polled, at).await;
             hook.metrics.store_duration.observe(&["ingest"], started.elapsed().as_secs_f64());
             match stored.map_err(unstored)? {
                 IngestOutcome::Duplicate => Ok(duplicate()),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use cascade_config::{Config, SecretString, WorkerPassword};
+use cascade_config::{Config, ResolvedSecrets, SecretString, WorkerPassword};
 use subtle::ConstantTimeEq;
 
 use crate::password::{Busy, Gate};
@@ -27,12 +27,17 @@ enum Credential {
     Hash(String),
 }
 
-/// Worker name → how to check its password.
+/// Login name → how to check its password: workers', and on the PB port
+/// also the `sendchange` and `try` users' (never accepted as workers).
 #[derive(Clone, Default)]
-pub struct Credentials(BTreeMap<String, Credential>);
+pub struct Credentials {
+    workers: BTreeMap<String, Credential>,
+    tools: BTreeMap<String, SecretString>,
+}
 
 impl Credentials {
-    pub fn new(config: &Config, plain: &BTreeMap<String, SecretString>) -> Credentials {
+    pub fn new(config: &Config, secrets: &ResolvedSecrets) -> Credentials {
+        let plain = &secrets.worker_passwords;
         let mut map = BTreeMap::new();
         for w in &config.workers {
             let cred = match &w.password {
@@ -43,12 +48,12 @@ impl Credentials {
                 map.insert(w.name.clone(), c);
             }
         }
-        Credentials(map)
+        Credentials { workers: map, tools: secrets.tool_passwords.clone() }
     }
 
-    /// The argon2 hash or plain secret configured for `name`.
+    /// The argon2 hash or plain secret configured for worker `name`.
     fn credential(&self, name: &str) -> Option<&Credential> {
-        self.0.get(name)
+        self.workers.get(name)
     }
 
     /// Checks a name and password: a plain secret in constant time, a hash
@@ -66,7 +71,9 @@ impl Credentials {
     /// itself, so a worker configured with only an argon2 hash cannot log in
     /// over PB (the reason says so).
     pub fn check_pb(&self, name: &str, challenge: &[u8], response: &[u8]) -> Result<(), &'static str> {
-        let expected = match self.0.get(name) {
+        let tool = self.tools.get(name).map(|secret| Credential::Plain(secret.clone()));
+        let credential = self.workers.get(name).cloned().or(tool);
+        let expected = match &credential {
             None => None,
             Some(Credential::Hash(_)) => {
                 return Err(
@@ -80,7 +87,7 @@ impl Credentials {
         };
         // Compare even for an unknown name, so timing does not tell names apart.
         let expected = expected.unwrap_or([0; 16]);
-        let same = bool::from(expected.as_slice().ct_eq(response)) && self.0.contains_key(name);
-        if same { Ok(()) } else { Err("wrong worker name or password") }
+        let same = bool::from(expected.as_slice().ct_eq(response)) && credential.is_some();
+        if same { Ok(()) } else { Err("wrong login name or password") }
     }
 }

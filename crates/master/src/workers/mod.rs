@@ -48,6 +48,10 @@ pub struct Hub {
     pub gate: Arc<crate::password::Gate>,
     /// Login attempts per address and per worker name.
     pub logins: LoginLimits,
+    /// Buildbot's tools on the PB port store changes and try jobs through these.
+    pub schedulers: Arc<crate::scheduler::Schedulers>,
+    /// Events a `buildbot try --wait` follows.
+    pub bus: crate::events::Bus,
     /// Which configuration this hub is of ([`Registry::next_generation`]):
     /// a login decided by a hub a reload replaced is refused, so every
     /// worker attached serves what the current configuration says.
@@ -116,7 +120,7 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Wrong => f.write_str("wrong worker name or password"),
+            Refusal::Wrong => f.write_str("wrong login name or password"),
             Refusal::TooMany(wait) => write!(f, "too many failed logins; try again in {} s", wait.as_secs().max(1)),
             Refusal::Busy => f.write_str("too many password checks at once; try again shortly"),
             Refusal::Other(why) => f.write_str(why),
@@ -184,7 +188,7 @@ impl Hub {
                 self.login_succeeded(name, ip, by_name);
                 Ok(())
             }
-            Err("wrong worker name or password") => Err(Refusal::Wrong),
+            Err("wrong login name or password") => Err(Refusal::Wrong),
             Err(other) => Err(Refusal::Other(other)),
         }
     }

@@ -385,3 +385,121 @@ async fn buildbots_hash_links_land_on_cascades_pages() {
     h.stop().await;
     db.finish().await;
 }
+
+/// Waits until the page's text holds `text`; on timeout shows what it holds.
+async fn sees(browser: &Browser, what: &str, text: &str) {
+    let started = Instant::now();
+    let script = "return document.body ? document.body.innerText : '';";
+    loop {
+        let shown = browser.js(script).await;
+        let shown = shown.as_str().unwrap_or("");
+        if shown.contains(text) {
+            return;
+        }
+        let shot: String = shown.chars().take(3000).collect();
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}: {text:?} never appeared; the page says:\n{shot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Forces a build of `unix main` at `sha` and waits for build `id` to start.
+async fn force_a_build(h: &Harness, sha: &str, id: i64) -> cascade_store::records::BuildRecord {
+    let force = cascade_master::scheduler::ForceRequest {
+        scheduler: "force".into(),
+        builders: vec!["unix main".into()],
+        branch: None,
+        revision: Some(sha.to_string()),
+        reason: "Buildbot's UI test".into(),
+        owner: "test".into(),
+        properties: Default::default(),
+    };
+    h.master.schedulers.force(&h.store, &force, cascade_master::clock::now()).await.expect("force");
+    h.master.runner.nudge();
+    wait_for("the forced build", Duration::from_secs(30), || async { h.store.get_build(id).await.ok().flatten() }).await
+}
+
+/// Buildbot's own UI (`buildbot-www` 4.3.0 from PyPI, with the console,
+/// waterfall and grid plugins) served by Cascade under `/buildbot/`: every
+/// main page shows Cascade's data, and a build started after the page
+/// loaded appears and finishes on it without a reload (over `/ws`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildbots_own_ui_shows_cascades_builds_live() {
+    let Some(bundle) = crate::buildbot_ui::bundle() else { return };
+    let live = Duration::from_secs(30);
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, sha) = make_repo(dir.path());
+    let go = dir.path().join("GO");
+    std::fs::write(&go, "").expect("go");
+    let step = format!(
+        r#"{{ name = "talk", command = ["sh", "-c", "echo hello $((40+2)); while [ ! -f {} ]; do echo waiting; sleep 0.1; done; echo goodbye $((6*7))"] }},"#,
+        go.display()
+    );
+    let text = format!("{}\n[[scheduler]]\nname = \"force\"\nkind = \"force\"\n", config(&repo, &step));
+    let h = Harness::with_config(&db, &crate::buildbot_ui::with_ui(&text, &bundle)).await;
+    let running = run_master(&h).await;
+    let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
+    wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
+    push(&h, &sha).await;
+    let first = crate::workers::finished_build(&h, Duration::from_secs(60)).await;
+    let builder = first.builderid;
+    let talk =
+        h.store.list_steps(first.buildid).await.expect("steps").iter().find(|s| s.name == "talk").expect("talk").number;
+    let ui = format!("{}/buildbot/", h.url());
+    let browser = Browser::start().await;
+
+    for (name, route, text) in [
+        ("bb-home", "#/".to_string(), "unix main/1"),
+        ("bb-builders", "#/builders".into(), "unix main"),
+        ("bb-build", format!("#/builders/{builder}/builds/{}", first.number), "talk"),
+        ("bb-log", format!("#/builders/{builder}/builds/{}/steps/{talk}/logs/stdio", first.number), "hello 42"),
+        ("bb-console", "#/console".into(), "push 1 commit 0"),
+        ("bb-waterfall", "#/waterfall".into(), "unix main"),
+        ("bb-grid", "#/grid".into(), "push 1 commit 0"),
+        ("bb-workers", "#/workers".into(), "w1"),
+    ] {
+        browser.go(&format!("{ui}{route}")).await;
+        sees(&browser, name, text).await;
+        browser.screenshot(name).await;
+    }
+
+    // The builder's page, loaded before a second build starts, shows it start and finish.
+    browser.go(&format!("{ui}#/builders/{builder}")).await;
+    sees(&browser, "the builder page", "unix main").await;
+    browser.mark().await;
+    std::fs::remove_file(&go).expect("hold the next build");
+    let second = force_a_build(&h, &sha, first.buildid + 1).await;
+    sees(&browser, "the new build, running", "building").await;
+    browser.screenshot("bb-builder-running").await;
+    std::fs::write(&go, "").expect("go");
+    wait_for("the second build to finish", live, || async {
+        h.store.get_build(second.buildid).await.ok().flatten().filter(|b| b.complete)
+    })
+    .await;
+    let both_passed = "const t = document.body.innerText; \
+        return !t.includes('building') && t.split('build successful').length === 3;";
+    browser.until("both builds to show as successful", Duration::from_secs(30), both_passed).await;
+    assert!(browser.unreloaded().await, "Buildbot's UI updated in place");
+    browser.screenshot("bb-builder-finished").await;
+
+    // A running build's log page tails it.
+    std::fs::remove_file(&go).expect("hold the next build");
+    let third = force_a_build(&h, &sha, second.buildid + 1).await;
+    wait_for("the third build's first line", live, || async {
+        let steps = h.store.list_steps(third.buildid).await.ok()?;
+        let step = steps.iter().find(|s| s.name == "talk")?;
+        let log = h.store.list_logs(step.stepid).await.ok()?.into_iter().next()?;
+        h.store.log_lines(log.logid, 0, 0).await.ok().filter(|l| !l.is_empty())
+    })
+    .await;
+    browser.go(&format!("{ui}#/builders/{builder}/builds/{}/steps/{talk}/logs/stdio", third.number)).await;
+    sees(&browser, "the running log", "hello 42").await;
+    browser.mark().await;
+    std::fs::write(&go, "").expect("go");
+    sees(&browser, "the log's next line", "goodbye 42").await;
+    assert!(browser.unreloaded().await, "the log tailed in place");
+    browser.screenshot("bb-log-tail").await;
+    browser.close().await;
+    h.stop().await;
+    db.finish().await;
+}

@@ -80,4 +80,12 @@ test_both!(old_addresses_land_on_the_matching_page, |db| {
         assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
         assert!(body.contains("no branch &#34;nope&#34; here") && body.contains("3.x (main), 3.14"), "{page}: {body}");
     }
+    // The API's `branch=` (Cascade's, for `cascade status`) alike: git name or label, else a 400.
+    let (_, by_label) = h.get("/api/v2/builders?branch=3.x").await;
+    let (_, by_git) = h.get("/api/v2/builders?branch=main").await;
+    assert!(by_label["builders"].as_array().is_some_and(|b| !b.is_empty()), "{by_label}");
+    assert_eq!(by_label["builders"], by_git["builders"]);
+    let (status, v) = h.get("/api/v2/builders?branch=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().is_some_and(|e| e.starts_with("branch: no branch \"nope\" here")), "{v}");
 });

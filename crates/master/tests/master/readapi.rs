@@ -156,6 +156,149 @@ const BUILDBOT_FIELDS: &[(&str, &[&str])] = &[
     ("schedulers", &["schedulerid", "name", "enabled", "master"]),
 ];
 
+/// Every read path of Buildbot 4.3's Data API (the `pathPatterns` of
+/// `master/buildbot/data/*.py`): each answers here, or is one of
+/// [`cascade_master::api::NOT_SERVED`] and answers a 404 that says why.
+const BUILDBOT_PATHS: &[&str] = &[
+    "/application.spec",
+    "/branches/n:branchid",
+    "/builders",
+    "/builders/:builderid/forceschedulers",
+    "/builders/n:builderid",
+    "/builders/n:builderid/buildrequests",
+    "/builders/n:builderid/builds",
+    "/builders/n:builderid/builds/n:build_number",
+    "/builders/n:builderid/builds/n:build_number/changes",
+    "/builders/n:builderid/builds/n:build_number/data",
+    "/builders/n:builderid/builds/n:build_number/data/i:name",
+    "/builders/n:builderid/builds/n:build_number/data/i:name/value",
+    "/builders/n:builderid/builds/n:build_number/properties",
+    "/builders/n:builderid/builds/n:build_number/steps",
+    "/builders/n:builderid/builds/n:build_number/steps/i:step_name",
+    "/builders/n:builderid/builds/n:build_number/steps/i:step_name/logs",
+    "/builders/n:builderid/builds/n:build_number/steps/i:step_name/logs/i:log_slug",
+    "/builders/n:builderid/builds/n:build_number/steps/i:step_name/logs/i:log_slug/contents",
+    "/builders/n:builderid/builds/n:build_number/steps/i:step_name/logs/i:log_slug/raw",
+    "/builders/n:builderid/builds/n:build_number/steps/i:step_name/logs/i:log_slug/raw_inline",
+    "/builders/n:builderid/builds/n:build_number/steps/n:step_number",
+    "/builders/n:builderid/builds/n:build_number/steps/n:step_number/logs",
+    "/builders/n:builderid/builds/n:build_number/steps/n:step_number/logs/i:log_slug",
+    "/builders/n:builderid/builds/n:build_number/steps/n:step_number/logs/i:log_slug/contents",
+    "/builders/n:builderid/builds/n:build_number/steps/n:step_number/logs/i:log_slug/raw",
+    "/builders/n:builderid/builds/n:build_number/steps/n:step_number/logs/i:log_slug/raw_inline",
+    "/builders/n:builderid/masters",
+    "/builders/n:builderid/masters/n:masterid",
+    "/builders/n:builderid/test_result_sets",
+    "/builders/n:builderid/workers",
+    "/builders/n:builderid/workers/i:name",
+    "/builders/n:builderid/workers/n:workerid",
+    "/builders/s:buildername",
+    "/builders/s:buildername/builds",
+    "/builders/s:buildername/builds/n:build_number",
+    "/builders/s:buildername/builds/n:build_number/data",
+    "/builders/s:buildername/builds/n:build_number/data/i:name",
+    "/builders/s:buildername/builds/n:build_number/data/i:name/value",
+    "/builders/s:buildername/builds/n:build_number/steps",
+    "/builders/s:buildername/builds/n:build_number/steps/i:step_name",
+    "/builders/s:buildername/builds/n:build_number/steps/i:step_name/logs",
+    "/builders/s:buildername/builds/n:build_number/steps/i:step_name/logs/i:log_slug",
+    "/builders/s:buildername/builds/n:build_number/steps/n:step_number",
+    "/builders/s:buildername/builds/n:build_number/steps/n:step_number/logs",
+    "/builders/s:buildername/builds/n:build_number/steps/n:step_number/logs/i:log_slug",
+    "/builders/s:buildername/test_result_sets",
+    "/buildrequests",
+    "/buildrequests/n:buildrequestid",
+    "/buildrequests/n:buildrequestid/builds",
+    "/builds",
+    "/builds/n:buildid",
+    "/builds/n:buildid/changes",
+    "/builds/n:buildid/data",
+    "/builds/n:buildid/data/i:name",
+    "/builds/n:buildid/data/i:name/value",
+    "/builds/n:buildid/properties",
+    "/builds/n:buildid/property_list",
+    "/builds/n:buildid/steps",
+    "/builds/n:buildid/steps/i:step_name",
+    "/builds/n:buildid/steps/i:step_name/logs",
+    "/builds/n:buildid/steps/i:step_name/logs/i:log_slug",
+    "/builds/n:buildid/steps/i:step_name/logs/i:log_slug/contents",
+    "/builds/n:buildid/steps/i:step_name/logs/i:log_slug/raw",
+    "/builds/n:buildid/steps/i:step_name/logs/i:log_slug/raw_inline",
+    "/builds/n:buildid/steps/n:step_number",
+    "/builds/n:buildid/steps/n:step_number/logs",
+    "/builds/n:buildid/steps/n:step_number/logs/i:log_slug",
+    "/builds/n:buildid/steps/n:step_number/logs/i:log_slug/contents",
+    "/builds/n:buildid/steps/n:step_number/logs/i:log_slug/raw",
+    "/builds/n:buildid/steps/n:step_number/logs/i:log_slug/raw_inline",
+    "/builds/n:buildid/test_result_sets",
+    "/builds/n:buildid/triggered_builds",
+    "/buildsets",
+    "/buildsets/:buildsetid/sourcestamps",
+    "/buildsets/n:bsid",
+    "/buildsets/n:bsid/properties",
+    "/buildsets/n:bsid/properties_list",
+    "/changes",
+    "/changes/n:changeid",
+    "/changes/n:changeid/builds",
+    "/changes/n:changeid/properties_list",
+    "/changesources",
+    "/changesources/n:changesourceid",
+    "/codebases",
+    "/codebases/n:codebaseid",
+    "/codebases/n:codebaseid/branches",
+    "/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/commits_common_parent",
+    "/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/test_result_sets",
+    "/codebases/n:codebaseid/commits",
+    "/codebases/n:codebaseid/commits_by_revision/s:revision",
+    "/commits/n:commitid",
+    "/forceschedulers",
+    "/forceschedulers/i:schedulername",
+    "/logchunks",
+    "/logs/n:logid",
+    "/logs/n:logid/contents",
+    "/logs/n:logid/raw",
+    "/logs/n:logid/raw_inline",
+    "/masters",
+    "/masters/n:masterid",
+    "/masters/n:masterid/builders",
+    "/masters/n:masterid/builders/n:builderid",
+    "/masters/n:masterid/builders/n:builderid/workers",
+    "/masters/n:masterid/builders/n:builderid/workers/i:name",
+    "/masters/n:masterid/builders/n:builderid/workers/n:workerid",
+    "/masters/n:masterid/changesources",
+    "/masters/n:masterid/changesources/n:changesourceid",
+    "/masters/n:masterid/schedulers",
+    "/masters/n:masterid/schedulers/n:schedulerid",
+    "/masters/n:masterid/workers",
+    "/masters/n:masterid/workers/i:name",
+    "/masters/n:masterid/workers/n:workerid",
+    "/projects",
+    "/projects/i:projectname",
+    "/projects/n:projectid",
+    "/projects/n:projectid/builders",
+    "/projects/n:projectid/codebases/i:codebasename",
+    "/schedulers",
+    "/schedulers/n:schedulerid",
+    "/sourcestamps",
+    "/sourcestamps/n:ssid",
+    "/sourcestamps/n:ssid/changes",
+    "/steps/n:stepid",
+    "/steps/n:stepid/logs",
+    "/steps/n:stepid/logs/i:log_slug",
+    "/steps/n:stepid/logs/i:log_slug/contents",
+    "/steps/n:stepid/logs/i:log_slug/raw",
+    "/steps/n:stepid/logs/i:log_slug/raw_inline",
+    "/steps/n:stepid/test_result_sets",
+    "/test_result_sets",
+    "/test_result_sets/n:test_result_setid",
+    "/test_result_sets/n:test_result_setid/results",
+    "/workers",
+    "/workers/i:name",
+    "/workers/n:workerid",
+    "/workers/n:workerid/builders",
+    "/workers/n:workerid/builds",
+];
+
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
 }
@@ -190,6 +333,7 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
     let scheduler = h.store.list_schedulers().await.expect("schedulers")[0].id;
     let sets = h.store.list_test_sets(&cascade_store::ListQuery::default()).await.expect("sets");
     let set = sets.items.first().expect("the build's test result set").test_result_setid;
+    let ss = h.store.get_buildset(buildset).await.expect("get").expect("buildset").sourcestamps[0].ssid;
 
     // Every documented route, with real ids: 200 and the documented envelope.
     let doc = spec();
@@ -206,6 +350,7 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
             ("/workers/{id}", worker),
             ("/schedulers/{id}", scheduler),
             ("/test_result_sets/{id}", set),
+            ("/sourcestamps/{id}", ss),
         ];
         let mut uri = format!("/api/v2{}", route.path);
         for (prefix, value) in ids {
@@ -224,6 +369,10 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
             .replace("/builders/{id}", &format!("/builders/{}", build.builderid))
             .replace("{number}", &build.number.to_string())
             .replace("{name}", "force")
+            .replace("{masterid}", &build.masterid.to_string())
+            .replace("{worker}", "w1")
+            .replace("{schedulerid}", &scheduler.to_string())
+            .replace("{logid}", &log.logid.to_string())
             .replace(' ', "%20");
         assert!(!uri.contains('{'), "every parameter filled: {uri}");
         if route.method == "post" {
@@ -249,13 +398,60 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
                 assert!(v[key].is_array(), "GET {uri} answers {{{key}: [...]}}: {v}");
                 assert!(v["meta"]["total"].is_i64(), "GET {uri} has meta.total");
                 let empty = v[key].as_array().expect("array").is_empty();
-                assert_eq!(empty, key == "projects", "GET {uri} found the build's objects (none for projects)");
+                let none_here = ["projects", "changesources", "codebases", "build_data"].contains(&key)
+                    || route.path.ends_with("/triggered_builds");
+                assert_eq!(empty, none_here, "GET {uri} found the build's objects (none for {key} here)");
             }
             None => {
                 let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
                 assert!(ct.starts_with("text/plain"), "{uri}: {ct}");
             }
         }
+    }
+
+    // Every path of Buildbot's Data API: served, or a documented 404.
+    let mut wrong = Vec::new();
+    let placeholder = regex::Regex::new(r"[nis]?:[a-z_0-9]+").expect("regex");
+    for pattern in BUILDBOT_PATHS {
+        let uri = pattern
+            .replace("n:builderid", &build.builderid.to_string())
+            .replace("s:buildername", "unix%20main")
+            .replace("n:build_number", &build.number.to_string())
+            .replace("i:step_name", "hello")
+            .replace("n:step_number", &steps[1].number.to_string())
+            .replace("i:log_slug", "stdio")
+            .replace("n:buildid", &build.buildid.to_string())
+            .replace("n:buildrequestid", &request.to_string())
+            .replace("n:bsid", &buildset.to_string())
+            .replace(":buildsetid", &buildset.to_string())
+            .replace("n:changeid", &change.to_string())
+            .replace("n:logid", &log.logid.to_string())
+            .replace("n:masterid", &build.masterid.to_string())
+            .replace("n:workerid", &worker.to_string())
+            .replace("/workers/i:name", "/workers/w1")
+            .replace("n:schedulerid", &scheduler.to_string())
+            .replace("i:schedulername", "force")
+            .replace("n:ssid", &ss.to_string())
+            .replace("n:stepid", &steps[1].stepid.to_string())
+            .replace("n:test_result_setid", &set.to_string())
+            .replace("s:revision", &sha);
+        // What has no such thing here (codebases, projects, build data) gets any id.
+        let uri = placeholder.replace_all(&uri, "1").into_owned();
+        let (status, _, body) = get_raw(&h, &format!("/api/v2{uri}")).await;
+        let documented = cascade_master::api::NOT_SERVED.iter().any(|(p, _)| p == pattern);
+        let want = if documented { StatusCode::NOT_FOUND } else { StatusCode::OK };
+        if status != want {
+            wrong.push(format!(
+                "{pattern} ({uri}): {status} {}",
+                String::from_utf8_lossy(&body).chars().take(120).collect::<String>()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "Buildbot's paths answer here or are documented 404s:\n{}", wrong.join("\n"));
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/coming-from-buildbot.md"))
+        .expect("docs/coming-from-buildbot.md");
+    for (path, _) in cascade_master::api::NOT_SERVED {
+        assert!(doc.contains(&format!("`{path}`")), "{path} is listed in docs/coming-from-buildbot.md");
     }
 
     // Objects have exactly Buildbot's fields.
@@ -285,11 +481,16 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
     assert!(b["started_at"].is_i64() && b["complete_at"].is_i64(), "Unix seconds: {b}");
     assert_eq!(b["complete"], true);
     assert_eq!(b["results"], 2);
-    assert!(b["state_string"].as_str().is_some_and(|s| s.contains("fail")), "{b}");
+    // Worded as Buildbot words them: the failing step's command, quoted.
+    assert_eq!(b["state_string"], "failed 'false' (failure)", "{b}");
     let (_, v) = h.get(&format!("/api/v2/builds/{}/steps", build.buildid)).await;
     assert_eq!(v["steps"][1]["name"], "hello");
     assert_eq!(v["steps"][1]["results"], 0);
     assert_eq!(v["steps"][2]["results"], 2);
+    assert_eq!(
+        (v["steps"][1]["state_string"].as_str(), v["steps"][2]["state_string"].as_str()),
+        (Some("'sh -c ...'"), Some("'false' (failure)"))
+    );
 
     // property=, the properties route, raw logs.
     let (_, v) = h.get(&format!("/api/v2/builds/{}?property=buildername&property=got_revision", build.buildid)).await;
@@ -384,10 +585,22 @@ test_both!(cascade_status_force_and_stop_against_a_served_master, |db| {
         )
     };
 
-    // No builds yet: nothing is failing.
+    // No builds yet: nothing is failing; the builder has no worker yet.
     let (code, out, err) = cli(&["status", "--branch", "main"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("unix main") && out.contains("no builds"), "{out}");
+    assert!(out.starts_with("BUILDER "), "a header row: {out}");
+    let line = out.lines().find(|l| l.starts_with("unix main")).expect("the builder's line");
+    assert!(line.contains("no builds") && line.ends_with("[offline: w1]"), "{line}");
+    // An unknown branch is bad usage, saying which there are; no master is 3.
+    let (code, out, err) = cli(&["status", "--branch", "nosuch"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("no branch \"nosuch\" here; the branches are main"), "{err}");
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["status", "--url", "http://127.0.0.1:9"])
+        .output()
+        .expect("cascade runs");
+    assert_eq!(unreachable.status.code(), Some(3), "{}", String::from_utf8_lossy(&unreachable.stderr));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("did not answer"));
 
     let _worker = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), running.port, "w1", "pw-one").await;
     wait_for("the worker to attach", Duration::from_secs(30), || async { h.master.workers.get("w1") }).await;
@@ -405,9 +618,11 @@ test_both!(cascade_status_force_and_stop_against_a_served_master, |db| {
     assert_eq!(code, Some(1), "a failing builder fails the command: {out}{err}");
     let line = out.lines().find(|l| l.starts_with("unix main")).expect("the builder's line");
     assert!(line.contains("failure") && line.contains(&format!("#{}", failed.number)), "{line}");
+    let page = format!("{url}/builders/{}/builds/{}", failed.builderid, failed.number);
+    assert!(line.ends_with(&page), "a failing build's line ends with its page: {line}");
     assert!(!out.contains('\x1b'), "no colour when not a terminal");
     let (_, out, _) = cli(&["status", "--tag", "nonexistent-tag"]);
-    assert!(out.trim().is_empty(), "{out}");
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
     let (code, out, _) = cli(&["status", "--json", "--failing"]);
     assert_eq!(code, Some(1));
     let rows: Value = serde_json::from_str(&out).expect("JSON");
@@ -424,7 +639,7 @@ test_both!(cascade_status_force_and_stop_against_a_served_master, |db| {
     .await;
     let (code, out, _) = cli(&["status", "--branch", "main", "--failing"]);
     assert_eq!(code, Some(0));
-    assert!(out.trim().is_empty(), "nothing failing: {out}");
+    assert_eq!(out, "all 1 builders passing\n", "nothing failing, and said so");
 
     // Stopping needs a token, and a build that runs.
     let (code, _, err) = cli(&["stop", &failed.buildid.to_string()]);

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use cascade_master::scheduler::ForceRequest;
 use cascade_master::sendchange::{SendChange, send};
@@ -79,7 +80,7 @@ test_both!(a_periodic_scheduler_fires_at_its_occurrence_once, |db| {
     let next_3am = if today_3am > created { today_3am } else { today_3am + day };
     let report = h.master.schedulers.tick(&h.store, next_3am - 60).await.expect("tick");
     assert!(report.fired.is_empty());
-    assert!(report.next_due.is_some_and(|t| t <= next_3am));
+    assert!(report.next_due.is_some_and(|t| t <= next_3am * 1000));
     let report = h.master.schedulers.tick(&h.store, next_3am + 5).await.expect("tick");
     assert_eq!(report.fired.len(), 1);
     let (_, bsid, requests) = &report.fired[0];
@@ -129,3 +130,53 @@ fn the_token_cli_creates_lists_and_revokes() {
     let listed = String::from_utf8_lossy(&cascade(&["token", "list", "--config", &cfg]).stdout).to_string();
     assert!(listed.contains("ann\trevoked"), "{listed}");
 }
+
+/// Polls the store every 10 ms until `n` buildsets exist; when they did.
+async fn buildsets_appear(h: &Harness, n: usize, limit: Duration) -> Instant {
+    let start = Instant::now();
+    loop {
+        let count = h.store.list_buildsets(&ListQuery::default()).await.expect("buildsets").items.len();
+        if count >= n {
+            return Instant::now();
+        }
+        assert!(start.elapsed() < limit, "{n} buildsets did not appear in {limit:?} (found {count})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn buildset_count(h: &Harness) -> usize {
+    h.store.list_buildsets(&ListQuery::default()).await.expect("buildsets").items.len()
+}
+
+test_both!(the_tree_stable_timer_never_fires_early_and_fires_soon_after, |db| {
+    // Real time: a 1 s timer on 3.x, a 2 s timer on the feature branch.
+    let text = CONFIG
+        .replace("tree_stable = \"30s\"", "tree_stable = \"1s\"")
+        .replace("tree_stable = \"60s\"", "tree_stable = \"2s\"");
+    assert!(text.contains("tree_stable = \"1s\"") && text.contains("tree_stable = \"2s\""));
+    let h = Harness::with_config(db, &text).await;
+    // Pushes 0.9 s apart: each restarts the 1 s timer, so nothing fires between them.
+    let mut last_sent = Instant::now();
+    for push in 0..3u32 {
+        if push > 0 {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            assert_eq!(buildset_count(&h).await, 0, "a 1 s timer fired within 0.9 s of a push");
+        }
+        last_sent = Instant::now();
+        h.push(&crate::harness::synthetic_push("master", push + 1, 1, &["Lib/os.py"]), &format!("t-{push}")).await;
+    }
+    let fired = buildsets_appear(&h, 1, Duration::from_secs(10)).await;
+    let after = fired.duration_since(last_sent);
+    assert!(after >= Duration::from_secs(1), "fired {after:?} after the last push: early");
+    assert!(after < Duration::from_millis(1800), "fired {after:?} after the last push: over 0.8 s late");
+    let bs = &h.store.list_buildsets(&ListQuery::default()).await.expect("buildsets").items[0];
+    assert_eq!(h.store.buildset_changes(bs.bsid).await.expect("changes").len(), 3, "one buildset for all three");
+
+    // One push against the 2 s timer.
+    let sent = Instant::now();
+    h.push(&crate::harness::synthetic_push("feature-branch", 9, 1, &["Lib/os.py"]), "t-feature").await;
+    let fired = buildsets_appear(&h, 2, Duration::from_secs(10)).await;
+    let after = fired.duration_since(sent);
+    assert!(after >= Duration::from_secs(2), "the 2 s timer fired after {after:?}: early");
+    assert!(after < Duration::from_millis(2800), "the 2 s timer fired after {after:?}: over 0.8 s late");
+});

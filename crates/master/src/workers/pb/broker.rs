@@ -25,6 +25,8 @@ pub enum Object {
     Writer(String),
     /// A download's `read`/`close` target.
     Reader(String),
+    /// An object of Buildbot's command-line tools (`sendchange`, `try`).
+    Tool(super::tools::ToolObject),
 }
 
 /// A command running on the worker, as the broker routes its calls.
@@ -149,6 +151,11 @@ impl Broker {
         let luid = self.next_luid.fetch_add(1, Ordering::Relaxed);
         self.objects.lock().insert(luid, object);
         luid
+    }
+
+    /// How many objects the peer holds references to.
+    pub fn object_count(&self) -> usize {
+        self.objects.lock().len()
     }
 
     pub fn object(&self, luid: i64) -> Option<Object> {

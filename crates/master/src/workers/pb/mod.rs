@@ -11,12 +11,15 @@
 
 pub mod broker;
 pub mod facade;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cascade_config::PbRole;
 use cascade_model::naming::builder_folder;
 use cascade_protocol::WorkerInfo;
 use cascade_protocol::pb::banana::{self, Decoder, Expr};
@@ -83,6 +86,8 @@ enum Login {
     /// `respond` arrived; the attach is under way.
     Attaching,
     Done(Arc<WorkerHandle>),
+    /// One of Buildbot's command-line tools (`sendchange`, `try`).
+    Tool,
 }
 
 /// One connection's dispatcher state.
@@ -92,9 +97,30 @@ struct Session {
     peer: SocketAddr,
     login: Mutex<Login>,
     worker: Mutex<Option<String>>,
+    /// A tool's calls still waiting for builds (`buildbot try --wait`):
+    /// while any is, the client's silence is no sign of death.
+    waits: Arc<AtomicUsize>,
+}
+
+/// Counts one waiting call while it lives.
+pub(super) struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Session {
+    pub(super) fn waiting(&self) -> Waiting {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+        Waiting(self.waits.clone())
+    }
+
+    fn logged_in(&self) -> bool {
+        matches!(*self.login.lock(), Login::Done(_) | Login::Tool)
+    }
+
     fn worker_name(&self) -> String {
         self.worker.lock().clone().unwrap_or_else(|| "?".into())
     }
@@ -120,7 +146,14 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream, peer: SocketAddr) {
         }
         let _ = wr.shutdown().await;
     });
-    let session = Arc::new(Session { hub, broker, peer, login: Mutex::new(Login::Waiting), worker: Mutex::new(None) });
+    let session = Arc::new(Session {
+        hub,
+        broker,
+        peer,
+        login: Mutex::new(Login::Waiting),
+        worker: Mutex::new(None),
+        waits: Arc::new(AtomicUsize::new(0)),
+    });
     let outcome = run(&session, &mut rd).await;
     match outcome {
         Ok(()) => tracing::debug!(%peer, worker = %session.worker_name(), "PB connection closed"),
@@ -181,10 +214,11 @@ async fn run(session: &Arc<Session>, rd: &mut tokio::net::tcp::OwnedReadHalf) ->
             }
             _ = ticker.tick() => {
                 let handle = session.handle();
-                if handle.is_none() && connected.elapsed() > LOGIN_TIMEOUT {
+                if !session.logged_in() && connected.elapsed() > LOGIN_TIMEOUT {
                     return Err("no login in time".into());
                 }
-                if last_heard.elapsed() > liveness.dead_after {
+                let waiting = session.waits.load(Ordering::SeqCst) > 0;
+                if last_heard.elapsed() > liveness.dead_after && !waiting {
                     return Err("silent too long".into());
                 }
                 if let Some(h) = handle
@@ -249,7 +283,7 @@ async fn dispatch(session: &Arc<Session>, msg: Message) -> Result<(), String> {
     }
 }
 
-fn no_such_method(method: &str) -> Failure {
+pub(super) fn no_such_method(method: &str) -> Failure {
     Failure::pb_error("twisted.spread.flavors.NoSuchMethod", &format!("No such method: remote_{method}"))
 }
 
@@ -301,6 +335,7 @@ async fn call(
         (Object::Reader(id), "close") => {
             forward(session, request, &id, CommandEvent::ReadClose, |()| Value::None).await
         }
+        (Object::Tool(object), method) => tools::call(session, request, luid, object, method, args).await,
         (_, method) => Some(Err(no_such_method(method))),
     }
 }
@@ -404,10 +439,12 @@ fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, 
             _ => None,
         };
         let checked = session.hub.log_in_pb(&name, &challenge, &response, session.peer.ip());
-        let outcome = match (mind, checked) {
-            (None, _) => Err("respond needs the worker's bot".to_string()),
-            (_, Err(why)) => Err(why.to_string()),
-            (Some(mind), Ok(())) => log_in(&session, &name, mind).await,
+        let role = tool_role(&session.hub.catalog.config, &name);
+        let outcome = match (checked, role, mind) {
+            (Err(why), _, _) => Err(why.to_string()),
+            (Ok(()), Some(object), _) => log_in_tool(&session, &name, object),
+            (Ok(()), None, None) => Err("respond needs the worker's bot".to_string()),
+            (Ok(()), None, Some(mind)) => log_in(&session, &name, mind).await,
         };
         let msg = match outcome {
             Ok(avatar) => Message::Answer { request, value: Value::Remote(avatar) },
@@ -418,6 +455,29 @@ fn respond(session: &Arc<Session>, request: i64, challenger: i64, name: String, 
         };
         let _ = session.broker.send(&msg).await;
     });
+}
+
+/// The perspective a login name of Buildbot's tools gets; `None` for a worker.
+fn tool_role(config: &cascade_config::Config, name: &str) -> Option<tools::ToolObject> {
+    match config.pb_role(name)? {
+        PbRole::Worker => None,
+        PbRole::Sendchange => Some(tools::ToolObject::Change),
+        PbRole::Try(scheduler) => {
+            Some(tools::ToolObject::Try { scheduler: scheduler.to_string(), user: name.to_string() })
+        }
+    }
+}
+
+/// A checked login of one of Buildbot's tools; returns its perspective's id.
+fn log_in_tool(session: &Arc<Session>, name: &str, object: tools::ToolObject) -> Result<i64, String> {
+    let mut login = session.login.lock();
+    if !matches!(*login, Login::Waiting) {
+        return Err("already logged in".into());
+    }
+    *login = Login::Tool;
+    *session.worker.lock() = Some(name.to_string());
+    tracing::info!(user = ?name, peer = %session.peer, "a Buildbot tool logged in over PB");
+    Ok(session.broker.register(Object::Tool(object)))
 }
 
 /// A checked login: one per connection (the state moves on under one
