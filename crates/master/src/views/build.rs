@@ -362,12 +362,25 @@ pub async fn log(
 }
 
 /// `GET …/logs/{log}/raw`: the whole log as text.
+/// `?download=0` shows the text in the browser; otherwise it downloads.
+#[derive(serde::Deserialize)]
+pub struct RawQuery {
+    download: Option<String>,
+}
+
 pub async fn raw(
     State(m): State<Arc<Pages>>,
     Path((builder, number, step, slug)): Path<(String, String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<RawQuery>,
 ) -> Result<Response, HttpError> {
     let (_, _, l) = find_log(&m, &builder, &number, &step, &slug).await?;
-    Ok(crate::rawlog::response(&m.store, &l))
+    let mut response = crate::rawlog::response(&m.store, &l);
+    if q.download.as_deref() == Some("0") {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_DISPOSITION, axum::http::HeaderValue::from_static("inline"));
+    }
+    Ok(response)
 }
 
 /// An artifact's relative path, if it stays inside the artifact folder

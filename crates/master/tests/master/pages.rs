@@ -158,6 +158,16 @@ test_both!(every_page_renders_hostile_text_as_text, |db| {
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/plain"))
     );
     assert!(raw.starts_with("starting <script>\n"), "raw is the text itself: {raw}");
+    let disposition = |h: &axum::http::HeaderMap| {
+        h.get(header::CONTENT_DISPOSITION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    };
+    assert!(disposition(&headers).starts_with("attachment"), "raw downloads by default");
+    let raw_uri = format!("/builders/{fedora}/builds/{number}/steps/0/logs/stdio/raw");
+    let (_, shown, headers) = html(&h, &format!("{raw_uri}?download=0")).await;
+    assert_eq!((shown, disposition(&headers).as_str()), (raw, "inline"), "?download=0 shows it in the browser");
+    // The log page numbers its lines from 1 and links both.
+    assert!(log.contains("lines 1–") && !log.contains("lines 0–"), "{log}");
+    assert!(log.contains(&format!("{raw_uri}?download=0")), "{log}");
 
     // Filters: a tag narrows the builders list.
     let (_, stable, _) = html(&h, "/builders?tag=stable").await;
