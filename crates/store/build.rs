@@ -31,7 +31,10 @@ fn scan(dir: &Path) -> BTreeMap<i64, (String, PathBuf)> {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    // Read when the script runs, not when it was compiled: a target folder
+    // shared by two checkouts reuses one compiled script for both.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).join("../../migrations");
     let (sqlite_dir, postgres_dir) = (root.join("sqlite"), root.join("postgres"));
     println!("cargo:rerun-if-changed={}", sqlite_dir.display());
     println!("cargo:rerun-if-changed={}", postgres_dir.display());

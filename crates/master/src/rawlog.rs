@@ -10,6 +10,13 @@ use cascade_store::{LogRecord, Store};
 const PIECE_LINES: i64 = 5_000;
 
 /// The log as `text/plain`, a stdio log without its stream tags.
+/// [`response`], to be shown in the browser rather than downloaded.
+pub fn inline(store: &Store, log: &LogRecord) -> Response {
+    let mut r = response(store, log);
+    r.headers_mut().insert(header::CONTENT_DISPOSITION, axum::http::HeaderValue::from_static("inline"));
+    r
+}
+
 pub fn response(store: &Store, log: &LogRecord) -> Response {
     let store = store.clone();
     let (total, stdio, log_id) = (log.num_lines, log.log_type == "s", log.logid);

@@ -39,7 +39,6 @@ const CODEBASES: &str = "Buildbot 4.3's codebase graph is not kept: one reposito
 const PROJECTS: &str = "no projects are configured (`/projects` is empty)";
 const CHANGE_SOURCES: &str = "the webhook and the poller are not change-source objects (`/changesources` is empty)";
 const BUILD_DATA: &str = "Cascade's steps attach no build data (`.../data` is empty)";
-mod paths;
 mod workers;
 
 use std::sync::Arc;
@@ -82,6 +81,9 @@ macro_rules! lister {
         }
     }};
 }
+
+// After `lister!`, which it uses.
+mod paths;
 
 const fn named(name: &'static str, id_field: &'static str) -> listing::Named {
     listing::Named { name, id_field }
@@ -309,7 +311,11 @@ async fn builder_build(
 
 /// `/builds/{id}/properties`: one object, `{name: [value, source]}`.
 async fn build_properties(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
-    let build_id = id(&raw, "build")?;
+    properties_of(&m, id(&raw, "build")?).await
+}
+
+/// A build's properties as one object, `{name: [value, source]}`.
+async fn properties_of(m: &Reads, build_id: i64) -> ApiResult {
     m.store.get_build(build_id).await?.ok_or_else(|| HttpError::not_found("no such build"))?;
     let props: Map<String, Value> =
         m.store.build_properties(build_id).await?.into_iter().map(|(n, v, s)| (n, json!([v, s]))).collect();
@@ -410,9 +416,14 @@ async fn build_steps(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> Ap
 /// `/builds/{id}/changes`: the blamelist, a page at a time (`offset`,
 /// `limit` up to 1,000).
 async fn build_changes(State(m): State<Arc<Reads>>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = query::parse(q.as_deref())?;
+    changes_of(&m, id(&raw, "build")?, q.as_deref()).await
+}
+
+/// A page of a build's blamelist (`offset`, `limit` up to 1,000).
+async fn changes_of(m: &Reads, build_id: i64, q: Option<&str>) -> ApiResult {
+    let p = query::parse(q)?;
     let (offset, limit) = (p.query.offset.unwrap_or(0), p.query.limit.unwrap_or(cascade_store::MAX_LIMIT));
-    let page = m.store.build_changes_page(id(&raw, "build")?, offset, limit).await?;
+    let page = m.store.build_changes_page(build_id, offset, limit).await?;
     envelope("changes", page, &p.fields)
 }
 

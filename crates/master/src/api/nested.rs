@@ -12,14 +12,14 @@ use cascade_store::{LogRecord, Page, StepRecord};
 use super::{ApiResult, Reads, envelope, id};
 use crate::error::HttpError;
 
-type Params = Path<HashMap<String, String>>;
+pub(super) type Params = Path<HashMap<String, String>>;
 
-fn param<'p>(p: &'p HashMap<String, String>, name: &str) -> Result<&'p str, HttpError> {
+pub(super) fn param<'p>(p: &'p HashMap<String, String>, name: &str) -> Result<&'p str, HttpError> {
     p.get(name).map(String::as_str).ok_or_else(|| HttpError::not_found("no such resource"))
 }
 
 /// The build a path names: `{buildid}`, or `{builder}` and `{number}`.
-async fn build_id(m: &Reads, p: &HashMap<String, String>) -> Result<i64, HttpError> {
+pub(super) async fn build_id(m: &Reads, p: &HashMap<String, String>) -> Result<i64, HttpError> {
     if let Some(raw) = p.get("buildid") {
         return id(raw, "build");
     }

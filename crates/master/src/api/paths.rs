@@ -9,28 +9,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, RawQuery, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use cascade_store::{ListQuery, Page};
 use serde_json::{Value, json};
 
+use super::nested::{self, Params, param};
 use super::{ApiResult, ListResult, Reads, builder_id, envelope, id, named, query, values, workers};
 use crate::error::HttpError;
 
-type Params = Path<HashMap<String, String>>;
-
-fn param<'p>(p: &'p HashMap<String, String>, name: &str) -> Result<&'p str, HttpError> {
-    p.get(name).map(String::as_str).ok_or_else(|| HttpError::not_found("no such resource"))
-}
-
 /// The build a path names: `{buildid}`, or `{builder}` and `{number}`.
 async fn build_of(m: &Reads, p: &HashMap<String, String>) -> Result<cascade_store::records::BuildRecord, HttpError> {
-    let missing = || HttpError::not_found("no such build");
-    match p.get("buildid") {
-        Some(raw) => m.store.get_build(id(raw, "build")?).await?.ok_or_else(missing),
-        None => super::find_builder_build(m, param(p, "builder")?, param(p, "number")?).await,
-    }
+    let build_id = nested::build_id(m, p).await?;
+    m.store.get_build(build_id).await?.ok_or_else(|| HttpError::not_found("no such build"))
 }
 
 /// An empty collection, as Buildbot answers one with nothing in it.
@@ -39,17 +31,11 @@ fn empty(name: &str) -> Json<Value> {
 }
 
 async fn build_changes(State(m): State<Arc<Reads>>, Path(p): Params, RawQuery(q): RawQuery) -> ApiResult {
-    let parsed = query::parse(q.as_deref())?;
-    let build = build_of(&m, &p).await?;
-    let (offset, limit) = (parsed.query.offset.unwrap_or(0), parsed.query.limit.unwrap_or(cascade_store::MAX_LIMIT));
-    envelope("changes", m.store.build_changes_page(build.buildid, offset, limit).await?, &parsed.fields)
+    super::changes_of(&m, nested::build_id(&m, &p).await?, q.as_deref()).await
 }
 
 async fn build_properties(State(m): State<Arc<Reads>>, Path(p): Params) -> ApiResult {
-    let build = build_of(&m, &p).await?;
-    let props: serde_json::Map<String, Value> =
-        m.store.build_properties(build.buildid).await?.into_iter().map(|(n, v, s)| (n, json!([v, s]))).collect();
-    Ok(Json(json!({ "properties": [props], "meta": { "total": 1 } })))
+    super::properties_of(&m, nested::build_id(&m, &p).await?).await
 }
 
 /// Buildbot's `_properties`: `{name, source, value}` with the value as JSON text.
@@ -157,21 +143,12 @@ async fn raw_inline(State(m): State<Arc<Reads>>, Path(p): Params) -> Result<Resp
         Some(raw) => m.store.get_log(id(raw, "log")?).await?.ok_or_else(|| HttpError::not_found("no such log"))?,
         None => super::nested::log_named(&m, &p).await?,
     };
-    let mut response = crate::rawlog::response(&m.store, &log).into_response();
-    response
-        .headers_mut()
-        .insert(axum::http::header::CONTENT_DISPOSITION, axum::http::HeaderValue::from_static("inline"));
-    Ok(response)
+    Ok(crate::rawlog::inline(&m.store, &log))
 }
 
 async fn sourcestamps(State(m): State<Arc<Reads>>, RawQuery(q): RawQuery) -> ListResult {
     let p = query::parse(q.as_deref())?;
-    let store = m.store.clone();
-    let fetch = move |q: ListQuery| {
-        let store = store.clone();
-        async move { Ok(values(store.list_sourcestamps(&q).await?)) }
-    };
-    super::listing::answer(named("sourcestamps", "ssid"), p.query, p.fields, fetch).await
+    super::listing::answer(named("sourcestamps", "ssid"), p.query, p.fields, lister!(m.store, list_sourcestamps)).await
 }
 
 async fn sourcestamp(State(m): State<Arc<Reads>>, Path(raw): Path<String>) -> ApiResult {
@@ -186,11 +163,7 @@ async fn sourcestamp_changes(
     let ssid = id(&raw, "source stamp")?;
     m.store.get_sourcestamp(ssid).await?.ok_or_else(|| HttpError::not_found("no such source stamp"))?;
     let p = query::parse(q.as_deref())?;
-    let store = m.store.clone();
-    let fetch = move |q: ListQuery| {
-        let store = store.clone();
-        async move { Ok(values(store.list_changes(&q).await?)) }
-    };
+    let fetch = lister!(m.store, list_changes);
     super::listing::answer(named("changes", "changeid"), p.query.eq("sourcestampid", ssid), p.fields, fetch).await
 }
 

@@ -374,13 +374,11 @@ pub async fn raw(
     axum::extract::Query(q): axum::extract::Query<RawQuery>,
 ) -> Result<Response, HttpError> {
     let (_, _, l) = find_log(&m, &builder, &number, &step, &slug).await?;
-    let mut response = crate::rawlog::response(&m.store, &l);
-    if q.download.as_deref() == Some("0") {
-        response
-            .headers_mut()
-            .insert(axum::http::header::CONTENT_DISPOSITION, axum::http::HeaderValue::from_static("inline"));
-    }
-    Ok(response)
+    Ok(if q.download.as_deref() == Some("0") {
+        crate::rawlog::inline(&m.store, &l)
+    } else {
+        crate::rawlog::response(&m.store, &l)
+    })
 }
 
 /// An artifact's relative path, if it stays inside the artifact folder

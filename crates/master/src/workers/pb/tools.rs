@@ -353,19 +353,18 @@ async fn follow_steps(session: Arc<Session>, luid: i64, build_id: i64, builder: 
             Wake::Recheck => continue,
             Wake::Gone => return,
         };
-        let (method, mut args) = match event {
-            Event::StepStarted { build_id: b, step, .. } if b == build_id => ("stepStarted", vec![Value::Str(step)]),
+        // As Buildbot's RemoteBuild: (builder, build, step name, step[, results]).
+        let head = [Value::str(builder.clone()), Value::Remote(luid)];
+        let (method, call) = match event {
+            Event::StepStarted { build_id: b, step, .. } if b == build_id => {
+                ("stepStarted", [&head[..], &[Value::Str(step), Value::None]].concat())
+            }
             Event::StepFinished { build_id: b, step, results, .. } if b == build_id => {
-                ("stepFinished", vec![Value::Str(step), Value::None, Value::Int(results.code())])
+                ("stepFinished", [&head[..], &[Value::Str(step), Value::None, Value::Int(results.code())]].concat())
             }
             Event::BuildFinished { build_id: b, .. } if b == build_id => return,
             _ => continue,
         };
-        if method == "stepStarted" {
-            args.push(Value::None);
-        }
-        let mut call = vec![Value::str(builder.clone()), Value::Remote(luid)];
-        call.append(&mut args);
         let _ = session.broker.call_start(subscriber, method, call, vec![]).await;
     }
 }
