@@ -72,6 +72,7 @@ impl Janitor {
                 self.report(label, removed);
             }
         }
+        self.metrics.janitor_sweeps.inc(&[]);
     }
 
     fn report(&self, what: &'static str, pruned: Result<u64, StoreError>) {

@@ -204,6 +204,8 @@ pub struct Metrics {
     pub log_bytes: Counters,
     /// Rows the janitor removed, by what they were.
     pub janitor_removed: Counters,
+    /// Janitor sweeps finished (the first runs at start-up).
+    pub janitor_sweeps: Counters,
     /// Reloads, by outcome (`applied`, `refused`).
     pub reloads: Counters,
     /// How long the store took, by operation (`ingest`: a push's changes,
@@ -251,6 +253,7 @@ impl Default for Metrics {
             ),
             log_bytes: Counters::new("cascade_log_bytes_total", "Log bytes stored.", &[]),
             janitor_removed: Counters::new("cascade_janitor_removed_total", "Rows the janitor removed.", &["what"]),
+            janitor_sweeps: Counters::new("cascade_janitor_sweeps_total", "Janitor sweeps finished.", &[]),
             reloads: Counters::new("cascade_reloads_total", "Configuration reloads.", &["outcome"]),
             store_duration: Histograms::new(
                 "cascade_store_duration_seconds",
@@ -276,6 +279,7 @@ impl Metrics {
             &self.notification_failures,
             &self.log_bytes,
             &self.janitor_removed,
+            &self.janitor_sweeps,
             &self.reloads,
         ] {
             c.render(&mut out);

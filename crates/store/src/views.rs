@@ -111,6 +111,66 @@ impl Store {
         rows.iter().map(build_from).collect()
     }
 
+    /// The builds of these builders that ran in `[from, to)`, newest start
+    /// first, at most `limit`: those started in it, and those started up to
+    /// `reach` seconds before it and still running at `from`. One range of
+    /// `(builder_id, started_at)` per builder.
+    pub async fn builds_between(
+        &self,
+        builder_ids: &[i64],
+        (from, to): (i64, i64),
+        reach: i64,
+        limit: i64,
+    ) -> Result<Vec<BuildRecord>> {
+        let mut out = Vec::new();
+        for chunk in builder_ids.chunks(500) {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder_id IN ({}) AND b.started_at >= $1 \
+                 AND b.started_at < $3 AND (b.started_at >= $2 OR b.complete_at IS NULL OR b.complete_at >= $2) \
+                 ORDER BY b.started_at DESC LIMIT $4",
+                placeholders(5, chunk.len())
+            );
+            let mut q =
+                sqlx::query(AssertSqlSafe(sql)).bind(from.saturating_sub(reach)).bind(from).bind(to).bind(limit);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(build_from(&r)?);
+            }
+        }
+        out.sort_by_key(|b| std::cmp::Reverse(b.started_at));
+        out.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(out)
+    }
+
+    /// Each of these steps' first log: (step id, slug).
+    pub async fn first_logs(&self, step_ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        let rows = self
+            .rows_for_ids(step_ids, |list| {
+                format!(
+                    "SELECT l.step_id, l.slug FROM logs l WHERE l.id IN \
+                     (SELECT MIN(x.id) FROM logs x WHERE x.step_id IN ({list}) GROUP BY x.step_id)"
+                )
+            })
+            .await?;
+        rows.iter().map(|r| Ok((get(r, "step_id")?, get(r, "slug")?))).collect()
+    }
+
+    /// How many requests wait (unclaimed) for each of these builders that
+    /// has some: (builder id, count).
+    pub async fn pending_counts(&self, builder_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+        let rows = self
+            .rows_for_ids(builder_ids, |list| {
+                format!(
+                    "SELECT r.builder_id, COUNT(*) AS n FROM buildrequests r WHERE r.complete = 0 \
+                     AND r.claimed_by_master_id IS NULL AND r.builder_id IN ({list}) GROUP BY r.builder_id"
+                )
+            })
+            .await?;
+        rows.iter().map(|r| Ok((get(r, "builder_id")?, get(r, "n")?))).collect()
+    }
+
     /// Steps of several builds.
     pub async fn steps_of(&self, build_ids: &[i64]) -> Result<Vec<StepRecord>> {
         let rows = self

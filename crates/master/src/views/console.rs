@@ -32,9 +32,14 @@ pub struct Column {
 pub struct Cell {
     pub look: Look,
     pub href: Option<String>,
-    /// What hovering says: the failed tests' count, when there are some.
+    /// What hovering says: what the build covered, the failed tests' count.
     pub title: String,
 }
+
+/// A covered change's cell: joined to its build's cell, above it on the
+/// console (changes run down) and to its left on the grid (they run across).
+const COVERED_DOWN: Look = Look { class: "covered", symbol: "┊", word: "covered by a newer change's build" };
+const COVERED_ACROSS: Look = Look { class: "covered", symbol: "┄", word: "covered by a newer change's build" };
 
 pub struct Row {
     pub change_id: i64,
@@ -72,21 +77,78 @@ impl ConsolePage {
     }
 }
 
-/// Which look a change's cell gets from the requests made for it: a build
-/// that took it wins (running or its result), else pending, else nothing.
-pub fn cell_look(cells: &[&ConsoleCell]) -> (Look, Option<i64>, Option<i64>) {
-    let with_build = cells.iter().filter(|c| c.build_id.is_some()).max_by_key(|c| c.build_id);
-    if let Some(c) = with_build {
-        return (look(c.build_results, c.build_complete), c.build_id, c.number);
+/// What a build covered: the newest of its changes and how many there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covers {
+    pub newest: i64,
+    pub changes: usize,
+}
+
+/// Each build's coverage, from (build, change) pairs.
+pub fn coverage(pairs: &[(i64, i64)]) -> HashMap<i64, Covers> {
+    let mut out: HashMap<i64, Covers> = HashMap::new();
+    for &(build, change) in pairs {
+        let c = out.entry(build).or_insert(Covers { newest: change, changes: 0 });
+        c.newest = c.newest.max(change);
+        c.changes += 1;
     }
-    if cells.iter().any(|c| !c.request_complete) {
-        return (PENDING, None, None);
+    out
+}
+
+/// What a change's cell on one builder says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A build whose newest change this is speaks for it: running or its result.
+    Own {
+        build_id: i64,
+        number: i64,
+        look: Look,
+        changes: usize,
+    },
+    /// Only a build shown on a newer change covered it: neutral, joined to that one.
+    Covered {
+        build_id: i64,
+        number: i64,
+        others: usize,
+    },
+    Pending,
+    /// Its requests ended without a build (cancelled).
+    Ended(Look),
+    Nothing,
+}
+
+/// The verdict from the requests made for `change` on one builder: a build
+/// of its own (the newest) wins, then a request still waiting, then a build
+/// that covered it on a newer change, so an innocent change never shows
+/// the culprit's result.
+pub fn verdict(change: i64, cells: &[&ConsoleCell], covers: &HashMap<i64, Covers>) -> Verdict {
+    let built = |own: bool| {
+        cells
+            .iter()
+            .filter_map(|c| Some((c, c.build_id?, c.number?)))
+            .filter(move |(_, id, _)| covers.get(id).is_none_or(|cv| cv.newest <= change) == own)
+            .max_by_key(|(_, id, _)| *id)
+    };
+    let changes = |id: i64| covers.get(&id).map_or(1, |c| c.changes);
+    if let Some((c, build_id, number)) = built(true) {
+        let look = look(c.build_results, c.build_complete);
+        return Verdict::Own { build_id, number, look, changes: changes(build_id) };
     }
-    // Cancelled (or otherwise ended) without a build.
+    if cells.iter().any(|c| !c.request_complete && c.build_id.is_none()) {
+        return Verdict::Pending;
+    }
+    if let Some((_, build_id, number)) = built(false) {
+        return Verdict::Covered { build_id, number, others: changes(build_id).saturating_sub(1) };
+    }
     match cells.first() {
-        Some(c) => (look(Some(c.request_results), true), None, None),
-        None => (NOTHING, None, None),
+        Some(c) => Verdict::Ended(look(Some(c.request_results), true)),
+        None => Verdict::Nothing,
     }
+}
+
+/// "with 2 other changes", "with 1 other change".
+fn others(n: usize) -> String {
+    format!("with {n} other change{}", if n == 1 { "" } else { "s" })
 }
 
 /// How many of the newest pull requests the console and grid link to.
@@ -176,33 +238,54 @@ fn column(
     Column { id, name: b.name.clone(), tier: super::tier(b), bubble, bubble_href, online }
 }
 
+/// What the page's cells are made from.
+struct Cells<'a> {
+    by_key: BTreeMap<(i64, i64), Vec<&'a ConsoleCell>>,
+    covers: HashMap<i64, Covers>,
+    marks: HashMap<i64, Mark>,
+    grid: bool,
+}
+
+impl Cells<'_> {
+    /// The cell of `change` under `col`.
+    fn cell(&self, change: i64, col: &Column) -> Cell {
+        let found = self.by_key.get(&(change, col.id)).map_or(&[][..], Vec::as_slice);
+        match verdict(change, found, &self.covers) {
+            Verdict::Own { build_id, number, look, changes } => {
+                let mark = self.marks.get(&build_id);
+                let href = match mark {
+                    // Straight to the first failure, not only to the build.
+                    Some(m) => format!("{}#{}", build_href(col.id, number), anchor(&m.first)),
+                    None => build_href(col.id, number),
+                };
+                let mut title = mark.map(Mark::title).unwrap_or_default();
+                if changes > 1 {
+                    let covered = format!("#{number} covered this change {}", others(changes - 1));
+                    title = if title.is_empty() { covered } else { format!("{covered}; {title}") };
+                }
+                Cell { look, href: Some(href), title }
+            }
+            Verdict::Covered { number, others: n, .. } => Cell {
+                look: if self.grid { COVERED_ACROSS } else { COVERED_DOWN },
+                href: Some(build_href(col.id, number)),
+                title: format!("covered by #{number}, {}", others(n)),
+            },
+            Verdict::Pending => Cell { look: PENDING, href: None, title: String::new() },
+            Verdict::Ended(look) => Cell { look, href: None, title: String::new() },
+            Verdict::Nothing => Cell { look: NOTHING, href: None, title: String::new() },
+        }
+    }
+}
+
 /// A change's row: a cell per column, from the requests made for it.
-fn row(
-    c: &cascade_store::records::ChangeRecord,
-    columns: &[Column],
-    by_key: &BTreeMap<(i64, i64), Vec<&ConsoleCell>>,
-    marks: &HashMap<i64, Mark>,
-) -> Row {
+fn row(c: &cascade_store::records::ChangeRecord, columns: &[Column], cells: &Cells<'_>) -> Row {
     Row {
         change_id: c.changeid,
         revision: c.revision.clone().unwrap_or_default().chars().take(10).collect(),
         revlink: super::revlink(c),
         author: c.author.split(" <").next().unwrap_or(&c.author).to_string(),
         title: c.comments.lines().next().unwrap_or("").chars().take(100).collect(),
-        cells: columns
-            .iter()
-            .map(|col| {
-                let found = by_key.get(&(c.changeid, col.id)).map_or(&[][..], Vec::as_slice);
-                let (look, build_id, number) = cell_look(found);
-                let mark = build_id.and_then(|id| marks.get(&id));
-                let href = number.map(|n| match mark {
-                    // Straight to the first failure, not only to the build.
-                    Some(m) => format!("{}#{}", build_href(col.id, n), anchor(&m.first)),
-                    None => build_href(col.id, n),
-                });
-                Cell { look, href, title: mark.map(Mark::title).unwrap_or_default() }
-            })
-            .collect(),
+        cells: columns.iter().map(|col| cells.cell(c.changeid, col)).collect(),
     }
 }
 
@@ -236,7 +319,12 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     let failing: Vec<i64> =
         cells.iter().filter(|c| c.build_complete && c.build_results == Some(2)).filter_map(|c| c.build_id).collect();
     let marks = super::diagnosis::marks(&m.store, &failing).await?;
-    let rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &by_key, &marks)).collect();
+    let mut build_ids: Vec<i64> = cells.iter().filter_map(|c| c.build_id).collect();
+    build_ids.sort_unstable();
+    build_ids.dedup();
+    let covers = coverage(&m.store.blamelist_pairs(&build_ids).await?);
+    let parts = Cells { by_key, covers, marks, grid };
+    let rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &parts)).collect();
     let newest = changes.first().map(|c| c.when_timestamp);
     let pulls = m.store.recent_pull_requests(PULLS_LISTED).await?;
     let shown = if pull.is_some() { asked } else { filter };
@@ -262,16 +350,41 @@ mod tests {
         }
     }
 
+    fn word(v: Verdict) -> &'static str {
+        match v {
+            Verdict::Own { look, .. } | Verdict::Ended(look) => look.word,
+            Verdict::Covered { .. } => "covered",
+            Verdict::Pending => "pending",
+            Verdict::Nothing => "nothing",
+        }
+    }
+
     #[test]
     fn a_cell_shows_the_newest_build_or_the_wait() {
+        let alone = HashMap::new();
         let pending = cell(None, false);
-        assert_eq!(cell_look(&[&pending]).0, PENDING);
+        assert_eq!(verdict(1, &[&pending], &alone), Verdict::Pending);
         let running = cell(Some((7, None, false)), false);
-        assert_eq!(cell_look(&[&pending, &running]).0, RUNNING);
+        assert_eq!(word(verdict(1, &[&pending, &running], &alone)), "running");
         let failed = cell(Some((3, Some(2), true)), true);
         let passed = cell(Some((9, Some(0), true)), true);
-        assert_eq!(cell_look(&[&failed, &passed]).0.word, "success", "the newest build wins");
-        assert_eq!(cell_look(&[&cell(None, true)]).0.word, "cancelled");
-        assert_eq!(cell_look(&[]).0, NOTHING);
+        assert_eq!(word(verdict(1, &[&failed, &passed], &alone)), "success", "the newest build wins");
+        assert_eq!(word(verdict(1, &[&cell(None, true)], &alone)), "cancelled");
+        assert_eq!(verdict(1, &[], &alone), Verdict::Nothing);
+    }
+
+    #[test]
+    fn a_coalesced_build_speaks_only_for_its_newest_change() {
+        // Build 3 (a failure) covered changes 1, 2 and 5.
+        let covers = coverage(&[(3, 1), (3, 2), (3, 5)]);
+        assert_eq!(covers[&3], Covers { newest: 5, changes: 3 });
+        let failed = cell(Some((3, Some(2), true)), true);
+        assert!(matches!(verdict(5, &[&failed], &covers), Verdict::Own { changes: 3, .. }));
+        assert_eq!(verdict(2, &[&failed], &covers), Verdict::Covered { build_id: 3, number: 3, others: 2 });
+        // A rerun of change 2 alone speaks for it; one still waiting shows as such.
+        let rerun = cell(Some((8, Some(0), true)), true);
+        assert_eq!(word(verdict(2, &[&failed, &rerun], &covers)), "success");
+        assert_eq!(verdict(2, &[&failed, &cell(None, false)], &covers), Verdict::Pending);
+        assert_eq!(others(1), "with 1 other change");
     }
 }

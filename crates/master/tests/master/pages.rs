@@ -324,3 +324,77 @@ test_both!(a_build_with_hundreds_of_failed_tests_lists_the_first_ones, |db| {
     );
     assert!(page.contains("20 more failed or flaky test files are not listed"), "and the rest are counted");
 });
+
+test_both!(a_coalesced_build_shows_once_on_its_newest_change, |db| {
+    let h = Harness::frozen(db, &config()).await;
+    let fedora = h.builder("Fedora <script> 3.x<i>");
+    let first = push_and_tick(&h, 1, "c-1").await;
+    let second = push_and_tick(&h, 2, "c-2").await;
+    let third = push_and_tick(&h, 3, "c-3").await;
+    // One failing build takes the three changes' requests.
+    let (_, number) = build_failing_test(&h, fedora).await;
+
+    let (_, console, _) = html(&h, "/console").await;
+    let row = |change: i64| {
+        let start = format!("<th class=\"change\"><a href=\"/changes/{change}\">");
+        let row = console.split(&start).nth(1).and_then(|r| r.split("</tr>").next());
+        row.unwrap_or_else(|| panic!("no row for change {change}: {console}")).to_string()
+    };
+    let culprit = row(third);
+    assert_eq!(culprit.matches('✘').count(), 1, "the build, on its newest change: {culprit}");
+    assert!(culprit.contains(&format!("#{number} covered this change with 2 other changes")), "{culprit}");
+    for innocent in [first, second] {
+        let r = row(innocent);
+        assert!(!r.contains('✘'), "an innocent change does not show the culprit's result: {r}");
+        assert!(r.contains("cell covered"), "{r}");
+        assert!(r.contains(&format!("title=\"covered by #{number}, with 2 other changes\"")), "{r}");
+        assert!(r.contains(&format!("href=\"/builders/{fedora}/builds/{number}\">┊</a>")), "joined to the build: {r}");
+        assert!(r.contains("cell pending"), "Windows has built none of them: {r}");
+    }
+
+    // The grid: changes run across, newest first; the build once, then two joined cells.
+    let (_, grid, _) = html(&h, "/grid").await;
+    let lane = grid.split(&format!("<tr data-builder=\"{fedora}\">")).nth(1).and_then(|r| r.split("</tr>").next());
+    let lane = lane.expect("Fedora's row");
+    let classes: Vec<&str> = lane.split("<td class=\"cell ").skip(1).filter_map(|c| c.split('"').next()).collect();
+    assert_eq!(classes, ["failure", "covered", "covered"], "{lane}");
+    assert_eq!(lane.matches("┄</a>").count(), 2, "{lane}");
+});
+
+test_both!(the_waterfall_runs_down_a_time_scale_and_pages_back, |db| {
+    let h = Harness::frozen(db, &config()).await;
+    let (fedora, windows) = (h.builder("Fedora <script> 3.x<i>"), h.builder("Windows 3.x<i>"));
+    push_and_tick(&h, 1, "w-1").await;
+    let (_, number) = build_with_log(&h, fedora, Results::Failure, &["ofail"]).await;
+    push_and_tick(&h, 2, "w-2").await;
+
+    let (status, page, _) = html(&h, "/waterfall").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let href = format!("/builders/{fedora}/builds/{number}");
+    assert!(page.contains(&format!("<a href=\"{href}\">#{number} ✘</a>")), "the build's box: {page}");
+    assert!(
+        page.contains(&format!("href=\"{href}/steps/0/logs/stdio\" class=\"failure\"")),
+        "its step links to its log"
+    );
+    assert!(page.contains("class=\"time\" rowspan=\"10\""), "a time scale: {page}");
+    let windows_head = page.split(&format!("data-builder=\"{windows}\">")).nth(1).expect("Windows' column");
+    let windows_head = windows_head.split("</th>").next().unwrap_or("");
+    assert!(windows_head.contains("<small>(offline)</small>"), "no worker serves it: {windows_head}");
+    assert!(
+        page.contains(&format!("<a class=\"cell pending\" href=\"/builders/{windows}\">○ 2 pending</a>")),
+        "{page}"
+    );
+    assert!(page.contains(&format!("<a class=\"cell pending\" href=\"/builders/{fedora}\">○ 1 pending</a>")), "{page}");
+
+    // Back in time: the older page's window ends where this one began, and has no build.
+    let older = page.split("<a href=\"").find(|s| s.contains("rel=\"prev\"")).and_then(|s| s.split('"').next());
+    let older = older.expect("an older link").replace("&#38;", "&").replace("&amp;", "&");
+    let (status, before, _) = html(&h, &older).await;
+    assert_eq!(status, StatusCode::OK, "{older}: {before}");
+    assert!(!before.contains(&href), "{older} shows a build from after its window");
+    assert!(before.contains("rel=\"next\""), "and links forward again");
+    let (status, _, _) = html(&h, "/waterfall?hours=5").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a window it does not offer");
+    let (status, _, _) = html(&h, "/waterfall?before=never").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+});
