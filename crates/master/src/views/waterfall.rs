@@ -162,7 +162,7 @@ fn build_box(
     let steps = steps
         .into_iter()
         .map(|(s, slug)| StepBox {
-            look: look_of_step(&s),
+            look: super::look(s.results, s.complete),
             href: slug.map(|slug| format!("{href}/steps/{}/logs/{slug}", s.number)),
             name: s.name,
         })
@@ -182,10 +182,6 @@ fn build_box(
         look,
         steps,
     }
-}
-
-fn look_of_step(s: &cascade_store::StepRecord) -> Look {
-    look(s.results, s.complete)
 }
 
 /// The table's rows from each column's builds and places.
@@ -294,15 +290,9 @@ pub async fn page(
         });
     }
     let link = |hours: i64, before: Option<i64>| {
-        let mut q = filter.query();
-        let mut add = |k: &str, v: i64| {
-            q = if q.is_empty() { format!("{k}={v}") } else { format!("{q}&{k}={v}") };
-        };
-        add("hours", hours);
-        if let Some(t) = before {
-            add("before", t);
-        }
-        format!("/waterfall?{q}")
+        let filter = filter.query();
+        let before = before.map(|t| format!("&before={t}")).unwrap_or_default();
+        format!("/waterfall?{filter}{}hours={hours}{before}", if filter.is_empty() { "" } else { "&" })
     };
     let asked_before = (before != now).then_some(to - 1);
     let windows = WINDOWS.iter().map(|&h| (h, link(h, asked_before))).collect();
