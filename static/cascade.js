@@ -57,6 +57,8 @@ document.addEventListener("click", function (e) {
   window.addEventListener("pagehide", function () { source.close(); });
 
   var lastRefresh = 0;
+  // When the shown <main> was rendered: running times tick on from it.
+  var renderedAt = Date.now();
   // At most one re-render every few seconds, however busy the master is.
   var MIN_GAP = 3000;
 
@@ -75,7 +77,8 @@ document.addEventListener("click", function (e) {
           var main = document.getElementById("main");
           if (fresh && main && !main.contains(document.activeElement)) {
             main.innerHTML = fresh.innerHTML;
-            body.setAttribute("data-refreshed", String(Date.now()));
+            renderedAt = Date.now();
+            body.setAttribute("data-refreshed", String(renderedAt));
           }
         })
         .catch(function () {});
@@ -83,13 +86,15 @@ document.addEventListener("click", function (e) {
   }
 
   // Whether an event concerns this page: pages that name their builders
-  // (data-builder) or their build (data-build) only follow those.
+  // (data-builder, or data-builders for a collapsed group) or their build
+  // (data-build) only follow those.
   function concerns(e) {
-    var named = document.querySelector("[data-builder], [data-build]");
+    var named = document.querySelector("[data-builder], [data-builders], [data-build]");
     if (!named) return true;
     var builders = e.builder_ids || [e.builder_id];
     for (var i = 0; i < builders.length; i++) {
-      if (document.querySelector('[data-builder="' + builders[i] + '"]') !== null) return true;
+      var id = builders[i];
+      if (document.querySelector('[data-builder="' + id + '"], [data-builders~="' + id + '"]') !== null) return true;
     }
     return e.build_id !== undefined && document.querySelector('[data-build="' + e.build_id + '"]') !== null;
   }
@@ -150,6 +155,28 @@ document.addEventListener("click", function (e) {
   }
 
   if (tailing) source.addEventListener("open", catchUp);
+  // Whatever happened between the page's rendering and the subscription (or
+  // while the connection was down) is in the store: read the page again.
+  if (page !== "log") source.addEventListener("open", refresh);
+
+  // Running steps and builds: their durations tick here every second (the
+  // same format as the server's), and a build page re-reads itself every
+  // few seconds while a step runs, so its line counts and state move on.
+  function humanize(secs) {
+    var s = Math.max(0, Math.floor(secs));
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + two(s % 60) + "s";
+    return Math.floor(s / 3600) + "h " + two(Math.floor((s % 3600) / 60)) + "m";
+  }
+  setInterval(function () {
+    var since = (Date.now() - renderedAt) / 1000;
+    var running = document.querySelectorAll("[data-elapsed]");
+    for (var i = 0; i < running.length; i++) {
+      running[i].textContent = humanize(parseInt(running[i].getAttribute("data-elapsed"), 10) + since);
+    }
+    if (page === "build" && running.length > 0) refresh();
+  }, 1000);
   source.addEventListener("lines", function (e) {
     if (!tailing) return;
     var batch = JSON.parse(e.data);

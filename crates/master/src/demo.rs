@@ -1,7 +1,9 @@
 //! `cascade demo`: a self-contained demonstration on SQLite. It creates a
 //! git repository, a configuration that builds it, starts the master and a
 //! `cascade-worker` in this process, and makes commits (some of them break
-//! the tests) so that builds come and go. Nothing outside `--dir` is touched.
+//! the tests, some come in pairs that one build covers, the last breaks the
+//! stable builder) so that builds come and go. A demo user, printed at the
+//! start, may force, rebuild and stop. Nothing outside `--dir` is touched.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +34,9 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-const BUILD_SH: &str = "#!/bin/sh\necho \"compiling $(cat VERSION)\"\nfor f in core io net; do echo \"  CC $f.o\"; sleep 0.3; done\necho 'linked demo'\n";
-const TEST_SH: &str = "#!/bin/sh\nfor t in test_core test_io test_net test_unicode; do\n  echo \"$t ... ok\"; sleep 0.4\ndone\nif [ -f BROKEN ]; then\n  echo 'test_regression ... FAIL' >&2\n  echo \"AssertionError: $(cat BROKEN)\" >&2\n  exit 1\nfi\nif [ $(( $(cat VERSION) % 3 )) -eq 0 ]; then echo 'WARNING: test_flaky was skipped'; fi\necho 'all tests passed'\n";
+// Slow enough to watch a step run (its duration and line count tick).
+const BUILD_SH: &str = "#!/bin/sh\necho \"compiling $(cat VERSION)\"\nfor f in core io net parser eval; do echo \"  CC $f.o\"; sleep 0.8; done\necho 'linked demo'\n";
+const TEST_SH: &str = "#!/bin/sh\nfor t in test_core test_io test_net test_unicode test_parser test_eval test_gc test_os; do\n  echo \"$t ... ok\"; sleep 0.7\ndone\nif [ -f BROKEN ]; then\n  echo 'test_regression ... FAIL' >&2\n  echo \"AssertionError: $(cat BROKEN)\" >&2\n  exit 1\nfi\nif [ $(( $(cat VERSION) % 3 )) -eq 0 ]; then echo 'WARNING: test_flaky was skipped'; fi\necho 'all tests passed'\n";
 
 fn init_repo(repo: &Path) -> anyhow::Result<()> {
     if repo.join(".git").exists() {
@@ -50,7 +53,10 @@ fn init_repo(repo: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config_text(dir: &Path, repo: &Path, http: &str, worker_port: u16, password: &str) -> String {
+/// The demo's user, who may do everything (an admin).
+pub const DEMO_USER: &str = "demo";
+
+fn config_text(dir: &Path, repo: &Path, http: &str, worker_port: u16, password: &str, user_hash: &str) -> String {
     format!(
         r#"# Written by `cascade demo`; edit it and run `cascade serve --config` on it if you like.
 [master]
@@ -61,6 +67,13 @@ msgpack = "127.0.0.1:{worker_port}"
 # Stock buildbot-worker's default protocol; port 0 picks a free one (the log says which).
 pb = "127.0.0.1:0"
 database = "sqlite://{db}"
+# Ctrl-C lets running builds finish for this long, not the hour a real master gives them.
+stop_grace = "10s"
+
+[[user]]
+name = "{DEMO_USER}"
+password_hash = "{user_hash}"
+roles = ["admin"]
 
 [github]
 # The demo receives no webhooks; its changes come from `sendchange`.
@@ -112,14 +125,26 @@ kind = "force"
     )
 }
 
+/// Whether commit `n` of `last` breaks the tests: every fourth from the
+/// second, and the last, so the demo ends with its stable builder red.
+pub fn breaks(n: usize, last: usize) -> bool {
+    n % 4 == 2 || n == last
+}
+
+/// Whether commit `n` follows the one before within a second: two commits
+/// inside the tree-stable window, which one build covers.
+pub fn follows_at_once(n: usize) -> bool {
+    n % 5 == 4
+}
+
 /// One commit in the demo repository, good or breaking, announced to the master.
 async fn commit(
     store: &cascade_store::Store,
     config: &cascade_config::Config,
     repo: &Path,
     n: usize,
+    breaks: bool,
 ) -> anyhow::Result<()> {
-    let breaks = n % 4 == 2;
     let message = if breaks {
         std::fs::write(repo.join("BROKEN"), format!("change {n} broke the regression test\n"))?;
         format!("Change {n}: refactor the core (oops)")
@@ -154,13 +179,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let repo = dir.join("repo");
     init_repo(&repo)?;
     let password = uuid::Uuid::new_v4().simple().to_string();
+    let user_password: String = uuid::Uuid::new_v4().simple().to_string().chars().take(12).collect();
+    let user_hash = crate::password::hash(&user_password).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config_path = dir.join("cascade.toml");
-    std::fs::write(&config_path, config_text(&dir, &repo, &opts.http, opts.worker_port, &password))?;
+    let text = config_text(&dir, &repo, &opts.http, opts.worker_port, &password, &user_hash);
+    std::fs::write(&config_path, text)?;
     let config = cascade_config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     println!("Cascade demo: http://{}/", opts.http);
     println!("  state and config in {} (a worker builds a git repository there)", dir.display());
-    println!("  {} commits will arrive, one every {:?}; Ctrl-C stops the demo.", opts.commits, opts.interval);
+    println!("  log in as {DEMO_USER:?} with password {user_password:?} to force, rebuild and stop builds");
+    println!(
+        "  {} commits will arrive, about one every {:?} (some in pairs that one build covers; the last breaks the \
+         stable builder); Ctrl-C stops the demo.",
+        opts.commits, opts.interval
+    );
 
     let worker = tokio::spawn(cascade_worker::run(cascade_worker::Options {
         master: format!("127.0.0.1:{}", opts.worker_port),
@@ -175,8 +208,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             let made = async {
                 let store = cascade_store::Store::connect(&config.master.database).await?;
                 for i in 1..=n {
-                    tokio::time::sleep(interval).await;
-                    commit(&store, &config, &repo, i).await?;
+                    let wait = if follows_at_once(i) { Duration::from_secs(1) } else { interval };
+                    tokio::time::sleep(wait).await;
+                    commit(&store, &config, &repo, i, breaks(i, n)).await?;
                     tracing::info!(commit = i, "demo commit made");
                 }
                 anyhow::Ok(())
@@ -202,10 +236,22 @@ mod tests {
         let repo = dir.path().join("repo");
         init_repo(&repo).expect("repo");
         init_repo(&repo).expect("a second run reuses it");
-        let text = config_text(dir.path(), &repo, "127.0.0.1:8010", 9990, "pw");
+        let hash = crate::password::hash("user-pw").expect("hash");
+        let text = config_text(dir.path(), &repo, "127.0.0.1:8010", 9990, "pw", &hash);
         let config = cascade_config::parse(&text, &dir.path().join("cascade.toml")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.builders.len(), 2);
+        assert_eq!(config.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), [DEMO_USER]);
+        assert_eq!(config.master.stop_grace, Duration::from_secs(10));
         assert!(config.resolve_secrets().is_ok());
         assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]).expect("count"), "1");
+    }
+
+    #[test]
+    fn the_demo_ends_red_and_has_pairs_one_build_covers() {
+        let last = 16;
+        let broken: Vec<usize> = (1..=last).filter(|n| breaks(*n, last)).collect();
+        assert_eq!(broken, [2, 6, 10, 14, 16], "the last commit breaks the stable builder");
+        assert!((1..=last).any(follows_at_once), "some commits come in pairs");
+        assert!(!follows_at_once(1), "the first waits for the worker");
     }
 }

@@ -23,6 +23,7 @@ pub mod janitor;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;
+pub mod notice;
 pub mod notify;
 pub mod operator;
 pub mod outbound;

@@ -90,10 +90,10 @@ struct DemoArgs {
     #[arg(long, default_value_t = 9990)]
     worker_port: u16,
     /// How many commits to make.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     commits: usize,
     /// Seconds between commits.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 15)]
     interval: u64,
 }
 

@@ -210,6 +210,61 @@ impl Store {
             .collect()
     }
 
+    /// The revision each build built: its `got_revision` (what the checkout
+    /// found), else the revision its request was pinned to; builds that
+    /// know neither are left out.
+    pub async fn built_revisions(&self, build_ids: &[i64]) -> Result<std::collections::HashMap<i64, String>> {
+        let rows = self
+            .rows_for_ids(build_ids, |list| {
+                format!(
+                    "SELECT b.id, (SELECT p.value FROM build_properties p WHERE p.build_id = b.id \
+                     AND p.name = 'got_revision') AS got, r.pinned_revision \
+                     FROM builds b LEFT JOIN buildrequests r ON r.id = b.build_request_id WHERE b.id IN ({list})"
+                )
+            })
+            .await?;
+        let mut out = std::collections::HashMap::new();
+        for r in &rows {
+            let got: Option<String> = get(r, "got")?;
+            // Properties are stored as JSON: a revision is a JSON string.
+            let got = got.and_then(|v| serde_json::from_str::<String>(&v).ok());
+            let pinned: Option<String> = get(r, "pinned_revision")?;
+            if let Some(rev) = got.or(pinned).filter(|r| !r.is_empty()) {
+                out.insert(get(r, "id")?, rev);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What became of each request of a buildset: its builder, and the build
+    /// that took it, if one has (`change_id` is 0: no change is asked about).
+    pub async fn buildset_cells(&self, buildset_id: i64) -> Result<Vec<(i64, ConsoleCell)>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.builder_id, r.complete, r.results AS request_results, r.claimed_by_master_id, \
+             r.build_id, b.number, b.results AS build_results, b.complete_at \
+             FROM buildrequests r LEFT JOIN builds b ON b.id = r.build_id WHERE r.buildset_id = $1 ORDER BY r.id",
+        )
+        .bind(buildset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let cell = ConsoleCell {
+                    change_id: 0,
+                    builder_id: get(r, "builder_id")?,
+                    request_complete: get::<i64>(r, "complete")? != 0,
+                    request_results: get(r, "request_results")?,
+                    claimed: get::<Option<i64>>(r, "claimed_by_master_id")?.is_some(),
+                    build_id: get(r, "build_id")?,
+                    number: get(r, "number")?,
+                    build_results: get(r, "build_results")?,
+                    build_complete: get::<Option<i64>>(r, "complete_at")?.is_some(),
+                };
+                Ok((get(r, "id")?, cell))
+            })
+            .collect()
+    }
+
     /// Where each builder's failing streak began (for the builders given,
     /// those that have one), in three statements whatever their number.
     pub async fn breaking_builds(&self, builder_ids: &[i64]) -> Result<Vec<BuildRecord>> {

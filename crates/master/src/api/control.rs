@@ -28,6 +28,7 @@ use crate::auth::{Access, Intent, User};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::error::HttpError;
+use crate::notice::{Done, Said};
 use crate::operator::Operator;
 use crate::relay::{Relay, Request};
 use crate::runner::Runner;
@@ -199,11 +200,27 @@ impl Call {
         self.str_param(k).map(|v| text::clean(&v, text::REASON_MAX)).filter(|v| !v.is_empty())
     }
 
-    fn reply(&self, result: Value) -> Response {
+    /// The answer: JSON-RPC's result, or for a form the page it came from,
+    /// saying what was done.
+    fn reply(&self, result: Value, said: Said) -> Response {
         match &self.form {
-            Some(f) => Redirect::to(&f.next).into_response(),
-            None => axum::Json(json!({ "jsonrpc": "2.0", "id": self.id, "result": result })).into_response(),
+            Some(f) => Redirect::to(&said.onto(&f.next)).into_response(),
+            None => self.json(result),
         }
+    }
+
+    /// The answer to a call that made a buildset: a form goes to the
+    /// buildset's page, which follows its requests to their builds.
+    fn made(&self, result: Value, buildset: Option<i64>, done: Done) -> Response {
+        match (&self.form, buildset) {
+            (Some(_), Some(bsid)) => Redirect::to(&format!("/buildsets/{bsid}?done={}", done.word())).into_response(),
+            (Some(f), None) => Redirect::to(&f.next).into_response(),
+            (None, _) => self.json(result),
+        }
+    }
+
+    fn json(&self, result: Value) -> Response {
+        axum::Json(json!({ "jsonrpc": "2.0", "id": self.id, "result": result })).into_response()
     }
 }
 
@@ -278,12 +295,13 @@ pub async fn build(
         stop_anywhere(&c, build_id, build.masterid).await?;
         let reason = call.text_param("reason").unwrap_or_default();
         tracing::info!(user = ?user.name, build = build_id, reason = ?reason, "build stopped");
-        return Ok(call.reply(Value::Null));
+        return Ok(call.reply(Value::Null, Said::BuildStopped));
     }
     let extra = if method == Method::Rerun { rerun_properties(&c, build_id).await? } else { Vec::new() };
     let (bsid, requests) = rebuild(&c, &build, &user, call.text_param("reason"), extra).await?;
     tracing::info!(user = %user.name, build = build_id, buildset = bsid, method = method.name(), "build rebuilt");
-    Ok(call.reply(json!([bsid, requests])))
+    let done = if method == Method::Rerun { Done::Rerun } else { Done::Rebuilt };
+    Ok(call.made(json!([bsid, requests]), Some(bsid), done))
 }
 
 /// A rerun's properties: `randseed` (the failing run's seed) and `tests`
@@ -440,7 +458,7 @@ pub async fn force(
     tracing::info!(user = %user.name, scheduler = %name, buildsets = ?created, "build forced");
     let first = created.first().map(|(bsid, _)| *bsid);
     let requests: Vec<i64> = created.iter().flat_map(|(_, r)| r.iter().copied()).collect();
-    Ok(call.reply(json!([first, requests])))
+    Ok(call.made(json!([first, requests]), first, Done::Forced))
 }
 
 /// `POST /api/v2/buildrequests/{id}`: `cancel`.
@@ -457,7 +475,7 @@ pub async fn buildrequest(
     match c.store.cancel_buildrequest(request_id, c.clock.now()).await? {
         Cancelled::Done => {
             tracing::info!(user = %user.name, request = request_id, "build request cancelled");
-            Ok(call.reply(Value::Null))
+            Ok(call.reply(Value::Null, Said::RequestCancelled))
         }
         Cancelled::NotFound => Err(HttpError::not_found("no such build request")),
         Cancelled::AlreadyComplete => Err(HttpError::conflict("the request is already complete")),
@@ -517,7 +535,13 @@ pub async fn worker(
         }
     }
     tracing::info!(user = %user.name, worker = %record.name, method = method.name(), ?reason, "worker control");
-    Ok(call.reply(Value::Null))
+    let said = match method {
+        Method::Pause => Said::WorkerPaused,
+        Method::Unpause => Said::WorkerUnpaused,
+        Method::Stop => Said::WorkerStopping,
+        _ => Said::WorkerKilled,
+    };
+    Ok(call.reply(Value::Null, said))
 }
 
 /// `POST /api/v2/schedulers/{id}`: `enable` with `{"enabled": bool}`.
@@ -542,7 +566,7 @@ pub async fn scheduler(
     c.schedulers.set_enabled(scheduler_id, enabled);
     c.schedulers.nudge();
     tracing::info!(user = %user.name, scheduler = scheduler_id, enabled, "scheduler switched");
-    Ok(call.reply(Value::Null))
+    Ok(call.reply(Value::Null, if enabled { Said::SchedulerEnabled } else { Said::SchedulerDisabled }))
 }
 
 /// `POST /api/v2/masters/{id}`: `reconfig` (`this` names the master
@@ -568,7 +592,7 @@ pub async fn master(
     }
     tracing::info!(user = %user.name, "reload asked");
     match c.operator.reload().await {
-        Ok(reloaded) => Ok(call.reply(json!(reloaded))),
+        Ok(reloaded) => Ok(call.reply(json!(reloaded), Said::Reloaded)),
         Err(errors) => Err(HttpError::conflict(format!("the configuration was not applied:\n{}", errors.join("\n")))),
     }
 }

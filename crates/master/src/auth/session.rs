@@ -125,8 +125,22 @@ fn login_page(access: &Access, status: StatusCode, next: &str, error: Option<Str
     response
 }
 
-pub async fn form(State(access): State<Arc<Access>>, Query(q): Query<NextParam>) -> Response {
-    login_page(&access, StatusCode::OK, &local_next(q.next.as_deref()), None, "")
+/// `GET /login`: the form, returning to `next`, or else to the page of this
+/// site the visitor came from (its `Referer`; pages send it to their own site
+/// only), so "Log in" on any page leads back to that page.
+pub async fn form(State(access): State<Arc<Access>>, headers: HeaderMap, Query(q): Query<NextParam>) -> Response {
+    let next = q.next.or_else(|| came_from(&headers));
+    login_page(&access, StatusCode::OK, &local_next(next.as_deref()), None, "")
+}
+
+/// The path and query of a `Referer` on this host (as the `Host` header names it).
+fn came_from(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let rest = referer.strip_prefix("http://").or_else(|| referer.strip_prefix("https://"))?;
+    let path = rest.strip_prefix(host)?;
+    let path = path.split('#').next().unwrap_or("");
+    (path.starts_with('/') && !path.starts_with("/login")).then(|| path.to_string())
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -14,7 +14,7 @@ use cascade_model::naming::builder_folder;
 use cascade_store::records::{BuildRecord, ChangeRecord};
 use cascade_store::{ListQuery, LogRecord, StepRecord};
 
-use super::{Chrome, Filter, Look, Pages, ansi, duration, look, not_found, render};
+use super::{Chrome, Look, Pages, ansi, duration, look, not_found, render};
 use crate::error::HttpError;
 
 pub struct StepLine {
@@ -23,6 +23,8 @@ pub struct StepLine {
     pub look: Look,
     pub state: String,
     pub took: String,
+    /// Seconds it has run, while it runs: the page ticks on from here.
+    pub running_for: Option<i64>,
     pub logs: Vec<(String, String, i64)>,
 }
 
@@ -50,6 +52,8 @@ pub struct BuildPage {
     pub started: String,
     pub finished: String,
     pub took: String,
+    /// Seconds the build has run, while it runs.
+    pub running_for: Option<i64>,
     pub blamelist: Vec<Blame>,
     pub blame: Window,
     pub properties: Vec<(String, String, String)>,
@@ -115,6 +119,7 @@ fn step_line(b: &BuildRecord, s: StepRecord, logs: Vec<LogRecord>, now: i64) -> 
         look: look(s.results, s.complete),
         state: s.state_string,
         took: s.started_at.map(|t| duration(s.complete_at.unwrap_or(now) - t)).unwrap_or_default(),
+        running_for: s.started_at.filter(|_| !s.complete).map(|t| (now - t).max(0)),
         logs: logs.into_iter().map(|l| (l.name, format!("{base}/{}", l.slug), l.num_lines)).collect(),
     }
 }
@@ -137,6 +142,8 @@ pub const BLAME_PAGE: i64 = 100;
 pub struct ListsAt {
     blame: Option<i64>,
     artifacts: Option<i64>,
+    /// What a control form just did (see `notice`).
+    done: Option<String>,
 }
 
 /// Where a page of a long list stands: "21–40 of 95", and links to the
@@ -238,7 +245,9 @@ pub async fn page(
     let diagnosis = super::diagnosis::diagnosis(&m, &b).await?;
     let notifications = notifications(&m, b.buildid).await?;
     let page = BuildPage {
-        chrome: Chrome::new(&m, &headers, "build", Filter::default()).await,
+        chrome: Chrome::plain(&m, &headers, "build")
+            .await
+            .told(at.done.as_deref().and_then(crate::notice::Said::parse)),
         builder_id: b.builderid,
         builder: builder_name.clone(),
         build_id: b.buildid,
@@ -251,6 +260,7 @@ pub async fn page(
         started: super::when(b.started_at),
         finished: b.complete_at.map(super::when).unwrap_or_default(),
         took: duration(b.complete_at.unwrap_or(now) - b.started_at),
+        running_for: (!b.complete).then_some((now - b.started_at).max(0)),
         blamelist,
         blame,
         properties,
@@ -342,7 +352,7 @@ pub async fn log(
         .collect();
     let base = format!("/builders/{}/builds/{}/steps/{}/logs/{}", b.builderid, b.number, s.number, l.slug);
     let page = LogPage {
-        chrome: Chrome::new(&m, &headers, "log", Filter::default()).await,
+        chrome: Chrome::plain(&m, &headers, "log").await,
         builder_id: b.builderid,
         builder: m.catalog.builder(b.builderid).map(|c| c.name.clone()).unwrap_or_default(),
         number: b.number,

@@ -28,6 +28,39 @@ pub struct BuilderRow {
 pub struct BuildersPage {
     pub chrome: Chrome,
     pub rows: Vec<BuilderRow>,
+    /// The filter box's text (`q=`), as typed.
+    pub search: String,
+    /// How many builders the branch and tag filter admits before the box narrows them.
+    pub of: usize,
+}
+
+/// The longest filter text read (longer text is cut, not refused).
+const SEARCH_MAX: usize = 200;
+
+/// The words of the filter box, lowercased.
+pub fn search_words(text: &str) -> Vec<String> {
+    text.chars().take(SEARCH_MAX).collect::<String>().split_whitespace().map(str::to_lowercase).collect()
+}
+
+/// Whether a builder matches every word: each is part of its name, its
+/// branch or one of its workers' names, or the start of one of its tags
+/// (`stable` is not `unstable`; `tier` is any tier).
+pub fn matches(b: &cascade_config::BuilderConfig, words: &[String]) -> bool {
+    words.iter().all(|w| {
+        let has = |s: &str| s.to_lowercase().contains(w.as_str());
+        has(&b.name)
+            || b.tags.iter().any(|t| t.to_lowercase().starts_with(w.as_str()))
+            || b.branch.as_deref().is_some_and(has)
+            || b.workers.iter().any(|x| has(x))
+    })
+}
+
+/// `q=` from a query string.
+fn search_of(q: Option<&str>) -> String {
+    q.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .and_then(|p| p.into_iter().find(|(k, _)| k == "q").map(|(_, v)| v))
+        .map(|v| v.chars().take(SEARCH_MAX).collect())
+        .unwrap_or_default()
 }
 
 /// `GET /builders`.
@@ -37,7 +70,11 @@ pub async fn list(
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
     let filter = Filter::from_query(q.as_deref(), &m.catalog)?;
-    let builders = super::builders(&m.catalog, &filter);
+    let search = search_of(q.as_deref());
+    let words = search_words(&search);
+    let mut builders = super::builders(&m.catalog, &filter);
+    let of = builders.len();
+    builders.retain(|(b, _)| matches(b, &words));
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
     let (latest, presence) = super::standing(&m.store, &ids, false).await?;
     let rows = builders
@@ -56,7 +93,7 @@ pub async fn list(
         })
         .collect();
     let chrome = Chrome::new(&m, &headers, "builders", filter).await;
-    render(&headers, &BuildersPage { chrome, rows }, None)
+    render(&headers, &BuildersPage { chrome, rows, search, of }, None)
 }
 
 pub struct BuildLine {
@@ -100,6 +137,7 @@ pub async fn one(
     headers: HeaderMap,
     Path(raw): Path<String>,
     Query(p): Query<Paging>,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
     let id = raw.parse::<i64>().map_err(|_| not_found("builder"))?;
     let b = m.catalog.builder(id).ok_or_else(|| not_found("builder"))?;
@@ -130,7 +168,7 @@ pub async fn one(
         .map(|s| s.name.clone())
         .collect();
     let page = BuilderPage {
-        chrome: Chrome::new(&m, &headers, "builders", Filter::default()).await,
+        chrome: Chrome::plain(&m, &headers, "builders").await.told(crate::notice::Said::of_query(q.as_deref())),
         id,
         name: b.name.clone(),
         description: b.description.clone().unwrap_or_default(),
@@ -186,7 +224,42 @@ pub async fn pending(
             reason: String::new(),
         })
         .collect::<Vec<_>>();
-    let chrome = Chrome::new(&m, &headers, "pending", filter).await;
+    let chrome = Chrome::new(&m, &headers, "pending", filter).await.told(crate::notice::Said::of_query(q.as_deref()));
     let total = lines.len() as i64;
     render(&headers, &PendingPage { chrome, lines, total }, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_config::BuilderConfig;
+
+    fn builder(name: &str, tags: &[&str], workers: &[&str]) -> BuilderConfig {
+        BuilderConfig {
+            name: name.into(),
+            definition: name.into(),
+            branch: Some("3.x".into()),
+            workers: workers.iter().map(|w| (*w).to_string()).collect(),
+            factory: "f".into(),
+            tags: tags.iter().map(|t| (*t).to_string()).collect(),
+            description: None,
+        }
+    }
+
+    #[test]
+    fn the_filter_box_matches_names_tags_and_workers_by_every_word() {
+        let fedora = builder("AMD64 Fedora Stable 3.x", &["stable", "tier-1"], &["cstratak-fedora"]);
+        let windows = builder("AMD64 Windows11 Refleaks 3.x", &["unstable"], &["ware-win11"]);
+        let find = |text: &str| [&fedora, &windows].into_iter().filter(|b| matches(b, &search_words(text))).count();
+        assert_eq!(find(""), 2, "no words: everything");
+        assert_eq!(find("fedora"), 1, "by name, any case");
+        assert_eq!(find("  Stable   "), 1, "a tag from its start: 'unstable' is not 'stable'");
+        assert_eq!(find("tier"), 1);
+        assert_eq!(find("tier-1"), 1, "by tag");
+        assert_eq!(find("ware-win"), 1, "by worker");
+        assert_eq!(find("amd64 win11"), 1, "every word must match");
+        assert_eq!(find("3.x"), 2, "by branch");
+        assert_eq!(find("freebsd"), 0);
+        assert_eq!(search_words(&"x ".repeat(500)).len(), SEARCH_MAX / 2, "long text is cut");
+    }
 }

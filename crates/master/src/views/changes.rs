@@ -126,7 +126,7 @@ pub async fn one(
         .collect();
     builds.sort_by(|a, b| a.0.cmp(&b.0));
     let page = ChangePage {
-        chrome: Chrome::new(&m, &headers, "changes", Filter::default()).await,
+        chrome: Chrome::plain(&m, &headers, "changes").await,
         // Escaped, terminal escapes dropped (a pasted coloured traceback).
         comments: super::ansi::to_html(&change.comments),
         files: change.files.clone(),

@@ -20,7 +20,10 @@ use crate::catalog::Catalog;
 use crate::error::HttpError;
 
 pub struct Column {
+    /// The builder's id; 0 for a collapsed group's column.
     pub id: i64,
+    /// A collapsed group's builders (space-separated ids), for live updates.
+    pub members: String,
     pub name: String,
     pub tier: u8,
     /// Current state: the newest build's look, or idle/offline.
@@ -57,11 +60,160 @@ impl Row {
     }
 }
 
+/// A run of builders of one tier, shown under one heading; collapsed, it is
+/// one column (or on the grid one row) with the worst of its builders' cells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// `tier-1`, …, or `untiered`.
+    pub label: String,
+    /// How many builders it holds.
+    pub builders: usize,
+    /// How many columns it takes on the page: 1 when collapsed.
+    pub span: usize,
+    pub collapsed: bool,
+    /// The same page with this group collapsed or expanded.
+    pub toggle: String,
+}
+
+/// How a page is laid out (`compact=1`, `collapse=tier-3`, repeatable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub compact: bool,
+    pub collapsed: Vec<String>,
+}
+
+impl Layout {
+    pub fn parse(q: Option<&str>) -> Layout {
+        let pairs: Vec<(String, String)> = q.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+        let mut layout = Layout::default();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "compact" => layout.compact = v == "1",
+                // Group labels are short; a longer value names none.
+                "collapse" if v.len() <= 40 && !layout.collapsed.contains(&v) => layout.collapsed.push(v),
+                _ => {}
+            }
+        }
+        layout
+    }
+}
+
+/// A group's label: its builders' tier.
+fn group_label(tier: u8) -> String {
+    if tier == 9 { "untiered".into() } else { format!("tier-{tier}") }
+}
+
+/// How bad a cell's look is: a collapsed group shows its worst.
+fn badness(look: &Look) -> u8 {
+    match look.class {
+        "exception" => 9,
+        "failure" => 8,
+        "warnings" => 7,
+        "running" => 6,
+        "pending" => 5,
+        "retry" => 4,
+        "cancelled" => 3,
+        "success" => 2,
+        "skipped" | "covered" => 1,
+        _ => 0,
+    }
+}
+
+/// Folds each collapsed group's columns into one: its worst bubble
+/// (offline only when all are), and in every row its worst cell, titled
+/// with how many of its builders fail. `groups` are (label, columns,
+/// collapsed), in the columns' order.
+pub fn fold(columns: Vec<Column>, rows: &mut [Row], groups: &[(String, usize, bool)]) -> Vec<Column> {
+    let mut columns = columns.into_iter();
+    let mut left: Vec<std::vec::IntoIter<Cell>> =
+        rows.iter_mut().map(|r| std::mem::take(&mut r.cells).into_iter()).collect();
+    let mut kept: Vec<Vec<Cell>> = rows.iter().map(|_| Vec::new()).collect();
+    let mut out = Vec::new();
+    for (label, len, collapsed) in groups {
+        let members: Vec<Column> = columns.by_ref().take(*len).collect();
+        for (keep, cells) in kept.iter_mut().zip(&mut left) {
+            let mine: Vec<Cell> = cells.by_ref().take(*len).collect();
+            if *collapsed {
+                keep.push(worst_cell(label, &mine));
+            } else {
+                keep.extend(mine);
+            }
+        }
+        if *collapsed {
+            out.push(group_column(label, &members));
+        } else {
+            out.extend(members);
+        }
+    }
+    for (row, cells) in rows.iter_mut().zip(kept) {
+        row.cells = cells;
+    }
+    out
+}
+
+fn worst_cell(label: &str, cells: &[Cell]) -> Cell {
+    let failing = cells.iter().filter(|c| matches!(c.look.class, "failure" | "exception")).count();
+    let worst = cells.iter().max_by_key(|c| badness(&c.look));
+    Cell {
+        look: worst.map_or(NOTHING, |c| c.look),
+        href: worst.filter(|c| badness(&c.look) >= 8).and_then(|c| c.href.clone()),
+        title: format!("{label}: {failing} of {} builders failing", cells.len()),
+    }
+}
+
+fn group_column(label: &str, members: &[Column]) -> Column {
+    let worst = members.iter().max_by_key(|c| badness(&c.bubble));
+    Column {
+        id: 0,
+        members: members.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(" "),
+        name: format!("{label} ({} builders)", members.len()),
+        tier: members.first().map_or(9, |c| c.tier),
+        bubble: worst.map_or(NOTHING, |c| c.bubble),
+        bubble_href: None,
+        online: members.iter().any(|c| c.online),
+    }
+}
+
+/// The groups of a page's columns (they come sorted by tier), each with the
+/// link that toggles it.
+fn groups(columns: &[Column], layout: &Layout, query: Option<&str>) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for c in columns {
+        let label = group_label(c.tier);
+        match out.last_mut() {
+            Some(g) if g.label == label => g.builders += 1,
+            _ => out.push(Group { label, builders: 1, span: 0, collapsed: false, toggle: String::new() }),
+        }
+    }
+    for g in &mut out {
+        g.collapsed = layout.collapsed.contains(&g.label);
+        g.span = if g.collapsed { 1 } else { g.builders };
+        g.toggle = toggled(query, "collapse", &g.label);
+    }
+    out
+}
+
+/// The page's query with `key=value` removed if it is there, added if not.
+pub fn toggled(query: Option<&str>, key: &str, value: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    let before = pairs.len();
+    pairs.retain(|(k, v)| !(k == key && v == value));
+    if pairs.len() == before {
+        pairs.push((key.to_string(), value.to_string()));
+    }
+    format!("?{}", serde_urlencoded::to_string(pairs).unwrap_or_default())
+}
+
 #[derive(Template)]
 #[template(path = "console.html")]
 pub struct ConsolePage {
     pub chrome: Chrome,
     pub columns: Vec<Column>,
+    pub groups: Vec<Group>,
+    /// One narrow cell per builder, names on hover: 162 builders fit 1,920 px.
+    pub compact: bool,
+    /// The same page, compact or not.
+    pub compact_toggle: String,
     pub rows: Vec<Row>,
     pub grid: bool,
     /// The pull request shown (`?branch=refs/pull/N/merge`, `/pulls/N`).
@@ -235,7 +387,7 @@ fn column(
         Some(build) => (look(build.results, true), Some(build_href(id, build.number))),
         None => (NOTHING, None),
     };
-    Column { id, name: b.name.clone(), tier: super::tier(b), bubble, bubble_href, online }
+    Column { id, members: String::new(), name: b.name.clone(), tier: super::tier(b), bubble, bubble_href, online }
 }
 
 /// What the page's cells are made from.
@@ -324,12 +476,19 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     build_ids.dedup();
     let covers = coverage(&m.store.blamelist_pairs(&build_ids).await?);
     let parts = Cells { by_key, covers, marks, grid };
-    let rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &parts)).collect();
+    let mut rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &parts)).collect();
+    let layout = Layout::parse(q.as_deref());
+    let groups = groups(&columns, &layout, q.as_deref());
+    let spans: Vec<(String, usize, bool)> = groups.iter().map(|g| (g.label.clone(), g.builders, g.collapsed)).collect();
+    let columns = fold(columns, &mut rows, &spans);
+    let compact_toggle = toggled(q.as_deref(), "compact", "1");
     let newest = changes.first().map(|c| c.when_timestamp);
     let pulls = m.store.recent_pull_requests(PULLS_LISTED).await?;
     let shown = if pull.is_some() { asked } else { filter };
     let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, shown).await;
-    render(&headers, &ConsolePage { chrome, columns, rows, grid, pull, pulls }, newest)
+    let page =
+        ConsolePage { chrome, columns, groups, compact: layout.compact, compact_toggle, rows, grid, pull, pulls };
+    render(&headers, &page, newest)
 }
 
 #[cfg(test)]
@@ -357,6 +516,51 @@ mod tests {
             Verdict::Pending => "pending",
             Verdict::Nothing => "nothing",
         }
+    }
+
+    fn col(id: i64, tier: u8, bubble: Look, online: bool) -> Column {
+        Column { id, members: String::new(), name: format!("b{id}"), tier, bubble, bubble_href: None, online }
+    }
+
+    fn at(look: Look, href: &str) -> Cell {
+        Cell { look, href: Some(href.into()), title: String::new() }
+    }
+
+    #[test]
+    fn a_collapsed_group_is_one_column_with_the_worst_of_its_cells() {
+        let failure = look(Some(2), true);
+        let success = look(Some(0), true);
+        let columns = vec![
+            col(1, 1, success, true),
+            col(2, 3, success, false),
+            col(3, 3, failure, true),
+            col(4, 9, NOTHING, true),
+        ];
+        let layout = Layout::parse(Some("collapse=tier-3&compact=1&collapse=tier-3"));
+        assert_eq!(layout, Layout { compact: true, collapsed: vec!["tier-3".into()] });
+        let gs = groups(&columns, &layout, Some("branch=3.x&collapse=tier-3"));
+        let summary: Vec<(&str, usize, usize, bool)> =
+            gs.iter().map(|g| (g.label.as_str(), g.builders, g.span, g.collapsed)).collect();
+        assert_eq!(summary, [("tier-1", 1, 1, false), ("tier-3", 2, 1, true), ("untiered", 1, 1, false)]);
+        assert_eq!(gs[1].toggle, "?branch=3.x", "a collapsed group's link expands it");
+        assert_eq!(gs[0].toggle, "?branch=3.x&collapse=tier-3&collapse=tier-1");
+        let mut rows = vec![Row {
+            change_id: 9,
+            revision: "abc".into(),
+            revlink: None,
+            author: "a".into(),
+            title: "t".into(),
+            cells: vec![at(success, "/1"), at(success, "/2"), at(failure, "/3"), at(PENDING, "/4")],
+        }];
+        let spans: Vec<(String, usize, bool)> = gs.iter().map(|g| (g.label.clone(), g.builders, g.collapsed)).collect();
+        let folded = fold(columns, &mut rows, &spans);
+        let ids: Vec<i64> = folded.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [1, 0, 4]);
+        assert_eq!((folded[1].members.as_str(), folded[1].bubble.class, folded[1].online), ("2 3", "failure", true));
+        let cells: Vec<&str> = rows[0].cells.iter().map(|c| c.look.class).collect();
+        assert_eq!(cells, ["success", "failure", "pending"]);
+        assert_eq!(rows[0].cells[1].href.as_deref(), Some("/3"), "the worst cell leads to the failure");
+        assert_eq!(rows[0].cells[1].title, "tier-3: 1 of 2 builders failing");
     }
 
     #[test]

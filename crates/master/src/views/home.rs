@@ -6,13 +6,12 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use cascade_model::Results;
 use cascade_store::ListQuery;
 
-use super::{Filter, Pages};
-use crate::auth::SessionView;
+use super::{Chrome, Filter, Pages};
 use crate::error::HttpError;
 
 pub struct ChangeRow {
@@ -38,14 +37,13 @@ pub struct BuildRow {
 #[derive(Template, WebTemplate)]
 #[template(path = "home.html")]
 pub struct Home {
-    pub title: String,
+    pub chrome: Chrome,
     pub builders: i64,
     pub workers: i64,
     pub pending: i64,
     pub changes_total: i64,
     pub changes: Vec<ChangeRow>,
     pub builds: Vec<BuildRow>,
-    pub session: Option<SessionView>,
     /// Force schedulers and the builders each can force.
     pub forces: Vec<(String, Vec<String>)>,
     pub branches: Vec<BranchSummary>,
@@ -129,8 +127,11 @@ fn change_row(c: cascade_store::records::ChangeRecord) -> ChangeRow {
 }
 
 /// `GET /`.
-pub async fn page(State(m): State<Arc<Pages>>, headers: axum::http::HeaderMap) -> Result<Response, HttpError> {
-    let session = m.access.session_view(&headers).await;
+pub async fn page(
+    State(m): State<Arc<Pages>>,
+    headers: axum::http::HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
     let changes = m.store.list_changes(&ListQuery::default().order_by("changeid", true).limit(25)).await?;
     let pending = m
         .store
@@ -148,19 +149,18 @@ pub async fn page(State(m): State<Arc<Pages>>, headers: axum::http::HeaderMap) -
         .map(|s| (s.id, s.name, s.kind, s.enabled))
         .collect();
     let home = Home {
-        title: m.catalog.config.master.title.clone(),
+        chrome: Chrome::plain(&m, &headers, "home").await.told(crate::notice::Said::of_query(q.as_deref())),
         builders: builders.total,
         workers: workers.total,
         pending: pending.total,
         changes_total: changes.total,
         changes: changes.items.into_iter().map(change_row).collect(),
         builds: builds.into_iter().map(|(builder, b)| build_row(builder, b)).collect(),
-        session,
         forces: force_schedulers(&m),
         branches: branch_summaries(&m).await?,
         schedulers,
     };
-    Ok(home.into_response())
+    super::render(&headers, &home, None)
 }
 
 /// The script for live updates, compiled in like the stylesheet.

@@ -8,6 +8,7 @@
 pub mod ansi;
 pub mod build;
 pub mod builders;
+pub mod buildset;
 pub mod changes;
 pub mod console;
 pub mod diagnosis;
@@ -81,6 +82,7 @@ where
         .route("/changes", get(changes::list))
         .route("/changes/{id}", get(changes::one))
         .route("/pending", get(builders::pending))
+        .route("/buildsets/{id}", get(buildset::page))
         .route("/events", get(live::stream))
         .route("/all", get(legacy::all))
         .route("/all/", get(legacy::all))
@@ -213,6 +215,11 @@ pub struct Chrome {
     pub filter_query: String,
     /// Live updates: the page re-renders its `<main>` on build events.
     pub live: bool,
+    /// What a control form just did, said at the top of the page it returned to.
+    pub notice: Option<&'static str>,
+    /// Whether the page takes the branch and tag filters (lists do; one
+    /// build's or worker's page does not).
+    pub filters: bool,
 }
 
 impl Chrome {
@@ -227,11 +234,37 @@ impl Chrome {
             filter_query: filter.query(),
             filter,
             live: true,
+            notice: None,
+            filters: true,
         }
+    }
+
+    /// The chrome of a page of one thing, which no branch filter narrows.
+    pub async fn plain(pages: &Pages, headers: &HeaderMap, page: &'static str) -> Chrome {
+        Chrome { filters: false, ..Chrome::new(pages, headers, page, Filter::default()).await }
+    }
+
+    /// This chrome, saying what a control form just did.
+    pub fn told(mut self, said: Option<crate::notice::Said>) -> Chrome {
+        self.notice = said.map(crate::notice::Said::text);
+        self
     }
 
     pub fn branch_selected(&self, b: &str) -> bool {
         self.filter.branches.iter().any(|x| x == b)
+    }
+
+    /// The filter link that narrows to the stable builders, or, when the
+    /// page shows them already, widens back to every builder: (label, query).
+    pub fn stable_toggle(&self) -> (&'static str, String) {
+        let mut f = self.filter.clone();
+        if f.tags.iter().any(|t| t == "stable") {
+            f.tags.retain(|t| t != "stable");
+            ("all builders", f.query())
+        } else {
+            f.tags.push("stable".into());
+            ("stable only", f.query())
+        }
     }
 }
 

@@ -33,29 +33,53 @@ pub enum Verdict {
 pub struct Standing {
     pub name: String,
     pub tier: u8,
-    pub failing: bool,
+    /// The result of its newest finished build, if it has one.
+    pub outcome: Option<Results>,
     pub offline: bool,
-    pub has_result: bool,
 }
 
+/// Tiers up to this one block a release when failing; those below are a concern.
+const BLOCKING_TIER: u8 = 2;
+
+/// The verdict and every reason for it: what blocks first, then each
+/// concern (offline builders too when a branch is already blocked, so the
+/// release manager sees everything that needs a look at once).
 pub fn verdict(builders: &[Standing]) -> Verdict {
-    let blocking: Vec<String> =
-        builders.iter().filter(|b| b.failing && b.tier <= 2).map(|b| format!("{} is failing", b.name)).collect();
-    if !blocking.is_empty() {
-        return Verdict::Blocked(blocking);
-    }
-    let mut concerns: Vec<String> = Vec::new();
+    let (mut blocking, mut concerns) = (Vec::new(), Vec::new());
+    let mut offline: Vec<&str> = Vec::new();
     for b in builders {
-        if b.failing {
-            concerns.push(format!("{} is failing", b.name));
-        } else if !b.has_result {
-            concerns.push(format!("{} has no finished build", b.name));
+        let blocks = b.tier <= BLOCKING_TIER;
+        let weight = if blocks { "" } else { " (below tier 2: a concern, not a block)" };
+        let reason = match b.outcome {
+            Some(Results::Failure) => Some(format!("{} is failing{weight}", b.name)),
+            Some(Results::Exception) => Some(format!(
+                "{}'s newest build ended in an exception, which weighs as a failure{weight}; \
+                 rebuild it if the worker, not the code, was at fault",
+                b.name
+            )),
+            None => {
+                concerns.push(format!("{} has no finished build", b.name));
+                None
+            }
+            Some(_) => None,
+        };
+        if let Some(r) = reason {
+            if blocks { blocking.push(r) } else { concerns.push(r) }
         }
         if b.offline {
-            concerns.push(format!("{} has no worker online", b.name));
+            offline.push(&b.name);
         }
     }
-    if concerns.is_empty() { Verdict::Releasable } else { Verdict::Concern(concerns) }
+    match offline.as_slice() {
+        [] => {}
+        [one] => concerns.push(format!("{one} has no worker online")),
+        many => concerns.push(format!("{} builders have no worker online: {}", many.len(), many.join(", "))),
+    }
+    match (blocking.is_empty(), concerns.is_empty()) {
+        (false, _) => Verdict::Blocked(blocking.into_iter().chain(concerns).collect()),
+        (true, false) => Verdict::Concern(concerns),
+        (true, true) => Verdict::Releasable,
+    }
 }
 
 pub struct Entry {
@@ -67,12 +91,38 @@ pub struct Entry {
     pub href: Option<String>,
     pub offline: bool,
     pub failing: bool,
+    /// The revision its newest finished build built, shortened.
+    pub revision: Option<String>,
+    /// When that build finished: UTC, and how long ago.
+    pub finished: Option<(String, String)>,
     /// The build where the failing streak began, and its blamelist.
     pub breaking: Option<(i64, String)>,
-    /// (revision, author, link, whether it is the likely cause).
-    pub blamelist: Vec<(String, String, Option<String>, bool)>,
+    pub blamelist: Vec<Blamed>,
     /// Whether other builders failing the same tests narrowed the blamelist.
     pub narrowed: bool,
+}
+
+/// One change of a breaking build's blamelist.
+pub struct Blamed {
+    pub change_id: i64,
+    pub revision: String,
+    pub author: String,
+    /// The commit's first line.
+    pub title: String,
+    /// The commit on its forge (`http(s)` only).
+    pub link: Option<String>,
+    pub likely: bool,
+}
+
+/// What the page knows of the builders it reports on.
+pub struct Facts<'a> {
+    /// Each builder's newest finished build.
+    pub latest: &'a HashMap<i64, BuildRecord>,
+    pub presence: &'a Presence,
+    pub blame: &'a Blame,
+    /// The revision each of those builds built, by build id.
+    pub revisions: &'a HashMap<i64, String>,
+    pub now: i64,
 }
 
 pub struct BranchReport {
@@ -81,6 +131,9 @@ pub struct BranchReport {
     pub verdict_word: &'static str,
     pub reasons: Vec<String>,
     pub entries: Vec<Entry>,
+    /// What the verdict stands on: how many builders have a finished build,
+    /// and when the oldest and newest of those finished (UTC).
+    pub based_on: Option<(usize, String, String)>,
 }
 
 #[derive(Template)]
@@ -107,13 +160,9 @@ fn failing(b: Option<&BuildRecord>) -> bool {
 }
 
 /// One builder's line: its latest finished build, and if it fails, the blame.
-fn entry(
-    b: &BuilderConfig,
-    id: i64,
-    build: Option<&BuildRecord>,
-    offline: bool,
-    blame: Option<&(BuildRecord, Vec<ChangeRecord>, Suspicion)>,
-) -> Entry {
+fn entry(b: &BuilderConfig, id: i64, facts: &Facts<'_>) -> Entry {
+    let build = facts.latest.get(&id);
+    let blame = facts.blame.get(&id);
     Entry {
         id,
         name: b.name.clone(),
@@ -121,16 +170,22 @@ fn entry(
         look: build.map_or(NOTHING, |b| look(b.results, true)),
         number: build.map(|b| b.number),
         href: build.map(|b| build_href(id, b.number)),
-        offline,
+        offline: !facts.presence.serves(b),
         failing: failing(build),
+        revision: build.and_then(|b| facts.revisions.get(&b.buildid)).map(|r| r.chars().take(10).collect()),
+        finished: build.and_then(|b| b.complete_at).map(|t| (super::when(t), super::ago(facts.now, t))),
         breaking: blame.map(|(breaking, ..)| (breaking.number, build_href(id, breaking.number))),
         blamelist: blame
             .map(|(_, changes, suspicion)| {
                 changes
                     .iter()
-                    .map(|c| {
-                        let rev: String = c.revision.clone().unwrap_or_default().chars().take(10).collect();
-                        (rev, c.author.clone(), super::revlink(c), suspicion.likely == Some(c.changeid))
+                    .map(|c| Blamed {
+                        change_id: c.changeid,
+                        revision: c.revision.clone().unwrap_or_default().chars().take(10).collect(),
+                        author: c.author.split(" <").next().unwrap_or(&c.author).to_string(),
+                        title: c.comments.lines().next().unwrap_or("").to_string(),
+                        link: super::revlink(c),
+                        likely: suspicion.likely == Some(c.changeid),
                     })
                     .collect()
             })
@@ -141,38 +196,42 @@ fn entry(
 
 /// What the page says of one branch: its stable builders, failing first
 /// (then by tier and name), and the verdict. `None` if it has none.
-pub fn branch_report(
-    branch: &str,
-    builders: &[(&BuilderConfig, i64)],
-    latest: &HashMap<i64, BuildRecord>,
-    presence: &Presence,
-    blame: &Blame,
-) -> Option<BranchReport> {
-    let mut entries: Vec<Entry> = builders
-        .iter()
-        .filter(|(b, _)| b.branch.as_deref() == Some(branch))
-        .map(|(b, id)| entry(b, *id, latest.get(id), !presence.serves(b), blame.get(id)))
-        .collect();
+pub fn branch_report(branch: &str, builders: &[(&BuilderConfig, i64)], facts: &Facts<'_>) -> Option<BranchReport> {
+    let mine: Vec<&(&BuilderConfig, i64)> =
+        builders.iter().filter(|(b, _)| b.branch.as_deref() == Some(branch)).collect();
+    let mut entries: Vec<Entry> = mine.iter().map(|(b, id)| entry(b, *id, facts)).collect();
     if entries.is_empty() {
         return None;
     }
-    let standings: Vec<Standing> = entries
+    let standings: Vec<Standing> = mine
         .iter()
-        .map(|e| Standing {
+        .zip(&entries)
+        .map(|((_, id), e)| Standing {
             name: e.name.clone(),
             tier: e.tier,
-            failing: e.failing,
+            outcome: facts.latest.get(id).and_then(|b| Results::of(b.results)),
             offline: e.offline,
-            has_result: e.number.is_some(),
         })
         .collect();
+    let times: Vec<i64> = mine.iter().filter_map(|(_, id)| facts.latest.get(id)?.complete_at).collect();
+    let based_on = match (times.iter().min(), times.iter().max()) {
+        (Some(first), Some(last)) => Some((times.len(), super::when(*first), super::when(*last))),
+        _ => None,
+    };
     entries.sort_by(|a, b| b.failing.cmp(&a.failing).then(a.tier.cmp(&b.tier)).then(a.name.cmp(&b.name)));
     let (class, word, reasons) = match verdict(&standings) {
         Verdict::Releasable => ("releasable", "releasable", Vec::new()),
         Verdict::Concern(r) => ("concern", "concern", r),
         Verdict::Blocked(r) => ("blocked", "blocked", r),
     };
-    Some(BranchReport { name: branch.to_string(), verdict_class: class, verdict_word: word, reasons, entries })
+    Some(BranchReport {
+        name: branch.to_string(),
+        verdict_class: class,
+        verdict_word: word,
+        reasons,
+        entries,
+        based_on,
+    })
 }
 
 /// The breaking build of each failing builder, with its blamelist.
@@ -237,13 +296,17 @@ pub async fn page(
     let (latest, presence) = super::standing(&m.store, &ids, true).await?;
     let failing_ids: Vec<i64> = ids.iter().copied().filter(|id| failing(latest.get(id))).collect();
     let blame = load_blame(&m.store, &failing_ids).await?;
+    let build_ids: Vec<i64> = latest.values().map(|b| b.buildid).collect();
+    let revisions = m.store.built_revisions(&build_ids).await?;
+    let facts =
+        Facts { latest: &latest, presence: &presence, blame: &blame, revisions: &revisions, now: m.clock.now() };
     let reports = m
         .catalog
         .config
         .branches
         .iter()
         .filter(|b| filter.branches.is_empty() || filter.branches.contains(&b.name))
-        .filter_map(|b| branch_report(&b.name, &builders, &latest, &presence, &blame))
+        .filter_map(|b| branch_report(&b.name, &builders, &facts))
         .collect();
     let newest = builders.iter().filter_map(|(_, id)| latest.get(id).and_then(|b| b.complete_at)).max();
     let chrome = Chrome::new(&m, &headers, "release", filter).await;
@@ -255,7 +318,8 @@ mod tests {
     use super::*;
 
     fn s(name: &str, tier: u8, failing: bool, offline: bool) -> Standing {
-        Standing { name: name.into(), tier, failing, offline, has_result: true }
+        let outcome = Some(if failing { Results::Failure } else { Results::Success });
+        Standing { name: name.into(), tier, outcome, offline }
     }
 
     #[test]
@@ -263,16 +327,33 @@ mod tests {
         assert_eq!(verdict(&[s("a", 1, false, false), s("b", 3, false, false)]), Verdict::Releasable);
         assert_eq!(
             verdict(&[s("a", 1, false, false), s("b", 3, true, false)]),
-            Verdict::Concern(vec!["b is failing".into()])
+            Verdict::Concern(vec!["b is failing (below tier 2: a concern, not a block)".into()])
         );
         assert_eq!(verdict(&[s("a", 2, false, true)]), Verdict::Concern(vec!["a has no worker online".into()]));
-        assert_eq!(
-            verdict(&[s("a", 1, true, false), s("b", 2, true, false), s("c", 3, true, false)]),
-            Verdict::Blocked(vec!["a is failing".into(), "b is failing".into()])
-        );
         let mut fresh = s("d", 1, false, false);
-        fresh.has_result = false;
-        assert!(matches!(verdict(&[fresh]), Verdict::Concern(_)));
+        fresh.outcome = None;
+        assert_eq!(verdict(&[fresh]), Verdict::Concern(vec!["d has no finished build".into()]));
+    }
+
+    #[test]
+    fn a_blocked_verdict_lists_every_reason_blocks_first() {
+        let mut broken = s("e", 2, false, false);
+        broken.outcome = Some(Results::Exception);
+        let v = verdict(&[s("a", 3, true, true), s("b", 1, true, false), broken, s("c", 1, false, true)]);
+        let Verdict::Blocked(reasons) = v else { panic!("blocked: {v:?}") };
+        assert_eq!(reasons[0], "b is failing");
+        assert!(
+            reasons[1].starts_with("e's newest build ended in an exception, which weighs as a failure;"),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            reasons[2..],
+            [
+                "a is failing (below tier 2: a concern, not a block)".to_string(),
+                "2 builders have no worker online: a, c".to_string()
+            ],
+            "offline builders are named even when the branch is blocked"
+        );
     }
 
     fn builder(name: &str, branch: &str, tier: u8, worker: &str) -> BuilderConfig {
@@ -309,7 +390,7 @@ mod tests {
             changeid: id,
             author: author.into(),
             committer: None,
-            comments: String::new(),
+            comments: "Fix the frobnicator\n\nLonger text.".into(),
             branch: Some("main".into()),
             revision: Some(revision.into()),
             revlink: Some(format!("https://github.com/python/cpython/commit/{revision}")),
@@ -346,19 +427,35 @@ mod tests {
             3,
             (build(8, 3, 8, 4), vec![change(30, "0123456789abcdef", "Eve")], Suspicion::default()),
         )]);
-        let report = branch_report("3.x", &builders, &latest, &presence, &blame).expect("a report");
+        let revisions = HashMap::from([(10, "feedfacecafe0123".to_string())]);
+        let facts = Facts { latest: &latest, presence: &presence, blame: &blame, revisions: &revisions, now: 260 };
+        let report = branch_report("3.x", &builders, &facts).expect("a report");
         let names: Vec<&str> = report.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, vec!["Windows 3.x", "AIX 3.x", "Fedora 3.x"], "failing first, by tier");
         assert_eq!(report.verdict_class, "blocked", "a tier-2 exception blocks");
-        assert_eq!(report.reasons, vec!["Windows 3.x is failing".to_string()]);
+        assert!(
+            report.reasons[0].starts_with("Windows 3.x's newest build ended in an exception"),
+            "{:?}",
+            report.reasons
+        );
+        assert!(report.reasons.contains(&"AIX 3.x has no worker online".to_string()), "{:?}", report.reasons);
+        assert_eq!(report.based_on, Some((3, "1970-01-01 00:03:20".to_string(), "1970-01-01 00:03:20".to_string())));
         let windows = &report.entries[0];
         assert_eq!(windows.breaking, Some((8, "/builders/3/builds/8".to_string())));
-        assert_eq!(windows.blamelist[0].0, "0123456789", "revisions shortened");
-        assert_eq!(windows.blamelist[0].1, "Eve");
+        assert_eq!(windows.blamelist[0].revision, "0123456789", "revisions shortened");
+        assert_eq!(
+            (windows.blamelist[0].author.as_str(), windows.blamelist[0].title.as_str()),
+            ("Eve", "Fix the frobnicator")
+        );
+        assert_eq!(windows.blamelist[0].change_id, 30);
         assert!(report.entries[1].offline && report.entries[1].breaking.is_none(), "AIX's worker is away");
         assert_eq!(report.entries[2].look.word, "success");
-        let fresh = branch_report("3.14", &builders, &HashMap::new(), &presence, &Blame::new()).expect("3.14");
+        assert_eq!(report.entries[2].revision.as_deref(), Some("feedfaceca"), "what the verdict applies to");
+        assert_eq!(report.entries[2].finished, Some(("1970-01-01 00:03:20".to_string(), "1m ago".to_string())));
+        let none = HashMap::new();
+        let bare = Facts { latest: &none, presence: &presence, blame: &Blame::new(), revisions: &revisions, now: 0 };
+        let fresh = branch_report("3.14", &builders, &bare).expect("3.14");
         assert_eq!((fresh.verdict_class, fresh.entries[0].number), ("concern", None), "no result yet");
-        assert!(branch_report("3.13", &builders, &latest, &presence, &blame).is_none());
+        assert!(branch_report("3.13", &builders, &facts).is_none());
     }
 }

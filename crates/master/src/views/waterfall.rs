@@ -121,6 +121,9 @@ pub struct WaterfallPage {
     pub newer: Option<String>,
     /// The builds shown were cut at [`MAX_BUILDS`].
     pub cut: bool,
+    /// An empty window: when the newest build of these builders started,
+    /// and the window that shows it.
+    pub last_seen: Option<(String, String)>,
 }
 
 /// `hours` and `before` from the query: the window's length (one of
@@ -299,10 +302,28 @@ pub async fn page(
     let older = link(hours, Some(from - 1));
     let newer = (to <= now).then(|| link(hours, Some(to + hours * 3600 - 1)));
     let window = format!("{} to {} UTC", label(from, true), label(to, true));
+    let last_seen = match builds.is_empty() {
+        true => m.store.latest_builds(&ids, false).await?.iter().map(|b| b.started_at).max().map(|t| {
+            // The window whose top is just after that build began.
+            (label(t, true), link(hours, Some(t + slot * LABEL_EVERY)))
+        }),
+        false => None,
+    };
     let rows = table(columns, &lanes, to, slot);
     let chrome = Chrome::new(&m, &headers, "waterfall", filter.clone()).await;
-    let page =
-        WaterfallPage { chrome, heads, rows, label_rows: LABEL_EVERY, window, hours, windows, older, newer, cut };
+    let page = WaterfallPage {
+        chrome,
+        heads,
+        rows,
+        label_rows: LABEL_EVERY,
+        window,
+        hours,
+        windows,
+        older,
+        newer,
+        cut,
+        last_seen,
+    };
     render(&headers, &page, newest)
 }
 

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use cascade_store::ListQuery;
 
-use super::{Chrome, Filter, Pages, not_found, render};
+use super::{Chrome, Pages, not_found, render};
 use crate::error::HttpError;
 
 pub struct WorkerLine {
@@ -115,11 +115,15 @@ async fn lines(
 }
 
 /// `GET /workers`.
-pub async fn list(State(m): State<Arc<Pages>>, headers: HeaderMap) -> Result<Response, HttpError> {
+pub async fn list(
+    State(m): State<Arc<Pages>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
     let all = m.store.list_masters().await?;
     let workers = lines(&m, None, &all).await?;
     let masters = masters(&m, all).await?;
-    let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
+    let chrome = Chrome::plain(&m, &headers, "workers").await.told(crate::notice::Said::of_query(q.as_deref()));
     render(&headers, &WorkersPage { chrome, workers, one: false, masters }, None)
 }
 
@@ -147,12 +151,13 @@ pub async fn one(
     State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
     let id = raw.parse::<i64>().map_err(|_| not_found("worker"))?;
     let workers = lines(&m, Some(id), &m.store.list_masters().await?).await?;
     if workers.is_empty() {
         return Err(not_found("worker"));
     }
-    let chrome = Chrome::new(&m, &headers, "workers", Filter::default()).await;
+    let chrome = Chrome::plain(&m, &headers, "workers").await.told(crate::notice::Said::of_query(q.as_deref()));
     render(&headers, &WorkersPage { chrome, workers, one: true, masters: Vec::new() }, None)
 }

@@ -29,6 +29,24 @@ fn chromedriver() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// axe-core's script: `CASCADE_AXE_CORE`, or the one the support script
+/// installs (run here if needed).
+fn axe_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let path = match std::env::var("CASCADE_AXE_CORE") {
+            Ok(p) => PathBuf::from(p),
+            Err(_) => {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/axe-core.sh");
+                let out = std::process::Command::new("bash").arg(&script).output().expect("run axe-core.sh");
+                assert!(out.status.success(), "installing axe-core failed: {}", String::from_utf8_lossy(&out.stderr));
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+        };
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("axe-core at {}: {e}", path.display()))
+    })
+}
+
 /// Where screenshots go: next to the build's other outputs.
 fn screenshot_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
@@ -133,6 +151,28 @@ impl Browser {
         std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
     }
 
+    /// Sets the window's size (screenshots at 1,920 px are what a wide screen shows).
+    async fn size(&self, width: u32, height: u32) {
+        self.cmd(reqwest::Method::POST, "/window/rect", Some(json!({ "width": width, "height": height }))).await;
+    }
+
+    /// Runs axe-core (from the npm registry, `tests/support/axe-core.sh`) on
+    /// the page against WCAG 2.x A and AA, and returns its serious and
+    /// critical violations, each with where it was seen.
+    async fn accessibility_problems(&self) -> Vec<String> {
+        self.js(&format!("{};\nreturn true;", axe_source())).await;
+        let script = "const done = arguments[0]; \
+            axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } }) \
+            .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical') \
+              .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' + v.nodes.slice(0, 3).map(n => n.target.join(' ') + ' ' + (n.failureSummary || '').replace(/\\s+/g, ' ')).join(' | ')))) \
+            .catch(e => done(['axe failed: ' + e]));";
+        let v = self.cmd(reqwest::Method::POST, "/execute/async", Some(json!({ "script": script, "args": [] }))).await;
+        match v.as_array() {
+            Some(items) => items.iter().map(|i| i.as_str().unwrap_or("?").to_string()).collect(),
+            None => vec![format!("axe gave no list: {v}")],
+        }
+    }
+
     async fn close(self) {
         let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
     }
@@ -159,12 +199,24 @@ test_both!(pages_update_live_in_a_real_browser, |db| {
     let browser = Browser::start().await;
     let live = Duration::from_secs(30);
 
-    // The console: a push shows up as a running cell, then turns green, with no reload.
-    browser.go(&format!("{site}/console")).await;
+    // The home page, open before anything ran, shows the build start without a reload.
+    browser.go(&format!("{site}/")).await;
+    sees(&browser, "the empty home page", "No builds yet").await;
     browser.mark().await;
     push(&h, &sha).await;
+    browser
+        .until(
+            "the build on the home page",
+            live,
+            "return document.querySelector('table.builds td.result.running') !== null;",
+        )
+        .await;
+    assert!(browser.unreloaded().await, "the home page updated in place");
+
+    // The console: the running cell turns green, with no reload.
+    browser.go(&format!("{site}/console")).await;
+    browser.mark().await;
     browser.until("a running cell", live, "return document.querySelector('td.cell.running') !== null;").await;
-    assert!(browser.unreloaded().await, "the console updated in place");
     browser.screenshot("console-running").await;
     std::fs::write(&go, "").expect("go");
     browser.until("the cell to turn green", live, "return document.querySelector('td.cell.success') !== null;").await;
@@ -203,6 +255,21 @@ test_both!(pages_update_live_in_a_real_browser, |db| {
         steps.iter().find(|s| s.name == "work").map(|s| s.number)
     })
     .await;
+    // Its build page: the running step's duration and line count tick, in place.
+    browser.go(&format!("{site}/builders/{builder}/builds/2")).await;
+    browser.mark().await;
+    let reading = "const step = [...document.querySelectorAll('li.step.running')].find(s => s.textContent.includes('work')); \
+        if (!step) return null; const took = step.querySelector('.took[data-elapsed]'); const lines = step.querySelector('small'); \
+        return took && lines ? [took.textContent, parseInt(lines.textContent.replace(/[^0-9]/g, ''), 10)] : null;";
+    let first = browser.until("the running step", live, reading).await;
+    let script = format!(
+        "const now = (function () {{ {reading} }})(); const was = {first}; \
+         return now && now[0] !== was[0] && now[1] > was[1] ? now : null;"
+    );
+    let later = browser.until("the running step to tick", live, &script).await;
+    assert!(browser.unreloaded().await, "the build page ticked in place: {first} then {later}");
+    browser.screenshot("build-running").await;
+
     browser.go(&format!("{site}/builders/{builder}/builds/2/steps/{second}/logs/stdio")).await;
     browser.mark().await;
     let first_count = browser
@@ -499,6 +566,210 @@ async fn buildbots_own_ui_shows_cascades_builds_live() {
     sees(&browser, "the log's next line", "goodbye 42").await;
     assert!(browser.unreloaded().await, "the log tailed in place");
     browser.screenshot("bb-log-tail").await;
+    browser.close().await;
+    h.stop().await;
+    db.finish().await;
+}
+
+/// Every page at 1,920 px in a real browser: no serious or critical WCAG A/AA
+/// problem (axe-core) on any; the console shows a coalesced build once,
+/// its other changes joined to it; the console's builder header and the
+/// grid's header stay in view when scrolled; a branch's git name selects
+/// it, and an unknown branch says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_reads_well_at_1920_px() {
+    use cascade_model::Results;
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
+    let hash = cascade_master::password::hash("ann-password").expect("hash");
+    let text = format!(
+        "{}\n[[user]]\nname = \"ann\"\npassword_hash = \"{hash}\"\nroles = [\"admin\"]\n",
+        crate::pages::config()
+    );
+    let h = Harness::frozen(&db, &text).await;
+    let (fedora, windows) = (h.builder("Fedora <script> 3.x<i>"), h.builder("Windows 3.x<i>"));
+    let mut changes = vec![crate::pages::push_and_tick(&h, 1, "b-1").await];
+    let (_, passed) = crate::pages::build_with_log(&h, fedora, Results::Success, &["ohello"]).await;
+    for seed in 2..=41 {
+        changes.push(crate::pages::push_and_tick(&h, seed, &format!("b-{seed}")).await);
+    }
+    // One failing build takes all forty changes' requests: it speaks for the newest only.
+    let (_, failed) = crate::pages::build_failing_test(&h, fedora).await;
+    crate::pages::build_with_log(&h, windows, Results::Exception, &["eworker lost"]).await;
+    let bsid = h.store.list_buildsets(&cascade_store::ListQuery::default().limit(1)).await.expect("sets").items[0].bsid;
+    let browser = Browser::start().await;
+    browser.size(1920, 1080).await;
+    // The checker finds what it should: grey on white fails AA.
+    browser
+        .go("data:text/html,<html lang=en><title>t</title><main><p style='color:%23aaa'>faint</p></main></html>")
+        .await;
+    let found = browser.accessibility_problems().await;
+    assert!(found.iter().any(|p| p.starts_with("color-contrast")), "axe-core sees a faint text: {found:?}");
+    let site = h.url();
+    let pages = [
+        ("home", "/".to_string()),
+        ("console-1920", "/console".into()),
+        ("grid-1920", "/grid".into()),
+        ("waterfall-1920", "/waterfall".into()),
+        ("release-1920", "/release".into()),
+        ("builders-1920", "/builders".into()),
+        ("builders-filtered", "/builders?q=fedora".into()),
+        ("builder", format!("/builders/{fedora}")),
+        ("build-failed", format!("/builders/{fedora}/builds/{failed}")),
+        ("log", format!("/builders/{fedora}/builds/{passed}/steps/0/logs/stdio")),
+        ("workers-1920", "/workers".into()),
+        ("changes-1920", "/changes".into()),
+        ("change", format!("/changes/{}", changes[0])),
+        ("pending-1920", "/pending".into()),
+        ("tests", "/tests".into()),
+        ("buildset", format!("/buildsets/{bsid}?done=rebuild")),
+        ("unknown-branch", "/console?branch=nope".into()),
+        ("console-compact", "/console?compact=1".into()),
+        ("console-collapsed", "/console?collapse=tier-3".into()),
+        ("login", "/login".into()),
+    ];
+    let mut problems = Vec::new();
+    for (name, path) in &pages {
+        browser.go(&format!("{site}{path}")).await;
+        browser.until(name, Duration::from_secs(10), "return document.readyState === 'complete';").await;
+        for p in browser.accessibility_problems().await {
+            problems.push(format!("{path}: {p}"));
+        }
+        browser.screenshot(name).await;
+    }
+    // Logged in, the pages carry their forms (force, rebuild, stop, cancel, pause, switches).
+    browser.go(&format!("{site}/login")).await;
+    browser
+        .js("document.querySelector('input[name=username]').value = 'ann'; \
+             document.querySelector('input[name=password]').value = 'ann-password'; \
+             document.querySelector('form.login').submit(); return true;")
+        .await;
+    sees(&browser, "the login", "Log out").await;
+    for path in [
+        "/".to_string(),
+        format!("/builders/{fedora}"),
+        format!("/builders/{fedora}/builds/{failed}"),
+        "/workers".into(),
+        "/pending".into(),
+        "/tokens".into(),
+    ] {
+        browser.go(&format!("{site}{path}")).await;
+        browser.until(&path, Duration::from_secs(10), "return document.readyState === 'complete';").await;
+        for p in browser.accessibility_problems().await {
+            problems.push(format!("{path} (logged in): {p}"));
+        }
+    }
+    browser.screenshot("home-logged-in").await;
+    assert!(problems.is_empty(), "accessibility problems:\n{}", problems.join("\n"));
+
+    // The coalesced build: one ✘, on the newest change; the 39 others joined to it.
+    browser.go(&format!("{site}/console")).await;
+    let counts = browser
+        .js(&format!(
+            "const col = [...document.querySelectorAll('tr.bubbles td')].findIndex(td => td.dataset.builder === '{fedora}'); \
+             const cells = [...document.querySelectorAll('table.console tbody tr')].map(r => r.querySelectorAll('td')[col]); \
+             return [cells.filter(c => c.textContent.includes('✘')).length, cells.filter(c => c.classList.contains('covered')).length, \
+                     cells[0].classList.contains('failure')];"
+        ))
+        .await;
+    assert_eq!(counts, json!([1, 19, true]), "the build once, on the newest of the 20 rows shown; the rest covered");
+    // Scrolled down, the builders' header is still at the top of the window.
+    browser.go(&format!("{site}/console?changes=100")).await;
+    let stuck = browser
+        .js("window.scrollTo(0, 900); const head = document.querySelector('table.console thead').getBoundingClientRect(); \
+             return [window.scrollY > 0, Math.abs(head.top) < 2];")
+        .await;
+    assert_eq!(stuck, json!([true, true]), "the console's header stays in view");
+    browser.go(&format!("{site}/grid?changes=40")).await;
+    let stuck = browser
+        .js("const scroller = document.scrollingElement; window.scrollTo(0, 600); \
+             const head = document.querySelector('table.grid thead').getBoundingClientRect(); \
+             return scroller.scrollHeight <= window.innerHeight || Math.abs(head.top) < 2;")
+        .await;
+    assert_eq!(stuck, json!(true), "the grid's header stays in view");
+
+    // A branch by its git name is that branch; an unknown one is an error, not an empty green page.
+    browser.go(&format!("{site}/console?branch=main")).await;
+    let selected = browser.js("return document.querySelector('nav.filters a.selected').textContent;").await;
+    assert_eq!(selected, json!("3.x<i>"));
+    browser.go(&format!("{site}/console?branch=nope")).await;
+    sees(&browser, "the unknown branch", "nope").await;
+    let text = browser.js("return document.body.innerText;").await;
+    let text = text.as_str().unwrap_or("");
+    assert!(
+        text.contains("3.x<i>") && !text.contains("No changes on this branch"),
+        "names the branches there are: {text}"
+    );
+
+    // What happens between a page's rendering and its subscription is not
+    // lost: here the subscription waits until told, a build ends meanwhile,
+    // and the page shows it once subscribed, though no event came after.
+    let held = "const Real = window.EventSource; window.__connect = false; \
+        window.EventSource = function (url) { const early = []; let real = null; \
+          this.addEventListener = (t, f) => real ? real.addEventListener(t, f) : early.push([t, f]); \
+          this.close = () => real && real.close(); \
+          const wait = setInterval(() => { if (!window.__connect) return; clearInterval(wait); \
+            real = new Real(url); early.forEach(([t, f]) => real.addEventListener(t, f)); }, 50); };";
+    browser
+        .cmd(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": "Page.addScriptToEvaluateOnNewDocument", "params": { "source": held } })),
+        )
+        .await;
+    browser.go(&format!("{site}/builders/{windows}")).await;
+    browser.until("the builder page", Duration::from_secs(10), "return document.readyState === 'complete';").await;
+    browser.mark().await;
+    let shown = "return document.querySelectorAll('table.builds tbody tr').length;";
+    let before = browser.js(shown).await.as_i64().unwrap_or(-1);
+    crate::pages::push_and_tick(&h, 99, "b-99").await;
+    crate::pages::pass(&h, windows).await;
+    browser.js("window.__connect = true; return true;").await;
+    let script =
+        format!("const n = document.querySelectorAll('table.builds tbody tr').length; return n > {before} ? n : 0;");
+    browser.until("the build that ended before the subscription", Duration::from_secs(15), &script).await;
+    assert!(browser.unreloaded().await, "caught up in place");
+    browser.close().await;
+    h.stop().await;
+    db.finish().await;
+}
+
+/// CPython's width: the 162 builders of a branch fit a 1,920 px screen in the
+/// console's compact mode (and do not in its full one), and a collapsed
+/// tier takes one column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compact_console_fits_162_builders_in_1920_px() {
+    let db = cascade_testkit::TestDb::new(cascade_testkit::Backend::Sqlite).await;
+    let mut text = String::from(
+        "[master]\nname = \"wide\"\n[github]\ninsecure_webhook = true\n[[branch]]\nname = \"3.x\"\ngit = \"main\"\n\
+         [[worker]]\nname = \"w1\"\npassword = \"pw\"\n[[factory]]\nname = \"f\"\nsteps = [{ command = \"make\" }]\n\
+         [[scheduler]]\nname = \"main\"\nkind = \"branch\"\nbranch = \"3.x\"\n",
+    );
+    for i in 0..162 {
+        let tier = i % 3 + 1;
+        text.push_str(&format!(
+            "[[builder]]\nname = \"AMD64 Builder {i:03} Refleaks\"\nworkers = [\"w1\"]\nfactory = \"f\"\nbranches = [\"3.x\"]\ntags = [\"stable\", \"tier-{tier}\"]\n"
+        ));
+    }
+    let h = Harness::frozen(&db, &text).await;
+    for seed in 1..=5 {
+        crate::pages::push_and_tick(&h, seed, &format!("w-{seed}")).await;
+    }
+    let browser = Browser::start().await;
+    browser.size(1920, 1080).await;
+    let right = "const t = document.querySelector('table.console'); \
+        return [t.querySelectorAll('tr.bubbles td').length, Math.ceil(t.getBoundingClientRect().right)];";
+    browser.go(&format!("{}/console?compact=1", h.url())).await;
+    let compact = browser.js(right).await;
+    browser.screenshot("console-compact-162").await;
+    assert_eq!(compact[0], json!(162), "a cell per builder");
+    assert!(compact[1].as_i64().is_some_and(|r| r <= 1920), "162 builders fit 1,920 px in compact mode: {compact}");
+    assert!(browser.accessibility_problems().await.is_empty(), "the compact console passes axe-core");
+    browser.go(&format!("{}/console", h.url())).await;
+    let full = browser.js(right).await;
+    assert!(full[1].as_i64().is_some_and(|r| r > 1920), "the full console is wider: {full}");
+    browser.go(&format!("{}/console?compact=1&collapse=tier-2&collapse=tier-3", h.url())).await;
+    let folded = browser.js(right).await;
+    assert_eq!(folded[0], json!(54 + 2), "tier-1's 54 builders, and one column for each collapsed tier");
     browser.close().await;
     h.stop().await;
     db.finish().await;

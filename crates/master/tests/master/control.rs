@@ -321,7 +321,13 @@ test_both!(page_logins_carry_csrf_tokens_and_failures_are_rate_limited, |db| {
         .expect("req");
     let (status, headers, _) = h.app_response(req).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/builders"));
+    // It lands on the new buildset's page, which says what was done and follows its request.
+    let to = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(to.starts_with("/buildsets/") && to.ends_with("?done=force"), "{to}");
+    let req = Request::get(&to).header(header::COOKIE, &session).body(Body::empty()).expect("req");
+    let page = String::from_utf8(h.send(req).await.1).expect("html");
+    assert!(page.contains("Forced: 1 build requested.") && page.contains("Windows 3.x"), "{page}");
+    assert!(page.contains("waiting in the queue"), "no worker: the request waits");
     let req = Request::post("/api/v2/forceschedulers/force")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(header::COOKIE, &session)
@@ -597,7 +603,28 @@ test_both!(redirects_after_logins_and_forms_stay_on_this_site, |db| {
         .expect("req");
     let (status, headers, body) = h.app_response(req).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/"));
+    let to = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(to.starts_with("/buildsets/"), "a force lands on its buildset, on this site: {to}");
+    // A form that makes no buildset goes back to its (checked) `next`, saying what it did.
+    let waiting = cascade_store::ListQuery::default().eq("complete", "false");
+    let request = h.store.list_buildrequests(&waiting).await.expect("requests").items[0].buildrequestid;
+    let body =
+        serde_urlencoded::to_string([("csrf", form_csrf.as_str()), ("method", "cancel"), ("next", "//evil.example")])
+            .expect("form");
+    let req = Request::post(format!("/api/v2/buildrequests/{request}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, &session)
+        .body(Body::from(body))
+        .expect("req");
+    let (status, headers, body) = h.app_response(req).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/?done=cancelled"));
+    let req = Request::get("/?done=cancelled").header(header::COOKIE, &session).body(Body::empty()).expect("req");
+    let page = String::from_utf8(h.send(req).await.1).expect("html");
+    assert!(page.contains("The build request was cancelled."), "the page it lands on says so");
+    let req = Request::get("/?done=%3Cscript%3E").body(Body::empty()).expect("req");
+    let page = String::from_utf8(h.send(req).await.1).expect("html");
+    assert!(!page.contains("class=\"notice\"") && !page.contains("<script>"), "an unknown word says nothing");
 });
 
 // Names a force call stores as they are (branch, revision, property names)
@@ -621,4 +648,53 @@ test_both!(force_calls_refuse_unstorable_names_by_field, |db| {
     assert_eq!(status, StatusCode::OK, "{answer}");
     let sets = h.store.list_buildsets(&ListQuery::default()).await.expect("buildsets").items;
     assert!(sets.iter().all(|b| !b.reason.contains('\0') && !b.reason.contains('\u{1b}')), "the reason is cleaned");
+});
+
+// "Log in" on any page comes back to that page: the form reads where the
+// visitor came from (its Referer on this host) when no `next` is given, and
+// never another site.
+test_both!(a_login_returns_to_the_page_it_came_from, |db| {
+    let h = Harness::with_config(db, &config()).await;
+    let next_of = |html: &str| {
+        html.split("name=\"next\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("")
+            .replace("&#38;", "&")
+    };
+    for (referer, expected) in [
+        ("http://ci.example:8010/console?branch=3.x&tag=stable", "/console?branch=3.x&tag=stable"),
+        ("http://ci.example:8010/builders/3/builds/7#steps", "/builders/3/builds/7"),
+        ("http://evil.example/console", "/"),
+        ("http://ci.example:8010//evil.example/", "/"),
+    ] {
+        let req = Request::get("/login")
+            .header(header::HOST, "ci.example:8010")
+            .header(header::REFERER, referer)
+            .body(Body::empty())
+            .expect("req");
+        let (status, headers, body) = h.app_response(req).await;
+        assert_eq!(status, StatusCode::OK);
+        let html = String::from_utf8_lossy(&body).to_string();
+        assert_eq!(next_of(&html), expected, "{referer}");
+        if expected.starts_with("/console") {
+            let cookie = cookie_pair(&set_cookies(&headers), "cascade_login").expect("login cookie");
+            let csrf = html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("csrf");
+            let body = serde_urlencoded::to_string([
+                ("username", "ann"),
+                ("password", "ann-password"),
+                ("csrf", csrf),
+                ("next", expected),
+            ])
+            .expect("form");
+            let req = Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, &cookie)
+                .body(Body::from(body))
+                .expect("req");
+            let (status, headers, _) = h.app_response(req).await;
+            assert_eq!(status, StatusCode::SEE_OTHER);
+            assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some(expected));
+        }
+    }
 });

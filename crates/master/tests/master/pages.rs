@@ -13,7 +13,7 @@ use crate::harness::{Harness, synthetic_push};
 
 const HOSTILE: &str = "<script>alert(\"x\")</script> & 'quoted'";
 
-fn config() -> String {
+pub(crate) fn config() -> String {
     r#"
 [master]
 title = "CI <b>&</b>"
@@ -65,7 +65,7 @@ fn assert_escaped(uri: &str, page: &str) {
 }
 
 /// A finished build for `builder` covering the pushed change, with a step and its log.
-async fn build_with_log(h: &Harness, builder: i64, results: Results, lines: &[&str]) -> (i64, i64) {
+pub(crate) async fn build_with_log(h: &Harness, builder: i64, results: Results, lines: &[&str]) -> (i64, i64) {
     let now = cascade_master::clock::now();
     let claimed = h.store.claim_build(builder, h.master.master_id(), None, now).await.expect("claim").expect("a build");
     let step = h.store.add_step(claimed.build_id, 0, "test <script>", now).await.expect("step");
@@ -230,7 +230,7 @@ test_both!(long_lists_on_a_build_page_are_paged, |db| {
 
 /// A failing build of `builder` (taking every pending request), whose test
 /// step failed `test_x`.
-async fn build_failing_test(h: &Harness, builder: i64) -> (i64, i64) {
+pub(crate) async fn build_failing_test(h: &Harness, builder: i64) -> (i64, i64) {
     use cascade_store::{NewTestResult, NewTestSet, TestProblemRecord, TestRunRecord};
     let now = cascade_master::clock::now();
     let claimed = h.store.claim_build(builder, h.master.master_id(), None, now).await.expect("claim").expect("a build");
@@ -250,13 +250,13 @@ async fn build_failing_test(h: &Harness, builder: i64) -> (i64, i64) {
     (claimed.build_id, claimed.number)
 }
 
-async fn pass(h: &Harness, builder: i64) {
+pub(crate) async fn pass(h: &Harness, builder: i64) {
     let now = cascade_master::clock::now();
     let claimed = h.store.claim_build(builder, h.master.master_id(), None, now).await.expect("claim").expect("a build");
     h.store.finish_build(claimed.build_id, Results::Success, "build successful", now).await.expect("finish");
 }
 
-async fn push_and_tick(h: &Harness, seed: u32, delivery: &str) -> i64 {
+pub(crate) async fn push_and_tick(h: &Harness, seed: u32, delivery: &str) -> i64 {
     let payload = synthetic_push("main", seed, 1, &["Lib/os.py"]);
     let ids = h.push(&payload, delivery).await;
     h.master.schedulers.tick(&h.store, cascade_master::clock::now() + 60).await.expect("tick");
@@ -393,6 +393,11 @@ test_both!(the_waterfall_runs_down_a_time_scale_and_pages_back, |db| {
     assert_eq!(status, StatusCode::OK, "{older}: {before}");
     assert!(!before.contains(&href), "{older} shows a build from after its window");
     assert!(before.contains("rel=\"next\""), "and links forward again");
+    assert!(before.contains("No build of these builders ran in this window"), "an empty window says so: {before}");
+    let back = before.split("show that time").next().and_then(|s| s.rsplit("<a href=\"").next());
+    let back = back.and_then(|s| s.split('"').next()).expect("a link to the newest build's time");
+    let (_, shown, _) = html(&h, &back.replace("&#38;", "&")).await;
+    assert!(shown.contains(&href), "the link shows the newest build: {back}");
     let (status, _, _) = html(&h, "/waterfall?hours=5").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a window it does not offer");
     let (status, _, _) = html(&h, "/waterfall?before=never").await;
