@@ -59,15 +59,34 @@ document.addEventListener("click", function (e) {
   var lastRefresh = 0;
   // When the shown <main> was rendered: running times tick on from it.
   var renderedAt = Date.now();
-  // At most one re-render every few seconds, however busy the master is.
+  // At most one re-render every few seconds, however busy the master is,
+  // and one at a time (a slow answer never lands after a newer one).
   var MIN_GAP = 3000;
+  var inflight = false;
+  // What the server last sent for <main> (before any ticking changed it):
+  // an answer that says the same is not swapped in.
+  var mainNow = document.getElementById("main");
+  var shown = mainNow ? mainNow.innerHTML : "";
+  // A form being filled in on the page is never wiped by a re-render.
+  var edited = false;
+  if (mainNow) mainNow.addEventListener("input", function () { edited = true; });
+
+  // A notice of what a form just did (`done=`) is for this visit only: the
+  // address loses it, so a reload or a bookmark does not say it again.
+  if (window.history.replaceState && /[?&]done=/.test(window.location.search)) {
+    var kept = window.location.search.slice(1).split("&").filter(function (p) { return p.indexOf("done=") !== 0; });
+    window.history.replaceState(null, "", window.location.pathname + (kept.length ? "?" + kept.join("&") : "") + window.location.hash);
+  }
 
   function refresh() {
-    if (pending) return;
+    if (pending || inflight || edited) return;
     var wait = Math.max(300, lastRefresh + MIN_GAP - Date.now());
     pending = setTimeout(function () {
       pending = null;
+      if (document.hidden) return; // a hidden tab catches up when shown
       lastRefresh = Date.now();
+      inflight = true;
+      var asked = Date.now();
       fetch(window.location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
@@ -75,15 +94,18 @@ document.addEventListener("click", function (e) {
           var doc = new DOMParser().parseFromString(html, "text/html");
           var fresh = doc.getElementById("main");
           var main = document.getElementById("main");
-          if (fresh && main && !main.contains(document.activeElement)) {
+          if (fresh && main && !edited && !main.contains(document.activeElement) && fresh.innerHTML !== shown) {
             main.innerHTML = fresh.innerHTML;
-            renderedAt = Date.now();
-            body.setAttribute("data-refreshed", String(renderedAt));
+            shown = fresh.innerHTML;
+            renderedAt = asked;
+            body.setAttribute("data-refreshed", String(Date.now()));
           }
         })
-        .catch(function () {});
+        .catch(function () {})
+        .then(function () { inflight = false; });
     }, wait);
   }
+  document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
 
   // Whether an event concerns this page: pages that name their builders
   // (data-builder, or data-builders for a collapsed group) or their build

@@ -15,10 +15,11 @@ pub enum Said {
     SchedulerEnabled,
     SchedulerDisabled,
     Reloaded,
+    ForcedSeveral,
 }
 
 impl Said {
-    const ALL: [Said; 9] = [
+    const ALL: [Said; 10] = [
         Said::BuildStopped,
         Said::RequestCancelled,
         Said::WorkerPaused,
@@ -28,6 +29,7 @@ impl Said {
         Said::SchedulerEnabled,
         Said::SchedulerDisabled,
         Said::Reloaded,
+        Said::ForcedSeveral,
     ];
 
     /// The word the redirect carries.
@@ -42,6 +44,7 @@ impl Said {
             Said::SchedulerEnabled => "enabled",
             Said::SchedulerDisabled => "disabled",
             Said::Reloaded => "reloaded",
+            Said::ForcedSeveral => "forced",
         }
     }
 
@@ -57,6 +60,7 @@ impl Said {
             Said::SchedulerEnabled => "The scheduler is enabled.",
             Said::SchedulerDisabled => "The scheduler is disabled: it makes no builds until enabled.",
             Said::Reloaded => "The configuration was reloaded.",
+            Said::ForcedSeveral => "Forced: a buildset per branch was made; their requests wait here for a worker.",
         }
     }
 

@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::changes::placeholders;
 use crate::events::record;
-use crate::query::{FieldType, ListQuery, Page, compile, fetch_page, field};
+use crate::query::{FieldType, ListQuery, Page, field};
 use crate::records::{
     BUILD_COLUMNS, BuildRecord, BuildRequestRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, build_from, get,
     sourcestamp_from,
@@ -123,9 +123,21 @@ async fn insert_build(
     .bind(worker_id)
     .bind(master_id)
     .bind(now)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok((get(&row, "id")?, number))
+    let id: i64 = get(&row, "id")?;
+    // The builder's newest build, kept as data in the same transaction.
+    sqlx::query(
+        "INSERT INTO builder_latest (builder_id, build_id, number) VALUES ($1, $2, $3) \
+         ON CONFLICT (builder_id) DO UPDATE SET build_id = excluded.build_id, number = excluded.number \
+         WHERE excluded.number > builder_latest.number",
+    )
+    .bind(builder_id)
+    .bind(id)
+    .bind(number)
+    .execute(conn)
+    .await?;
+    Ok((id, number))
 }
 
 /// Points every covered request at the build; all but the taken one are
@@ -145,6 +157,23 @@ async fn link_requests(conn: &mut AnyConnection, ids: &[i64], build_id: i64, tak
     Ok(())
 }
 
+/// What `/builds` reads.
+pub(crate) fn build_listing() -> crate::query::Listing {
+    crate::query::Listing { fields: BUILD_FIELDS, select: BUILD_COLUMNS.to_string(), from: "builds b", id: "b.id" }
+}
+
+/// What `/buildrequests` reads.
+pub(crate) fn request_listing() -> crate::query::Listing {
+    crate::query::Listing {
+        fields: REQUEST_FIELDS,
+        select: "r.id, r.buildset_id, r.builder_id, r.priority, r.claimed_by_master_id, r.claimed_at, r.complete, \
+                 r.results, r.submitted_at, r.complete_at, r.waited_for"
+            .to_string(),
+        from: "buildrequests r",
+        id: "r.id",
+    }
+}
+
 /// How often a claim is retried when another master wins a race for the
 /// same rows; each retry sees the other's commit.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -152,15 +181,7 @@ const CLAIM_ATTEMPTS: usize = 8;
 impl Store {
     /// Lists build requests (Buildbot's `/buildrequests`).
     pub async fn list_buildrequests(&self, q: &ListQuery) -> Result<Page<BuildRequestRecord>> {
-        let compiled = compile(REQUEST_FIELDS, q, "r.id")?;
-        let (rows, total) = fetch_page(
-            &self.pool,
-            "r.id, r.buildset_id, r.builder_id, r.priority, r.claimed_by_master_id, r.claimed_at, r.complete, \
-             r.results, r.submitted_at, r.complete_at, r.waited_for",
-            "buildrequests r",
-            &compiled,
-        )
-        .await?;
+        let (rows, total) = crate::query::list_page(&self.pool, &request_listing(), q).await?;
         let items = rows
             .iter()
             .map(|r| {
@@ -263,8 +284,7 @@ impl Store {
 
     /// Lists builds (Buildbot's `/builds`).
     pub async fn list_builds(&self, q: &ListQuery) -> Result<Page<BuildRecord>> {
-        let compiled = compile(BUILD_FIELDS, q, "b.id")?;
-        let (rows, total) = fetch_page(&self.pool, BUILD_COLUMNS, "builds b", &compiled).await?;
+        let (rows, total) = crate::query::list_page(&self.pool, &build_listing(), q).await?;
         Ok(Page { items: rows.iter().map(build_from).collect::<Result<_>>()?, total })
     }
 

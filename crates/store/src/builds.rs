@@ -567,15 +567,22 @@ async fn end_build(
     .bind(results.code())
     .bind(state.to_string())
     .bind(build_id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    Ok(Some(Event::BuildFinished {
-        build_id,
-        builder_id: get(&row, "builder_id")?,
-        number: get(&row, "number")?,
-        results,
-    }))
+    let (builder_id, number): (i64, i64) = (get(&row, "builder_id")?, get(&row, "number")?);
+    // The builder's newest finished build, kept as data in the same
+    // transaction (builds may end out of order: the higher number wins).
+    sqlx::query(
+        "UPDATE builder_latest SET finished_build_id = $1, finished_number = $2 \
+         WHERE builder_id = $3 AND (finished_number IS NULL OR finished_number < $2)",
+    )
+    .bind(build_id)
+    .bind(number)
+    .bind(builder_id)
+    .execute(conn)
+    .await?;
+    Ok(Some(Event::BuildFinished { build_id, builder_id, number, results }))
 }
 
 pub(crate) const STEP_COLUMNS: &str = "id, build_id, number, name, started_at, complete_at, state_string, results";

@@ -8,7 +8,7 @@ use sqlx::{Any, AssertSqlSafe, Transaction};
 
 use crate::changes::{StampKey, placeholders, sourcestamp_id};
 use crate::events::record;
-use crate::query::{Bind, FieldType, ListQuery, Page, bind_all, compile, fetch_page, field};
+use crate::query::{Bind, FieldType, ListQuery, Page, bind_all, field};
 use crate::records::{BuildsetRecord, SOURCESTAMP_COLUMNS, SourceStampRecord, get, sourcestamp_from};
 use crate::{Result, Store};
 
@@ -76,6 +76,18 @@ impl Patch {
         h.update(self.level.to_le_bytes());
         h.update(self.body.as_bytes());
         hex::encode(h.finalize())
+    }
+}
+
+/// What `/buildsets` reads.
+pub(crate) fn buildset_listing() -> crate::query::Listing {
+    crate::query::Listing {
+        fields: BUILDSET_FIELDS,
+        select: "b.id, b.external_idstring, b.reason, b.submitted_at, b.complete, b.complete_at, b.results, \
+                 b.parent_build_id, b.parent_relationship, b.rebuilt_build_id"
+            .to_string(),
+        from: "buildsets b",
+        id: "b.id",
     }
 }
 
@@ -229,15 +241,7 @@ impl Store {
 
     /// Lists buildsets (Buildbot's `/buildsets`) with their source stamps.
     pub async fn list_buildsets(&self, q: &ListQuery) -> Result<Page<BuildsetRecord>> {
-        let compiled = compile(BUILDSET_FIELDS, q, "b.id")?;
-        let (rows, total) = fetch_page(
-            &self.pool,
-            "b.id, b.external_idstring, b.reason, b.submitted_at, b.complete, b.complete_at, b.results, \
-             b.parent_build_id, b.parent_relationship, b.rebuilt_build_id",
-            "buildsets b",
-            &compiled,
-        )
-        .await?;
+        let (rows, total) = crate::query::list_page(&self.pool, &buildset_listing(), q).await?;
         let ids: Vec<i64> = rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
         let mut stamps: BTreeMap<i64, Vec<SourceStampRecord>> = BTreeMap::new();
         for chunk in ids.chunks(500) {

@@ -8,7 +8,7 @@ use sha2::Digest as _;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
-use crate::query::{FieldType, ListQuery, Page, bind_all, compile, fetch_page, field};
+use crate::query::{FieldType, ListQuery, Page, bind_all, field};
 use crate::records::{ChangeRecord, SOURCESTAMP_COLUMNS, get, json_or_null, sourcestamp_from};
 use crate::{Result, Store};
 
@@ -60,6 +60,16 @@ pub enum Redundant {
 pub const SOURCE_PROPERTY: &str = "source";
 /// [`SOURCE_PROPERTY`]'s value for a change the poller made.
 pub const POLLER_SOURCE: &str = "poller";
+
+/// What `/changes` reads.
+pub(crate) fn change_listing() -> crate::query::Listing {
+    crate::query::Listing {
+        fields: CHANGE_FIELDS,
+        select: format!("{CHANGE_SELECT}, {SOURCESTAMP_COLUMNS}"),
+        from: "changes c JOIN sourcestamps ss ON ss.id = c.sourcestamp_id",
+        id: "c.id",
+    }
+}
 
 const CHANGE_FIELDS: &[crate::query::Field] = &[
     field("changeid", "c.id", FieldType::Int),
@@ -235,11 +245,7 @@ impl Store {
 
     /// Lists changes (Buildbot's `/changes`).
     pub async fn list_changes(&self, q: &ListQuery) -> Result<Page<ChangeRecord>> {
-        let compiled = compile(CHANGE_FIELDS, q, "c.id")?;
-        let select = format!("{CHANGE_SELECT}, {SOURCESTAMP_COLUMNS}");
-        let (rows, total) =
-            fetch_page(&self.pool, &select, "changes c JOIN sourcestamps ss ON ss.id = c.sourcestamp_id", &compiled)
-                .await?;
+        let (rows, total) = crate::query::list_page(&self.pool, &change_listing(), q).await?;
         let items = self.hydrate_changes(rows).await?;
         Ok(Page { items, total })
     }

@@ -321,17 +321,40 @@ pub fn keyset_order(order: &[Order], id_field: &str) -> bool {
 pub const COUNT_CAP: i64 = 100_000;
 
 /// Runs the count and the page for a compiled list query.
+/// What one of the API's lists reads: its fields, columns and table.
+pub(crate) struct Listing {
+    pub fields: &'static [Field],
+    pub select: String,
+    pub from: &'static str,
+    /// The id column, the last sort key (and keyset paging's).
+    pub id: &'static str,
+}
+
+/// The statement of one page of a list.
+pub(crate) fn page_sql(select: &str, from: &str, compiled: &Compiled) -> String {
+    format!(
+        "SELECT {select} FROM {from} {} {} LIMIT {} OFFSET {}",
+        compiled.where_sql, compiled.order_sql, compiled.limit, compiled.offset
+    )
+}
+
+/// One page of a listing, and its (capped) count unless the query skips it.
+pub(crate) async fn list_page(
+    pool: &sqlx::AnyPool,
+    listing: &Listing,
+    q: &ListQuery,
+) -> Result<(Vec<sqlx::any::AnyRow>, i64)> {
+    let compiled = compile(listing.fields, q, listing.id)?;
+    fetch_page(pool, &listing.select, listing.from, &compiled).await
+}
+
 pub(crate) async fn fetch_page(
     pool: &sqlx::AnyPool,
     select: &str,
     from: &str,
     compiled: &Compiled,
 ) -> Result<(Vec<sqlx::any::AnyRow>, i64)> {
-    let page_sql = format!(
-        "SELECT {select} FROM {from} {} {} LIMIT {} OFFSET {}",
-        compiled.where_sql, compiled.order_sql, compiled.limit, compiled.offset
-    );
-    let page = bind_all(sqlx::query(AssertSqlSafe(page_sql)), &compiled.binds);
+    let page = bind_all(sqlx::query(AssertSqlSafe(page_sql(select, from, compiled))), &compiled.binds);
     if compiled.skip_count {
         let rows = page.fetch_all(pool).await?;
         let total = rows.len() as i64;

@@ -33,6 +33,25 @@ pub struct ConsoleCell {
     pub build_complete: bool,
 }
 
+/// Each builder's newest build (or newest finished one) among `list`'s
+/// ids: one row of `builder_latest` each, whatever the history's depth.
+pub(crate) fn latest_builds_sql(finished_only: bool, list: &str) -> String {
+    let column = if finished_only { "finished_build_id" } else { "build_id" };
+    format!(
+        "SELECT {BUILD_COLUMNS} FROM builder_latest l JOIN builds b ON b.id = l.{column} WHERE l.builder_id IN ({list})"
+    )
+}
+
+/// `builder_latest` computed from the builds themselves (the migration's
+/// backfill, and after writers that insert builds wholesale).
+const BUILDER_LATEST_FROM_BUILDS: &str = "INSERT INTO builder_latest (builder_id, build_id, number, finished_build_id, finished_number) \
+     SELECT bl.id, \
+     (SELECT x.id FROM builds x WHERE x.builder_id = bl.id ORDER BY x.number DESC LIMIT 1), \
+     (SELECT MAX(x.number) FROM builds x WHERE x.builder_id = bl.id), \
+     (SELECT x.id FROM builds x WHERE x.builder_id = bl.id AND x.complete_at IS NOT NULL ORDER BY x.number DESC LIMIT 1), \
+     (SELECT MAX(x.number) FROM builds x WHERE x.builder_id = bl.id AND x.complete_at IS NOT NULL) \
+     FROM builders bl WHERE EXISTS (SELECT 1 FROM builds x WHERE x.builder_id = bl.id)";
+
 impl Store {
     /// Runs `sql(placeholders)` for `ids`, 500 at a time (the backends cap
     /// bound parameters), and returns every row.
@@ -52,19 +71,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Each builder's newest build (or newest finished one), one index
-    /// lookup per builder in a single statement.
+    /// Computes every builder's newest and newest finished build again from
+    /// the builds: for writers that insert builds wholesale (the Buildbot
+    /// importer, `fill-store`) instead of starting and ending them here.
+    pub async fn refresh_builder_latest(&self) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM builder_latest").execute(&mut *tx).await?;
+        sqlx::query(BUILDER_LATEST_FROM_BUILDS).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Each builder's newest build (or newest finished one), read from
+    /// `builder_latest` in a single statement.
     pub async fn latest_builds(&self, builder_ids: &[i64], finished_only: bool) -> Result<Vec<BuildRecord>> {
-        let finished = if finished_only { "AND x.complete_at IS NOT NULL" } else { "" };
-        let rows = self
-            .rows_for_ids(builder_ids, |list| {
-                format!(
-                    "SELECT {BUILD_COLUMNS} FROM builders bl JOIN builds b ON b.id = \
-                     (SELECT x.id FROM builds x WHERE x.builder_id = bl.id {finished} ORDER BY x.number DESC LIMIT 1) \
-                     WHERE bl.id IN ({list})"
-                )
-            })
-            .await?;
+        let rows = self.rows_for_ids(builder_ids, |list| latest_builds_sql(finished_only, list)).await?;
         rows.iter().map(build_from).collect()
     }
 

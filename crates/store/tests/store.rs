@@ -1068,3 +1068,108 @@ test_both!(masters_with_different_configurations_each_keep_their_own, |db| {
     store.sync_configuration(a, &[], &[worker("w1")]).await.expect("a without linux");
     assert!(masters_of(a_ids["linux"]).await.is_empty());
 });
+
+// The orders and filters the pages, `cascade status` and Buildbot's own UI
+// and tools use answer from an index on a filled store, on both backends:
+// no listed query reads a whole growing table or sorts it. A new query, or
+// a change of one, that loses its index fails here.
+test_both!(every_listed_query_answers_from_an_index, |db| {
+    use cascade_store::{Listed, full_work};
+    let store = db.store().await;
+    let (ids, master) = setup(&store).await;
+    let fedora = ids["Fedora 3.x"];
+    for i in 0..60 {
+        let change = ingest(&store, vec![change("main", &format!("{i:040x}"), &["Lib/os.py"])]).await;
+        buildset_for(&store, &change, &format!("{i:040x}"), &[fedora], 1000 + i).await;
+        if i % 2 == 0 {
+            let build = store.claim_build(fedora, master, None, 1000 + i).await.expect("claim").expect("a build");
+            store.finish_build(build.build_id, cascade_model::Results::Success, "ok", 1001 + i).await.expect("finish");
+        }
+    }
+    let q = || ListQuery::default().limit(200);
+    let order = |field: &str| q().order_by(field, true);
+    let listed: Vec<(&str, Listed, ListQuery)> = vec![
+        ("builds?order=-buildid", Listed::Builds, order("buildid")),
+        ("builds?order=-started_at", Listed::Builds, order("started_at")),
+        ("builds?order=-complete_at", Listed::Builds, order("complete_at")),
+        ("builds?builderid=&order=-number", Listed::Builds, order("number").eq("builderid", fedora)),
+        ("builds?builderid=&order=-complete_at", Listed::Builds, order("complete_at").eq("builderid", fedora)),
+        ("builds?builderid=&number=", Listed::Builds, q().eq("builderid", fedora).eq("number", 3)),
+        ("buildrequests?order=-buildrequestid", Listed::BuildRequests, order("buildrequestid")),
+        ("buildrequests?order=-submitted_at", Listed::BuildRequests, order("submitted_at")),
+        ("buildrequests?buildsetid=", Listed::BuildRequests, q().eq("buildsetid", 5)),
+        (
+            "buildrequests?builderid=&order=-buildrequestid",
+            Listed::BuildRequests,
+            order("buildrequestid").eq("builderid", fedora),
+        ),
+        ("buildsets?order=-bsid", Listed::Buildsets, order("bsid")),
+        ("buildsets?order=-submitted_at", Listed::Buildsets, order("submitted_at")),
+        ("changes?order=-changeid", Listed::Changes, order("changeid")),
+        ("changes?branch=&order=-changeid (console)", Listed::Changes, order("changeid").eq("branch", "main")),
+    ];
+    let mut problems = Vec::new();
+    for (name, what, query) in &listed {
+        let plan = store.explain_list(*what, query).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!plan.is_empty(), "{name}: no plan");
+        let bad = full_work(&plan, !query.filters.is_empty());
+        if !bad.is_empty() {
+            problems.push(format!("{name}: {bad:?}\n  plan: {plan:?}"));
+        }
+    }
+    for finished in [false, true] {
+        let plan = store.explain_latest_builds(&[fedora, ids["Windows 3.x"]], finished).await.expect("plan");
+        if !full_work(&plan, true).is_empty() {
+            problems.push(format!("latest_builds(finished {finished}): {plan:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "full scans or sorts:\n{}", problems.join("\n"));
+    // The check sees a query that has no index to answer from.
+    let unindexed = store.explain_list(Listed::Builds, &order("state_string")).await.expect("plan");
+    assert!(!full_work(&unindexed, false).is_empty(), "ordering by an unindexed column is caught: {unindexed:?}");
+});
+
+// Each builder's newest build and newest finished build are kept as data
+// when builds start and end, also when they end out of order, and a
+// refresh from the builds themselves (after a wholesale import) agrees.
+test_both!(the_latest_build_of_each_builder_is_kept_as_builds_start_and_end, |db| {
+    use cascade_model::Results;
+    let store = db.store().await;
+    let (ids, master) = setup(&store).await;
+    let (fedora, windows) = (ids["Fedora 3.x"], ids["Windows 3.x"]);
+    let newest = |finished: bool| {
+        let store = store.clone();
+        async move {
+            let mut got: Vec<(i64, i64)> = store
+                .latest_builds(&[fedora, windows], finished)
+                .await
+                .expect("latest")
+                .iter()
+                .map(|b| (b.builderid, b.number))
+                .collect();
+            got.sort_unstable();
+            got
+        }
+    };
+    assert!(newest(false).await.is_empty(), "no build yet");
+    let mut claimed = Vec::new();
+    for i in 0..2 {
+        buildset_for(&store, &[], &format!("{i:040x}"), &[fedora], 100 + i).await;
+        claimed.push(store.claim_build(fedora, master, None, 100 + i).await.expect("claim").expect("a build"));
+    }
+    assert_eq!(newest(false).await, [(fedora, 2)]);
+    assert!(newest(true).await.is_empty(), "none finished");
+    // The second ends first; the first ending later does not take its place.
+    store.finish_build(claimed[1].build_id, Results::Failure, "failed", 110).await.expect("finish");
+    store.finish_build(claimed[0].build_id, Results::Success, "ok", 120).await.expect("finish");
+    assert_eq!(newest(true).await, [(fedora, 2)]);
+    buildset_for(&store, &[], &format!("{:040x}", 9), &[fedora, windows], 130).await;
+    store.claim_build(fedora, master, None, 130).await.expect("claim").expect("a build");
+    let w = store.claim_build(windows, master, None, 130).await.expect("claim").expect("a build");
+    store.finish_build(w.build_id, Results::Success, "ok", 140).await.expect("finish");
+    assert_eq!(newest(false).await, [(fedora, 3), (windows, 1)]);
+    assert_eq!(newest(true).await, [(fedora, 2), (windows, 1)]);
+    let (kept, kept_finished) = (newest(false).await, newest(true).await);
+    store.refresh_builder_latest().await.expect("refresh");
+    assert_eq!((newest(false).await, newest(true).await), (kept, kept_finished), "the builds say the same");
+});

@@ -317,6 +317,8 @@ async fn main() -> anyhow::Result<()> {
         fill.steps(builds).await?;
         next_id += builds;
     }
+    // The builds went in wholesale: each builder's newest is read from them.
+    Store::connect(&args.database).await?.refresh_builder_latest().await?;
     finish(&pool, &args.database).await?;
     eprintln!("{} builds in {:.0} s", next_id - 1, started.elapsed().as_secs_f64());
     Ok(())

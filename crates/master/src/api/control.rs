@@ -219,6 +219,14 @@ impl Call {
         }
     }
 
+    /// The answer to a form that lands on `page` (not its `next`).
+    fn reply_to(&self, page: &str, result: Value, said: Said) -> Response {
+        match &self.form {
+            Some(_) => Redirect::to(&said.onto(page)).into_response(),
+            None => self.json(result),
+        }
+    }
+
     fn json(&self, result: Value) -> Response {
         axum::Json(json!({ "jsonrpc": "2.0", "id": self.id, "result": result })).into_response()
     }
@@ -458,6 +466,10 @@ pub async fn force(
     tracing::info!(user = %user.name, scheduler = %name, buildsets = ?created, "build forced");
     let first = created.first().map(|(bsid, _)| *bsid);
     let requests: Vec<i64> = created.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+    // A force over several branches makes a buildset per branch: the queue shows them all.
+    if created.len() > 1 {
+        return Ok(call.reply_to("/pending", json!([first, requests]), Said::ForcedSeveral));
+    }
     Ok(call.made(json!([first, requests]), first, Done::Forced))
 }
 

@@ -142,8 +142,6 @@ pub const BLAME_PAGE: i64 = 100;
 pub struct ListsAt {
     blame: Option<i64>,
     artifacts: Option<i64>,
-    /// What a control form just did (see `notice`).
-    done: Option<String>,
 }
 
 /// Where a page of a long list stands: "21–40 of 95", and links to the
@@ -214,6 +212,7 @@ pub async fn page(
     headers: HeaderMap,
     Path((builder, number)): Path<(String, String)>,
     Query(at): Query<ListsAt>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
 ) -> Result<Response, HttpError> {
     let b = find(&m, &builder, &number).await?;
     let builder_name =
@@ -245,9 +244,7 @@ pub async fn page(
     let diagnosis = super::diagnosis::diagnosis(&m, &b).await?;
     let notifications = notifications(&m, b.buildid).await?;
     let page = BuildPage {
-        chrome: Chrome::plain(&m, &headers, "build")
-            .await
-            .told(at.done.as_deref().and_then(crate::notice::Said::parse)),
+        chrome: Chrome::plain(&m, &headers, "build").await.told(crate::notice::Said::of_query(q.as_deref())),
         builder_id: b.builderid,
         builder: builder_name.clone(),
         build_id: b.buildid,

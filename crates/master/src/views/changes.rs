@@ -66,6 +66,7 @@ pub async fn list(
 ) -> Result<Response, HttpError> {
     let filter = Filter::from_query(q.as_deref(), &m.catalog)?;
     let mut query = ListQuery::default().order_by("changeid", true).limit(50);
+    query.skip_count = true;
     for b in m.catalog.config.branches.iter().filter(|b| filter.branches.contains(&b.name)) {
         query = query.eq("branch", &b.git);
     }

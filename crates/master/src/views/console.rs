@@ -214,6 +214,9 @@ pub struct ConsolePage {
     pub compact: bool,
     /// The same page, compact or not.
     pub compact_toggle: String,
+    /// Older changes (keyset: `before=` the last one shown), and back to the newest.
+    pub older: Option<String>,
+    pub newer: Option<String>,
     pub rows: Vec<Row>,
     pub grid: bool,
     /// The pull request shown (`?branch=refs/pull/N/merge`, `/pulls/N`).
@@ -329,14 +332,19 @@ pub async fn pull_grid(
     State(m): State<Arc<Pages>>,
     headers: HeaderMap,
     Path(n): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
     let n: u64 = n
         .parse()
         .ok()
         .filter(|n| (1..=pull::NUMBER_MAX).contains(n))
         .ok_or_else(|| HttpError::not_found("no such pull request"))?;
-    let query = serde_urlencoded::to_string([("branch", pull::merge_ref(n))]).unwrap_or_default();
-    page(m, headers, Some(query), true).await
+    // The layout and paging of the asked query stay; the branch is the PR's.
+    let mut pairs: Vec<(String, String)> =
+        q.as_deref().and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    pairs.retain(|(k, _)| k != "branch");
+    pairs.push(("branch".into(), pull::merge_ref(n)));
+    page(m, headers, Some(serde_urlencoded::to_string(pairs).unwrap_or_default()), true).await
 }
 
 /// Which changes are a page's rows.
@@ -373,6 +381,31 @@ fn change_count(q: Option<&str>, grid: bool) -> i64 {
         .and_then(|p| p.into_iter().find(|(k, _)| k == "changes").and_then(|(_, v)| v.parse().ok()))
         .unwrap_or(if grid { 15 } else { 20 })
         .clamp(1, 100)
+}
+
+/// `before=ID` from the query: rows are the changes older than that one
+/// (keyset paging: no count, no offset, one index range however deep).
+fn before_of(q: Option<&str>) -> Result<Option<i64>, HttpError> {
+    let pairs: Vec<(String, String)> = q.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    match pairs.into_iter().find(|(k, _)| k == "before") {
+        None => Ok(None),
+        Some((_, v)) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| HttpError::bad_request("before: a change id")),
+    }
+}
+
+/// The page's query with `before` set to `id` (or removed: the newest changes).
+fn paged(query: Option<&str>, before: Option<i64>) -> String {
+    let mut pairs: Vec<(String, String)> = query.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    pairs.retain(|(k, _)| k != "before");
+    if let Some(id) = before {
+        pairs.push(("before".into(), id.to_string()));
+    }
+    format!("?{}", serde_urlencoded::to_string(pairs).unwrap_or_default())
 }
 
 /// The bubble over a builder's column: its newest build, else nothing.
@@ -446,7 +479,18 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     let (filter, rows, pull) = scope(&m.catalog, &asked);
     let builders = super::builders(&m.catalog, &filter);
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
-    let mut query = ListQuery::default().order_by("changeid", true).limit(change_count(q.as_deref(), grid));
+    let count = change_count(q.as_deref(), grid);
+    let before = before_of(q.as_deref())?;
+    let mut query = ListQuery::default().order_by("changeid", true).limit(count);
+    // A page never counts the branch's changes (that grows with history).
+    query.skip_count = true;
+    if let Some(id) = before {
+        query.filters.push(cascade_store::Filter {
+            field: "changeid".into(),
+            op: cascade_store::Op::Lt,
+            values: vec![id.to_string()],
+        });
+    }
     let changes = match rows {
         Rows::Branches(git) if git.is_empty() => Vec::new(),
         Rows::Branches(git) => {
@@ -482,12 +526,25 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     let spans: Vec<(String, usize, bool)> = groups.iter().map(|g| (g.label.clone(), g.builders, g.collapsed)).collect();
     let columns = fold(columns, &mut rows, &spans);
     let compact_toggle = toggled(q.as_deref(), "compact", "1");
+    let older = (changes.len() as i64 == count).then(|| changes.last().map(|c| paged(q.as_deref(), Some(c.changeid))));
+    let (older, newer) = (older.flatten(), before.map(|_| paged(q.as_deref(), None)));
     let newest = changes.first().map(|c| c.when_timestamp);
     let pulls = m.store.recent_pull_requests(PULLS_LISTED).await?;
     let shown = if pull.is_some() { asked } else { filter };
     let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, shown).await;
-    let page =
-        ConsolePage { chrome, columns, groups, compact: layout.compact, compact_toggle, rows, grid, pull, pulls };
+    let page = ConsolePage {
+        chrome,
+        columns,
+        groups,
+        compact: layout.compact,
+        compact_toggle,
+        older,
+        newer,
+        rows,
+        grid,
+        pull,
+        pulls,
+    };
     render(&headers, &page, newest)
 }
 

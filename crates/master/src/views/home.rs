@@ -38,10 +38,9 @@ pub struct BuildRow {
 #[template(path = "home.html")]
 pub struct Home {
     pub chrome: Chrome,
-    pub builders: i64,
-    pub workers: i64,
+    pub builders: usize,
+    pub workers: usize,
     pub pending: i64,
-    pub changes_total: i64,
     pub changes: Vec<ChangeRow>,
     pub builds: Vec<BuildRow>,
     /// Force schedulers and the builders each can force.
@@ -132,13 +131,12 @@ pub async fn page(
     headers: axum::http::HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    let changes = m.store.list_changes(&ListQuery::default().order_by("changeid", true).limit(25)).await?;
-    let pending = m
-        .store
-        .list_buildrequests(&ListQuery::default().eq("complete", "false").eq("claimed", "false").limit(0))
-        .await?;
-    let builders = m.store.list_builders(&ListQuery::default().limit(0)).await?;
-    let workers = m.store.list_workers(&ListQuery::default().limit(0)).await?;
+    // No count of a table that grows with history: builders and workers
+    // are the configuration's, pending requests a partial index's.
+    let mut newest = ListQuery::default().order_by("changeid", true).limit(25);
+    newest.skip_count = true;
+    let changes = m.store.list_changes(&newest).await?;
+    let (pending, _) = m.store.pending_requests().await?;
     let builds = m.store.recent_builds(25).await?;
     let schedulers = m
         .store
@@ -150,10 +148,9 @@ pub async fn page(
         .collect();
     let home = Home {
         chrome: Chrome::plain(&m, &headers, "home").await.told(crate::notice::Said::of_query(q.as_deref())),
-        builders: builders.total,
-        workers: workers.total,
-        pending: pending.total,
-        changes_total: changes.total,
+        builders: m.catalog.builders().count(),
+        workers: m.catalog.config.workers.len(),
+        pending,
         changes: changes.items.into_iter().map(change_row).collect(),
         builds: builds.into_iter().map(|(builder, b)| build_row(builder, b)).collect(),
         forces: force_schedulers(&m),

@@ -61,6 +61,16 @@ pub fn verdict(builders: &[Standing]) -> Verdict {
                 concerns.push(format!("{} has no finished build", b.name));
                 None
             }
+            // Not a verdict on the code: the builder's last word is missing.
+            Some(r @ (Results::Retry | Results::Cancelled | Results::Skipped)) => {
+                let how = match r {
+                    Results::Retry => "retried",
+                    Results::Cancelled => "cancelled",
+                    _ => "skipped",
+                };
+                concerns.push(format!("{}'s newest build was {how} (no result on the code)", b.name));
+                None
+            }
             Some(_) => None,
         };
         if let Some(r) = reason {
@@ -333,6 +343,16 @@ mod tests {
         let mut fresh = s("d", 1, false, false);
         fresh.outcome = None;
         assert_eq!(verdict(&[fresh]), Verdict::Concern(vec!["d has no finished build".into()]));
+    }
+
+    #[test]
+    fn a_cancelled_or_retried_newest_build_is_a_concern() {
+        let mut stopped = s("a", 1, false, false);
+        stopped.outcome = Some(Results::Cancelled);
+        assert_eq!(
+            verdict(&[stopped]),
+            Verdict::Concern(vec!["a's newest build was cancelled (no result on the code)".into()])
+        );
     }
 
     #[test]

@@ -194,6 +194,8 @@ pub async fn import_buildbot(
             break;
         }
     }
+    // The builds came in wholesale: each builder's newest is read from them.
+    store.refresh_builder_latest().await?;
     let mut counts = named_counts(store, &ctx).await?;
     for table in TABLES {
         counts.extend(table_counts(store, &ctx, table).await?);

@@ -1,0 +1,121 @@
+//! Query plans: what the backend would do for the store's own statements
+//! (the very SQL the lists and page reads run), so a test can fail when one
+//! of them reads a whole growing table or sorts it. On PostgreSQL the plan
+//! is asked with sequential scans priced out (`enable_seqscan = off`), so a
+//! small test table still shows whether an index *could* serve; a plan that
+//! keeps a sequential scan has none. Sorts are priced out the same way
+//! (`enable_sort = off`): a plan that still sorts has no index in the order.
+
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::query::{Bind, ListQuery, Listing, bind_all, compile, page_sql};
+use crate::{Backend, Result, Store};
+
+/// One of the API's lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// `/builds`.
+    Builds,
+    /// `/buildrequests`.
+    BuildRequests,
+    /// `/buildsets`.
+    Buildsets,
+    /// `/changes`.
+    Changes,
+}
+
+fn listing(what: Listed) -> Listing {
+    match what {
+        Listed::Builds => crate::buildrequests::build_listing(),
+        Listed::BuildRequests => crate::buildrequests::request_listing(),
+        Listed::Buildsets => crate::buildsets::buildset_listing(),
+        Listed::Changes => crate::changes::change_listing(),
+    }
+}
+
+impl Store {
+    /// The plan of one page of a list, as `list_builds` and the others run it.
+    pub async fn explain_list(&self, what: Listed, q: &ListQuery) -> Result<Vec<String>> {
+        let l = listing(what);
+        let compiled = compile(l.fields, q, l.id)?;
+        self.explain(&page_sql(&l.select, l.from, &compiled), &compiled.binds).await
+    }
+
+    /// The plan of `latest_builds` for these builders.
+    pub async fn explain_latest_builds(&self, builder_ids: &[i64], finished_only: bool) -> Result<Vec<String>> {
+        let list = crate::changes::placeholders(1, builder_ids.len());
+        let binds: Vec<Bind> = builder_ids.iter().map(|id| Bind::Int(*id)).collect();
+        self.explain(&crate::views::latest_builds_sql(finished_only, &list), &binds).await
+    }
+
+    async fn explain(&self, sql: &str, binds: &[Bind]) -> Result<Vec<String>> {
+        let mut conn = self.pool.acquire().await?;
+        match self.backend() {
+            Backend::Postgres => {
+                sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await?;
+                sqlx::query("SET enable_sort = off").execute(&mut *conn).await?;
+                let rows =
+                    bind_all(sqlx::query(AssertSqlSafe(format!("EXPLAIN {sql}"))), binds).fetch_all(&mut *conn).await;
+                sqlx::query("RESET enable_seqscan").execute(&mut *conn).await?;
+                sqlx::query("RESET enable_sort").execute(&mut *conn).await?;
+                Ok(rows?.iter().map(|r| r.try_get::<String, _>(0)).collect::<std::result::Result<_, _>>()?)
+            }
+            Backend::Sqlite => {
+                let rows = bind_all(sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}"))), binds)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok(rows.iter().map(|r| r.try_get::<String, _>(3)).collect::<std::result::Result<_, _>>()?)
+            }
+        }
+    }
+}
+
+/// The lines of a plan that read a whole table or sort its rows: on
+/// SQLite a temporary b-tree for the order, or, for a query that filters
+/// (`filtered`), a `SCAN` without an index (an unfiltered `SCAN` in rowid
+/// order stops at its `LIMIT`); on PostgreSQL a sequential scan or a full
+/// sort node (an incremental sort of rows an index already ordered is not one).
+pub fn full_work(plan: &[String], filtered: bool) -> Vec<String> {
+    plan.iter()
+        .filter(|line| {
+            let l = line.trim_start().trim_start_matches("->").trim_start();
+            let sqlite_scan = filtered && l.starts_with("SCAN ") && !l.contains(" USING ");
+            let sqlite_sort = l.starts_with("USE TEMP B-TREE FOR ORDER BY");
+            let pg_scan = l.starts_with("Seq Scan") || l.starts_with("Parallel Seq Scan");
+            let pg_sort = l.starts_with("Sort  (") || l.starts_with("Sort (");
+            sqlite_scan || sqlite_sort || pg_scan || pg_sort
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(ls: &[&str]) -> Vec<String> {
+        ls.iter().map(|l| (*l).to_string()).collect()
+    }
+
+    #[test]
+    fn full_scans_and_sorts_are_found_on_both_backends() {
+        assert!(full_work(&lines(&["SCAN b USING INDEX builds_started_at"]), true).is_empty());
+        assert!(full_work(&lines(&["SEARCH r USING INDEX buildrequests_builder (builder_id=?)"]), true).is_empty());
+        assert!(full_work(&lines(&["SCAN b"]), false).is_empty(), "by rowid, to the limit");
+        assert_eq!(full_work(&lines(&["SCAN b", "USE TEMP B-TREE FOR ORDER BY"]), true).len(), 2);
+        let incremental = lines(&[
+            "Limit  (cost=0.47..29.04 rows=200 width=104)",
+            "  ->  Incremental Sort  (cost=0.47..74.76 rows=520 width=104)",
+            "        Sort Key: started_at DESC, id DESC",
+            "        ->  Index Scan Backward using builds_started_at on builds b  (cost=0.15..55.95 rows=520 width=104)",
+        ]);
+        assert!(full_work(&incremental, false).is_empty());
+        let bad = lines(&[
+            "Limit",
+            "  ->  Sort  (cost=1e10..1e10 rows=1000 width=80)",
+            "        Sort Key: x",
+            "        ->  Seq Scan on builds b",
+        ]);
+        assert_eq!(full_work(&bad, false).len(), 2);
+    }
+}
