@@ -33,6 +33,22 @@ pub struct ConsoleCell {
     pub build_complete: bool,
 }
 
+/// A request and the build that took it, from a row of `console_cells` or
+/// `buildset_cells`.
+fn cell_from(r: &sqlx::any::AnyRow, change_id: i64) -> Result<ConsoleCell> {
+    Ok(ConsoleCell {
+        change_id,
+        builder_id: get(r, "builder_id")?,
+        request_complete: get::<i64>(r, "complete")? != 0,
+        request_results: get(r, "request_results")?,
+        claimed: get::<Option<i64>>(r, "claimed_by_master_id")?.is_some(),
+        build_id: get(r, "build_id")?,
+        number: get(r, "number")?,
+        build_results: get(r, "build_results")?,
+        build_complete: get::<Option<i64>>(r, "complete_at")?.is_some(),
+    })
+}
+
 /// Each builder's newest build (or newest finished one) among `list`'s
 /// ids: one row of `builder_latest` each, whatever the history's depth.
 pub(crate) fn latest_builds_sql(finished_only: bool, list: &str) -> String {
@@ -214,21 +230,7 @@ impl Store {
                 )
             })
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ConsoleCell {
-                    change_id: get(r, "change_id")?,
-                    builder_id: get(r, "builder_id")?,
-                    request_complete: get::<i64>(r, "complete")? != 0,
-                    request_results: get(r, "request_results")?,
-                    claimed: get::<Option<i64>>(r, "claimed_by_master_id")?.is_some(),
-                    build_id: get(r, "build_id")?,
-                    number: get(r, "number")?,
-                    build_results: get(r, "build_results")?,
-                    build_complete: get::<Option<i64>>(r, "complete_at")?.is_some(),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| cell_from(r, get(r, "change_id")?)).collect()
     }
 
     /// The revision each build built: its `got_revision` (what the checkout
@@ -268,22 +270,7 @@ impl Store {
         .bind(buildset_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let cell = ConsoleCell {
-                    change_id: 0,
-                    builder_id: get(r, "builder_id")?,
-                    request_complete: get::<i64>(r, "complete")? != 0,
-                    request_results: get(r, "request_results")?,
-                    claimed: get::<Option<i64>>(r, "claimed_by_master_id")?.is_some(),
-                    build_id: get(r, "build_id")?,
-                    number: get(r, "number")?,
-                    build_results: get(r, "build_results")?,
-                    build_complete: get::<Option<i64>>(r, "complete_at")?.is_some(),
-                };
-                Ok((get(r, "id")?, cell))
-            })
-            .collect()
+        rows.iter().map(|r| Ok((get(r, "id")?, cell_from(r, 0)?))).collect()
     }
 
     /// Where each builder's failing streak began (for the builders given,

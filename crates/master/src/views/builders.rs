@@ -57,10 +57,7 @@ pub fn matches(b: &cascade_config::BuilderConfig, words: &[String]) -> bool {
 
 /// `q=` from a query string.
 fn search_of(q: Option<&str>) -> String {
-    q.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|p| p.into_iter().find(|(k, _)| k == "q").map(|(_, v)| v))
-        .map(|v| v.chars().take(SEARCH_MAX).collect())
-        .unwrap_or_default()
+    super::query_value(q, "q").map(|v| v.chars().take(SEARCH_MAX).collect()).unwrap_or_default()
 }
 
 /// `GET /builders`.

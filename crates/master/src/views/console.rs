@@ -84,7 +84,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn parse(q: Option<&str>) -> Layout {
-        let pairs: Vec<(String, String)> = q.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+        let pairs = super::query_pairs(q);
         let mut layout = Layout::default();
         for (k, v) in pairs {
             match k.as_str() {
@@ -195,7 +195,7 @@ fn groups(columns: &[Column], layout: &Layout, query: Option<&str>) -> Vec<Group
 
 /// The page's query with `key=value` removed if it is there, added if not.
 pub fn toggled(query: Option<&str>, key: &str, value: &str) -> String {
-    let mut pairs: Vec<(String, String)> = query.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    let mut pairs = super::query_pairs(query);
     let before = pairs.len();
     pairs.retain(|(k, v)| !(k == key && v == value));
     if pairs.len() == before {
@@ -340,8 +340,7 @@ pub async fn pull_grid(
         .filter(|n| (1..=pull::NUMBER_MAX).contains(n))
         .ok_or_else(|| HttpError::not_found("no such pull request"))?;
     // The layout and paging of the asked query stay; the branch is the PR's.
-    let mut pairs: Vec<(String, String)> =
-        q.as_deref().and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    let mut pairs = super::query_pairs(q.as_deref());
     pairs.retain(|(k, _)| k != "branch");
     pairs.push(("branch".into(), pull::merge_ref(n)));
     page(m, headers, Some(serde_urlencoded::to_string(pairs).unwrap_or_default()), true).await
@@ -377,19 +376,15 @@ fn scope(catalog: &Catalog, filter: &Filter) -> (Filter, Rows, Option<u64>) {
 
 /// `changes=N` from the query: how many rows (1 to 100).
 fn change_count(q: Option<&str>, grid: bool) -> i64 {
-    q.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|p| p.into_iter().find(|(k, _)| k == "changes").and_then(|(_, v)| v.parse().ok()))
-        .unwrap_or(if grid { 15 } else { 20 })
-        .clamp(1, 100)
+    super::query_value(q, "changes").and_then(|v| v.parse().ok()).unwrap_or(if grid { 15 } else { 20 }).clamp(1, 100)
 }
 
 /// `before=ID` from the query: rows are the changes older than that one
 /// (keyset paging: no count, no offset, one index range however deep).
 fn before_of(q: Option<&str>) -> Result<Option<i64>, HttpError> {
-    let pairs: Vec<(String, String)> = q.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
-    match pairs.into_iter().find(|(k, _)| k == "before") {
+    match super::query_value(q, "before") {
         None => Ok(None),
-        Some((_, v)) => v
+        Some(v) => v
             .parse::<i64>()
             .ok()
             .filter(|n| *n > 0)
@@ -400,7 +395,7 @@ fn before_of(q: Option<&str>) -> Result<Option<i64>, HttpError> {
 
 /// The page's query with `before` set to `id` (or removed: the newest changes).
 fn paged(query: Option<&str>, before: Option<i64>) -> String {
-    let mut pairs: Vec<(String, String)> = query.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    let mut pairs = super::query_pairs(query);
     pairs.retain(|(k, _)| k != "before");
     if let Some(id) = before {
         pairs.push(("before".into(), id.to_string()));

@@ -407,10 +407,7 @@ pub async fn page(
 }
 
 fn search_term(q: Option<&str>) -> String {
-    q.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|p| p.into_iter().find(|(k, _)| k == "test").map(|(_, v)| v))
-        .map(|v| v.chars().take(200).collect())
-        .unwrap_or_default()
+    super::query_value(q, "test").map(|v| v.chars().take(200).collect()).unwrap_or_default()
 }
 
 /// The tests each builder's newest tested build failed, with where and since when.

@@ -93,6 +93,16 @@ where
         .layer(axum::middleware::map_response(crate::error::as_page))
 }
 
+/// A page's query string as its pairs, in order (a malformed one as none).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default()
+}
+
+/// The first value of `key` in a page's query string.
+pub fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query_pairs(query).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
 /// `branch=` and `tag=` from a page's query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -102,7 +112,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn parse(query: Option<&str>) -> Filter {
-        let pairs: Vec<(String, String)> = query.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+        let pairs = query_pairs(query);
         let mut f = Filter::default();
         for (k, v) in pairs {
             match k.as_str() {

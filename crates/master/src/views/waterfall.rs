@@ -129,7 +129,7 @@ pub struct WaterfallPage {
 /// `hours` and `before` from the query: the window's length (one of
 /// [`WINDOWS`]) and the moment at its top (default: now).
 fn window_of(q: Option<&str>, now: i64) -> Result<(i64, i64), HttpError> {
-    let pairs: Vec<(String, String)> = q.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
+    let pairs = super::query_pairs(q);
     let (mut hours, mut before) = (4, now);
     for (k, v) in pairs {
         match k.as_str() {

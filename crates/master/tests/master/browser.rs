@@ -34,15 +34,7 @@ fn chromedriver() -> PathBuf {
 fn axe_source() -> &'static str {
     static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SOURCE.get_or_init(|| {
-        let path = match std::env::var("CASCADE_AXE_CORE") {
-            Ok(p) => PathBuf::from(p),
-            Err(_) => {
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/axe-core.sh");
-                let out = std::process::Command::new("bash").arg(&script).output().expect("run axe-core.sh");
-                assert!(out.status.success(), "installing axe-core failed: {}", String::from_utf8_lossy(&out.stderr));
-                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
-            }
-        };
+        let path = crate::harness::installed("CASCADE_AXE_CORE", "axe-core.sh");
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("axe-core at {}: {e}", path.display()))
     })
 }

@@ -571,18 +571,8 @@ test_both!(redirects_after_logins_and_forms_stay_on_this_site, |db| {
         ["/\t/evil.example", "/\r\nSet-Cookie: x=y", "/\\evil.example", "//evil.example", "https://evil.example/"];
     let mut session = String::new();
     for (i, next) in hostile.iter().enumerate() {
-        let body = serde_urlencoded::to_string([
-            ("username", "ann"),
-            ("password", "ann-password"),
-            ("csrf", csrf.as_str()),
-            ("next", next),
-        ])
-        .expect("form");
-        let req = Request::post("/login")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::COOKIE, &cookie)
-            .body(Body::from(body))
-            .expect("req");
+        let fields = [("username", "ann"), ("password", "ann-password"), ("csrf", csrf.as_str()), ("next", next)];
+        let req = form_post("/login", &cookie, serde_urlencoded::to_string(fields).expect("form"));
         let (status, headers, _) = h.app_response(from(req, &format!("10.1.0.{i}"))).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{next:?}");
         assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/"), "{next:?}");
@@ -608,14 +598,12 @@ test_both!(redirects_after_logins_and_forms_stay_on_this_site, |db| {
     // A form that makes no buildset goes back to its (checked) `next`, saying what it did.
     let waiting = cascade_store::ListQuery::default().eq("complete", "false");
     let request = h.store.list_buildrequests(&waiting).await.expect("requests").items[0].buildrequestid;
-    let body =
-        serde_urlencoded::to_string([("csrf", form_csrf.as_str()), ("method", "cancel"), ("next", "//evil.example")])
-            .expect("form");
-    let req = Request::post(format!("/api/v2/buildrequests/{request}"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::COOKIE, &session)
-        .body(Body::from(body))
-        .expect("req");
+    let fields = [("csrf", form_csrf.as_str()), ("method", "cancel"), ("next", "//evil.example")];
+    let req = form_post(
+        &format!("/api/v2/buildrequests/{request}"),
+        &session,
+        serde_urlencoded::to_string(fields).expect("form"),
+    );
     let (status, headers, body) = h.app_response(req).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/?done=cancelled"));
@@ -680,19 +668,9 @@ test_both!(a_login_returns_to_the_page_it_came_from, |db| {
         if expected.starts_with("/console") {
             let cookie = cookie_pair(&set_cookies(&headers), "cascade_login").expect("login cookie");
             let csrf = html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("csrf");
-            let body = serde_urlencoded::to_string([
-                ("username", "ann"),
-                ("password", "ann-password"),
-                ("csrf", csrf),
-                ("next", expected),
-            ])
-            .expect("form");
-            let req = Request::post("/login")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(header::COOKIE, &cookie)
-                .body(Body::from(body))
-                .expect("req");
-            let (status, headers, _) = h.app_response(req).await;
+            let fields = [("username", "ann"), ("password", "ann-password"), ("csrf", csrf), ("next", expected)];
+            let (status, headers, _) =
+                h.app_response(form_post("/login", &cookie, serde_urlencoded::to_string(fields).expect("form"))).await;
             assert_eq!(status, StatusCode::SEE_OTHER);
             assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some(expected));
         }
