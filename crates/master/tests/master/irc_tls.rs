@@ -134,6 +134,9 @@ fn anope_conf(dir: &Path, link: u16) -> PathBuf {
             ("pid = \"/var/run/anope/anope.pid\"", format!("pid = \"{}\"", dir.join("anope.pid").display())),
             ("motd = \"/etc/anope/services.motd\"", format!("motd = \"{}\"", conf.join("services.motd").display())),
             ("casemap = \"ascii\"", "casemap = \"rfc1459\"".into()),
+            // A first link attempt that fails on a busy machine is retried in
+            // 2 s, not Anope's 60 s (which is the whole wait below).
+            ("retrywait = 60s", "retrywait = 2s".into()),
         ],
     );
     edit("nickserv.conf", &[("#nickregdelay = 30s", "nickregdelay = 0s".into())]);
