@@ -63,6 +63,9 @@ document.addEventListener("click", function (e) {
   // and one at a time (a slow answer never lands after a newer one).
   var MIN_GAP = 3000;
   var inflight = false;
+  // Asked again while a re-render was on its way: once it lands, go again,
+  // so the last event is never lost.
+  var again = false;
   // What the server last sent for <main> (before any ticking changed it):
   // an answer that says the same is not swapped in.
   var mainNow = document.getElementById("main");
@@ -79,7 +82,8 @@ document.addEventListener("click", function (e) {
   }
 
   function refresh() {
-    if (pending || inflight || edited) return;
+    if (inflight) { again = true; return; }
+    if (pending || edited) return;
     var wait = Math.max(300, lastRefresh + MIN_GAP - Date.now());
     pending = setTimeout(function () {
       pending = null;
@@ -102,7 +106,10 @@ document.addEventListener("click", function (e) {
           }
         })
         .catch(function () {})
-        .then(function () { inflight = false; });
+        .then(function () {
+          inflight = false;
+          if (again) { again = false; refresh(); }
+        });
     }, wait);
   }
   document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
