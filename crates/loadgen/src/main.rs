@@ -50,7 +50,8 @@ impl Load {
         bodies: Arc<Vec<(Vec<u8>, String)>>,
         next: Arc<std::sync::atomic::AtomicUsize>,
         end: usize,
-    ) -> anyhow::Result<Vec<Duration>> {
+        t0: Instant,
+    ) -> anyhow::Result<Vec<(Duration, Duration)>> {
         let mut latencies = Vec::new();
         loop {
             let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -70,18 +71,20 @@ impl Load {
                 .await?;
             let status = resp.status();
             let _ = resp.bytes().await?;
-            latencies.push(t.elapsed());
+            latencies.push((t.elapsed(), t - t0));
             anyhow::ensure!(status.is_success(), "push {n} answered {status}");
         }
     }
 
-    /// Posts pushes `range` from `concurrency` connections; every latency.
-    async fn run(&self, range: std::ops::Range<usize>) -> anyhow::Result<Vec<Duration>> {
+    /// Posts pushes `range` from `concurrency` connections; every latency,
+    /// with when its push was sent (since the run began).
+    async fn run(&self, range: std::ops::Range<usize>) -> anyhow::Result<Vec<(Duration, Duration)>> {
+        let t0 = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(range.start));
         let tasks: Vec<_> = (0..self.concurrency)
             .map(|_| {
                 let (client, hook, bodies) = (self.client.clone(), self.hook.clone(), self.bodies.clone());
-                tokio::spawn(Load::sender(client, hook, bodies, next.clone(), range.end))
+                tokio::spawn(Load::sender(client, hook, bodies, next.clone(), range.end, t0))
             })
             .collect();
         let mut all = Vec::new();
@@ -126,6 +129,22 @@ fn report(args: &Args, store: &cascade_store::Store, elapsed: Duration, latencie
     );
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Checkpoints PostgreSQL has made since its statistics were reset.
+async fn checkpoints(url: &str) -> Option<i64> {
+    if !url.starts_with("postgres") {
+        return None;
+    }
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await.ok()?;
+    let sql = "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter";
+    let n = sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.ok();
+    pool.close().await;
+    n
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -147,10 +166,22 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
     };
     load.run(0..args.warmup).await?;
+    let checkpoints_before = checkpoints(&url).await;
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    eprintln!("measuring from Unix time {:.3} (to set beside the server's logs)", since_epoch.as_secs_f64());
     let t0 = Instant::now();
-    let mut latencies = load.run(args.warmup..total).await?;
+    let mut timed = load.run(args.warmup..total).await?;
     let elapsed = t0.elapsed();
-    latencies.sort();
+    let checkpoints_after = checkpoints(&url).await;
+    timed.sort();
+    let latencies: Vec<Duration> = timed.iter().map(|(latency, _)| *latency).collect();
+    // The tail, and when it happened: to set beside checkpoints and passes.
+    let slowest: Vec<String> =
+        timed.iter().rev().take(8).map(|(l, at)| format!("{:.1} ms at {:.2} s", ms(*l), at.as_secs_f64())).collect();
+    eprintln!("slowest: {}", slowest.join(", "));
+    if let (Some(b), Some(a)) = (checkpoints_before, checkpoints_after) {
+        eprintln!("PostgreSQL checkpoints during the run: {}", a - b);
+    }
     let stored = store.list_changes(&cascade_store::ListQuery::default().limit(0)).await?.total;
     report(&args, &store, elapsed, &latencies, stored);
     served.stop().await?;

@@ -117,7 +117,7 @@ async fn lock_branches(
 /// The condition under which `insert_change` leaves a change out: an
 /// earlier change on its repository, branch and revision that `redundant`
 /// names ($4 branch, $5 revision, $9 repository).
-fn redundant_condition(redundant: Redundant) -> String {
+pub(crate) fn redundant_condition(redundant: Redundant) -> String {
     let earlier = "SELECT 1 FROM changes c WHERE c.revision = $5 AND c.branch = $4 AND c.repository = $9";
     match redundant {
         Redundant::Never => String::new(),
@@ -166,6 +166,13 @@ impl Store {
         now_ms: i64,
     ) -> Result<IngestOutcome> {
         let now = now_ms.div_euclid(1000);
+        if let [(change, touches)] = changes
+            && self.backend() == crate::Backend::Postgres
+            && redundant != Redundant::Known
+        {
+            // A delivery's one change (most pushes): one statement, one round trip.
+            return crate::push_statement::ingest_one(&self.pool, delivery, change, touches, redundant, now_ms).await;
+        }
         let Some(mut tx) = self.begin_delivery(delivery, now).await? else { return Ok(IngestOutcome::Duplicate) };
         lock_branches(&mut tx, self.backend(), changes, redundant).await?;
         let mut change_ids = Vec::with_capacity(changes.len());
@@ -401,8 +408,8 @@ pub(crate) struct StampKey<'a> {
     pub patch: Option<&'a str>,
 }
 
-/// Finds or creates the source stamp `k` names; source stamps are shared, as in Buildbot.
-pub(crate) async fn sourcestamp_id(tx: &mut Transaction<'static, Any>, k: &StampKey<'_>, now: i64) -> Result<i64> {
+/// The unique key of the source stamp `k` names (`sourcestamps.ss_key`).
+pub(crate) fn stamp_key(k: &StampKey<'_>) -> String {
     let StampKey { codebase, repository, branch, revision, project, patch } = *k;
     // Separators keep distinct tuples distinct; \u{1e} marks "none" (PostgreSQL refuses NUL in text).
     let mut key =
@@ -412,7 +419,13 @@ pub(crate) async fn sourcestamp_id(tx: &mut Transaction<'static, Any>, k: &Stamp
     }
     // PostgreSQL indexes at most ~2.7 kB per entry: a long key is indexed
     // by its hash (short keys stay as they were, so stored rows still match).
-    let key = if key.len() > 512 { format!("sha256:{}", hex::encode(sha2::Sha256::digest(&key))) } else { key };
+    if key.len() > 512 { format!("sha256:{}", hex::encode(sha2::Sha256::digest(&key))) } else { key }
+}
+
+/// Finds or creates the source stamp `k` names; source stamps are shared, as in Buildbot.
+pub(crate) async fn sourcestamp_id(tx: &mut Transaction<'static, Any>, k: &StampKey<'_>, now: i64) -> Result<i64> {
+    let StampKey { codebase, repository, branch, revision, project, .. } = *k;
+    let key = stamp_key(k);
     let inserted = sqlx::query(
         "INSERT INTO sourcestamps (ss_key, branch, revision, repository, project, codebase, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (ss_key) DO NOTHING RETURNING id",

@@ -24,6 +24,49 @@ pub enum Listed {
     Changes,
 }
 
+/// One of the reads the pages make for a set of ids (builders, builds or
+/// changes), by the name of the store method that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewed {
+    /// `console_cells`: the console's and grid's cells, by change.
+    ConsoleCells,
+    /// `pending_counts`: waiting requests, by builder.
+    PendingCounts,
+    /// `built_revisions`: the release page's revision per build.
+    BuiltRevisions,
+    /// `blamelist_pairs`: the release page's blamelists, by build.
+    BlamelistPairs,
+    /// `builds_between`: the waterfall's window, by builder.
+    BuildsBetween,
+    /// `steps_of`: the waterfall's and build page's steps, by build.
+    StepsOf,
+    /// `running_builds`: builds not yet finished (no ids).
+    RunningBuilds,
+}
+
+impl Viewed {
+    /// The statement for `n` ids and its binds besides them.
+    fn sql(self, list: &str) -> (String, Vec<Bind>) {
+        use crate::views::*;
+        match self {
+            Viewed::ConsoleCells => (console_cells_sql(list), Vec::new()),
+            Viewed::PendingCounts => (pending_counts_sql(list), Vec::new()),
+            Viewed::BuiltRevisions => (built_revisions_sql(list), Vec::new()),
+            Viewed::BlamelistPairs => (blamelist_pairs_sql(list), Vec::new()),
+            Viewed::BuildsBetween => {
+                (builds_between_sql(list), [0, 1_000, 2_000, 500].into_iter().map(Bind::Int).collect())
+            }
+            Viewed::StepsOf => (steps_of_sql(list), Vec::new()),
+            Viewed::RunningBuilds => (running_builds_sql(), Vec::new()),
+        }
+    }
+
+    /// Where the ids' placeholders start.
+    fn first_id_placeholder(self) -> usize {
+        if self == Viewed::BuildsBetween { 5 } else { 1 }
+    }
+}
+
 fn listing(what: Listed) -> Listing {
     match what {
         Listed::Builds => crate::buildrequests::build_listing(),
@@ -46,6 +89,17 @@ impl Store {
         let list = crate::changes::placeholders(1, builder_ids.len());
         let binds: Vec<Bind> = builder_ids.iter().map(|id| Bind::Int(*id)).collect();
         self.explain(&crate::views::latest_builds_sql(finished_only, &list), &binds).await
+    }
+
+    /// The plan of one of the pages' reads for these ids.
+    pub async fn explain_view(&self, what: Viewed, ids: &[i64]) -> Result<Vec<String>> {
+        let list = crate::changes::placeholders(what.first_id_placeholder(), ids.len());
+        let (sql, mut binds) = what.sql(&list);
+        if what == Viewed::RunningBuilds {
+            return self.explain(&sql, &binds).await;
+        }
+        binds.extend(ids.iter().map(|id| Bind::Int(*id)));
+        self.explain(&sql, &binds).await
     }
 
     async fn explain(&self, sql: &str, binds: &[Bind]) -> Result<Vec<String>> {
@@ -89,6 +143,17 @@ pub fn full_work(plan: &[String], filtered: bool) -> Vec<String> {
         .collect()
 }
 
+/// The lines of [`full_work`] that read a whole table: for reads bounded
+/// by the ids or the time window they are given, sorting what they found
+/// is no growing cost.
+pub fn full_scans(plan: &[String]) -> Vec<String> {
+    let sorts = |l: &String| {
+        let l = l.trim_start().trim_start_matches("->").trim_start();
+        l.starts_with("USE TEMP B-TREE") || l.starts_with("Sort")
+    };
+    full_work(plan, true).into_iter().filter(|l| !sorts(l)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +182,9 @@ mod tests {
             "        ->  Seq Scan on builds b",
         ]);
         assert_eq!(full_work(&bad, false).len(), 2);
+        assert_eq!(full_scans(&bad), vec!["        ->  Seq Scan on builds b".to_string()], "a bounded sort is no scan");
+        assert!(
+            full_scans(&lines(&["SEARCH b USING INDEX x (builder_id=?)", "USE TEMP B-TREE FOR ORDER BY"])).is_empty()
+        );
     }
 }

@@ -161,12 +161,7 @@ impl Store {
     ) -> Result<Vec<BuildRecord>> {
         let mut out = Vec::new();
         for chunk in builder_ids.chunks(500) {
-            let sql = format!(
-                "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder_id IN ({}) AND b.started_at >= $1 \
-                 AND b.started_at < $3 AND (b.started_at >= $2 OR b.complete_at IS NULL OR b.complete_at >= $2) \
-                 ORDER BY b.started_at DESC LIMIT $4",
-                placeholders(5, chunk.len())
-            );
+            let sql = builds_between_sql(&placeholders(5, chunk.len()));
             let mut q =
                 sqlx::query(AssertSqlSafe(sql)).bind(from.saturating_sub(reach)).bind(from).bind(to).bind(limit);
             for id in chunk {
@@ -197,39 +192,19 @@ impl Store {
     /// How many requests wait (unclaimed) for each of these builders that
     /// has some: (builder id, count).
     pub async fn pending_counts(&self, builder_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
-        let rows = self
-            .rows_for_ids(builder_ids, |list| {
-                format!(
-                    "SELECT r.builder_id, COUNT(*) AS n FROM buildrequests r WHERE r.complete = 0 \
-                     AND r.claimed_by_master_id IS NULL AND r.builder_id IN ({list}) GROUP BY r.builder_id"
-                )
-            })
-            .await?;
+        let rows = self.rows_for_ids(builder_ids, pending_counts_sql).await?;
         rows.iter().map(|r| Ok((get(r, "builder_id")?, get(r, "n")?))).collect()
     }
 
     /// Steps of several builds.
     pub async fn steps_of(&self, build_ids: &[i64]) -> Result<Vec<StepRecord>> {
-        let rows = self
-            .rows_for_ids(build_ids, |list| {
-                format!("SELECT {STEP_COLUMNS} FROM steps WHERE build_id IN ({list}) ORDER BY build_id, number")
-            })
-            .await?;
+        let rows = self.rows_for_ids(build_ids, steps_of_sql).await?;
         rows.iter().map(step_from).collect()
     }
 
     /// Every build request made for these changes, with its build.
     pub async fn console_cells(&self, change_ids: &[i64]) -> Result<Vec<ConsoleCell>> {
-        let rows = self
-            .rows_for_ids(change_ids, |list| {
-                format!(
-                    "SELECT bc.change_id, r.builder_id, r.complete, r.results AS request_results, \
-                     r.claimed_by_master_id, r.build_id, b.number, b.results AS build_results, b.complete_at \
-                     FROM buildset_changes bc JOIN buildrequests r ON r.buildset_id = bc.buildset_id \
-                     LEFT JOIN builds b ON b.id = r.build_id WHERE bc.change_id IN ({list})"
-                )
-            })
-            .await?;
+        let rows = self.rows_for_ids(change_ids, console_cells_sql).await?;
         rows.iter().map(|r| cell_from(r, get(r, "change_id")?)).collect()
     }
 
@@ -237,15 +212,7 @@ impl Store {
     /// found), else the revision its request was pinned to; builds that
     /// know neither are left out.
     pub async fn built_revisions(&self, build_ids: &[i64]) -> Result<std::collections::HashMap<i64, String>> {
-        let rows = self
-            .rows_for_ids(build_ids, |list| {
-                format!(
-                    "SELECT b.id, (SELECT p.value FROM build_properties p WHERE p.build_id = b.id \
-                     AND p.name = 'got_revision') AS got, r.pinned_revision \
-                     FROM builds b LEFT JOIN buildrequests r ON r.id = b.build_request_id WHERE b.id IN ({list})"
-                )
-            })
-            .await?;
+        let rows = self.rows_for_ids(build_ids, built_revisions_sql).await?;
         let mut out = std::collections::HashMap::new();
         for r in &rows {
             let got: Option<String> = get(r, "got")?;
@@ -301,15 +268,7 @@ impl Store {
 
     /// (build id, change id) for every change the builds cover.
     pub async fn blamelist_pairs(&self, build_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
-        let rows = self
-            .rows_for_ids(build_ids, |list| {
-                format!(
-                    "SELECT DISTINCT r.build_id, bc.change_id FROM buildrequests r \
-                     JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id IN ({list}) \
-                     ORDER BY r.build_id, bc.change_id"
-                )
-            })
-            .await?;
+        let rows = self.rows_for_ids(build_ids, blamelist_pairs_sql).await?;
         rows.iter().map(|r| Ok((get(r, "build_id")?, get(r, "change_id")?))).collect()
     }
 
@@ -324,11 +283,63 @@ impl Store {
 
     /// Builds running now, on any master.
     pub async fn running_builds(&self) -> Result<Vec<BuildRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.complete_at IS NULL ORDER BY b.id"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(AssertSqlSafe(running_builds_sql())).fetch_all(&self.pool).await?;
         rows.iter().map(build_from).collect()
     }
+}
+
+/// `console_cells`: every request made for the changes `list` names, with its build.
+pub(crate) fn console_cells_sql(list: &str) -> String {
+    format!(
+        "SELECT bc.change_id, r.builder_id, r.complete, r.results AS request_results, \
+         r.claimed_by_master_id, r.build_id, b.number, b.results AS build_results, b.complete_at \
+         FROM buildset_changes bc JOIN buildrequests r ON r.buildset_id = bc.buildset_id \
+         LEFT JOIN builds b ON b.id = r.build_id WHERE bc.change_id IN ({list})"
+    )
+}
+
+/// `pending_counts`: unclaimed requests per builder of `list`.
+pub(crate) fn pending_counts_sql(list: &str) -> String {
+    format!(
+        "SELECT r.builder_id, COUNT(*) AS n FROM buildrequests r WHERE r.complete = 0 \
+         AND r.claimed_by_master_id IS NULL AND r.builder_id IN ({list}) GROUP BY r.builder_id"
+    )
+}
+
+/// `built_revisions`: each build's `got_revision`, or its request's pinned revision.
+pub(crate) fn built_revisions_sql(list: &str) -> String {
+    format!(
+        "SELECT b.id, (SELECT p.value FROM build_properties p WHERE p.build_id = b.id \
+         AND p.name = 'got_revision') AS got, r.pinned_revision \
+         FROM builds b LEFT JOIN buildrequests r ON r.id = b.build_request_id WHERE b.id IN ({list})"
+    )
+}
+
+/// `blamelist_pairs`: (build, change) for every change the builds `list` cover.
+pub(crate) fn blamelist_pairs_sql(list: &str) -> String {
+    format!(
+        "SELECT DISTINCT r.build_id, bc.change_id FROM buildrequests r \
+         JOIN buildset_changes bc ON bc.buildset_id = r.buildset_id WHERE r.build_id IN ({list}) \
+         ORDER BY r.build_id, bc.change_id"
+    )
+}
+
+/// `builds_between` for the builders `list` names (from `$5`): `$1` the
+/// reach back, `$2`–`$3` the window, `$4` the limit.
+pub(crate) fn builds_between_sql(list: &str) -> String {
+    format!(
+        "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder_id IN ({list}) AND b.started_at >= $1 \
+         AND b.started_at < $3 AND (b.started_at >= $2 OR b.complete_at IS NULL OR b.complete_at >= $2) \
+         ORDER BY b.started_at DESC LIMIT $4"
+    )
+}
+
+/// `running_builds`: builds not yet finished, on any master.
+pub(crate) fn running_builds_sql() -> String {
+    format!("SELECT {BUILD_COLUMNS} FROM builds b WHERE b.complete_at IS NULL ORDER BY b.id")
+}
+
+/// `steps_of`: the steps of the builds `list` names.
+pub(crate) fn steps_of_sql(list: &str) -> String {
+    format!("SELECT {STEP_COLUMNS} FROM steps WHERE build_id IN ({list}) ORDER BY build_id, number")
 }

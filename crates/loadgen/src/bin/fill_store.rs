@@ -4,7 +4,7 @@
 //! 162 builder definitions over 8 branches make 1,036 builders (about 60 %
 //! tagged `stable`, tiers 1–3), 57 workers; on each branch a run of pushes,
 //! each a change, a buildset and one build request per builder of the branch,
-//! each taken by a build with its steps. The default is about a million
+//! each taken by a build with its steps and properties. The default is about a million
 //! builds with six steps each. Rows are made by the database itself
 //! (`INSERT … SELECT` over a recursive counter), so it takes minutes, not
 //! hours; the same SQL runs on PostgreSQL and SQLite.
@@ -247,6 +247,32 @@ impl Fill<'_> {
         )).await?;
         Ok(())
     }
+
+    /// Every build's properties, as a Buildbot master sets them (values are JSON).
+    async fn properties(&self, builds: i64) -> anyhow::Result<()> {
+        let (next_id, label) = (self.next_id, self.label);
+        let names: Vec<String> = ["got_revision", "buildername", "buildnumber", "workername", "scheduler", "branch"]
+            .iter()
+            .enumerate()
+            .map(|(k, name)| format!("SELECT {k} AS k, '{name}' AS name"))
+            .collect();
+        exec(
+            self.pool,
+            "build properties",
+            format!(
+                "WITH pr AS ({}) INSERT INTO build_properties (build_id, name, value, source) \
+                 SELECT b.id, pr.name, CASE pr.k WHEN 0 THEN '\"rev' || b.id || '\"' \
+                 WHEN 1 THEN '\"builder-' || b.builder_id || '\"' WHEN 2 THEN CAST(b.number AS TEXT) \
+                 WHEN 3 THEN '\"worker-' || b.worker_id || '\"' ELSE '\"{label}\"' END, \
+                 CASE pr.k WHEN 0 THEN 'Git' WHEN 1 THEN 'Builder' WHEN 3 THEN 'Worker' \
+                 WHEN 4 THEN 'Scheduler' ELSE 'Build' END \
+                 FROM builds b CROSS JOIN pr WHERE b.id >= {next_id} AND b.id < {next_id} + {builds}",
+                names.join(" UNION ALL ")
+            ),
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// The schema and the configuration's rows, through the store; returns the
@@ -273,6 +299,9 @@ async fn bulk_pool(database: &str) -> anyhow::Result<sqlx::AnyPool> {
     if database.starts_with("sqlite") {
         sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         sqlx::query("PRAGMA synchronous = OFF").execute(&pool).await?;
+        // Each statement inserts millions of rows into a dozen indexes: with
+        // SQLite's default 2 MB page cache a 10 M-build fill thrashes.
+        sqlx::query("PRAGMA cache_size = -4000000").execute(&pool).await?;
     }
     Ok(pool)
 }
@@ -315,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
         fill.changes().await?;
         let builds = fill.builds().await?;
         fill.steps(builds).await?;
+        fill.properties(builds).await?;
         next_id += builds;
     }
     // The builds went in wholesale: each builder's newest is read from them.

@@ -27,13 +27,17 @@ const DEFAULT_PATHS: &[&str] = &[
     "/console",
     "/console?branch=3.14&tag=stable",
     "/grid",
+    "/grid?branch=main&before={change}",
+    "/console?before={change}",
     "/waterfall",
+    "/waterfall?before={newest_start}",
+    "/waterfall?before={middle_start}",
     "/release",
     "/release?branch=3.x",
     "/builders",
     "/builders/5",
-    "/builders/5?before=500",
-    "/builders/5/builds/900",
+    "/builders/5?before={number}",
+    "/builders/5/builds/{number}",
     "/changes",
     "/pending",
     "/workers",
@@ -41,8 +45,10 @@ const DEFAULT_PATHS: &[&str] = &[
     "/api/v2/builds?limit=50&order=-buildid",
     "/api/v2/builds?builderid=5&order=-number&limit=20",
     "/api/v2/builders/5/builds?complete=true&order=-number&limit=1",
-    "/api/v2/builds/500000/steps",
-    "/api/v2/builds/500000/changes",
+    "/api/v2/builds/{build}/steps",
+    "/api/v2/builds/{build}/changes",
+    "/api/v2/builds?builderid=5&order=-number&limit=20&property=*",
+    "/api/v2/builds/{build}/property_list",
     "/api/v2/changes?branch=main&order=-changeid&limit=50",
     "/api/v2/buildrequests?complete=false",
     // The orderings Buildbot's UI and release tooling use, each from an index.
@@ -52,10 +58,37 @@ const DEFAULT_PATHS: &[&str] = &[
     "/api/v2/buildrequests?order=-buildrequestid&limit=1000",
     "/api/v2/buildrequests?order=-submitted_at&limit=200",
     "/api/v2/buildsets?order=-bsid&limit=50",
-    "/api/v2/builders/5/builds/900/steps/2/logs",
+    "/api/v2/builders/5/builds/{number}/steps/2/logs",
     "/api/v2/builders/5/workers",
     "/api/v2/workers",
 ];
+
+/// The ids the paths name, read from the master: a build, a number of
+/// builder 5 and a change halfway through the history, so the same paths
+/// make sense at every depth.
+struct Middle {
+    build: i64,
+    number: i64,
+    change: i64,
+    /// When the newest build started, and the middle one: the waterfall's windows.
+    newest_start: i64,
+    middle_start: i64,
+}
+
+async fn newest(client: &reqwest::Client, url: &str, list: &str, field: &str) -> anyhow::Result<i64> {
+    let body: serde_json::Value = client.get(url).send().await?.error_for_status()?.json().await?;
+    body[list][0][field].as_i64().ok_or_else(|| anyhow::anyhow!("{url}: no {list}[0].{field}"))
+}
+
+async fn middle(client: &reqwest::Client, base: &str) -> anyhow::Result<Middle> {
+    let api = format!("{base}/api/v2");
+    let build = newest(client, &format!("{api}/builds?order=-buildid&limit=1"), "builds", "buildid").await?;
+    let number = newest(client, &format!("{api}/builders/5/builds?order=-number&limit=1"), "builds", "number").await?;
+    let change = newest(client, &format!("{api}/changes?order=-changeid&limit=1"), "changes", "changeid").await?;
+    let newest_start = newest(client, &format!("{api}/builds?order=-buildid&limit=1"), "builds", "started_at").await?;
+    let middle_start = newest(client, &format!("{api}/builds/{}", build / 2), "builds", "started_at").await?;
+    Ok(Middle { build: build / 2, number: number / 2, change: change / 2, newest_start, middle_start })
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -72,9 +105,21 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.paths.clone()
     };
+    let base = args.url.trim_end_matches('/').to_string();
+    let mid = middle(&client, &base).await?;
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            p.replace("{build}", &mid.build.to_string())
+                .replace("{number}", &mid.number.to_string())
+                .replace("{change}", &mid.change.to_string())
+                .replace("{newest_start}", &(mid.newest_start + 1).to_string())
+                .replace("{middle_start}", &mid.middle_start.to_string())
+        })
+        .collect();
     println!("{:<58} {:>6} {:>9} {:>9} {:>9} {:>9}", "path", "status", "bytes", "p50 ms", "p95 ms", "max ms");
     for path in &paths {
-        let url = format!("{}{path}", args.url.trim_end_matches('/'));
+        let url = format!("{base}{path}");
         let mut times = Vec::with_capacity(args.rounds);
         let (mut status, mut bytes) = (0, 0);
         // One warm-up request: caches, the first connection.

@@ -1,5 +1,6 @@
-//! A list's answer. With `limit` it is one page and `meta.total` as
-//! counted; without, it is every row, as Buildbot answers, read from the
+//! A list's answer. With `limit` it is one page, and `meta.total` the rows
+//! up to its end (a lower bound when the page is full) unless `total=1`
+//! asks for a count; without, it is every row, as Buildbot answers, read from the
 //! store a page at a time and streamed, so memory stays flat whatever the
 //! history holds. Lists ordered by their id alone page by keyset (the
 //! next page starts after the last id sent), any other order by offset.
@@ -49,9 +50,14 @@ pub(crate) async fn answer(
     fields: Vec<String>,
     fetch: impl Fetch,
 ) -> Result<Response, HttpError> {
-    if q.limit.is_some() {
+    if let Some(limit) = q.limit {
+        let (offset, counted) = (q.offset.unwrap_or(0).max(0), !q.skip_count);
         let page = fetch.fetch(q).await?;
-        let body = json!({ what.name: project(page.items, &fields), "meta": meta(page.total) });
+        // A list the store did not count has a total of its page's length;
+        // lists kept in memory (the configuration's) count for free.
+        let rows = page.items.len() as i64;
+        let meta = if counted || page.total != rows { meta(page.total) } else { uncounted_meta(offset, rows, limit) };
+        let body = json!({ what.name: project(page.items, &fields), "meta": meta });
         return Ok(axum::Json(body).into_response());
     }
     let keyset = cascade_store::keyset_order(&q.order, what.id_field);
@@ -60,6 +66,17 @@ pub(crate) async fn answer(
     let items = fetch.fetch(first).await?.items;
     let walk = Walk { what, q, fields, keyset, fetch: Arc::new(fetch), sent: 0, offset: 0, last_id: None };
     Ok(walk.stream(items))
+}
+
+/// `meta` of a page that was not counted: the rows up to its end, flagged
+/// as a lower bound (`total_capped`) when the page is full and more may follow.
+fn uncounted_meta(offset: i64, rows: i64, limit: i64) -> Value {
+    let total = offset + rows;
+    if rows > 0 && rows >= limit.min(MAX_LIMIT) {
+        json!({ "total": total, "total_capped": true })
+    } else {
+        json!({ "total": total })
+    }
 }
 
 struct Walk<F> {
@@ -134,5 +151,19 @@ impl<F: Fetch> Walk<F> {
             q.offset = Some(self.q.offset.unwrap_or(0) + self.offset);
         }
         Ok(self.fetch.fetch(q).await?.items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uncounted_meta;
+    use serde_json::json;
+
+    #[test]
+    fn an_uncounted_page_says_how_many_rows_reach_its_end_and_whether_more_may_follow() {
+        assert_eq!(uncounted_meta(0, 3, 50), json!({ "total": 3 }), "a short page is the last");
+        assert_eq!(uncounted_meta(100, 50, 50), json!({ "total": 150, "total_capped": true }));
+        assert_eq!(uncounted_meta(0, 1000, 5000), json!({ "total": 1000, "total_capped": true }), "limit over the cap");
+        assert_eq!(uncounted_meta(40, 0, 50), json!({ "total": 40 }), "past the end");
     }
 }

@@ -218,7 +218,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "Cascade Data API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Buildbot's Data API v2 shapes: lists answer {\"<resource>\": [...], \"meta\": {\"total\": N}}; filters `field=value` and `field__op=value` (eq, ne, lt, le, gt, ge, contains, in). Control is JSON-RPC POSTs.",
+            "description": "Buildbot's Data API v2 shapes: lists answer {\"<resource>\": [...], \"meta\": {\"total\": N}}; filters `field=value` and `field__op=value` (eq, ne, lt, le, gt, ge, contains, in); with `limit`, `meta.total` is counted only when `total=1` asks. Control is JSON-RPC POSTs.",
         },
         "servers": [{ "url": "/api/v2" }],
         "components": { "securitySchemes": {

@@ -1,5 +1,6 @@
 //! Query strings of Buildbot's Data API: `field=value`, `field__op=value`,
-//! `order=-field`, `limit`, `offset`, `field=` projection.
+//! `order=-field`, `limit`, `offset`, `field=` projection; and Cascade's
+//! `total=1`, which counts the rows a page was taken from.
 
 use cascade_store::{Filter, ListQuery, Op, Order};
 
@@ -22,6 +23,7 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, HttpError> {
         }
     };
     let mut parsed = Parsed::default();
+    let mut count = false;
     let int = |name: &str, v: &str| -> Result<i64, HttpError> {
         v.parse::<i64>().map_err(|_| HttpError::bad_request(format!("{name} must be an integer, got {v:?}")))
     };
@@ -42,6 +44,8 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, HttpError> {
                     parsed.query.order.push(Order { field: field.to_string(), descending });
                 }
             }
+            // Cascade's own: count the matching rows for `meta.total` (capped).
+            "total" => count = matches!(value.as_str(), "1" | "true" | "yes"),
             "field" => parsed.fields.extend(value.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
             "property" => parsed.properties.extend(value.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
             _ => {
@@ -66,6 +70,9 @@ pub fn parse(raw: Option<&str>) -> Result<Parsed, HttpError> {
             }
         }
     }
+    // Counting is the one part of a page that grows with the history: a
+    // page is counted only when asked, or when the count is all it asks for.
+    parsed.query.skip_count = !(count || parsed.query.limit == Some(0));
     let values: usize = parsed.query.filters.iter().map(|f| f.values.len()).sum::<usize>()
         + parsed.query.order.len()
         + parsed.fields.len()
@@ -118,9 +125,22 @@ mod tests {
     }
 
     #[test]
+    fn a_page_is_counted_only_when_asked_or_when_the_count_is_all_it_asks() {
+        let counted = |q: &str| !parse(Some(q)).expect("parses").query.skip_count;
+        assert!(!counted("limit=50&order=-buildid"));
+        assert!(counted("limit=50&total=1"));
+        assert!(counted("limit=50&total=true"));
+        assert!(!counted("limit=50&total=0"));
+        assert!(counted("limit=0"), "limit=0 asks for nothing but the count");
+        let p = parse(Some("total=1&builderid=3")).expect("parses");
+        assert_eq!(p.query.filters.len(), 1, "total is not a filter");
+    }
+
+    #[test]
     fn rejects_nonsense() {
         assert!(parse(Some("limit=ten")).is_err());
         assert!(parse(Some("builderid__near=3")).is_err());
-        assert_eq!(parse(None).expect("empty"), Parsed::default());
+        let empty = parse(None).expect("empty");
+        assert_eq!((empty.query.filters.len(), empty.query.limit, empty.fields.len()), (0, None, 0));
     }
 }

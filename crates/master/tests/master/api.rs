@@ -1,7 +1,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cascade_testkit::test_both;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::{CONFIG, Harness, synthetic_push};
 
@@ -14,9 +14,14 @@ test_both!(the_read_api_answers_in_buildbot_shapes, |db| {
     let ids = h.push(&payload, "api-1").await;
     h.master.schedulers.tick(&h.store, t0 + 3600).await.expect("tick");
 
-    let (status, page) = h.get("/api/v2/changes?branch=master&order=-changeid&limit=2").await;
+    let (status, page) = h.get("/api/v2/changes?branch=master&order=-changeid&limit=2&total=1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["meta"]["total"], 3);
+    // Uncounted unless asked: the rows up to the page's end, a lower bound when it is full.
+    let (_, uncounted) = h.get("/api/v2/changes?branch=master&order=-changeid&limit=2").await;
+    assert_eq!(uncounted["meta"], json!({ "total": 2, "total_capped": true }));
+    let (_, last) = h.get("/api/v2/changes?branch=master&order=-changeid&limit=2&offset=2").await;
+    assert_eq!(last["meta"], json!({ "total": 3 }), "a short page ends the list");
     let changes = page["changes"].as_array().expect("list");
     assert_eq!(changes.len(), 2);
     assert_eq!(changes[0]["changeid"], ids[2]);

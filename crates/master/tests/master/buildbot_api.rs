@@ -51,7 +51,7 @@ test_both!(a_list_without_limit_is_the_whole_list, |db| {
     assert_eq!(names(&down), reversed[5..].to_vec());
     let (_, stable) = h.get("/api/v2/builders?tags__contains=stable").await;
     assert_eq!(stable["meta"]["total"], BUILDERS.div_ceil(3));
-    // A limit is one page with the total counted; nothing at all is still JSON.
+    // A limit is one page (the configuration's lists count for free); nothing at all is still JSON.
     let (_, page) = h.get("/api/v2/builders?limit=10&offset=1200").await;
     assert_eq!((names(&page).len(), page["meta"]["total"].clone()), (5, json!(BUILDERS)));
     let (_, none) = h.get("/api/v2/builds").await;

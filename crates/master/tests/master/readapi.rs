@@ -529,7 +529,7 @@ test_both!(every_route_answers_as_documented_with_buildbots_shapes, |db| {
         h.store.get_build(build.buildid + 1).await.ok().flatten().filter(|b| b.complete)
     })
     .await;
-    let (_, v) = h.get("/api/v2/builds?order=-number&limit=1").await;
+    let (_, v) = h.get("/api/v2/builds?order=-number&limit=1&total=1").await;
     assert_eq!((v["builds"][0]["number"].clone(), v["meta"]["total"].clone()), (json!(second.number), json!(2)));
     let (_, v) = h.get("/api/v2/builds?order=number&limit=1&offset=1").await;
     assert_eq!(v["builds"][0]["number"], second.number);
