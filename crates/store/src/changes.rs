@@ -446,30 +446,13 @@ pub(crate) async fn sourcestamp_id(tx: &mut Transaction<'static, Any>, k: &Stamp
     get(&row, "id")
 }
 
-pub(crate) async fn insert_change(
-    tx: &mut Transaction<'static, Any>,
+/// Binds a change's own columns as `$1`–`$11`, in the order of
+/// `changes`' insert (which [`redundant_condition`] names).
+pub(crate) fn bind_change_columns<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     c: &NewChange,
-    parent: Option<i64>,
-    redundant: Redundant,
-    now: i64,
-) -> Result<Option<i64>> {
-    let key = StampKey {
-        codebase: &c.codebase,
-        repository: &c.repository,
-        branch: c.branch.as_deref(),
-        revision: c.revision.as_deref(),
-        project: &c.project,
-        patch: None,
-    };
-    let ssid = sourcestamp_id(tx, &key, now).await?;
-    let sql = format!(
-        "INSERT INTO changes (author, committer, comments, branch, revision, revlink, when_timestamp, category, \
-         repository, codebase, project, sourcestamp_id, parent_change_id, received_at, source) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15{} RETURNING id",
-        redundant_condition(redundant)
-    );
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(c.author.clone())
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    q.bind(c.author.clone())
         .bind(c.committer.clone())
         .bind(c.comments.clone())
         .bind(c.branch.clone())
@@ -480,6 +463,35 @@ pub(crate) async fn insert_change(
         .bind(c.repository.clone())
         .bind(c.codebase.clone())
         .bind(c.project.clone())
+}
+
+/// The unpatched source stamp a change names.
+pub(crate) fn stamp_of(c: &NewChange) -> StampKey<'_> {
+    StampKey {
+        codebase: &c.codebase,
+        repository: &c.repository,
+        branch: c.branch.as_deref(),
+        revision: c.revision.as_deref(),
+        project: &c.project,
+        patch: None,
+    }
+}
+
+pub(crate) async fn insert_change(
+    tx: &mut Transaction<'static, Any>,
+    c: &NewChange,
+    parent: Option<i64>,
+    redundant: Redundant,
+    now: i64,
+) -> Result<Option<i64>> {
+    let ssid = sourcestamp_id(tx, &stamp_of(c), now).await?;
+    let sql = format!(
+        "INSERT INTO changes (author, committer, comments, branch, revision, revlink, when_timestamp, category, \
+         repository, codebase, project, sourcestamp_id, parent_change_id, received_at, source) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15{} RETURNING id",
+        redundant_condition(redundant)
+    );
+    let row = bind_change_columns(sqlx::query(AssertSqlSafe(sql)), c)
         .bind(ssid)
         .bind(parent)
         .bind(now)

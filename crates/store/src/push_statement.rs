@@ -12,7 +12,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::Result;
 use crate::changes::{
-    Delivery, IngestOutcome, Redundant, SOURCE_PROPERTY, SchedulerTouch, StampKey, redundant_condition, stamp_key,
+    Delivery, IngestOutcome, Redundant, SOURCE_PROPERTY, SchedulerTouch, bind_change_columns, redundant_condition,
+    stamp_key, stamp_of,
 };
 
 /// The statement; `$1`–`$11` are the change's columns as in
@@ -76,27 +77,9 @@ pub(crate) async fn ingest_one(
     redundant: Redundant,
     now_ms: i64,
 ) -> Result<IngestOutcome> {
-    let key = stamp_key(&StampKey {
-        codebase: &c.codebase,
-        repository: &c.repository,
-        branch: c.branch.as_deref(),
-        revision: c.revision.as_deref(),
-        project: &c.project,
-        patch: None,
-    });
+    let key = stamp_key(&stamp_of(c));
     let sql = statement(delivery.is_some(), redundant);
-    let mut q = sqlx::query(AssertSqlSafe(sql))
-        .bind(c.author.clone())
-        .bind(c.committer.clone())
-        .bind(c.comments.clone())
-        .bind(c.branch.clone())
-        .bind(c.revision.clone())
-        .bind(c.revlink.clone())
-        .bind(c.when_timestamp)
-        .bind(c.category.clone())
-        .bind(c.repository.clone())
-        .bind(c.codebase.clone())
-        .bind(c.project.clone())
+    let mut q = bind_change_columns(sqlx::query(AssertSqlSafe(sql)), c)
         .bind(key)
         .bind(now_ms.div_euclid(1000))
         .bind(c.properties.get(SOURCE_PROPERTY).and_then(|v| v.as_str()).map(str::to_string))
