@@ -95,9 +95,6 @@ impl Store {
     pub async fn explain_view(&self, what: Viewed, ids: &[i64]) -> Result<Vec<String>> {
         let list = crate::changes::placeholders(what.first_id_placeholder(), ids.len());
         let (sql, mut binds) = what.sql(&list);
-        if what == Viewed::RunningBuilds {
-            return self.explain(&sql, &binds).await;
-        }
         binds.extend(ids.iter().map(|id| Bind::Int(*id)));
         self.explain(&sql, &binds).await
     }

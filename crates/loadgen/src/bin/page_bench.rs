@@ -75,19 +75,26 @@ struct Middle {
     middle_start: i64,
 }
 
-async fn newest(client: &reqwest::Client, url: &str, list: &str, field: &str) -> anyhow::Result<i64> {
-    let body: serde_json::Value = client.get(url).send().await?.error_for_status()?.json().await?;
-    body[list][0][field].as_i64().ok_or_else(|| anyhow::anyhow!("{url}: no {list}[0].{field}"))
+/// The first object of the list `url` answers.
+async fn first(client: &reqwest::Client, url: &str, list: &str) -> anyhow::Result<serde_json::Value> {
+    let mut body: serde_json::Value = client.get(url).send().await?.error_for_status()?.json().await?;
+    Ok(body[list][0].take())
+}
+
+fn int(v: &serde_json::Value, field: &str) -> anyhow::Result<i64> {
+    v[field].as_i64().ok_or_else(|| anyhow::anyhow!("no {field} in {v}"))
 }
 
 async fn middle(client: &reqwest::Client, base: &str) -> anyhow::Result<Middle> {
     let api = format!("{base}/api/v2");
-    let build = newest(client, &format!("{api}/builds?order=-buildid&limit=1"), "builds", "buildid").await?;
-    let number = newest(client, &format!("{api}/builders/5/builds?order=-number&limit=1"), "builds", "number").await?;
-    let change = newest(client, &format!("{api}/changes?order=-changeid&limit=1"), "changes", "changeid").await?;
-    let newest_start = newest(client, &format!("{api}/builds?order=-buildid&limit=1"), "builds", "started_at").await?;
-    let middle_start = newest(client, &format!("{api}/builds/{}", build / 2), "builds", "started_at").await?;
-    Ok(Middle { build: build / 2, number: number / 2, change: change / 2, newest_start, middle_start })
+    let newest = first(client, &format!("{api}/builds?order=-buildid&limit=1"), "builds").await?;
+    let build = int(&newest, "buildid")? / 2;
+    let number =
+        int(&first(client, &format!("{api}/builders/5/builds?order=-number&limit=1"), "builds").await?, "number")?;
+    let change = int(&first(client, &format!("{api}/changes?order=-changeid&limit=1"), "changes").await?, "changeid")?;
+    let middle_start = int(&first(client, &format!("{api}/builds/{build}"), "builds").await?, "started_at")?;
+    let newest_start = int(&newest, "started_at")?;
+    Ok(Middle { build, number: number / 2, change: change / 2, newest_start, middle_start })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
