@@ -159,7 +159,13 @@ async fn link_requests(conn: &mut AnyConnection, ids: &[i64], build_id: i64, tak
 
 /// What `/builds` reads.
 pub(crate) fn build_listing() -> crate::query::Listing {
-    crate::query::Listing { fields: BUILD_FIELDS, select: BUILD_COLUMNS.to_string(), from: "builds b", id: "b.id" }
+    crate::query::Listing {
+        fields: BUILD_FIELDS,
+        select: BUILD_COLUMNS.to_string(),
+        from: "builds b",
+        id: "b.id",
+        with_id: &["builderid", "workerid"],
+    }
 }
 
 /// What `/buildrequests` reads.
@@ -171,6 +177,7 @@ pub(crate) fn request_listing() -> crate::query::Listing {
             .to_string(),
         from: "buildrequests r",
         id: "r.id",
+        with_id: &["builderid", "buildsetid"],
     }
 }
 
@@ -181,7 +188,7 @@ const CLAIM_ATTEMPTS: usize = 8;
 impl Store {
     /// Lists build requests (Buildbot's `/buildrequests`).
     pub async fn list_buildrequests(&self, q: &ListQuery) -> Result<Page<BuildRequestRecord>> {
-        let (rows, total) = crate::query::list_page(&self.pool, &request_listing(), q).await?;
+        let (rows, total) = crate::query::list_page(&self.pool, self.backend(), &request_listing(), q).await?;
         let items = rows
             .iter()
             .map(|r| {
@@ -284,7 +291,7 @@ impl Store {
 
     /// Lists builds (Buildbot's `/builds`).
     pub async fn list_builds(&self, q: &ListQuery) -> Result<Page<BuildRecord>> {
-        let (rows, total) = crate::query::list_page(&self.pool, &build_listing(), q).await?;
+        let (rows, total) = crate::query::list_page(&self.pool, self.backend(), &build_listing(), q).await?;
         Ok(Page { items: rows.iter().map(build_from).collect::<Result<_>>()?, total })
     }
 

@@ -199,19 +199,17 @@ impl Store {
         build_ids: &[i64],
     ) -> Result<std::collections::BTreeMap<i64, Vec<(String, serde_json::Value, String)>>> {
         let mut out: std::collections::BTreeMap<i64, Vec<_>> = std::collections::BTreeMap::new();
-        for chunk in build_ids.chunks(500) {
-            let list = crate::changes::placeholders(1, chunk.len());
-            let sql = format!(
-                "SELECT build_id, name, value, source FROM build_properties WHERE build_id IN ({list}) ORDER BY build_id, name"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                let value = crate::records::json_or_null(&get::<String>(&r, "value")?);
-                out.entry(get(&r, "build_id")?).or_default().push((get(&r, "name")?, value, get(&r, "source")?));
-            }
+        let rows = self
+            .rows_for_ids(build_ids, |list| {
+                format!(
+                    "SELECT build_id, name, value, source FROM build_properties WHERE build_id IN ({list}) \
+                     ORDER BY build_id, name"
+                )
+            })
+            .await?;
+        for r in &rows {
+            let value = crate::records::json_or_null(&get::<String>(r, "value")?);
+            out.entry(get(r, "build_id")?).or_default().push((get(r, "name")?, value, get(r, "source")?));
         }
         Ok(out)
     }

@@ -88,6 +88,7 @@ pub(crate) fn buildset_listing() -> crate::query::Listing {
             .to_string(),
         from: "buildsets b",
         id: "b.id",
+        with_id: &[],
     }
 }
 
@@ -241,7 +242,7 @@ impl Store {
 
     /// Lists buildsets (Buildbot's `/buildsets`) with their source stamps.
     pub async fn list_buildsets(&self, q: &ListQuery) -> Result<Page<BuildsetRecord>> {
-        let (rows, total) = crate::query::list_page(&self.pool, &buildset_listing(), q).await?;
+        let (rows, total) = crate::query::list_page(&self.pool, self.backend(), &buildset_listing(), q).await?;
         let ids: Vec<i64> = rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
         let mut stamps: BTreeMap<i64, Vec<SourceStampRecord>> = BTreeMap::new();
         for chunk in ids.chunks(500) {

@@ -68,6 +68,7 @@ pub(crate) fn change_listing() -> crate::query::Listing {
         select: format!("{CHANGE_SELECT}, {SOURCESTAMP_COLUMNS}"),
         from: "changes c JOIN sourcestamps ss ON ss.id = c.sourcestamp_id",
         id: "c.id",
+        with_id: &["branch", "author"],
     }
 }
 
@@ -252,7 +253,7 @@ impl Store {
 
     /// Lists changes (Buildbot's `/changes`).
     pub async fn list_changes(&self, q: &ListQuery) -> Result<Page<ChangeRecord>> {
-        let (rows, total) = crate::query::list_page(&self.pool, &change_listing(), q).await?;
+        let (rows, total) = crate::query::list_page(&self.pool, self.backend(), &change_listing(), q).await?;
         let items = self.hydrate_changes(rows).await?;
         Ok(Page { items, total })
     }

@@ -8,7 +8,7 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::query::{Bind, ListQuery, Listing, bind_all, compile, page_sql};
+use crate::query::{Bind, ListQuery, Listing, bind_all, compile_listing, page_sql};
 use crate::{Backend, Result, Store};
 
 /// One of the API's lists.
@@ -45,25 +45,24 @@ pub enum Viewed {
 }
 
 impl Viewed {
-    /// The statement for `n` ids and its binds besides them.
-    fn sql(self, list: &str) -> (String, Vec<Bind>) {
+    /// The statement for these ids and its binds, as the store method runs it.
+    fn statement(self, backend: Backend, ids: &[i64]) -> (String, Vec<Bind>) {
         use crate::views::*;
+        let list = id_list(backend, 1);
+        let json = || vec![Bind::Text(ids_json(ids))];
         match self {
-            Viewed::ConsoleCells => (console_cells_sql(list), Vec::new()),
-            Viewed::PendingCounts => (pending_counts_sql(list), Vec::new()),
-            Viewed::BuiltRevisions => (built_revisions_sql(list), Vec::new()),
-            Viewed::BlamelistPairs => (blamelist_pairs_sql(list), Vec::new()),
+            Viewed::ConsoleCells => (console_cells_sql(&list), json()),
+            Viewed::PendingCounts => (pending_counts_sql(&list), json()),
+            Viewed::BuiltRevisions => (built_revisions_sql(&list), json()),
+            Viewed::BlamelistPairs => (blamelist_pairs_sql(&list), json()),
             Viewed::BuildsBetween => {
-                (builds_between_sql(list), [0, 1_000, 2_000, 500].into_iter().map(Bind::Int).collect())
+                // The window's four binds, then the builders as `$5, $6, …`.
+                let binds = [0, 1_000, 2_000, 500].into_iter().chain(ids.iter().copied()).map(Bind::Int).collect();
+                (builds_between_sql(&crate::changes::placeholders(5, ids.len())), binds)
             }
-            Viewed::StepsOf => (steps_of_sql(list), Vec::new()),
+            Viewed::StepsOf => (steps_of_sql(backend, &list), json()),
             Viewed::RunningBuilds => (running_builds_sql(), Vec::new()),
         }
-    }
-
-    /// Where the ids' placeholders start.
-    fn first_id_placeholder(self) -> usize {
-        if self == Viewed::BuildsBetween { 5 } else { 1 }
     }
 }
 
@@ -80,22 +79,20 @@ impl Store {
     /// The plan of one page of a list, as `list_builds` and the others run it.
     pub async fn explain_list(&self, what: Listed, q: &ListQuery) -> Result<Vec<String>> {
         let l = listing(what);
-        let compiled = compile(l.fields, q, l.id)?;
+        let compiled = compile_listing(&l, q, self.backend())?;
         self.explain(&page_sql(&l.select, l.from, &compiled), &compiled.binds).await
     }
 
     /// The plan of `latest_builds` for these builders.
     pub async fn explain_latest_builds(&self, builder_ids: &[i64], finished_only: bool) -> Result<Vec<String>> {
-        let list = crate::changes::placeholders(1, builder_ids.len());
-        let binds: Vec<Bind> = builder_ids.iter().map(|id| Bind::Int(*id)).collect();
+        let list = crate::views::id_list(self.backend(), 1);
+        let binds = vec![Bind::Text(crate::views::ids_json(builder_ids))];
         self.explain(&crate::views::latest_builds_sql(finished_only, &list), &binds).await
     }
 
     /// The plan of one of the pages' reads for these ids.
     pub async fn explain_view(&self, what: Viewed, ids: &[i64]) -> Result<Vec<String>> {
-        let list = crate::changes::placeholders(what.first_id_placeholder(), ids.len());
-        let (sql, mut binds) = what.sql(&list);
-        binds.extend(ids.iter().map(|id| Bind::Int(*id)));
+        let (sql, binds) = what.statement(self.backend(), ids);
         self.explain(&sql, &binds).await
     }
 
@@ -124,20 +121,49 @@ impl Store {
 /// The lines of a plan that read a whole table or sort its rows: on
 /// SQLite a temporary b-tree for the order, or, for a query that filters
 /// (`filtered`), a `SCAN` without an index (an unfiltered `SCAN` in rowid
-/// order stops at its `LIMIT`); on PostgreSQL a sequential scan or a full
-/// sort node (an incremental sort of rows an index already ordered is not one).
+/// order stops at its `LIMIT`); on PostgreSQL a sequential scan, a full
+/// sort node (an incremental sort of rows an index already ordered is not
+/// one), or an index walked from its end with a filter and no bound (it
+/// stops at the `LIMIT` only if the rows it wants come soon).
 pub fn full_work(plan: &[String], filtered: bool) -> Vec<String> {
     plan.iter()
-        .filter(|line| {
-            let l = line.trim_start().trim_start_matches("->").trim_start();
-            let sqlite_scan = filtered && l.starts_with("SCAN ") && !l.contains(" USING ");
+        .enumerate()
+        .filter(|(at, line)| {
+            let l = node_text(line);
+            // A scan of `json_each` reads the ids bound, not a table.
+            let sqlite_scan =
+                filtered && l.starts_with("SCAN ") && !l.contains(" USING ") && !l.starts_with("SCAN json_each");
             let sqlite_sort = l.starts_with("USE TEMP B-TREE FOR ORDER BY");
             let pg_scan = l.starts_with("Seq Scan") || l.starts_with("Parallel Seq Scan");
             let pg_sort = l.starts_with("Sort  (") || l.starts_with("Sort (");
-            sqlite_scan || sqlite_sort || pg_scan || pg_sort
+            let pg_walk = l.starts_with("Index")
+                && l.contains(" Scan")
+                && unbounded_filter(&plan[at + 1..])
+                && !walks_the_queue(l);
+            sqlite_scan || sqlite_sort || pg_scan || pg_sort || pg_walk
         })
-        .cloned()
+        .map(|(_, line)| line.clone())
         .collect()
+}
+
+fn node_text(line: &str) -> &str {
+    line.trim_start().trim_start_matches("->").trim_start()
+}
+
+/// Partial indexes whose rows are what is queued or running: walking one
+/// costs what waits, not what the history holds.
+const QUEUE_INDEXES: &[&str] =
+    &["buildrequests_pending ", "buildrequests_pending_branch ", "builds_running ", "builds_incomplete "];
+
+fn walks_the_queue(node: &str) -> bool {
+    QUEUE_INDEXES.iter().any(|i| node.contains(&format!(" using {i}")))
+}
+
+/// Whether a PostgreSQL node's detail lines (those up to the next node)
+/// filter its rows without an `Index Cond` to bound where it reads.
+fn unbounded_filter(details: &[String]) -> bool {
+    let details: Vec<&str> = details.iter().map(|l| l.trim_start()).take_while(|l| !l.starts_with("->")).collect();
+    details.iter().any(|l| l.starts_with("Filter:")) && !details.iter().any(|l| l.starts_with("Index Cond:"))
 }
 
 /// The lines of [`full_work`] that read a whole table: for reads bounded
@@ -164,6 +190,7 @@ mod tests {
         assert!(full_work(&lines(&["SCAN b USING INDEX builds_started_at"]), true).is_empty());
         assert!(full_work(&lines(&["SEARCH r USING INDEX buildrequests_builder (builder_id=?)"]), true).is_empty());
         assert!(full_work(&lines(&["SCAN b"]), false).is_empty(), "by rowid, to the limit");
+        assert!(full_work(&lines(&["SCAN json_each VIRTUAL TABLE INDEX 1:"]), true).is_empty(), "the ids bound");
         assert_eq!(full_work(&lines(&["SCAN b", "USE TEMP B-TREE FOR ORDER BY"]), true).len(), 2);
         let incremental = lines(&[
             "Limit  (cost=0.47..29.04 rows=200 width=104)",
@@ -179,6 +206,27 @@ mod tests {
             "        ->  Seq Scan on builds b",
         ]);
         assert_eq!(full_work(&bad, false).len(), 2);
+        let walk = lines(&[
+            "Limit  (cost=0.43..130.10 rows=50 width=200)",
+            "  ->  Index Scan Backward using changes_pkey on changes c  (cost=0.43..2593.50 rows=1000 width=200)",
+            "        Filter: (branch = 'main'::text)",
+        ]);
+        assert_eq!(full_work(&walk, false), vec![walk[1].clone()], "a walk of the whole index, filtering");
+        let bounded = lines(&[
+            "Limit  (cost=0.43..130.10 rows=50 width=200)",
+            "  ->  Index Scan Backward using changes_branch on changes c  (cost=0.43..2593.50 rows=1000 width=200)",
+            "        Index Cond: ((branch >= 'main'::text) AND (branch <= 'main'::text))",
+            "        Filter: (author <> 'x'::text)",
+            "  ->  Index Scan using changes_pkey on changes d  (cost=0.43..2.50 rows=1 width=200)",
+            "        Index Cond: (id = c.id)",
+        ]);
+        assert!(full_work(&bounded, false).is_empty(), "{:?}", full_work(&bounded, false));
+        let queue = lines(&[
+            "HashAggregate  (cost=8.17..8.18 rows=1 width=16)",
+            "  ->  Index Scan using buildrequests_pending_branch on buildrequests r  (cost=0.14..8.16 rows=1 width=8)",
+            "        Filter: (builder_id = ANY ('{1,2}'::bigint[]))",
+        ]);
+        assert!(full_work(&queue, false).is_empty(), "what waits is no history");
         assert_eq!(full_scans(&bad), vec!["        ->  Seq Scan on builds b".to_string()], "a bounded sort is no scan");
         assert!(
             full_scans(&lines(&["SEARCH b USING INDEX x (builder_id=?)", "USE TEMP B-TREE FOR ORDER BY"])).is_empty()

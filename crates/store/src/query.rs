@@ -6,7 +6,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe};
 
-use crate::{Result, StoreError};
+use crate::{Backend, Result, StoreError};
 
 /// The most rows one list call returns, whatever `limit` asks for.
 pub const MAX_LIMIT: i64 = 1000;
@@ -233,7 +233,9 @@ fn value_condition(f: &Field, op: Op, placeholders: &[String]) -> Result<String>
 }
 
 /// The `WHERE` clause of a query's filters; their values go to `binds`.
-fn where_clause(fields: &[Field], q: &ListQuery, binds: &mut Vec<Bind>) -> Result<String> {
+/// The `pinned` field's one value is written as a closed range (see
+/// [`pinned_field`]).
+fn where_clause(fields: &[Field], q: &ListQuery, pinned: Option<&str>, binds: &mut Vec<Bind>) -> Result<String> {
     let mut conditions: Vec<String> = Vec::new();
     for filter in &q.filters {
         let f = find_field(fields, &filter.field)?;
@@ -249,6 +251,11 @@ fn where_clause(fields: &[Field], q: &ListQuery, binds: &mut Vec<Bind>) -> Resul
             binds.push(bind_value(f, filter.op, v)?);
             placeholders.push(format!("${}", binds.len()));
         }
+        if pinned == Some(f.name) && placeholders.len() == 1 && matches!(filter.op, Op::Eq | Op::In) {
+            let p = &placeholders[0];
+            conditions.push(format!("{col} >= {p} AND {col} <= {p}", col = f.column));
+            continue;
+        }
         conditions.push(value_condition(f, filter.op, &placeholders)?);
     }
     Ok(if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) })
@@ -259,19 +266,60 @@ fn find_field<'f>(fields: &'f [Field], name: &str) -> Result<&'f Field> {
 }
 
 pub(crate) fn compile(fields: &[Field], q: &ListQuery, id_column: &str) -> Result<Compiled> {
+    compile_pinned(fields, q, id_column, None)
+}
+
+/// A listing's query, compiled for `backend`.
+pub(crate) fn compile_listing(listing: &Listing, q: &ListQuery, backend: Backend) -> Result<Compiled> {
+    let pinned = match backend {
+        Backend::Postgres => pinned_field(listing, q)?,
+        // SQLite takes the (field, id) index for an equality by itself, and
+        // there the equality also lets the keyset bound start the scan.
+        Backend::Sqlite => None,
+    };
+    compile_pinned(listing.fields, q, listing.id, pinned)
+}
+
+/// The field whose one value a query ordered by the id filters on, when the
+/// listing has an index on (that field, id). PostgreSQL drops an equality's
+/// column from the order, so it may walk the id's own index backwards and
+/// filter, betting the value is spread evenly over the ids; when it is not
+/// (a branch whose changes are all old), that walk reads most of the table.
+/// Written as `col >= v AND col <= v` and ordered by `col, id`, the filter
+/// leaves the (field, id) index as the only way to the order.
+fn pinned_field(listing: &Listing, q: &ListQuery) -> Result<Option<&'static str>> {
+    let by_id = match q.order.as_slice() {
+        [] => true,
+        [o] => find_field(listing.fields, &o.field)?.column == listing.id,
+        _ => false,
+    };
+    if !by_id {
+        return Ok(None);
+    }
+    let single = |f: &&Filter| matches!(f.op, Op::Eq | Op::In) && f.values.len() == 1;
+    let pinned = q.filters.iter().filter(single).find_map(|f| listing.with_id.iter().find(|n| **n == f.field));
+    Ok(pinned.copied())
+}
+
+fn compile_pinned(fields: &[Field], q: &ListQuery, id_column: &str, pinned: Option<&str>) -> Result<Compiled> {
     let mut binds: Vec<Bind> = Vec::new();
-    let mut where_sql = where_clause(fields, q, &mut binds)?;
+    let mut where_sql = where_clause(fields, q, pinned, &mut binds)?;
     if let Some(after) = q.after_id {
         where_sql = keyset_condition(fields, q, id_column, where_sql, after, &mut binds)?;
     }
+    let id_dir = q.order.first().is_some_and(|o| o.descending);
     let mut order_parts = Vec::new();
+    if let Some(name) = pinned {
+        order_parts.push(format!("{} {}", find_field(fields, name)?.column, if id_dir { "DESC" } else { "ASC" }));
+    }
     for o in &q.order {
         let f = find_field(fields, &o.field)?;
         order_parts.push(format!("{} {}", f.column, if o.descending { "DESC" } else { "ASC" }));
     }
     // The id breaks ties, so pages are stable; it follows the first key's direction.
-    let id_dir = q.order.first().is_some_and(|o| o.descending);
-    order_parts.push(format!("{id_column} {}", if id_dir { "DESC" } else { "ASC" }));
+    if !q.order.iter().any(|o| fields.iter().any(|f| f.name == o.field && f.column == id_column)) {
+        order_parts.push(format!("{id_column} {}", if id_dir { "DESC" } else { "ASC" }));
+    }
     let limit = match q.limit {
         None => MAX_LIMIT,
         Some(n) if n < 0 => return Err(bad("limit cannot be negative".into())),
@@ -328,6 +376,8 @@ pub(crate) struct Listing {
     pub from: &'static str,
     /// The id column, the last sort key (and keyset paging's).
     pub id: &'static str,
+    /// Fields with an index on (their column, the id).
+    pub with_id: &'static [&'static str],
 }
 
 /// The statement of one page of a list.
@@ -341,10 +391,11 @@ pub(crate) fn page_sql(select: &str, from: &str, compiled: &Compiled) -> String 
 /// One page of a listing, and its (capped) count unless the query skips it.
 pub(crate) async fn list_page(
     pool: &sqlx::AnyPool,
+    backend: Backend,
     listing: &Listing,
     q: &ListQuery,
 ) -> Result<(Vec<sqlx::any::AnyRow>, i64)> {
-    let compiled = compile(listing.fields, q, listing.id)?;
+    let compiled = compile_listing(listing, q, backend)?;
     fetch_page(pool, &listing.select, listing.from, &compiled).await
 }
 
@@ -424,6 +475,31 @@ mod tests {
         assert_eq!(c.limit, MAX_LIMIT);
         assert_eq!(c.offset, 10);
         assert!(matches!(&c.binds[3], Bind::Text(s) if s == "%50\\%%"));
+    }
+
+    #[test]
+    fn postgres_orders_an_equality_by_its_field_and_id_index() {
+        let listing = Listing { fields: FIELDS, select: "t.id".into(), from: "t", id: "t.id", with_id: &["name"] };
+        let newest = ListQuery { after_id: Some(9), ..ListQuery::default().eq("name", "main").order_by("id", true) };
+        let pg = compile_listing(&listing, &newest, Backend::Postgres).expect("compiles");
+        assert_eq!(pg.where_sql, "WHERE t.name >= $1 AND t.name <= $1 AND t.id < $2");
+        assert_eq!(pg.order_sql, "ORDER BY t.name DESC, t.id DESC");
+        let sqlite = compile_listing(&listing, &newest, Backend::Sqlite).expect("compiles");
+        assert_eq!(sqlite.where_sql, "WHERE t.name = $1 AND t.id < $2");
+        assert_eq!(sqlite.order_sql, "ORDER BY t.id DESC");
+        // Several values, another order, or a field without the index: as written.
+        for q in [
+            ListQuery { filters: vec![filter("name", Op::In, &["a", "b"])], ..Default::default() },
+            ListQuery::default().eq("name", "main").order_by("name", false),
+            ListQuery::default().eq("id", 3),
+        ] {
+            let c = compile_listing(&listing, &q, Backend::Postgres).expect("compiles");
+            assert!(!c.where_sql.contains(" >= "), "{q:?}: {}", c.where_sql);
+        }
+        let mut twice = ListQuery::default().eq("name", "a");
+        twice.filters.insert(0, filter("name", Op::In, &["a", "b"]));
+        let c = compile_listing(&listing, &twice, Backend::Postgres).expect("compiles");
+        assert_eq!(c.where_sql, "WHERE t.name IN ($1, $2) AND t.name >= $3 AND t.name <= $3");
     }
 
     #[test]

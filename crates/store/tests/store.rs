@@ -679,6 +679,35 @@ test_both!(page_reads_find_latest_recent_and_breaking_builds, |db| {
     assert!(steps.is_empty());
 });
 
+// The waterfall's steps come packed by build (one row per build); they
+// are the very steps each build's own list reads, in build and step order.
+test_both!(steps_of_several_builds_are_each_builds_own_steps_in_order, |db| {
+    let store = db.store().await;
+    let (builders, master) = setup(&store).await;
+    let ids = ingest(&store, vec![change("main", "a", &[])]).await;
+    buildset_for(&store, &ids, "a", &[builders["Fedora 3.x"], builders["Windows 3.x"]], 10).await;
+    let first = store.claim_build(builders["Fedora 3.x"], master, None, 11).await.expect("claim").expect("build");
+    let second = store.claim_build(builders["Windows 3.x"], master, None, 11).await.expect("claim").expect("build");
+    for (build, number, name) in
+        [(second.build_id, 1, "test \"quoted\" ✘ \\ <b>"), (first.build_id, 0, "compile"), (second.build_id, 0, "git")]
+    {
+        let step = store.add_step(build, number, name, 12).await.expect("step");
+        if number == 0 {
+            store.finish_step(step, cascade_model::Results::Warnings, "warnings: 3", 13).await.expect("finish");
+        }
+    }
+    let packed = store.steps_of(&[second.build_id, first.build_id, 999_999]).await.expect("steps");
+    let mut each = store.list_steps(first.build_id).await.expect("steps");
+    each.extend(store.list_steps(second.build_id).await.expect("steps"));
+    assert_eq!(packed, each);
+    assert_eq!(packed.len(), 3);
+    assert_eq!(
+        (packed[2].name.as_str(), packed[2].results, packed[2].complete),
+        ("test \"quoted\" ✘ \\ <b>", None, false)
+    );
+    assert_eq!((packed[1].results, packed[1].complete_at), (Some(1), Some(13)));
+});
+
 test_both!(state_changes_are_recorded_as_events_with_them, |db| {
     use cascade_model::{Event, EventKind, Results};
     let store = db.store().await;
@@ -1139,6 +1168,8 @@ test_both!(every_listed_query_answers_from_an_index, |db| {
         ("builds?builderid=&order=-number", Listed::Builds, order("number").eq("builderid", fedora)),
         ("builds?builderid=&order=-complete_at", Listed::Builds, order("complete_at").eq("builderid", fedora)),
         ("builds?builderid=&number=", Listed::Builds, q().eq("builderid", fedora).eq("number", 3)),
+        ("builds?builderid=&order=-buildid", Listed::Builds, order("buildid").eq("builderid", fedora)),
+        ("builds?workerid=&order=-buildid", Listed::Builds, order("buildid").eq("workerid", 1)),
         ("buildrequests?order=-buildrequestid", Listed::BuildRequests, order("buildrequestid")),
         ("buildrequests?order=-submitted_at", Listed::BuildRequests, order("submitted_at")),
         ("buildrequests?buildsetid=", Listed::BuildRequests, q().eq("buildsetid", 5)),
@@ -1151,6 +1182,12 @@ test_both!(every_listed_query_answers_from_an_index, |db| {
         ("buildsets?order=-submitted_at", Listed::Buildsets, order("submitted_at")),
         ("changes?order=-changeid", Listed::Changes, order("changeid")),
         ("changes?branch=&order=-changeid (console)", Listed::Changes, order("changeid").eq("branch", "main")),
+        (
+            "changes?branch=&order=-changeid, older (console)",
+            Listed::Changes,
+            ListQuery { after_id: Some(30), ..order("changeid").eq("branch", "main") },
+        ),
+        ("changes?author=&order=-changeid", Listed::Changes, order("changeid").eq("author", "Guido")),
     ];
     let mut problems = Vec::new();
     for (name, what, query) in &listed {

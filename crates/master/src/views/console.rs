@@ -489,9 +489,12 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     let changes = match rows {
         Rows::Branches(git) if git.is_empty() => Vec::new(),
         Rows::Branches(git) => {
-            for g in &git {
-                query = query.eq("branch", g);
-            }
+            // One filter: the rows are those of any of the branches shown.
+            query.filters.push(cascade_store::Filter {
+                field: "branch".into(),
+                op: cascade_store::Op::In,
+                values: git,
+            });
             m.store.list_changes(&query).await?.items
         }
         Rows::Pulls => m.store.list_changes(&query.eq("category", "pull")).await?.items,

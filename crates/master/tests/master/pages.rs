@@ -361,6 +361,23 @@ test_both!(a_coalesced_build_shows_once_on_its_newest_change, |db| {
     assert_eq!(lane.matches("┄</a>").count(), 2, "{lane}");
 });
 
+test_both!(the_console_of_two_branches_shows_the_changes_of_both, |db| {
+    let text = config().replace("[[worker]]", "[[branch]]\nname = \"3.14\"\ngit = \"3.14\"\n[[worker]]");
+    let text = text.replace(
+        "branches = [\"3.x<i>\"]\ntags = [\"tier-3\"]",
+        "branches = [\"3.x<i>\", \"3.14\"]\ntags = [\"tier-3\"]",
+    );
+    let h = Harness::frozen(db, &text).await;
+    let on_main = push_and_tick(&h, 1, "b-1").await;
+    let on_314 = h.push(&synthetic_push("3.14", 2, 1, &["Lib/os.py"]), "b-2").await[0];
+    let row = |change: i64| format!("<th class=\"change\"><a href=\"/changes/{change}\">");
+    let (status, both, _) = html(&h, "/console?branch=3.x%3Ci%3E&branch=3.14").await;
+    assert_eq!(status, StatusCode::OK, "{both}");
+    assert!(both.contains(&row(on_main)) && both.contains(&row(on_314)), "either branch's change is a row: {both}");
+    let (_, one, _) = html(&h, "/console?branch=3.14").await;
+    assert!(one.contains(&row(on_314)) && !one.contains(&row(on_main)), "{one}");
+});
+
 test_both!(the_waterfall_runs_down_a_time_scale_and_pages_back, |db| {
     let h = Harness::frozen(db, &config()).await;
     let (fedora, windows) = (h.builder("Fedora <script> 3.x<i>"), h.builder("Windows 3.x<i>"));
