@@ -500,9 +500,13 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
         Rows::Pulls => m.store.list_changes(&query.eq("category", "pull")).await?.items,
     };
     let change_ids: Vec<i64> = changes.iter().map(|c| c.changeid).collect();
-    let cells = m.store.console_cells(&change_ids).await?;
-    let latest = m.store.latest_builds(&ids, false).await?;
-    let presence = super::Presence::load(&m.store).await?;
+    // Independent reads, each on its own connection: the page waits for the slowest, not their sum.
+    let (cells, latest, presence, pulls) = tokio::try_join!(
+        m.store.console_cells(&change_ids),
+        m.store.latest_builds(&ids, false),
+        super::Presence::load(&m.store),
+        m.store.recent_pull_requests(PULLS_LISTED),
+    )?;
     let latest: HashMap<i64, &cascade_store::records::BuildRecord> = latest.iter().map(|b| (b.builderid, b)).collect();
     let columns: Vec<Column> =
         builders.iter().map(|(b, id)| column(b, *id, latest.get(id), presence.serves(b))).collect();
@@ -512,11 +516,12 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     }
     let failing: Vec<i64> =
         cells.iter().filter(|c| c.build_complete && c.build_results == Some(2)).filter_map(|c| c.build_id).collect();
-    let marks = super::diagnosis::marks(&m.store, &failing).await?;
     let mut build_ids: Vec<i64> = cells.iter().filter_map(|c| c.build_id).collect();
     build_ids.sort_unstable();
     build_ids.dedup();
-    let covers = coverage(&m.store.blamelist_pairs(&build_ids).await?);
+    let (marks, pairs) =
+        tokio::try_join!(super::diagnosis::marks(&m.store, &failing), m.store.blamelist_pairs(&build_ids))?;
+    let covers = coverage(&pairs);
     let parts = Cells { by_key, covers, marks, grid };
     let mut rows: Vec<Row> = changes.iter().map(|c| row(c, &columns, &parts)).collect();
     let layout = Layout::parse(q.as_deref());
@@ -527,7 +532,6 @@ async fn page(m: Arc<Pages>, headers: HeaderMap, q: Option<String>, grid: bool) 
     let older = (changes.len() as i64 == count).then(|| changes.last().map(|c| paged(q.as_deref(), Some(c.changeid))));
     let (older, newer) = (older.flatten(), before.map(|_| paged(q.as_deref(), None)));
     let newest = changes.first().map(|c| c.when_timestamp);
-    let pulls = m.store.recent_pull_requests(PULLS_LISTED).await?;
     let shown = if pull.is_some() { asked } else { filter };
     let chrome = Chrome::new(&m, &headers, if grid { "grid" } else { "console" }, shown).await;
     let page = ConsolePage {

@@ -347,8 +347,8 @@ pub async fn standing(
     ids: &[i64],
     finished_only: bool,
 ) -> Result<(HashMap<i64, BuildRecord>, Presence), StoreError> {
-    let latest = store.latest_builds(ids, finished_only).await?.into_iter().map(|b| (b.builderid, b)).collect();
-    Ok((latest, Presence::load(store).await?))
+    let (latest, presence) = tokio::try_join!(store.latest_builds(ids, finished_only), Presence::load(store))?;
+    Ok((latest.into_iter().map(|b| (b.builderid, b)).collect(), presence))
 }
 
 /// A link to a build's page.

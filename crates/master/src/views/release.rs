@@ -305,9 +305,8 @@ pub async fn page(
     let ids: Vec<i64> = builders.iter().map(|(_, id)| *id).collect();
     let (latest, presence) = super::standing(&m.store, &ids, true).await?;
     let failing_ids: Vec<i64> = ids.iter().copied().filter(|id| failing(latest.get(id))).collect();
-    let blame = load_blame(&m.store, &failing_ids).await?;
     let build_ids: Vec<i64> = latest.values().map(|b| b.buildid).collect();
-    let revisions = m.store.built_revisions(&build_ids).await?;
+    let (blame, revisions) = tokio::try_join!(load_blame(&m.store, &failing_ids), m.store.built_revisions(&build_ids))?;
     let facts =
         Facts { latest: &latest, presence: &presence, blame: &blame, revisions: &revisions, now: m.clock.now() };
     let reports = m

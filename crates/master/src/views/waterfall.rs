@@ -250,12 +250,21 @@ pub async fn page(
     let builds = m.store.builds_between(&ids, (from, to), REACH, MAX_BUILDS).await?;
     let cut = builds.len() as i64 >= MAX_BUILDS;
     let build_ids: Vec<i64> = builds.iter().map(|b| b.buildid).collect();
-    let steps = m.store.steps_of(&build_ids).await?;
-    let step_ids: Vec<i64> = steps.iter().map(|s| s.stepid).collect();
-    let slugs: HashMap<i64, String> = m.store.first_logs(&step_ids).await?.into_iter().collect();
-    let covers = super::console::coverage(&m.store.blamelist_pairs(&build_ids).await?);
-    let pending: HashMap<i64, i64> = m.store.pending_counts(&ids).await?.into_iter().collect();
-    let presence = super::Presence::load(&m.store).await?;
+    let steps_and_logs = async {
+        let steps = m.store.steps_of(&build_ids).await?;
+        let step_ids: Vec<i64> = steps.iter().map(|s| s.stepid).collect();
+        Ok((steps, m.store.first_logs(&step_ids).await?))
+    };
+    // Independent reads, each on its own connection: the page waits for the slowest, not their sum.
+    let ((steps, slugs), pairs, pending, presence) = tokio::try_join!(
+        steps_and_logs,
+        m.store.blamelist_pairs(&build_ids),
+        m.store.pending_counts(&ids),
+        super::Presence::load(&m.store),
+    )?;
+    let slugs: HashMap<i64, String> = slugs.into_iter().collect();
+    let covers = super::console::coverage(&pairs);
+    let pending: HashMap<i64, i64> = pending.into_iter().collect();
 
     let mut steps_by_build: HashMap<i64, Vec<_>> = HashMap::new();
     for s in steps {
