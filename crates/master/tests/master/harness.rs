@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -298,6 +299,24 @@ impl MasterProcess {
             .spawn()
             .expect("cascade serve starts");
         MasterProcess(child)
+    }
+
+    /// Waits for `GET {base}/healthz` to answer 200; fails with the
+    /// master's log if it exits first or does not answer within `limit`.
+    pub async fn wait_healthy(&mut self, http: &reqwest::Client, base: &str, log: &Path, limit: Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            let ok = http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            let exited = self.0.try_wait().ok().flatten();
+            if exited.is_some() || start.elapsed() > limit {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("the master did not answer ({exited:?} after {:?}); its log:\n{text}", start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn kill(&mut self) {

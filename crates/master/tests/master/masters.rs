@@ -68,10 +68,7 @@ async fn a_master_killed_mid_build_is_declared_dead_and_another_builds_its_work(
     cascade_master::outbound::install_crypto_provider();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", ports.0);
-    wait_for("master a to answer", Duration::from_secs(60), || async {
-        http.get(format!("{base}/healthz")).send().await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
+    a.wait_healthy(&http, &base, &dir.path().join("a.log"), Duration::from_secs(60)).await;
     let _w1 = BuildbotWorker::start_kind(Kind::Cascade, dir.path(), ports.1, "w1", "pw-one").await;
 
     crate::harness::push_over_http(&http, &base, &sha).await;

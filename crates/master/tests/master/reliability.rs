@@ -166,10 +166,7 @@ async fn a_thousand_wrong_logins_at_once_stay_under_a_memory_ceiling() {
     let base = format!("http://127.0.0.1:{http}");
     cascade_master::outbound::install_crypto_provider();
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    wait_for("the master to answer", Duration::from_secs(60), || async {
-        client.get(format!("{base}/healthz")).send().await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
+    master.wait_healthy(&client, &base, &dir.path().join("master.log"), Duration::from_secs(60)).await;
     let (cookie, csrf) = login_form(&client, &base).await;
 
     let workers = (0..500).map(|i| {
