@@ -288,12 +288,7 @@ pub(crate) fn compile_listing(listing: &Listing, q: &ListQuery, backend: Backend
 /// Written as `col >= v AND col <= v` and ordered by `col, id`, the filter
 /// leaves the (field, id) index as the only way to the order.
 fn pinned_field(listing: &Listing, q: &ListQuery) -> Result<Option<&'static str>> {
-    let by_id = match q.order.as_slice() {
-        [] => true,
-        [o] => find_field(listing.fields, &o.field)?.column == listing.id,
-        _ => false,
-    };
-    if !by_id {
+    if id_order(listing.fields, q, listing.id)?.is_none() {
         return Ok(None);
     }
     let single = |f: &&Filter| matches!(f.op, Op::Eq | Op::In) && f.values.len() == 1;
@@ -312,12 +307,14 @@ fn compile_pinned(fields: &[Field], q: &ListQuery, id_column: &str, pinned: Opti
     if let Some(name) = pinned {
         order_parts.push(format!("{} {}", find_field(fields, name)?.column, if id_dir { "DESC" } else { "ASC" }));
     }
+    let mut ordered_by_id = false;
     for o in &q.order {
         let f = find_field(fields, &o.field)?;
+        ordered_by_id |= f.column == id_column;
         order_parts.push(format!("{} {}", f.column, if o.descending { "DESC" } else { "ASC" }));
     }
     // The id breaks ties, so pages are stable; it follows the first key's direction.
-    if !q.order.iter().any(|o| fields.iter().any(|f| f.name == o.field && f.column == id_column)) {
+    if !ordered_by_id {
         order_parts.push(format!("{id_column} {}", if id_dir { "DESC" } else { "ASC" }));
     }
     let limit = match q.limit {
@@ -343,15 +340,21 @@ fn keyset_condition(
     after: i64,
     binds: &mut Vec<Bind>,
 ) -> Result<String> {
-    let by_id = match q.order.as_slice() {
-        [] => Some(false),
-        [o] if find_field(fields, &o.field)?.column == id_column => Some(o.descending),
-        _ => None,
-    };
-    let descending = by_id.ok_or_else(|| bad("keyset paging needs an order by the id alone".into()))?;
+    let descending =
+        id_order(fields, q, id_column)?.ok_or_else(|| bad("keyset paging needs an order by the id alone".into()))?;
     binds.push(Bind::Int(after));
     let condition = format!("{id_column} {} ${}", if descending { "<" } else { ">" }, binds.len());
     Ok(if where_sql.is_empty() { format!("WHERE {condition}") } else { format!("{where_sql} AND {condition}") })
+}
+
+/// Whether the query is in id order (by the id alone, or no order), and
+/// then whether descending.
+fn id_order(fields: &[Field], q: &ListQuery, id_column: &str) -> Result<Option<bool>> {
+    Ok(match q.order.as_slice() {
+        [] => Some(false),
+        [o] if find_field(fields, &o.field)?.column == id_column => Some(o.descending),
+        _ => None,
+    })
 }
 
 /// Whether `order` can be paged by keyset: by the id alone, or no order.

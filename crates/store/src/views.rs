@@ -198,18 +198,10 @@ impl Store {
     pub async fn steps_of(&self, build_ids: &[i64]) -> Result<Vec<StepRecord>> {
         let backend = self.backend();
         let rows = self.rows_for_ids(build_ids, |list| steps_of_sql(backend, list)).await?;
-        let mut steps = Vec::new();
-        for r in &rows {
-            if backend == Backend::Postgres {
-                steps.push(step_from(r)?);
-                continue;
-            }
-            let build_id: i64 = get(r, "build_id")?;
-            let packed: String = get(r, "steps")?;
-            let parsed: Vec<PackedStep> = serde_json::from_str(&packed)
-                .map_err(|e| crate::StoreError::Corrupt(format!("steps of build {build_id}: {e}")))?;
-            steps.extend(parsed.into_iter().map(|p| p.record(build_id)));
-        }
+        let mut steps = match backend {
+            Backend::Postgres => rows.iter().map(step_from).collect::<Result<Vec<_>>>()?,
+            Backend::Sqlite => rows.iter().map(unpack_steps).collect::<Result<Vec<_>>>()?.concat(),
+        };
         steps.sort_unstable_by_key(|s| (s.buildid, s.number));
         Ok(steps)
     }
@@ -314,16 +306,7 @@ pub(crate) fn id_list(backend: Backend, at: usize) -> String {
 
 /// The ids as the JSON array [`id_list`] reads.
 pub(crate) fn ids_json(ids: &[i64]) -> String {
-    let mut out = String::with_capacity(ids.len() * 8 + 2);
-    out.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&id.to_string());
-    }
-    out.push(']');
-    out
+    serde_json::Value::from(ids.to_vec()).to_string()
 }
 
 /// `console_cells`: every request made for the changes `list` names, with its build.
@@ -392,6 +375,15 @@ pub(crate) fn steps_of_sql(backend: Backend, list: &str) -> String {
         ),
         Backend::Postgres => format!("SELECT {STEP_COLUMNS} FROM steps WHERE build_id IN ({list})"),
     }
+}
+
+/// One build's row of `steps_of_sql` on SQLite: its steps.
+fn unpack_steps(r: &sqlx::any::AnyRow) -> Result<Vec<StepRecord>> {
+    let build_id: i64 = get(r, "build_id")?;
+    let packed: String = get(r, "steps")?;
+    let parsed: Vec<PackedStep> = serde_json::from_str(&packed)
+        .map_err(|e| crate::StoreError::Corrupt(format!("steps of build {build_id}: {e}")))?;
+    Ok(parsed.into_iter().map(|p| p.record(build_id)).collect())
 }
 
 /// One step as `steps_of_sql` packs it.
