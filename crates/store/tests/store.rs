@@ -1274,3 +1274,40 @@ test_both!(the_latest_build_of_each_builder_is_kept_as_builds_start_and_end, |db
     store.refresh_builder_latest().await.expect("refresh");
     assert_eq!((newest(false).await, newest(true).await), (kept, kept_finished), "the builds say the same");
 });
+
+/// Push `i`: its own delivery, file, property and timer.
+fn delivered(i: usize, delivery: &str, revision: &str, scheduler_id: i64) -> (Delivery, NewChange, SchedulerTouch) {
+    let mut c = change("main", revision, &[&format!("Lib/f{i}.py")]);
+    c.properties.insert("n".into(), serde_json::json!(i));
+    let d = Delivery { hook_id: "9".into(), delivery_id: delivery.into(), event: "push".into() };
+    (d, c, SchedulerTouch { scheduler_id, important: i.is_multiple_of(2) })
+}
+
+test_both!(pushes_arriving_at_once_are_each_stored_as_their_own, |db| {
+    let store = db.store().await;
+    let sid = store.sync_schedulers(&[("3.x".into(), "branch".into())], 50).await.expect("schedulers")["3.x"].id;
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let (store, (d, c, t)) = (store.clone(), delivered(i, &format!("d{}", i % 40), &format!("r{i}"), sid));
+            tokio::spawn(async move {
+                let at = 1_000_000 + i as i64;
+                store.ingest_changes_at(Some(&d), &[(c, vec![t])], cascade_store::Redundant::Polled, at).await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.expect("task").expect("ingest") {
+            IngestOutcome::Stored { change_ids } => {
+                stored += 1;
+                let c = store.get_change(change_ids[0]).await.expect("get").expect("stored");
+                assert_eq!(c.files, vec![format!("Lib/f{i}.py")], "push {i}'s files");
+                assert_eq!(c.properties["n"].0, serde_json::json!(i));
+            }
+            IngestOutcome::Duplicate => assert!(i % 40 < 8, "push {i} is no redelivery"),
+        }
+    }
+    assert_eq!(stored, 40, "each of the 40 deliveries once");
+    let waiting = store.waiting_changes().await.expect("waiting");
+    assert_eq!(waiting.len(), 40, "one timer per stored push");
+});

@@ -18,6 +18,7 @@ use cascade_model::{Glob, NewChange};
 use cascade_store::{NewBuildset, NewSourceStamp, SchedulerRow, SchedulerTouch, Store, StoreError, WaitingSummary};
 use parking_lot::RwLock;
 use serde_json::json;
+use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -163,8 +164,11 @@ pub struct Schedulers {
     project: Option<String>,
     repository_url: String,
     disabled: RwLock<BTreeSet<i64>>,
-    /// Nudged when changes are stored: a pass runs at once.
+    /// Nudged when changes are stored.
     wake: Notify,
+    /// The soonest a nudge asked for a pass (Unix ms; `i64::MAX`: none
+    /// since the last pass began).
+    wanted_at: AtomicI64,
 }
 
 impl Schedulers {
@@ -208,7 +212,14 @@ impl Schedulers {
         let project = config.github.repository.clone();
         let repository_url = project.as_ref().map(|p| format!("https://github.com/{p}")).unwrap_or_default();
         let disabled = rows.values().filter(|r| !r.enabled).map(|r| r.id).collect();
-        Ok(Schedulers { entries, project, repository_url, disabled: RwLock::new(disabled), wake: Notify::new() })
+        Ok(Schedulers {
+            entries,
+            project,
+            repository_url,
+            disabled: RwLock::new(disabled),
+            wake: Notify::new(),
+            wanted_at: AtomicI64::new(i64::MAX),
+        })
     }
 
     /// The (name, kind) of every configured scheduler, for `sync_schedulers`.
@@ -477,7 +488,47 @@ impl Schedulers {
 
     /// Asks for a pass now (changes were stored).
     pub fn nudge(&self) {
+        self.nudge_at(i64::MIN);
+    }
+
+    /// Asks for a pass at `at_ms` (Unix ms) at the latest.
+    pub fn nudge_at(&self, at_ms: i64) {
+        self.wanted_at.fetch_min(at_ms, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// When changes that arrived at `at_ms` with these `touches` could
+    /// first make a scheduler fire: the soonest tree-stable timer an
+    /// important one starts (a timer only moves later, so no earlier pass
+    /// can fire more). None when none is important: nothing is due.
+    pub fn due_after<'a>(&self, touches: impl IntoIterator<Item = &'a SchedulerTouch>, at_ms: i64) -> Option<i64> {
+        touches
+            .into_iter()
+            .filter(|t| t.important)
+            .map(|t| match self.entries.iter().find(|e| e.id == t.scheduler_id).map(|e| &e.kind) {
+                Some(Kind::Branch { tree_stable, .. }) => at_ms.saturating_add(*tree_stable),
+                _ => at_ms,
+            })
+            .min()
+    }
+
+    /// Sleeps `sleep_for`, or less when a nudge wants a pass sooner (a
+    /// push that starts a 30 s timer wakes the loop only to learn that).
+    async fn wait(&self, clock: &Clock, sleep_for: Duration, stopped: &mut tokio::sync::watch::Receiver<bool>) {
+        let mut deadline = tokio::time::Instant::now() + sleep_for;
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = stopped.changed() => return,
+            }
+            let (wanted, now_ms) = (self.wanted_at.load(Ordering::SeqCst), clock.now_ms());
+            if wanted <= now_ms {
+                return;
+            }
+            let wanted_in = Duration::from_millis(u64::try_from(wanted - now_ms).unwrap_or(u64::MAX)).min(sleep_for);
+            deadline = deadline.min(tokio::time::Instant::now() + wanted_in);
+        }
     }
 
     /// Runs until `stopped` turns true: fires what is due, sleeps until the
@@ -495,6 +546,8 @@ impl Schedulers {
             if *stopped.borrow() {
                 return;
             }
+            // Asks from now on are for the next pass.
+            self.wanted_at.store(i64::MAX, Ordering::SeqCst);
             let now_ms = clock.now_ms();
             let sleep_for = match self.tick_ms(&store, now_ms).await {
                 Ok(report) => {
@@ -514,11 +567,7 @@ impl Schedulers {
                     POLL_INTERVAL
                 }
             };
-            tokio::select! {
-                () = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep_for) => {}
-                _ = stopped.changed() => {}
-            }
+            self.wait(&clock, sleep_for, &mut stopped).await;
             // Nudges that arrive meanwhile leave one permit, so they merge.
             tokio::select! {
                 _ = tokio::time::sleep(MIN_PASS_GAP) => {}

@@ -284,7 +284,9 @@ async fn push(hook: &Hook, push: PushEvent, delivery: Option<&Delivery>) -> Resu
                     if change_ids.len() < batch.len() {
                         tracing::info!(polled = batch.len() - change_ids.len(), "a late delivery of polled commits");
                     }
-                    hook.schedulers.nudge();
+                    if let Some(due) = hook.schedulers.due_after(batch.iter().flat_map(|(_, t)| t), at) {
+                        hook.schedulers.nudge_at(due);
+                    }
                     let branch = batch.last().and_then(|(c, _)| c.branch.clone());
                     tracing::info!(branch = ?branch, changes = change_ids.len(), "push stored");
                     Ok(Json(json!({ "changes": change_ids })).into_response())

@@ -180,3 +180,18 @@ test_both!(the_tree_stable_timer_never_fires_early_and_fires_soon_after, |db| {
     assert!(after >= Duration::from_secs(2), "the 2 s timer fired after {after:?}: early");
     assert!(after < Duration::from_millis(2800), "the 2 s timer fired after {after:?}: over 0.8 s late");
 });
+
+test_both!(pushes_that_start_a_long_timer_ask_for_no_pass_of_their_own, |db| {
+    // 3.x's timer is 30 s: a push cannot make anything due sooner, so it
+    // does not wake the loop for a pass (the loop still looks once a second).
+    let h = Harness::with_config(db, CONFIG).await;
+    let (start, before) = (Instant::now(), h.master.metrics.scheduler_passes.get(&[]));
+    for push in 0..12u32 {
+        h.push(&crate::harness::synthetic_push("master", push + 1, 1, &["Lib/os.py"]), &format!("p-{push}")).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let passes = h.master.metrics.scheduler_passes.get(&[]) - before;
+    let bound = start.elapsed().as_secs_f64().ceil() as u64 + 2;
+    assert!(passes <= bound, "{passes} passes in {:?} of 12 pushes: each push asked for one", start.elapsed());
+    assert_eq!(buildset_count(&h).await, 0, "nothing was due");
+});
