@@ -10,6 +10,7 @@ pub mod trying;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use cascade_config::{Config, SchedulerKind};
@@ -18,7 +19,6 @@ use cascade_model::{Glob, NewChange};
 use cascade_store::{NewBuildset, NewSourceStamp, SchedulerRow, SchedulerTouch, Store, StoreError, WaitingSummary};
 use parking_lot::RwLock;
 use serde_json::json;
-use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
