@@ -284,14 +284,9 @@ async fn killed_between_a_builds_end_and_its_notification(db: &cascade_testkit::
     let store = db.store().await;
     let mut master = MasterProcess::start(&config, &db.url, &log);
     // Serving means started: from here on every build event is the notifier's to read.
-    let health = format!("http://127.0.0.1:{http}/healthz");
     cascade_master::outbound::install_crypto_provider();
     let client = reqwest::Client::new();
-    let started = std::time::Instant::now();
-    while !client.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(started.elapsed() < Duration::from_secs(60), "the master never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    master.wait_healthy(&client, &format!("http://127.0.0.1:{http}"), &log, Duration::from_secs(60)).await;
     let builder = wait_for_builder(&store, "unix main").await;
     // The test's own master row, with no heartbeat: on SQLite a live one
     // would keep the restarted master from starting.
